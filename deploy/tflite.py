@@ -1,0 +1,39 @@
+"""TF-Lite converters for a Keras model: float32 and full int8 (int8 input and output)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+VARIANTS = ("float32", "int8")
+
+
+def convert(model, variant: str, representative: np.ndarray | None = None) -> bytes:
+    """Converts a Keras model to a TF-Lite flatbuffer.
+
+    Args:
+        variant: 'float32', or 'int8' for full integer quantization with int8 input and output.
+        representative: training images (never val or test) that calibrate the int8 ranges.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"export variant must be one of {VARIANTS}, got {variant!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant == "int8":
+        if representative is None or not len(representative):
+            raise ValueError("int8 export needs representative training images")
+        samples = representative.astype(np.float32)
+
+        def dataset():
+            for index in range(len(samples)):
+                yield [samples[index : index + 1]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()

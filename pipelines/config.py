@@ -1,0 +1,338 @@
+"""Typed, frozen, nested experiment configuration.
+
+A YAML file (loaded with `yaml.safe_load`) is a small diff of the defaults below. Every field has a default
+and a one-line doc; unknown keys and bad values raise `ConfigError` naming the key path and the rule before
+any work starts, e.g. `train.learning_rate: must be > 0, got -1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value that breaks a rule; the message names the key path."""
+
+
+Rule = Callable[[Any], "str | None"]
+
+
+def greater_than(bound: float) -> Rule:
+    return lambda value: None if value > bound else f"must be > {bound:g}, got {value!r}"
+
+
+def at_least(bound: float) -> Rule:
+    return lambda value: None if value >= bound else f"must be >= {bound:g}, got {value!r}"
+
+
+def below(bound: float) -> Rule:
+    return lambda value: None if value < bound else f"must be < {bound:g}, got {value!r}"
+
+
+def one_of(*choices: str) -> Rule:
+    def check(value: Any) -> str | None:
+        values = value if isinstance(value, tuple) else (value,)
+        bad = [item for item in values if item not in choices]
+        return None if not bad else f"must be one of {list(choices)}, got {bad[0]!r}"
+
+    return check
+
+
+def non_empty(value: Any) -> str | None:
+    return None if len(value) else "must not be empty"
+
+
+def option(default: Any, doc: str, *rules: Rule) -> Any:
+    """A config field with its one-line doc and the rules its value must pass."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, "rules": rules})
+    return field(default=default, metadata={"doc": doc, "rules": rules})
+
+
+SEARCHABLE_KINDS = ("log_uniform", "uniform", "int", "choice")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = option("digits", "embedded dataset that ships inside scikit-learn", one_of("digits"))
+    image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    drop_exact_duplicates: bool = option(True, "keep the first of identical images, log the others")
+    drop_label_conflicts: bool = option(True, "drop every copy of an image that carries two labels")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float = option(0.15, "fraction of the data held out for validation", greater_than(0), below(1))
+    test_fraction: float = option(0.15, "fraction of the data held out for the final test", greater_than(0), below(1))
+    seed: int = option(0, "seed of the stratified shuffle")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = option("small_cnn", "name in models.ARCHITECTURES", one_of("small_cnn"))
+    filters: tuple[int, ...] = option((32, 64), "convolution filters per block", non_empty)
+    dense_units: int = option(128, "units of the hidden dense layer", at_least(1))
+    dropout_rate: float = option(0.25, "dropout before the dense layers", at_least(0), below(1))
+    l2: float = option(1e-4, "L2 penalty on kernel weights", at_least(0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = option(60, "maximum number of epochs", at_least(1))
+    batch_size: int = option(32, "examples per gradient step", at_least(1))
+    learning_rate: float = option(1e-3, "initial learning rate", greater_than(0))
+    optimizer: str = option("adam", "optimizer name", one_of("adam", "sgd", "rmsprop", "adagrad"))
+    patience: int = option(12, "epochs without val_loss improvement before early stopping", at_least(1))
+    seed: int = option(0, "seed of weight initialization and shuffling")
+
+
+@dataclass(frozen=True)
+class ParamSpace:
+    kind: str = option("uniform", "distribution", one_of(*SEARCHABLE_KINDS))
+    low: float = option(0.0, "lower bound (log_uniform, uniform, int)")
+    high: float = option(1.0, "upper bound (log_uniform, uniform, int)")
+    values: tuple = option((), "candidates (choice)")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    n_trials: int = option(4, "random-search trials on validation data", at_least(0))
+    epochs: int = option(40, "maximum epochs per trial", at_least(1))
+    seed: int = option(0, "seed of the parameter sampler")
+    space: dict[str, ParamSpace] = option(
+        {
+            "train.learning_rate": ParamSpace(kind="log_uniform", low=3e-4, high=3e-3),
+            "model.dropout_rate": ParamSpace(kind="uniform", low=0.1, high=0.4),
+        },
+        "distribution per config field, keyed by its dotted path",
+    )
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    variants: tuple[str, ...] = option(("float32", "int8"), "TF-Lite variants to build", one_of("float32", "int8"))
+    representative_samples: int = option(200, "training images used to calibrate int8", at_least(1))
+    max_accuracy_drop: float = option(0.01, "largest val accuracy drop allowed for the bundled variant", at_least(0))
+    latency_runs: int = option(50, "batch-1 invocations timed per variant", at_least(1))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    tflite_variant: str = option("int8", "TF-Lite variant evaluated beside the Keras model", one_of("float32", "int8"))
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    root: str = option(".", "project root under which data/, mlruns/ and deploy/bundles/ are written")
+    strategy: str = option("default", "tf.distribute strategy", one_of("default", "mirrored"))
+    verbose: int = option(2, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)", one_of(0, 1, 2))
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: str = option("digits", "MLflow experiment and registered model name", non_empty)
+    data: DataConfig = field(default_factory=DataConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.runtime.root).resolve()
+
+
+def _coerce(value: Any, kind: Any, path: str) -> Any:
+    """Checks `value` against the annotation `kind` and returns it in that type."""
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: must be a mapping, got {value!r}")
+        return _build(kind, value, path)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: must be a mapping, got {value!r}")
+        _, item_kind = typing.get_args(kind)
+        return {str(key): _coerce(item, item_kind, f"{path}.{key}") for key, item in value.items()}
+    if origin is tuple or kind is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: must be a list, got {value!r}")
+        args = typing.get_args(kind)
+        item_kind = args[0] if args else Any
+        return tuple(_coerce(item, item_kind, f"{path}[{index}]") for index, item in enumerate(value))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept any text float() understands.
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: must be a number, got {value!r}") from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    """Builds dataclass `cls` from a mapping, checking keys, types and rules."""
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            raise ConfigError(f"{path}: unknown key{hint}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    instance = cls(**kwargs)
+    for name, item in fields.items():
+        for rule in item.metadata.get("rules", ()):
+            problem = rule(getattr(instance, name))
+            if problem:
+                raise ConfigError(f"{prefix + '.' if prefix else ''}{name}: {problem}")
+    return instance
+
+
+def to_dict(config: Any) -> Any:
+    """The resolved config as plain YAML-friendly data."""
+    if dataclasses.is_dataclass(config):
+        return {item.name: to_dict(getattr(config, item.name)) for item in dataclasses.fields(config)}
+    if isinstance(config, dict):
+        return {key: to_dict(value) for key, value in config.items()}
+    if isinstance(config, tuple):
+        return [to_dict(value) for value in config]
+    return config
+
+
+def _check_cross_fields(config: Config) -> None:
+    if config.split.val_fraction + config.split.test_fraction >= 0.9:
+        raise ConfigError(
+            "split: val_fraction + test_fraction must be < 0.9, got "
+            f"{config.split.val_fraction + config.split.test_fraction:g}"
+        )
+    for path, space in config.search.space.items():
+        try:
+            current = get_path(config, path)
+        except ConfigError:
+            raise ConfigError(f"search.space.{path}: unknown key (not a config field)") from None
+        if space.kind == "choice":
+            if not space.values:
+                raise ConfigError(f"search.space.{path}.values: must not be empty for kind 'choice'")
+        elif not space.low < space.high:
+            raise ConfigError(f"search.space.{path}: low must be < high, got {space.low:g} >= {space.high:g}")
+        elif space.kind == "log_uniform" and space.low <= 0:
+            raise ConfigError(f"search.space.{path}.low: must be > 0 for kind 'log_uniform', got {space.low:g}")
+        elif isinstance(current, (str, bool, tuple)) and space.kind != "choice":
+            raise ConfigError(f"search.space.{path}.kind: field is not numeric, use 'choice'")
+
+
+def get_path(config: Any, path: str) -> Any:
+    """Returns the value at a dotted path such as `train.learning_rate`."""
+    value = config
+    for part in path.split("."):
+        if not dataclasses.is_dataclass(value) or part not in {f.name for f in dataclasses.fields(value)}:
+            raise ConfigError(f"{path}: unknown key")
+        value = getattr(value, part)
+    return value
+
+
+def _set_path(tree: dict, path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]:
+    """Parses `key.path=value` strings; values are read as YAML scalars (3, 1e-3, true, [16, 32])."""
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        parsed.append((key.strip(), yaml.safe_load(text)))
+    return parsed
+
+
+def from_dict(values: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Builds and validates a Config from a mapping plus `key.path=value` overrides."""
+    tree = dict(values or {})
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain data
+    for key, value in parse_overrides(overrides):
+        _set_path(tree, key, value)
+    config = _build(Config, tree)
+    _check_cross_fields(config)
+    return config
+
+
+def replace_path(config: Config, path: str, value: Any) -> Config:
+    """A copy of `config` with one dotted field changed, validated like a loaded file."""
+    tree = to_dict(config)
+    _set_path(tree, path, value)
+    return from_dict(tree)
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads a YAML experiment file (or only the defaults when `path` is None).
+
+    Raises:
+        ConfigError: the file is missing or not a mapping, or a key or value breaks a rule.
+    """
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        return from_dict(values, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"{path or 'defaults'}: {error}") from None
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per field: dotted path, default and doc (for `--help`)."""
+    lines = []
+    for item in dataclasses.fields(cls):
+        path = f"{prefix}{item.name}"
+        kind = typing.get_type_hints(cls)[item.name]
+        if dataclasses.is_dataclass(kind):
+            lines.extend(describe(kind, f"{path}."))
+            continue
+        default = item.default if item.default is not dataclasses.MISSING else "(see configs)"
+        lines.append(f"  {path} = {default!r}: {item.metadata.get('doc', '')}")
+    return lines
