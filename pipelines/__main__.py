@@ -22,6 +22,7 @@ DESCRIPTIONS = {
     "tune": "random search on validation data; the best model becomes champion",
     "export": "TF-Lite variants validated on the LiteRT interpreter; the edge bundle",
     "evaluate": "the test split, exactly once, Keras and TF-Lite side by side",
+    "gan": "DCGAN on the training images with a custom tf.GradientTape loop (not part of 'all')",
     "all": "every stage in order, as one MLflow parent run with a nested run per stage",
 }
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -133,6 +134,22 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class GanConfig:
+    epochs: int = option(30, "DCGAN training epochs", at_least(1))
+    batch_size: int = option(64, "real images per step (global batch)", at_least(2))
+    latent_dim: int = option(32, "size of the generator's noise input", at_least(1))
+    base_filters: int = option(32, "filters of the first discriminator block (doubled in the second)", at_least(1))
+    learning_rate: float = option(2e-4, "Adam learning rate of both networks", greater_than(0))
+    beta_1: float = option(0.5, "Adam beta_1 of both networks (0.5 as in DCGAN)", at_least(0), below(1))
+    label_smoothing: float = option(0.0, "real labels become 1 - label_smoothing for the discriminator",
+                                    at_least(0), below(0.5))
+    instance_noise: float = option(0.0, "std of Gaussian noise added to both inputs of the discriminator",
+                                   at_least(0))
+    sample_every: int = option(5, "epochs between sample grids and checkpoints", at_least(1))
+    seed: int = option(0, "seed of weights, noise and shuffling")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     root: str = option(".", "project root under which data/, mlruns/ and deploy/bundles/ are written")
     strategy: str = option("default", "tf.distribute strategy", one_of("default", "mirrored"))
@@ -150,6 +167,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     @property
@@ -231,6 +249,9 @@ def to_dict(config: Any) -> Any:
 
 
 def _check_cross_fields(config: Config) -> None:
+    if config.data.image_size % 4:
+        raise ConfigError(f"data.image_size: must be a multiple of 4 (two 2x pooling or upsampling steps), "
+                          f"got {config.data.image_size}")
     if config.split.val_fraction + config.split.test_fraction >= 0.9:
         raise ConfigError(
             "split: val_fraction + test_fraction must be < 0.9, got "

@@ -47,7 +47,8 @@ def choose(table: dict, keras_accuracy: float, max_drop: float) -> str:
     eligible = [name for name, row in table.items() if keras_accuracy - row["val_accuracy"] <= max_drop + 1e-12]
     if not eligible:
         raise RuntimeError(f"no TF-Lite variant within export.max_accuracy_drop={max_drop} of the Keras "
-                           f"model's val accuracy {keras_accuracy:.4f}: {_table_text(table)}")
+                           f"model's val accuracy {keras_accuracy:.4f}: " + ", ".join(
+                               f"{name} {row['val_accuracy']:.4f}" for name, row in table.items()))
     return min(eligible, key=lambda name: table[name]["size_bytes"])
 
 

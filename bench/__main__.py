@@ -1,0 +1,43 @@
+"""`python -m bench [name ...]`: runs benchmarks and merges their entries into bench/results.json.
+
+Entry format: {"<benchmark>": {"figures": {"<name>": number}, "command": "...", "date": "..."}}; accuracies
+and accuracy drops are fractions (0.01 is one point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from pipelines import workspace
+
+BENCHMARKS = ("pipeline",)
+RESULTS = Path(__file__).parent / "results.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*",
+                        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for name in args.names or BENCHMARKS:
+        print(f"[bench] {name}", flush=True)
+        figures = importlib.import_module(f"bench.{name}").run()
+        results[name] = {"figures": figures, "command": f"make bench ARGS={name}",
+                         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        workspace.write_json(RESULTS, results)  # after each benchmark, so a later failure loses nothing
+        print(json.dumps({name: figures}, indent=2))
+    print(f"[bench] results in {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+import dataclasses
+
+import pytest
+
+from pipelines import __main__ as cli
+from pipelines import config as config_module
+from pipelines.config import ConfigError
+
+
+def test_defaults_and_shipped_config_load():
+    defaults = config_module.load()
+    digits = config_module.load("configs/digits.yaml")
+    assert defaults.train.learning_rate == pytest.approx(1e-3)
+    assert digits.experiment == "digits"
+    assert digits.search.space["train.learning_rate"].kind == "log_uniform"
+    assert digits.export.variants == ("float32", "int8")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"trian": {}}, "trian: unknown key (did you mean 'train'?)"),
+        ({"train": {"learnig_rate": 0.1}}, "train.learnig_rate: unknown key (did you mean 'learning_rate'?)"),
+        ({"train": {"learning_rate": -1}}, "train.learning_rate: must be > 0, got -1"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: must be an integer, got 'ten'"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: must be an integer, got 2.5"),
+        ({"model": {"architecture": "vgg"}}, "model.architecture: must be one of ['small_cnn'], got 'vgg'"),
+        ({"model": {"dropout_rate": 1.0}}, "model.dropout_rate: must be < 1, got 1.0"),
+        ({"clean": {"drop_exact_duplicates": "yes"}}, "clean.drop_exact_duplicates: must be true or false"),
+        ({"split": {"val_fraction": 0.5, "test_fraction": 0.45}}, "split: val_fraction + test_fraction must be"),
+        ({"search": {"space": {"train.nope": {"kind": "uniform"}}}}, "search.space.train.nope: unknown key"),
+        ({"search": {"space": {"train.learning_rate": {"kind": "log_uniform", "low": 0, "high": 1}}}},
+         "search.space.train.learning_rate.low: must be > 0 for kind 'log_uniform'"),
+        ({"search": {"space": {"train.learning_rate": {"kind": "gauss"}}}},
+         "search.space.train.learning_rate.kind: must be one of"),
+        ({"export": {"variants": ["float32", "int4"]}}, "export.variants: must be one of"),
+        ({"data": 3}, "data: must be a mapping, got 3"),
+    ],
+)
+def test_bad_values_name_the_key_and_rule(values, message):
+    with pytest.raises(ConfigError) as error:
+        config_module.from_dict(values)
+    assert message in str(error.value)
+
+
+def test_overrides_are_parsed_as_yaml_and_validated():
+    config = config_module.from_dict({}, ["train.epochs=3", "model.filters=[4, 8]", "train.learning_rate=1e-4"])
+    assert (config.train.epochs, config.model.filters) == (3, (4, 8))
+    assert config.train.learning_rate == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        config_module.from_dict({}, ["train.epochs"])
+    with pytest.raises(ConfigError, match="train.epochs: must be >= 1, got 0"):
+        config_module.from_dict({}, ["train.epochs=0"])
+
+
+def test_config_is_frozen_and_replace_validates():
+    config = config_module.load()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.epochs = 1  # type: ignore[misc]
+    assert config_module.replace_path(config, "train.epochs", 7).train.epochs == 7
+    with pytest.raises(ConfigError, match="train.epochs"):
+        config_module.replace_path(config, "train.epochs", -7)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        config_module.load(tmp_path / "missing.yaml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=f"{listing}: top level must be a mapping"):
+        config_module.load(listing)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=f"{typo}: trian: unknown key"):
+        config_module.load(typo)
+
+
+def test_cli_fails_before_any_work(tmp_path, capsys):
+    code = cli.main(["train", "--set", f"runtime.root={tmp_path}", "--set", "train.learning_rate=-1"])
+    assert code == 2
+    assert "train.learning_rate: must be > 0, got -1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no folder, no MLflow store, no lock file
+
+
+def test_every_stage_has_help(capsys):
+    for stage in (*cli.DESCRIPTIONS,):
+        with pytest.raises(SystemExit) as done:
+            cli.main([stage, "--help"])
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert "--set KEY=VALUE" in text and "train.learning_rate" in text

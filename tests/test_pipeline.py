@@ -1,0 +1,145 @@
+"""The end-to-end slice on a tiny config: every stage's real run(), MLflow, the registry, LiteRT, the bundle."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from pipelines import STAGES, evaluate, split, tracking, workspace
+from pipelines import __main__ as cli
+from tests.conftest import TINY, tiny_config
+
+
+def _cli(root, stage, *extra):
+    """Runs the CLI on the tiny config; `extra` arguments come last, so their --set wins."""
+    return cli.main([stage, *[item for override in TINY for item in ("--set", override)],
+                     "--set", f"runtime.root={root}", *extra])
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    assert _cli(root, "all") == 0
+    return root, tiny_config(root)
+
+
+def _runs(config):
+    tracking.configure(config)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.experiment)
+    return client, client.search_runs([experiment.experiment_id], max_results=500)
+
+
+def test_every_stage_wrote_a_manifest_and_the_bundle(ran):
+    root, config = ran
+    for stage in STAGES:
+        manifest = workspace.read_manifest(workspace.stage_dir(root, config.experiment, stage))
+        assert manifest is not None and manifest["run_id"], stage
+        assert workspace.is_fresh(workspace.stage_dir(root, config.experiment, stage), manifest["fingerprint"])
+    bundle = workspace.bundle_dir(root, config.experiment)
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    assert (bundle / "labels.txt").read_text().split() == [str(digit) for digit in range(10)]
+    assert metadata["input"]["shape"] == [1, 8, 8, 1]
+    assert metadata["variant"] in ("float32", "int8")
+    report = workspace.read_json(workspace.stage_dir(root, config.experiment, "evaluate") / "test_report.json")
+    assert set(report["results"]) == {"keras", "int8"}
+    assert 0.0 <= report["results"]["int8"]["accuracy"] <= 1.0
+
+
+def test_mlflow_holds_one_parent_with_a_nested_run_per_stage(ran):
+    _, config = ran
+    client, runs = _runs(config)
+    parents = [run for run in runs if run.data.tags.get("stage") == "pipeline"]
+    assert len(parents) == 1
+    children = {run.data.tags["stage"]: run for run in runs
+                if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert set(STAGES) <= set(children)
+    train = children["train"]
+    assert train.data.params["train.epochs"] == "3"
+    assert {"train/loss", "val/accuracy", "val/loss"} <= set(train.data.metrics)
+    export = children["export"]
+    assert export.data.metrics["export/int8/size_bytes"] < export.data.metrics["export/float32/size_bytes"]
+    assert 0 <= export.data.metrics["export/int8/val_accuracy"] <= 1
+    assert {"test/accuracy", "test/int8/accuracy"} <= set(children["evaluate"].data.metrics)
+    artifacts = {item.path for item in client.list_artifacts(children["evaluate"].info.run_id, "evaluation")}
+    assert "evaluation/test_report.md" in artifacts
+
+
+def test_champion_loads_back_as_a_keras_model(ran):
+    import tf_keras as keras
+
+    _, config = ran
+    model = tracking.load_champion(config)
+    assert isinstance(model, keras.Model)
+    assert model.predict(np.zeros((2, 8, 8, 1), np.float32), verbose=0).shape == (2, 10)
+
+
+def test_split_manifest_is_byte_identical_for_the_same_config(ran, tmp_path):
+    root, config = ran
+    other = tiny_config(tmp_path)
+    from pipelines import clean
+
+    clean.run(other)
+    split.run(other)
+    first = workspace.stage_dir(root, config.experiment, "split") / split.MANIFEST
+    second = workspace.stage_dir(tmp_path, config.experiment, "split") / split.MANIFEST
+    assert first.read_bytes() == second.read_bytes()
+    manifest = workspace.read_json(first)
+    by_split = {name: {item["sha256"] for item in manifest["items"] if item["split"] == name}
+                for name in split.SPLITS}
+    assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & by_split["val"])
+
+
+def test_changed_test_item_is_refused_naming_it(ran):
+    root, config = ran
+    folder = workspace.stage_dir(root, config.experiment, "split")
+    x, ids = workspace.load_arrays(folder, "test", "x", "ids")
+    x = x.copy()
+    x[3] = 255 - x[3]
+    with pytest.raises(ValueError, match=rf"changed \['{ids[3]}'\]"):
+        evaluate.verify_test_items(folder, x, ids)
+
+
+def test_edge_predictor_matches_the_pipeline_and_needs_no_tensorflow(ran, tmp_path):
+    root, config = ran
+    bundle = workspace.bundle_dir(root, config.experiment)
+    x, = workspace.load_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x")
+    paths = []
+    for index in range(12):
+        paths.append(tmp_path / f"val{index}.png")
+        Image.fromarray(x[index, ..., 0]).save(paths[-1])
+    from deploy.edge.predict import LiteRTClassifier
+
+    expected = LiteRTClassifier(bundle / "model.tflite").probabilities(x[:12]).argmax(axis=1)
+    script = ("import sys; from deploy.edge import predict; predict.main(sys.argv[1:]); "
+              "assert 'tensorflow' not in sys.modules, 'edge predictor imported tensorflow'")
+    output = subprocess.run([sys.executable, "-c", script, str(bundle), *map(str, paths)],
+                            capture_output=True, text=True, check=True).stdout
+    labels = [line.split("\t")[1] for line in output.splitlines()]
+    assert labels == [str(label) for label in expected]
+
+
+def test_second_run_skips_and_test_split_is_used_once(ran):
+    root, config = ran
+    _, before = _runs(config)
+    assert _cli(root, "all") == 0
+    _, after = _runs(config)
+    new = [run for run in after if run.info.run_id not in {old.info.run_id for old in before}]
+    assert [run.data.tags["stage"] for run in new] == ["pipeline"]  # only the parent; every stage skipped
+
+    # A changed training config reruns train and what follows; evaluate then refuses the used test split.
+    assert _cli(root, "all", "--set", "train.epochs=2") == 1
+    manifests = {stage: workspace.read_manifest(workspace.stage_dir(root, config.experiment, stage))
+                 for stage in STAGES}
+    assert manifests["train"]["config"]["train"]["epochs"] == 2
+    with pytest.raises(evaluate.TestSetUsed, match="already evaluated on .* by MLflow run"):
+        evaluate.run(tiny_config(root, "train.epochs=2"))
+
+    assert _cli(root, "evaluate", "--set", "train.epochs=2", "--reuse-test") == 0
+    _, runs = _runs(config)
+    reused = [run for run in runs if run.data.tags.get("test_reused") == "true"]
+    assert len(reused) == 1 and reused[0].data.metrics["test/uses"] == 2
