@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,30 +61,79 @@ def option(default: Any, doc: str, *rules: Rule) -> Any:
 SEARCHABLE_KINDS = ("log_uniform", "uniform", "int", "choice")
 
 
+IMAGE_SOURCES = ("digits", "image_folder")
+TABLE_SOURCES = ("breast_cancer", "wine", "diabetes", "csv")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    min: float | None = option(None, "declared minimum; values below it break the rule")
+    max: float | None = option(None, "declared maximum; values above it break the rule")
+    out_of_range: str = option("missing", "what clean does with a value outside [min, max]",
+                               one_of("missing", "clip", "drop"))
+    impute: str = option("none", "how a missing value is filled (fitted on the training split)",
+                         one_of("none", "median", "most_frequent", "derive"))
+    derive_from: str = option("", "column this one follows: value = derive_offset + derive_scale * other")
+    derive_scale: float = option(1.0, "scale of the relation with derive_from")
+    derive_offset: float = option(0.0, "offset of the relation with derive_from")
+    derive_tolerance: float = option(1.0, "largest gap from the relation before a row counts as inconsistent",
+                                     at_least(0))
+    bins: int = option(0, "discretize into this many quantile bins (0 keeps the value)", at_least(0))
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = option("digits", "embedded dataset that ships inside scikit-learn", one_of("digits"))
+    source: str = option("digits", "embedded dataset, or image_folder / csv under data.path",
+                         one_of(*IMAGE_SOURCES, *TABLE_SOURCES))
+    path: str = option("", "image folder (one sub-folder per class) or CSV file, relative to runtime.root")
+    target: str = option("", "CSV target column")
+    task: str = option("auto", "classification or regression (auto: embedded sources know, CSV guesses)",
+                       one_of("auto", "classification", "regression"))
+    group_column: str = option("", "CSV column whose groups never cross splits")
+    time_column: str = option("", "CSV column that orders rows in time (split.strategy: temporal)")
     image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
+    channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
+    near_duplicate_distance: int = option(
+        6, "largest perceptual-hash Hamming distance (of 64 bits) between near-duplicate images (both sides "
+        ">= 32 px; smaller images are compared by content hash only); 0 turns it off",
+        at_least(0))
+    high_cardinality: int = option(50, "a categorical column with more distinct values is reported", at_least(2))
+    columns: dict[str, ColumnRule] = option({}, "declared rules per table column")
 
 
 @dataclass(frozen=True)
 class CleanConfig:
-    drop_exact_duplicates: bool = option(True, "keep the first of identical images, log the others")
-    drop_label_conflicts: bool = option(True, "drop every copy of an image that carries two labels")
+    drop_exact_duplicates: bool = option(True, "keep the first of identical images or rows, log the others")
+    drop_label_conflicts: bool = option(True, "drop every copy of an item that carries two labels")
+    drop_constant_columns: bool = option(True, "drop table columns with a single value")
 
 
 @dataclass(frozen=True)
 class SplitConfig:
     val_fraction: float = option(0.15, "fraction of the data held out for validation", greater_than(0), below(1))
     test_fraction: float = option(0.15, "fraction of the data held out for the final test", greater_than(0), below(1))
-    seed: int = option(0, "seed of the stratified shuffle")
+    seed: int = option(0, "seed of the shuffle")
+    strategy: str = option("stratified", "stratified (classification), random, or temporal (data.time_column)",
+                           one_of("stratified", "random", "temporal"))
+    group: str = option("none", "also keep each data.group_column group in one split (duplicate and "
+                        "near-duplicate images are always kept together)", one_of("none", "column"))
+    folds: int = option(0, "k folds over train+val for the search stage (0: none)", at_least(0))
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    method: str = option("zscore", "zscore or minmax, fitted on the training split", one_of("zscore", "minmax"))
+    scope: str = option("global", "images: one statistic for all pixels (global) or one per channel",
+                        one_of("global", "per_channel"))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: str = option("small_cnn", "name in models.ARCHITECTURES", one_of("small_cnn"))
+    architecture: str = option("small_cnn", "name in models.architectures() (mlp for tables)",
+                               one_of("small_cnn", "mlp"))
     filters: tuple[int, ...] = option((32, 64), "convolution filters per block", non_empty)
-    dense_units: int = option(128, "units of the hidden dense layer", at_least(1))
+    dense_units: int = option(128, "units of each hidden dense layer", at_least(1))
+    hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
     dropout_rate: float = option(0.25, "dropout before the dense layers", at_least(0), below(1))
     l2: float = option(1e-4, "L2 penalty on kernel weights", at_least(0))
 
@@ -125,6 +175,8 @@ class ExportConfig:
     variants: tuple[str, ...] = option(("float32", "int8"), "TF-Lite variants to build", one_of("float32", "int8"))
     representative_samples: int = option(200, "training images used to calibrate int8", at_least(1))
     max_accuracy_drop: float = option(0.01, "largest val accuracy drop allowed for the bundled variant", at_least(0))
+    max_mae_increase: float = option(0.05, "regression: largest relative val MAE increase allowed for the bundle",
+                                     at_least(0))
     latency_runs: int = option(50, "batch-1 invocations timed per variant", at_least(1))
 
 
@@ -162,6 +214,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -178,6 +231,11 @@ class Config:
 def _coerce(value: Any, kind: Any, path: str) -> Any:
     """Checks `value` against the annotation `kind` and returns it in that type."""
     origin = typing.get_origin(kind)
+    if origin is types.UnionType:  # `float | None`
+        if value is None:
+            return None
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: must be a mapping, got {value!r}")
@@ -257,6 +315,7 @@ def _check_cross_fields(config: Config) -> None:
             "split: val_fraction + test_fraction must be < 0.9, got "
             f"{config.split.val_fraction + config.split.test_fraction:g}"
         )
+    _check_data(config)
     for path, space in config.search.space.items():
         try:
             current = get_path(config, path)
@@ -271,6 +330,28 @@ def _check_cross_fields(config: Config) -> None:
             raise ConfigError(f"search.space.{path}.low: must be > 0 for kind 'log_uniform', got {space.low:g}")
         elif isinstance(current, (str, bool, tuple)) and space.kind != "choice":
             raise ConfigError(f"search.space.{path}.kind: field is not numeric, use 'choice'")
+
+
+def _check_data(config: Config) -> None:
+    data, is_table = config.data, config.data.source in TABLE_SOURCES
+    if data.source in ("image_folder", "csv") and not data.path:
+        raise ConfigError(f"data.path: must name the {data.source.replace('_', ' ')} for source '{data.source}'")
+    if data.source == "csv" and not data.target:
+        raise ConfigError("data.target: must name the target column for source 'csv'")
+    if config.split.strategy == "temporal" and not data.time_column:
+        raise ConfigError("split.strategy: 'temporal' needs data.time_column")
+    if config.split.group == "column" and not data.group_column:
+        raise ConfigError("split.group: 'column' needs data.group_column")
+    if is_table and config.model.architecture != "mlp":
+        raise ConfigError(f"model.architecture: table source '{data.source}' needs 'mlp', "
+                          f"got '{config.model.architecture}'")
+    if not is_table and config.model.architecture == "mlp":
+        raise ConfigError(f"model.architecture: image source '{data.source}' needs a convolutional model, got 'mlp'")
+    for name, rule in data.columns.items():
+        if rule.min is not None and rule.max is not None and rule.min > rule.max:
+            raise ConfigError(f"data.columns.{name}: min must be <= max, got {rule.min:g} > {rule.max:g}")
+        if rule.impute == "derive" and not rule.derive_from:
+            raise ConfigError(f"data.columns.{name}.derive_from: must name a column for impute 'derive'")
 
 
 def get_path(config: Any, path: str) -> Any:

@@ -71,6 +71,26 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
     }
 
 
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """MAE, MSE, RMSE, MAPE (in percent) and R^2."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    mse = float(sk_metrics.mean_squared_error(y_true, y_pred))
+    return {"mae": float(sk_metrics.mean_absolute_error(y_true, y_pred)), "mse": mse, "rmse": float(np.sqrt(mse)),
+            "mape": float(100.0 * sk_metrics.mean_absolute_percentage_error(y_true, y_pred)),
+            "r2": float(sk_metrics.r2_score(y_true, y_pred))}
+
+
+def _residual_plot(y_true, y_pred, path: Path, title: str) -> None:
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    axis.scatter(y_pred, y_true - y_pred, s=10)
+    axis.axhline(0, color="grey", linestyle="--")
+    axis.set(xlabel="predicted", ylabel="true - predicted", title=title)
+    figure.tight_layout()
+    with workspace.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=90)
+    plt.close(figure)
+
+
 def _confusion_plot(y_true, y_pred, class_names, path: Path, title: str) -> None:
     figure, axis = plt.subplots(figsize=(5.5, 5))
     sk_metrics.ConfusionMatrixDisplay.from_predictions(y_true, y_pred, display_labels=class_names, ax=axis,
@@ -83,11 +103,12 @@ def _confusion_plot(y_true, y_pred, class_names, path: Path, title: str) -> None
 
 
 def _report(results: dict, uses: int) -> str:
+    columns = [key for key, value in next(iter(results.values())).items() if isinstance(value, float)]
     lines = ["# Test evaluation", "", f"Uses of this test split, this one included: {uses}", "",
-             "| model | accuracy | macro precision | macro recall | macro F1 |", "|---|---|---|---|---|"]
+             "| model | " + " | ".join(column.replace("_", " ") for column in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
     for name, row in results.items():
-        lines.append(f"| {name} | {row['accuracy']:.4f} | {row['macro_precision']:.4f} | "
-                     f"{row['macro_recall']:.4f} | {row['macro_f1']:.4f} |")
+        lines.append(f"| {name} | " + " | ".join(f"{row[column]:.4f}" for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -101,19 +122,27 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
     def body(folder: Path) -> dict:
         x, y, ids = workspace.load_arrays(split_folder, "test", "x", "y", "ids")
         verify_test_items(split_folder, x, ids)
-        class_names = workspace.read_json(split_folder / "classes.json")
+        dataset = workspace.read_json(split_folder / "dataset.json")
+        class_names, classification = dataset["class_names"], dataset["task"] == "classification"
         model = tracking.load_champion(config)
-        predictions = {
-            "keras": model.predict(x.astype(np.float32), verbose=0).argmax(axis=1),
-            variant: edge.LiteRTClassifier(export_folder / f"{variant}.tflite").probabilities(x).argmax(axis=1),
-        }
-        results = {name: classification_metrics(y, predicted, class_names) for name, predicted in predictions.items()}
+        outputs = {"keras": model.predict(x.astype(np.float32), verbose=0),
+                   variant: edge.LiteRTModel(export_folder / f"{variant}.tflite").predict(x)}
+        if classification:
+            predictions = {name: output.argmax(axis=1) for name, output in outputs.items()}
+            results = {name: classification_metrics(y, predicted, class_names)
+                       for name, predicted in predictions.items()}
+        else:
+            predictions = {name: output[:, 0] for name, output in outputs.items()}
+            results = {name: regression_metrics(y, predicted) for name, predicted in predictions.items()}
         uses = previous_uses(config, manifest_sha)
         record = {"run_id": mlflow.active_run().info.run_id, "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                   "reused": bool(uses), "champion_version": tracking.champion_version(config)}
         mlflow.set_tags({"test_reused": str(bool(uses)).lower(), "test_uses": str(len(uses) + 1)})
         for name, predicted in predictions.items():
-            _confusion_plot(y, predicted, class_names, folder / f"confusion_{name}.png", f"Test confusion: {name}")
+            if classification:
+                _confusion_plot(y, predicted, class_names, folder / f"confusion_{name}.png", f"Test confusion: {name}")
+            else:
+                _residual_plot(y, predicted, folder / f"residuals_{name}.png", f"Test residuals: {name}")
         workspace.write_json(folder / "test_report.json", {"manifest_sha256": manifest_sha, "uses": len(uses) + 1,
                                                            "record": record, "results": results})
         workspace.write_text(folder / "test_report.md", _report(results, len(uses) + 1))
@@ -121,9 +150,10 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         ledger = workspace.read_json(ledger_path(config)) if ledger_path(config).is_file() else {}
         ledger.setdefault(manifest_sha, []).append(record)
         workspace.write_json(ledger_path(config), ledger)
-        metrics = {"test/accuracy": results["keras"]["accuracy"], "test/macro_f1": results["keras"]["macro_f1"],
-                   f"test/{variant}/accuracy": results[variant]["accuracy"],
-                   f"test/{variant}/macro_f1": results[variant]["macro_f1"], "test/uses": len(uses) + 1}
+        metrics = {"test/uses": len(uses) + 1}
+        for name, row in results.items():
+            prefix = "test" if name == "keras" else f"test/{name}"
+            metrics.update({f"{prefix}/{key}": value for key, value in row.items() if isinstance(value, float)})
         tracking.log_metrics(metrics)
         return metrics
 

@@ -21,60 +21,78 @@ from pipelines import config as config_module
 from pipelines import fitting, stage, tracking, workspace
 
 
-def measure(classifier: edge.LiteRTClassifier, data: fitting.SplitData, keras_probabilities: np.ndarray,
-            runs: int) -> dict:
-    probabilities = classifier.probabilities(data.x["val"])
-    predicted = probabilities.argmax(axis=1)
+def measure(model: edge.LiteRTModel, data: fitting.SplitData, keras_outputs: np.ndarray, runs: int) -> dict:
+    """Validation score, agreement with Keras and batch-1 latency of one TF-Lite variant on LiteRT."""
+    outputs = model.predict(data.x["val"])
+    row = {"max_score_diff": float(np.abs(outputs - keras_outputs).max())}
+    if data.task == "classification":
+        predicted = outputs.argmax(axis=1)
+        row["val_accuracy"] = float((predicted == data.y["val"]).mean())
+        row["agreement"] = float((predicted == keras_outputs.argmax(axis=1)).mean())
+    else:
+        row["val_mae"] = float(np.abs(outputs[:, 0] - data.y["val"]).mean())
     sample = data.x["val"][0]
     for _ in range(5):
-        classifier.invoke(sample)
+        model.invoke(sample)
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
-        classifier.invoke(sample)
+        model.invoke(sample)
         timings.append((time.perf_counter() - started) * 1000.0)
-    return {
-        "val_accuracy": float((predicted == data.y["val"]).mean()),
-        "agreement": float((predicted == keras_probabilities.argmax(axis=1)).mean()),
-        "max_score_diff": float(np.abs(probabilities - keras_probabilities).max()),
-        "latency_ms_median": float(np.median(timings)),
-        "latency_ms_p90": float(np.percentile(timings, 90)),
-    }
+    row.update({"latency_ms_median": float(np.median(timings)), "latency_ms_p90": float(np.percentile(timings, 90))})
+    return row
 
 
-def choose(table: dict, keras_accuracy: float, max_drop: float) -> str:
-    """The smallest variant whose val accuracy is within `max_drop` of the Keras model's."""
-    eligible = [name for name, row in table.items() if keras_accuracy - row["val_accuracy"] <= max_drop + 1e-12]
+def keras_score(data: fitting.SplitData, outputs: np.ndarray) -> float:
+    if data.task == "classification":
+        return float((outputs.argmax(axis=1) == data.y["val"]).mean())
+    return float(np.abs(outputs[:, 0] - data.y["val"]).mean())
+
+
+def choose(table: dict, reference: float, settings: config_module.ExportConfig, task: str = "classification") -> str:
+    """The smallest variant within the allowed loss: accuracy drop, or relative MAE increase for regression."""
+    if task == "classification":
+        losses = {name: reference - row["val_accuracy"] for name, row in table.items()}
+        limit, what = settings.max_accuracy_drop, "export.max_accuracy_drop"
+    else:
+        losses = {name: (row["val_mae"] - reference) / max(reference, 1e-12) for name, row in table.items()}
+        limit, what = settings.max_mae_increase, "export.max_mae_increase"
+    eligible = [name for name, loss in losses.items() if loss <= limit + 1e-12]
     if not eligible:
-        raise RuntimeError(f"no TF-Lite variant within export.max_accuracy_drop={max_drop} of the Keras "
-                           f"model's val accuracy {keras_accuracy:.4f}: " + ", ".join(
-                               f"{name} {row['val_accuracy']:.4f}" for name, row in table.items()))
+        raise RuntimeError(f"no TF-Lite variant within {what}={limit} of the Keras model's validation score "
+                           f"{reference:.4f}: " + ", ".join(f"{name} loses {value:.4f}"
+                                                            for name, value in losses.items()))
     return min(eligible, key=lambda name: table[name]["size_bytes"])
 
 
 def _table_text(table: dict) -> str:
-    header = "| variant | size bytes | gzip bytes | val accuracy | agreement | max score diff | median ms | p90 ms |"
-    lines = [header, "|" + "---|" * 8]
+    columns = ["size_bytes", "gzip_bytes", *[key for key in next(iter(table.values())) if key not in
+                                             ("size_bytes", "gzip_bytes")]]
+    lines = ["| variant | " + " | ".join(column.replace("_", " ") for column in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
     for name, row in table.items():
-        lines.append(f"| {name} | {row['size_bytes']} | {row['gzip_bytes']} | {row['val_accuracy']:.4f} | "
-                     f"{row['agreement']:.4f} | {row['max_score_diff']:.4f} | {row['latency_ms_median']:.3f} | "
-                     f"{row['latency_ms_p90']:.3f} |")
+        cells = [str(row[column]) if isinstance(row[column], int) else f"{row[column]:.4f}" for column in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _metadata(classifier: edge.LiteRTClassifier, data: fitting.SplitData, variant: str, row: dict,
-              config: config_module.Config) -> dict:
-    scale, zero_point = classifier.input["quantization"]
+def _metadata(model: edge.LiteRTModel, data: fitting.SplitData, variant: str, row: dict,
+              config: config_module.Config, split_folder: Path) -> dict:
+    scale, zero_point = model.input["quantization"]
+    if data.dataset["kind"] == "images":
+        preprocessing = {"kind": "image", "color_mode": "L" if data.x["val"].shape[-1] == 1 else "RGB",
+                         "size": list(data.x["val"].shape[1:3]), "resample": "bicubic", "value_range": [0, 255]}
+    else:
+        preprocessing = {"kind": "table", "feature_names": data.dataset["feature_names"],
+                         "columns": workspace.read_json(split_folder / "preprocessing.json")}
     return {
-        "variant": variant,
-        "input": {"shape": [int(v) for v in classifier.input["shape"]], "dtype": classifier.input["dtype"].__name__,
+        "variant": variant, "task": data.task,
+        "input": {"shape": [int(v) for v in model.input["shape"]], "dtype": model.input["dtype"].__name__,
                   "scale": float(scale), "zero_point": int(zero_point)},
-        "output": {"dtype": classifier.output["dtype"].__name__,
-                   "scale": float(classifier.output["quantization"][0]),
-                   "zero_point": int(classifier.output["quantization"][1])},
-        "preprocessing": {"color_mode": "L", "size": list(data.x["val"].shape[1:3]), "resample": "bicubic",
-                          "value_range": [0, 255]},
-        "normalization": {"inside_model": True, "mean": data.mean, "variance": data.variance},
+        "output": {"dtype": model.output["dtype"].__name__, "scale": float(model.output["quantization"][0]),
+                   "zero_point": int(model.output["quantization"][1])},
+        "preprocessing": preprocessing,
+        "normalization": {"inside_model": True, **data.normalizer},
         "class_names": data.class_names,
         "source": {"experiment": config.experiment, "registered_model": f"{config.experiment}@champion",
                    "version": tracking.champion_version(config)},
@@ -91,33 +109,34 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         model = tracking.load_champion(config)
         data = fitting.load_split(split_folder)
-        keras_probabilities = model.predict(data.x["val"].astype(np.float32), verbose=0)
-        keras_accuracy = float((keras_probabilities.argmax(axis=1) == data.y["val"]).mean())
+        keras_outputs = model.predict(data.x["val"].astype(np.float32), verbose=0)
+        reference = keras_score(data, keras_outputs)
         representative = data.x["train"][: config.export.representative_samples]
         table = {}
         for variant in config.export.variants:
             flatbuffer = tflite.convert(model, variant, representative)
             workspace.write_bytes(folder / f"{variant}.tflite", flatbuffer)
             row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
-            row.update(measure(edge.LiteRTClassifier(flatbuffer), data, keras_probabilities,
-                               config.export.latency_runs))
+            row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config.export.latency_runs))
             table[variant] = row
-        chosen = choose(table, keras_accuracy, config.export.max_accuracy_drop)
-        classifier = edge.LiteRTClassifier(folder / f"{chosen}.tflite")
-        workspace.write_json(folder / "export_table.json", {"keras_val_accuracy": keras_accuracy,
-                                                            "variants": table, "chosen": chosen})
-        text = f"Keras val accuracy {keras_accuracy:.4f}; bundled variant: {chosen}\n\n{_table_text(table)}\n"
+        chosen = choose(table, reference, config.export, data.task)
+        score_name = fitting.objective(data.task)[0].replace("/", "_")
+        workspace.write_json(folder / "export_table.json", {f"keras_{score_name}": reference, "variants": table,
+                                                            "chosen": chosen})
+        text = f"Keras {score_name} {reference:.4f}; bundled variant: {chosen}\n\n{_table_text(table)}\n"
         workspace.write_text(folder / "export_table.md", text)
         print(text)
         with workspace.staging(bundle) as staged:
             shutil.copyfile(folder / f"{chosen}.tflite", staged / "model.tflite")
-            (staged / "labels.txt").write_text("\n".join(data.class_names) + "\n")
-            workspace.write_json(staged / "metadata.json", _metadata(classifier, data, chosen, table[chosen], config))
+            (staged / "labels.txt").write_text("\n".join(data.class_names or ["value"]) + "\n")
+            metadata = _metadata(edge.LiteRTModel(folder / f"{chosen}.tflite"), data, chosen, table[chosen], config,
+                                 split_folder)
+            workspace.write_json(staged / "metadata.json", metadata)
             shutil.copyfile(edge.__file__, staged / "predict.py")
         mlflow.log_artifacts(str(bundle), "bundle")
         mlflow.log_artifact(str(folder / "export_table.md"))
         mlflow.set_tag("export.chosen_variant", chosen)
-        metrics = {"export/keras/val_accuracy": keras_accuracy}
+        metrics = {f"export/keras/{score_name}": reference}
         for variant, row in table.items():
             metrics.update({f"export/{variant}/{key}": value for key, value in row.items()})
         tracking.log_metrics(metrics)

@@ -28,9 +28,20 @@ OPTIMIZERS = {
 class SplitData:
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
-    class_names: list[str]
-    mean: float
-    variance: float
+    dataset: dict  # kind, task, class_names, input_shape (and feature_names for tables)
+    normalizer: dict
+
+    @property
+    def task(self) -> str:
+        return self.dataset["task"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset["class_names"]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names) if self.task == "classification" else 1
 
 
 def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val")) -> SplitData:
@@ -38,9 +49,20 @@ def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val")) -> Spli
     x, y = {}, {}
     for name in splits:
         x[name], y[name] = workspace.load_arrays(folder, name, "x", "y")
-    normalizer = workspace.read_json(folder / "normalizer.json")
-    return SplitData(x, y, workspace.read_json(folder / "classes.json"), normalizer["mean"],
-                     normalizer["variance"])
+    return SplitData(x, y, workspace.read_json(folder / "dataset.json"),
+                     workspace.read_json(folder / "normalizer.json"))
+
+
+def objective(task: str) -> tuple[str, bool]:
+    """The validation metric that ranks models, and whether higher is better."""
+    return ("val/accuracy", True) if task == "classification" else ("val/mae", False)
+
+
+def better(candidate: dict, incumbent: dict, task: str) -> bool:
+    """Ranks by the task's objective; ties go to the lower validation loss."""
+    key, higher = objective(task)
+    sign = 1.0 if higher else -1.0
+    return (sign * candidate[key], -candidate["val/loss"]) > (sign * incumbent[key], -incumbent["val/loss"])
 
 
 def strategy(runtime: config_module.RuntimeConfig) -> tf.distribute.Strategy:
@@ -71,14 +93,16 @@ def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflo
     """Builds, compiles and fits the configured model with early stopping on val_loss.
 
     Returns:
-        (model, history dict, {"val/accuracy", "val/loss", "epochs", "fit_seconds"}).
+        (model, history dict, {"val/accuracy" or "val/mae", "val/loss", "epochs", "fit_seconds"}).
     """
     keras.utils.set_random_seed(config.train.seed)
     build = models.architectures()[config.model.architecture]
+    classification = data.task == "classification"
     with strategy(config.runtime).scope():
-        model = build(config.model, data.x["train"].shape[1:], len(data.class_names), data.mean, data.variance)
+        model = build(config.model, data.x["train"].shape[1:], data.num_outputs, data.normalizer, data.task)
         model.compile(optimizer=OPTIMIZERS[config.train.optimizer](config.train.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                      loss="sparse_categorical_crossentropy" if classification else "mse",
+                      metrics=["accuracy" if classification else "mae"])
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
                                                restore_best_weights=True)]
     if log_to_mlflow:
@@ -88,14 +112,15 @@ def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflo
                         validation_data=_dataset(data.x["val"], data.y["val"], 256, None),
                         epochs=epochs, callbacks=callbacks, verbose=config.runtime.verbose)
     seconds = time.perf_counter() - started
-    loss, accuracy = model.evaluate(_dataset(data.x["val"], data.y["val"], 256, None), verbose=0)
-    return model, history.history, {"val/accuracy": float(accuracy), "val/loss": float(loss),
+    loss, score = model.evaluate(_dataset(data.x["val"], data.y["val"], 256, None), verbose=0)
+    return model, history.history, {objective(data.task)[0]: float(score), "val/loss": float(loss),
                                     "epochs": len(history.history["loss"]), "fit_seconds": seconds}
 
 
 def plot_learning_curves(history: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    second = "accuracy" if "accuracy" in history else "mae"
+    for axis, metric in zip(axes, ("loss", second)):
         axis.plot(history[metric], label=f"train {metric}")
         axis.plot(history[f"val_{metric}"], label=f"val {metric}")
         axis.set(xlabel="epoch", title=metric)

@@ -24,7 +24,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         fitting.plot_learning_curves(history, folder / "learning_curves.png")
         mlflow.log_artifact(str(folder / "learning_curves.png"))
         version = tracking.register(config, fitting.log_keras_model(model), make_champion=True)
-        metrics = {"val/accuracy": scores["val/accuracy"], "val/loss": scores["val/loss"],
+        key = fitting.objective(data.task)[0]
+        metrics = {key: scores[key], "val/loss": scores["val/loss"],
                    "train/epochs_run": scores["epochs"], "train/fit_seconds": scores["fit_seconds"]}
         tracking.log_metrics(metrics)
         workspace.write_json(folder / "model.json", {"registered_model": config.experiment, "version": version,

@@ -1,8 +1,8 @@
 """tune: random search over `search.space` on validation data; the best model becomes the champion.
 
 Sampling and trial bookkeeping come from scikit-learn's ParameterSampler. Each trial is a nested MLflow run.
-The trained model from the train stage is the baseline: a trial must beat its validation accuracy to take
-the `champion` alias. The winning configuration is written out as `best_config.yaml`.
+The trained model from the train stage is the baseline: a trial must beat its validation score (accuracy, or
+MAE for regression) to take the `champion` alias. The winning configuration is written out as `best_config.yaml`.
 """
 
 from __future__ import annotations
@@ -48,20 +48,14 @@ def apply(config: config_module.Config, params: dict) -> config_module.Config:
     return config
 
 
-def _better(candidate: dict, incumbent: dict) -> bool:
-    """Higher val accuracy wins; ties go to the lower val loss."""
-    key = ("val/accuracy", "val/loss")
-    return (candidate[key[0]], -candidate[key[1]]) > (incumbent[key[0]], -incumbent[key[1]])
-
-
-def _plot(trials: list[dict], baseline: dict, path: Path) -> None:
+def _plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
     names = sorted(trials[0]["params"]) if trials else []
     figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.2), squeeze=False)
     for axis, name in zip(axes[0], names):
         values = [trial["params"][name] for trial in trials]
-        axis.scatter(values, [trial["val/accuracy"] for trial in trials], label="random trials")
-        axis.axhline(baseline["val/accuracy"], color="grey", linestyle="--", label="train stage")
-        axis.set(xlabel=name, ylabel="val accuracy")
+        axis.scatter(values, [trial[key] for trial in trials], label="random trials")
+        axis.axhline(baseline[key], color="grey", linestyle="--", label="train stage")
+        axis.set(xlabel=name, ylabel=key)
         if all(isinstance(value, float) and value > 0 for value in values) and max(values) / min(values) > 20:
             axis.set_xscale("log")
         axis.legend(fontsize=7)
@@ -78,18 +72,19 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         data = fitting.load_split(split_folder)
-        baseline = {key: train_manifest["metrics"][key] for key in ("val/accuracy", "val/loss")}
+        key = fitting.objective(data.task)[0]
+        baseline = {name: train_manifest["metrics"][name] for name in (key, "val/loss")}
         best, best_model, best_run_id, trials = dict(baseline, params={}), None, None, []
         for number, params in enumerate(sample(config.search)):
             trial_config = apply(config, params)
             with tracking.run(trial_config, f"trial-{number}", tags={"phase": "random"}) as active:
                 mlflow.log_params({f"trial.{path}": value for path, value in params.items()})
                 model, _, scores = fitting.fit(trial_config, data, config.search.epochs)
-                tracking.log_metrics({"val/accuracy": scores["val/accuracy"], "val/loss": scores["val/loss"],
+                tracking.log_metrics({key: scores[key], "val/loss": scores["val/loss"],
                                       "trial/epochs": scores["epochs"], "trial/seconds": scores["fit_seconds"]})
             trial = {"number": number, "params": params, "run_id": active.info.run_id, **scores}
             trials.append(trial)
-            if _better(trial, best):
+            if fitting.better(trial, best, data.task):
                 best, best_model, best_run_id = trial, model, active.info.run_id
         version = train_manifest["metrics"]["model_version"]
         if best_model is not None:
@@ -101,12 +96,13 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         workspace.write_text(folder / "best_config.yaml", yaml.safe_dump(best_config, sort_keys=False))
         workspace.write_json(folder / "trials.json", {"baseline": baseline, "trials": trials,
                                                       "champion_version": version})
-        _plot(trials, baseline, folder / "trials.png")
+        _plot(trials, baseline, key, folder / "trials.png")
         for name in ("best_config.yaml", "trials.json", "trials.png"):
             mlflow.log_artifact(str(folder / name))
         mlflow.log_params({f"best.{path}": value for path, value in best["params"].items()})
-        metrics = {"tune/best_val_accuracy": best["val/accuracy"], "tune/baseline_val_accuracy":
-                   baseline["val/accuracy"], "tune/trials": len(trials)}
+        name = key.split("/")[1]
+        metrics = {f"tune/best_val_{name}": best[key], f"tune/baseline_val_{name}": baseline[key],
+                   "tune/trials": len(trials)}
         tracking.log_metrics(metrics)
         return {**metrics, "model_version": version}
 

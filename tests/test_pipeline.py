@@ -112,9 +112,9 @@ def test_edge_predictor_matches_the_pipeline_and_needs_no_tensorflow(ran, tmp_pa
     for index in range(12):
         paths.append(tmp_path / f"val{index}.png")
         Image.fromarray(x[index, ..., 0]).save(paths[-1])
-    from deploy.edge.predict import LiteRTClassifier
+    from deploy.edge.predict import LiteRTModel
 
-    expected = LiteRTClassifier(bundle / "model.tflite").probabilities(x[:12]).argmax(axis=1)
+    expected = LiteRTModel(bundle / "model.tflite").predict(x[:12]).argmax(axis=1)
     script = ("import sys; from deploy.edge import predict; predict.main(sys.argv[1:]); "
               "assert 'tensorflow' not in sys.modules, 'edge predictor imported tensorflow'")
     output = subprocess.run([sys.executable, "-c", script, str(bundle), *map(str, paths)],

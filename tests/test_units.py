@@ -2,27 +2,36 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn import metrics as sk_metrics
 
 from pipelines import clean, evaluate, export, tune
 from pipelines import config as config_module
 
 
-def test_canonical_image_is_uint8_scaled_and_resized():
-    raw = np.zeros((8, 8, 1))
-    raw[2:6, 3:5] = 16.0  # full-intensity block; the rest is background
-    image = clean.to_canonical(raw, 16.0, 16)
+def test_canonical_image_is_uint8_resized_with_the_configured_channels():
+    raw = np.zeros((8, 8), np.uint8)
+    raw[2:6, 3:5] = 255  # full-intensity block; the rest is background
+    image = clean.to_canonical(Image.fromarray(raw), 16, 1)
     assert image.shape == (16, 16, 1) and image.dtype == np.uint8
     assert image[8, 8, 0] == 255 and image[:2].max() == 0 and image[:, -2:].max() == 0
+    rgba = np.zeros((20, 10, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :5, 3] = 255  # left half opaque red, right half transparent
+    converted = clean.to_canonical(Image.fromarray(rgba, "RGBA"), 10, 3)
+    assert converted.shape == (10, 10, 3)
+    assert tuple(converted[5, 1]) == (200, 0, 0) and tuple(converted[5, 8]) == (0, 0, 0)
+    palette = Image.fromarray(raw).convert("P")
+    assert clean.to_canonical(palette, 8, 3).shape == (8, 8, 3)
 
 
 def test_drop_rules_log_duplicates_and_conflicts():
-    images = np.array([[1], [1], [2], [2], [3]], dtype=np.uint8)
+    hashes = ["a", "a", "b", "b", "c"]
     labels = np.array([0, 0, 1, 2, 1])
-    drops = clean.find_drops(images, labels, config_module.CleanConfig())
+    drops = clean.find_drops(hashes, labels, config_module.CleanConfig())
     assert drops[1][0] == "drop_exact_duplicates" and 0 not in drops
     assert drops[2][0] == drops[3][0] == "drop_label_conflicts"
-    kept = clean.find_drops(images, labels, config_module.CleanConfig(drop_label_conflicts=False))
+    kept = clean.find_drops(hashes, labels, config_module.CleanConfig(drop_label_conflicts=False))
     assert set(kept) == {1, 3}
 
 
@@ -44,10 +53,14 @@ def test_random_search_samples_inside_the_space_and_is_seeded():
 def test_export_picks_the_smallest_variant_within_the_allowed_drop():
     table = {"float32": {"size_bytes": 100, "val_accuracy": 0.99},
              "int8": {"size_bytes": 30, "val_accuracy": 0.975}}
-    assert export.choose(table, 0.99, 0.02) == "int8"
-    assert export.choose(table, 0.99, 0.01) == "float32"
-    with pytest.raises(RuntimeError, match="no TF-Lite variant within"):
-        export.choose(table, 0.999, 0.001)
+    settings = config_module.ExportConfig
+    assert export.choose(table, 0.99, settings(max_accuracy_drop=0.02)) == "int8"
+    assert export.choose(table, 0.99, settings(max_accuracy_drop=0.01)) == "float32"
+    with pytest.raises(RuntimeError, match="no TF-Lite variant within export.max_accuracy_drop"):
+        export.choose(table, 0.999, settings(max_accuracy_drop=0.001))
+    regression = {"float32": {"size_bytes": 100, "val_mae": 10.0}, "int8": {"size_bytes": 30, "val_mae": 10.4}}
+    assert export.choose(regression, 10.0, settings(max_mae_increase=0.05), "regression") == "int8"
+    assert export.choose(regression, 10.0, settings(max_mae_increase=0.01), "regression") == "float32"
 
 
 def test_classification_metrics_match_scikit_learn():

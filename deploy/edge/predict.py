@@ -17,7 +17,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 
-class LiteRTClassifier:
+class LiteRTModel:
     """A TF-Lite classifier on the LiteRT interpreter; quantizes inputs and dequantizes outputs itself."""
 
     def __init__(self, model: str | Path | bytes, num_threads: int | None = None):
@@ -29,9 +29,9 @@ class LiteRTClassifier:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 
-    def invoke(self, image: np.ndarray) -> np.ndarray:
-        """One image (H, W, C) with values in [0, 255] -> class probabilities."""
-        batch = np.asarray(image, dtype=np.float32)[np.newaxis]
+    def invoke(self, item: np.ndarray) -> np.ndarray:
+        """One item (an image (H, W, C) in [0, 255], or a feature row) -> the model's float outputs."""
+        batch = np.asarray(item, dtype=np.float32)[np.newaxis]
         scale, zero_point = self.input["quantization"]
         if self.input["dtype"] in (np.int8, np.uint8):
             info = np.iinfo(self.input["dtype"])
@@ -44,8 +44,9 @@ class LiteRTClassifier:
             return (scores.astype(np.float32) - zero_point) * scale
         return scores.astype(np.float32)
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        return np.stack([self.invoke(image) for image in images])
+    def predict(self, items: np.ndarray) -> np.ndarray:
+        """Outputs for a batch, one invocation per item (the model's batch size is 1)."""
+        return np.stack([self.invoke(item) for item in items])
 
 
 def load_image(path: str | Path, preprocessing: dict) -> np.ndarray:
@@ -67,7 +68,7 @@ def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]
     bundle = Path(bundle)
     metadata = json.loads((bundle / "metadata.json").read_text())
     labels = (bundle / "labels.txt").read_text().splitlines()
-    classifier = LiteRTClassifier(bundle / "model.tflite")
+    classifier = LiteRTModel(bundle / "model.tflite")
     results = []
     for path in paths:
         scores = classifier.invoke(load_image(path, metadata["preprocessing"]))

@@ -1,0 +1,30 @@
+"""A multilayer perceptron for tables, with the normalization inside the model."""
+
+from __future__ import annotations
+
+import tf_keras as keras
+
+from models import layers
+from pipelines.config import ModelConfig
+
+
+def build_mlp(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
+              task: str = "classification") -> keras.Model:
+    """Normalization, `hidden_layers` dense ReLU layers of `dense_units` with dropout, then the head.
+
+    Args:
+        input_shape: (features,) after the training-split preprocessing (imputation, one-hot, bins).
+        normalizer: `mean` and `variance` fitted on the training split, or scope 'in_preprocessing' when the
+            table preprocessing already scaled the features (the int8-friendly default).
+        task: 'classification' (softmax over `num_outputs` classes) or 'regression' (one linear output).
+    """
+    regularizer = keras.regularizers.l2(config.l2) if config.l2 else None
+    inputs = keras.Input(shape=input_shape, name="features")
+    x = inputs
+    if normalizer.get("scope") != "in_preprocessing":
+        x = layers.normalization(normalizer["mean"], normalizer["variance"])(x)
+    for index in range(config.hidden_layers):
+        x = keras.layers.Dense(config.dense_units, activation="relu", kernel_initializer="he_normal",
+                               kernel_regularizer=regularizer, name=f"dense{index}")(x)
+        x = keras.layers.Dropout(config.dropout_rate, name=f"dropout{index}")(x)
+    return keras.Model(inputs, layers.head(x, num_outputs, task), name="mlp")
