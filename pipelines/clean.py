@@ -19,23 +19,14 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+import deploy.edge.predict as edge
 from pipelines import config as config_module
 from pipelines import duplicates, sources, stage, tables, tracking, workspace
 
-# The same resampling filter must be used by the edge predictor (deploy/edge/predict.py).
-RESAMPLE = Image.Resampling.BICUBIC
-
 
 def to_canonical(image: Image.Image, size: int, channels: int) -> np.ndarray:
-    """Any PIL image (L, RGB, RGBA, P, ...) -> uint8 (size, size, channels); transparency composited on black."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    image = image.convert("L" if channels == 1 else "RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), RESAMPLE)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[..., np.newaxis] if array.ndim == 2 else array
+    """Any PIL image -> uint8 (size, size, channels), by the edge predictor's own function."""
+    return edge.canonical_image(image, (size, size), channels)
 
 
 def find_drops(hashes: list, labels: np.ndarray, rules: config_module.CleanConfig) -> dict[int, tuple]:

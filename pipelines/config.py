@@ -94,7 +94,7 @@ class DataConfig:
     image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
     channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
     near_duplicate_distance: int = option(
-        6, "largest perceptual-hash Hamming distance (of 64 bits) between near-duplicate images (both sides "
+        10, "largest perceptual-hash Hamming distance (of 64 bits) between near-duplicate images (both sides "
         ">= 32 px; smaller images are compared by content hash only); 0 turns it off",
         at_least(0))
     high_cardinality: int = option(50, "a categorical column with more distinct values is reported", at_least(2))

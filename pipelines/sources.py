@@ -128,7 +128,7 @@ def _embedded_table(name: str) -> RawTable:
 def _coerce_numeric_text(frame: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
     """A column that is numeric but for a few text cells: those cells become missing, each one named."""
     for column in frame.columns:
-        if frame[column].dtype != object:
+        if pd.api.types.is_numeric_dtype(frame[column]):
             continue
         numbers = pd.to_numeric(frame[column], errors="coerce")
         present = frame[column].notna()

@@ -97,7 +97,7 @@ def folds(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rules: con
     return assigned
 
 
-def check_leakage(items: list[dict]) -> None:
+def check_leakage(items: list[dict], temporal: bool = False) -> None:
     """Raises LeakageError naming the items when content, a cluster or a group spans splits, or time runs back."""
     problems = []
     content_key = "content" if items and "content" in items[0] else "sha256"
@@ -111,7 +111,7 @@ def check_leakage(items: list[dict]) -> None:
                 named = ", ".join(f"{item['id']} ({item['split']})" for item in members[:6])
                 problems.append(f"{what} spans splits: {named}")
     times = {name: [item["time"] for item in items if item["split"] == name and "time" in item] for name in SPLITS}
-    if times["train"] and times["test"] and max(times["train"]) > min(times["test"]):
+    if temporal and times["train"] and times["test"] and max(times["train"]) > min(times["test"]):
         late = [item["id"] for item in items if item["split"] == "train" and item["time"] > min(times["test"])]
         problems.append(f"temporal order broken: train items {late[:6]} are later than the earliest test item")
     if problems:
@@ -193,7 +193,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             workspace.save_arrays(folder, name, x=x[index], y=y[index], ids=ids[index])
         manifest = _manifest(ids, y, [item_hash(row) for row in x], raw_hashes if is_table else None, parts,
                              cluster, column_groups, times, fold_of)
-        check_leakage(manifest["items"])
+        check_leakage(manifest["items"], temporal=config.split.strategy == "temporal")
         workspace.write_json(folder / MANIFEST, manifest)
         statistics = (normalizer(x[parts["train"]], config.normalize, per_feature=False) if not is_table else
                       {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",

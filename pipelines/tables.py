@@ -117,14 +117,15 @@ def preprocessor(frame: pd.DataFrame, rules: dict[str, config_module.ColumnRule]
     return ColumnTransformer(transformers, verbose_feature_names_out=False)
 
 
-def describe_fitted(transformer: ColumnTransformer) -> dict:
-    """What the fitted preprocessing does per column, as JSON (the edge bundle applies it without sklearn)."""
-    described = {}
+def describe_fitted(transformer: ColumnTransformer) -> list[dict]:
+    """What the fitted preprocessing does per column, in feature order, as JSON (a list: the order matters and
+    JSON objects are written with sorted keys). The edge bundle applies it without scikit-learn."""
+    described = []
     for column, pipeline, _ in transformer.transformers_:
         if column == "remainder":
             continue
         steps = dict(pipeline.named_steps)
-        entry = {"impute": steps["simpleimputer"].strategy,
+        entry = {"column": column, "impute": steps["simpleimputer"].strategy,
                  "fill": np.asarray(steps["simpleimputer"].statistics_).tolist()[0]}
         if "onehotencoder" in steps:
             entry["categories"] = [str(value) for value in steps["onehotencoder"].categories_[0]]
@@ -136,7 +137,7 @@ def describe_fitted(transformer: ColumnTransformer) -> dict:
                 offset = scaler.mean_ if name == "standardscaler" else scaler.data_min_
                 scale = scaler.scale_ if name == "standardscaler" else 1.0 / scaler.scale_
                 entry["offset"], entry["scale"] = float(offset[0]), float(scale[0])
-        described[column] = entry
+        described.append(entry)
     return described
 
 
@@ -144,5 +145,6 @@ def row_hashes(frame: pd.DataFrame, target: pd.Series) -> list[str]:
     """Content hash per row (features and target), so identical rows share it."""
     import hashlib
 
-    text = frame.astype(str).agg("\x1f".join, axis=1) + "\x1e" + target.astype(str)
-    return [hashlib.sha256(value.encode()).hexdigest() for value in text]
+    rows = frame.to_numpy(dtype=object)
+    return [hashlib.sha256(("\x1f".join(map(str, row)) + "\x1e" + str(label)).encode()).hexdigest()
+            for row, label in zip(rows, target.to_numpy(dtype=object))]

@@ -1,4 +1,4 @@
-"""Edge predictor: `python -m deploy.edge.predict <bundle> <image>...` prints label and score per image.
+"""Edge predictor: `python -m deploy.edge.predict <bundle> <image or csv>...` prints label and score per item.
 
 Imports only ai_edge_litert, numpy and pillow, so it runs on a device without TensorFlow. The bundle's
 metadata.json says how to turn a file into the model's input (colour mode, size, resampling); the
@@ -49,38 +49,100 @@ class LiteRTModel:
         return np.stack([self.invoke(item) for item in items])
 
 
-def load_image(path: str | Path, preprocessing: dict) -> np.ndarray:
-    """An image file -> (size, size, channels) uint8, the way the pipeline's clean stage makes its images."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert(preprocessing["color_mode"])
-            height, width = preprocessing["size"]
-            if image.size != (width, height):
-                image = image.resize((width, height), getattr(Image.Resampling, preprocessing["resample"].upper()))
-            array = np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read image ({error})") from None
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+def canonical_image(image: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Any PIL image (L, RGB, RGBA, P, ...) -> uint8 (height, width, channels), transparency composited on black.
+
+    The pipeline's clean stage calls this same function, so the device sees what training saw.
+    """
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    image = image.convert("L" if channels == 1 else "RGB")
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), RESAMPLE)
+    array = np.asarray(image, dtype=np.uint8)
     return array[..., np.newaxis] if array.ndim == 2 else array
 
 
+def load_image(path: str | Path, preprocessing: dict) -> np.ndarray:
+    """An image file -> the model's input, the way the pipeline's clean stage makes its images."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            channels = 1 if preprocessing["color_mode"] == "L" else 3
+            return canonical_image(image, tuple(preprocessing["size"]), channels)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read image ({error})") from None
+
+
+def encode_row(row: dict, columns: list[dict]) -> np.ndarray:
+    """A table row (column -> text) -> the model's feature vector, as the split stage's fitted preprocessing
+    does it: fill missing values, one-hot or bin, then scale; all parameters come from metadata.json."""
+    features = []
+    for rule in columns:
+        column = rule["column"]
+        if column not in row:
+            raise ValueError(f"no column '{column}' (the model needs {[item['column'] for item in columns]})")
+        text = (row[column] or "").strip()
+        if "categories" in rule:
+            value = text if text else str(rule["fill"])
+            features.extend(1.0 if value == category else 0.0 for category in rule["categories"])
+            continue
+        try:
+            value = float(text) if text else float(rule["fill"])
+        except ValueError:
+            raise ValueError(f"column '{column}': {text!r} is not a number") from None
+        if not np.isfinite(value):
+            value = float(rule["fill"])
+        if "bin_edges" in rule:
+            value = float(np.searchsorted(rule["bin_edges"][1:-1], value, side="right"))
+        if "scale" in rule:
+            value = (value - rule["offset"]) / rule["scale"]
+        features.append(value)
+    return np.array(features, dtype=np.float32)
+
+
+def _items(paths: list[str], preprocessing: dict):
+    """(name, model input) for each image file, or for each row of each CSV file for a table model."""
+    import csv
+
+    for path in paths:
+        if preprocessing["kind"] == "image":
+            yield str(path), load_image(path, preprocessing)
+            continue
+        with open(path, newline="") as stream:
+            for number, row in enumerate(csv.DictReader(stream), start=2):
+                try:
+                    yield f"{path}:{number}", encode_row(row, preprocessing["columns"])
+                except ValueError as error:
+                    raise ValueError(f"{path}: row {number}: {error}") from None
+
+
 def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]]:
-    """(path, label, score) for each image file."""
+    """(item, label, score) per image file or CSV row; for regression the label is the predicted value."""
     bundle = Path(bundle)
     metadata = json.loads((bundle / "metadata.json").read_text())
     labels = (bundle / "labels.txt").read_text().splitlines()
-    classifier = LiteRTModel(bundle / "model.tflite")
+    model = LiteRTModel(bundle / "model.tflite")
     results = []
-    for path in paths:
-        scores = classifier.invoke(load_image(path, metadata["preprocessing"]))
+    for name, item in _items(paths, metadata["preprocessing"]):
+        scores = model.invoke(item)
+        if metadata.get("task") == "regression":
+            results.append((name, f"{float(scores[0]):.4f}", float(scores[0])))
+            continue
         best = int(np.argmax(scores))
-        results.append((str(path), labels[best], float(scores[best])))
+        results.append((name, labels[best], float(scores[best])))
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.edge.predict", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="bundle folder with model.tflite, labels.txt, metadata.json")
-    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF), or CSV files for a table model")
     args = parser.parse_args(argv)
     try:
         for path, label, score in predict(args.bundle, args.images):

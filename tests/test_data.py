@@ -1,0 +1,217 @@
+"""Data stages on an image folder with planted problems, on a CSV with broken rules, and on bad input."""
+
+import io
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+from PIL import Image, ImageEnhance
+
+from pipelines import analyze, clean, split, workspace
+from pipelines import config as config_module
+from tests.conftest import tiny_config
+
+CLASS_A = ["astronaut", "camera", "coffee", "chelsea", "rocket", "moon", "colorwheel", "retina"]
+CLASS_B = ["coins", "page", "clock", "immunohistochemistry", "horse", "hubble_deep_field", "text", "cell"]
+
+
+def _photo(name: str, side: int = 128) -> Image.Image:
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB").resize((side, side),
+                                                                                 Image.Resampling.LANCZOS)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Two classes of real photographs in mixed formats and modes, with planted duplicates and bad files."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    formats = [("png", "RGB"), ("jpg", "L"), ("bmp", "RGB"), ("gif", "P"), ("png", "RGBA")]
+    for index, name in enumerate(CLASS_A):
+        suffix, mode = formats[index % len(formats)]
+        _photo(name).convert(mode).save(root / "a" / f"{name}.{suffix}")
+    for name in CLASS_B:
+        _photo(name).save(root / "b" / f"{name}.png")
+    original = _photo("astronaut")
+    pixels = np.asarray(original)
+    Image.fromarray(np.roll(pixels, 2, axis=1)).save(root / "a" / "astronaut_shifted.png")
+    ImageEnhance.Brightness(original).enhance(1.25).save(root / "a" / "astronaut_brighter.png")
+    original.save(root / "a" / "astronaut_reencoded.jpg", quality=75)
+    original.resize((64, 64)).save(root / "a" / "astronaut_small.png")
+    shutil.copy(root / "b" / "coins.png", root / "a" / "coins_conflict.png")  # one image, two labels
+    shutil.copy(root / "b" / "clock.png", root / "b" / "clock_copy.png")  # exact duplicate
+    buffer = io.BytesIO()
+    _photo("rocket").save(buffer, "JPEG")
+    (root / "a" / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (root / "b" / "notes.txt").write_text("not an image")
+    return root
+
+
+def _image_config(root, folder, *extra):
+    """Outputs under `root`; images read from `folder` (absolute, or relative to root)."""
+    return tiny_config(root, "data.source=image_folder", f"data.path={folder}", "data.channels=3",
+                       "data.image_size=16", "split.val_fraction=0.2", "split.test_fraction=0.2", *extra)
+
+
+def test_image_folder_analysis_finds_every_planted_problem(image_folder, tmp_path):
+    config = _image_config(tmp_path, image_folder)
+    report = workspace.read_json(analyze.run(config).folder / "report.json")
+    assert set(report["unreadable"]) == {"a/truncated.jpg", "b/notes.txt"}
+    assert "not an image file" in report["unreadable"]["b/notes.txt"]
+    assert {"RGB", "L", "P", "RGBA"} <= set(report["modes"])
+    assert ["b/clock.png", "b/clock_copy.png"] in report["exact_duplicate_groups"]
+    assert report["label_conflicts"] == [["a/coins_conflict.png", "b/coins.png"]]
+    near = {tuple(sorted(pair[:2])) for pair in report["near_duplicate_pairs_within_class"]}
+    for copy in ("shifted.png", "brighter.png", "reencoded.jpg", "small.png"):
+        assert any(f"a/astronaut_{copy}" in pair for pair in near), copy
+    assert not report["near_duplicate_pairs_across_classes"]
+    assert report["baseline"]["metric"] == "accuracy"
+
+
+def test_image_folder_clean_and_split_keep_near_duplicates_together(image_folder, tmp_path):
+    config = _image_config(tmp_path, image_folder)
+    result = clean.run(config)
+    log = pd.read_csv(result.folder / "cleaning_log.csv")
+    dropped = dict(zip(log[log.action == "dropped"].id, log[log.action == "dropped"].rule))
+    assert dropped == {"a/truncated.jpg": "drop_unreadable", "b/notes.txt": "drop_unreadable",
+                       "b/clock_copy.png": "drop_exact_duplicates", "a/coins_conflict.png": "drop_label_conflicts",
+                       "b/coins.png": "drop_label_conflicts"}
+    x, = workspace.load_arrays(result.folder, "clean", "x")
+    assert x.shape[1:] == (16, 16, 3) and x.dtype == np.uint8
+    manifest = workspace.read_json(split.run(config).folder / split.MANIFEST)
+    by_id = {item["id"]: item for item in manifest["items"]}
+    family = [item_id for item_id in by_id if item_id.startswith("a/astronaut")]
+    assert len(family) == 5 and len({by_id[item_id]["split"] for item_id in family}) == 1
+    assert len({by_id[item_id]["cluster"] for item_id in family}) == 1
+
+
+def test_leakage_check_names_the_items():
+    items = [{"id": "x1", "sha256": "h1", "split": "train"}, {"id": "x2", "sha256": "h1", "split": "test"},
+             {"id": "x3", "sha256": "h3", "split": "val", "cluster": 7},
+             {"id": "x4", "sha256": "h4", "split": "train", "cluster": 7}]
+    with pytest.raises(split.LeakageError, match=r"content spans splits: x1 \(train\), x2 \(test\).*"
+                                                 r"near-duplicate cluster spans splits: x3 \(val\), x4 \(train\)"):
+        split.check_leakage(items)
+    temporal = [{"id": "old", "sha256": "a", "split": "test", "time": 1},
+                {"id": "new", "sha256": "b", "split": "train", "time": 5}]
+    with pytest.raises(split.LeakageError, match=r"train items \['new'\] are later"):
+        split.check_leakage(temporal, temporal=True)
+
+
+def _customers(path, rows: int = 240):
+    rng = np.random.default_rng(0)
+    birth_year = rng.integers(1950, 2005, rows)
+    income = rng.gamma(4.0, 10000.0, rows).round(2)
+    city = rng.choice(["north", "south", "east"], rows)
+    frame = pd.DataFrame({
+        "age": (2024 - birth_year).astype(float), "birth_year": birth_year, "income": income, "city": city,
+        "customer_code": [f"C{index:05d}" for index in range(rows)], "constant": 1, "income_copy": income,
+        "score": rng.uniform(0, 100, rows).round(1).astype(object), "ratio": rng.uniform(0, 1, rows),
+        "group": rng.integers(0, 30, rows), "day": rng.permutation(rows),
+        "target": np.where((income > 40000) ^ (city == "east"), "yes", "no"),
+    })
+    frame.loc[3, "age"] = -4  # declared-range violation
+    frame.loc[[5, 6], "age"] = np.nan  # derivable from birth_year
+    frame.loc[8, "age"] = 70  # inconsistent with birth_year
+    frame.loc[10, ["income", "income_copy"]] = -50.0  # clipped to 0
+    frame.loc[12, "score"] = "unknown"  # text in a numeric column
+    frame.loc[14, "score"] = 150.0  # above the declared maximum: row dropped
+    frame.loc[16, "ratio"] = np.inf
+    frame.to_csv(path, index=False)
+    return frame
+
+
+CSV_RULES = {
+    "source": "csv", "path": "customers.csv", "target": "target", "group_column": "group", "time_column": "day",
+    "columns": {
+        "age": {"min": 0, "max": 120, "out_of_range": "missing", "impute": "derive", "derive_from": "birth_year",
+                "derive_scale": -1, "derive_offset": 2024},
+        "income": {"min": 0, "out_of_range": "clip", "bins": 4},
+        "score": {"max": 100, "out_of_range": "drop"},
+    },
+}
+
+
+def _csv_config(root, **split):
+    tree = config_module.to_dict(tiny_config(root))
+    tree["data"].update(CSV_RULES)
+    tree["model"]["architecture"] = "mlp"
+    tree["split"].update(split)
+    return config_module.from_dict(tree)
+
+
+def test_csv_analysis_and_cleaning_apply_every_rule(tmp_path):
+    _customers(tmp_path / "customers.csv")
+    config = _csv_config(tmp_path, group="column")
+    report = workspace.read_json(analyze.run(config).folder / "report.json")
+    assert report["missing"]["age"] == 2 and report["missing"]["score"] == 1
+    assert report["violations"]["range"]["age"] == [3] and report["violations"]["range"]["score"] == [14]
+    assert report["violations"]["inconsistent"]["age"] == [3, 8]
+    assert report["constant_columns"] == ["constant"]
+    assert report["duplicate_columns"] == [["income", "income_copy"]]
+    assert "customer_code" in report["high_cardinality"]
+    warnings = " ".join(report["warnings"])
+    assert "row 14, column 'score': text 'unknown'" in warnings and "row 18, column 'ratio': infinite" in warnings
+    importances = dict(report["baseline"]["feature_importances"])
+    assert max(importances, key=importances.get) in ("income", "income_copy", "city_east")  # the target's rule
+
+    result = clean.run(config)
+    log = pd.read_csv(result.folder / "cleaning_log.csv")
+    rules = dict(zip(log.id, log.rule))
+    assert rules["row-5"] == "columns.age.out_of_range=missing"
+    assert rules["row-16"] == "columns.score.out_of_range=drop"
+    assert rules["row-12"] == "columns.income.out_of_range=clip"
+    assert rules["column:constant"] == "drop_constant_columns"
+    assert set(log[log.rule == "columns.age.impute=derive"].id) == {"row-7", "row-8"}
+    table = pd.read_parquet(result.folder / "table.parquet").set_index("__id")
+    assert table.loc["row-7", "age"] == 2024 - table.loc["row-7", "birth_year"]
+    assert table.loc["row-12", "income"] == 0.0 and "row-16" not in table.index and "constant" not in table
+
+    manifest = workspace.read_json(split.run(config).folder / split.MANIFEST)
+    groups = {}
+    for item in manifest["items"]:
+        groups.setdefault(item["group"], set()).add(item["split"])
+    assert all(len(splits) == 1 for splits in groups.values())
+    assert sum(manifest["counts"].values()) == len(table)
+
+
+def test_temporal_split_puts_the_latest_rows_in_test(tmp_path):
+    _customers(tmp_path / "customers.csv")
+    config = _csv_config(tmp_path, strategy="temporal", folds=3)
+    clean.run(config)
+    manifest = workspace.read_json(split.run(config).folder / split.MANIFEST)
+    times = {name: [item["time"] for item in manifest["items"] if item["split"] == name] for name in split.SPLITS}
+    assert max(times["train"]) < min(times["val"]) <= max(times["val"]) < min(times["test"])
+    folds = {item["fold"] for item in manifest["items"] if item["split"] != "test"}
+    assert folds == {0, 1, 2} and all("fold" not in item for item in manifest["items"] if item["split"] == "test")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("a,b,target\n1,2,x\n3,4,y\n5,6\n", "line 4 has 2 fields, the header has 3"),
+    ("a,b,label\n1,2,x\n3,4,y\n", "no column 'target'"),
+    ("a,b,target\n1,2,x\n3,4,x\n", "target column 'target' has a single class"),
+    ("a,b,target\n1,2,x\n3,4,\n", "target column 'target' is missing in rows [3]"),
+    ("", "empty CSV file"),
+])
+def test_bad_csv_is_refused_naming_the_file_and_row(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    tree = config_module.to_dict(tiny_config(tmp_path))
+    tree["data"].update({"source": "csv", "path": "bad.csv", "target": "target"})
+    tree["model"]["architecture"] = "mlp"
+    with pytest.raises(ValueError, match=rf"bad.csv: .*{message.replace('[', '.').replace(']', '.')}"):
+        clean.run(config_module.from_dict(tree))
+    assert not workspace.stage_dir(tmp_path, "digits", "clean").exists()  # nothing half-written
+
+
+def test_bad_image_folders_are_refused_naming_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no class sub-folders"):
+        clean.run(_image_config(tmp_path, "empty"))
+    (tmp_path / "one" / "cats").mkdir(parents=True)
+    (tmp_path / "one" / "dogs").mkdir(parents=True)
+    _photo("chelsea").save(tmp_path / "one" / "cats" / "cat.png")
+    (tmp_path / "one" / "dogs" / "dog.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(ValueError, match="dogs: class folder has no readable image"):
+        clean.run(_image_config(tmp_path, "one"))
