@@ -81,6 +81,23 @@ def assign(labels: np.ndarray | None, groups: np.ndarray, times: np.ndarray | No
     return {name: np.sort(part) for name, part in parts.items()}
 
 
+def check_ratios(parts: dict, groups: np.ndarray, ids: np.ndarray, rules: config_module.SplitConfig) -> None:
+    """Grouping can make the requested ratios impossible (one huge near-duplicate cluster, say): say so."""
+    total = sum(len(part) for part in parts.values())
+    wanted = {"train": 1.0 - rules.val_fraction - rules.test_fraction, "val": rules.val_fraction,
+              "test": rules.test_fraction}
+    keys, sizes = np.unique(groups, return_counts=True)
+    # Groups make the ratios approximate; a split with under half or over twice its share is not a split.
+    off = {name: len(parts[name]) / total for name in SPLITS
+           if not 0.5 * wanted[name] <= len(parts[name]) / total <= 2.0 * wanted[name]}
+    if off:
+        largest = [str(ids[index]) for index in np.flatnonzero(groups == keys[sizes.argmax()])[:5]]
+        got = ", ".join(f"{name} {share:.2f}" for name, share in off.items())
+        raise ValueError(f"split: groups are too large for the requested ratios (got {got}); the largest group "
+                         f"holds {sizes.max()} of {total} items, e.g. {largest}. Lower "
+                         "data.near_duplicate_distance, or check data.group_column")
+
+
 def folds(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rules: config_module.SplitConfig) -> dict:
     """item index -> fold number over train+val, for cross-validated search."""
     pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
@@ -181,6 +198,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         grouping = group_ids(raw_hashes, cluster, column_groups)
         stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
         parts = assign(stratify, grouping, times, config.split)
+        if config.split.strategy != "temporal":
+            check_ratios(parts, grouping, ids, config.split)
         if is_table:
             transformer = tables.preprocessor(x, config.data.columns, config.normalize).fit(x.iloc[parts["train"]])
             dataset["feature_names"] = [str(name) for name in transformer.get_feature_names_out()]

@@ -215,3 +215,14 @@ def test_bad_image_folders_are_refused_naming_the_folder(tmp_path):
     (tmp_path / "one" / "dogs" / "dog.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.raises(ValueError, match="dogs: class folder has no readable image"):
         clean.run(_image_config(tmp_path, "one"))
+
+
+def test_groups_too_large_for_the_ratios_are_refused(tmp_path):
+    frame = _customers(tmp_path / "customers.csv")
+    frame["group"] = np.where(np.arange(len(frame)) < 230, 0, np.arange(len(frame)))  # one group of 230 rows
+    frame.to_csv(tmp_path / "customers.csv", index=False)
+    config = _csv_config(tmp_path, group="column")
+    clean.run(config)
+    with pytest.raises(ValueError, match=r"groups are too large for the requested ratios .* the largest group "
+                                         r"holds 2\d\d of"):
+        split.run(config)
