@@ -9,8 +9,6 @@ it: nothing vanishes silently. Raw data is never modified.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import mlflow
@@ -41,14 +39,6 @@ def find_drops(hashes: list, labels: np.ndarray, rules: config_module.CleanConfi
             for index in group[1:]:
                 drops[index] = ("drop_exact_duplicates", f"identical to item index {group[0]}")
     return drops
-
-
-def _log_csv(rows: list[tuple]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "rule", "action", "detail"])
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def clean_images(raw: sources.RawImages, config: config_module.Config, folder: Path) -> tuple[list, dict]:
@@ -144,7 +134,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         log, counts = cleaner(raw, config, folder)
         workspace.write_json(folder / "dataset.json", {
             "kind": raw.kind, "task": raw.task, "class_names": list(raw.class_names), "origin": raw.origin})
-        workspace.write_text(folder / "cleaning_log.csv", _log_csv(log))
+        workspace.write_text(folder / "cleaning_log.csv", workspace.csv_text(workspace.LOG_HEADER, log))
         mlflow.log_artifact(str(folder / "cleaning_log.csv"))
         metrics = {f"clean/{key}": value for key, value in counts.items()}
         tracking.log_metrics(metrics)

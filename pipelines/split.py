@@ -152,6 +152,16 @@ def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per
             "mean": np.atleast_1d(mean).tolist(), "variance": np.atleast_1d(variance).tolist()}
 
 
+def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) -> str:
+    """Every cell the train-fitted imputer fills, with its rule and value (clean logs its own changes)."""
+    rows = []
+    for entry in fitted:
+        for index in np.flatnonzero(frame[entry["column"]].isna().to_numpy()):
+            rows.append((str(ids[index]), f"impute={entry['impute']}", "changed",
+                         f"missing {entry['column']} -> {entry['fill']} (fitted on train)"))
+    return workspace.csv_text(workspace.LOG_HEADER, rows)
+
+
 def _load_clean(folder: Path, dataset: dict) -> tuple:
     """(x or frame, y, ids, cluster, column groups, times) from the clean stage."""
     if dataset["kind"] == "images":
@@ -203,7 +213,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         if is_table:
             transformer = tables.preprocessor(x, config.data.columns, config.normalize).fit(x.iloc[parts["train"]])
             dataset["feature_names"] = [str(name) for name in transformer.get_feature_names_out()]
-            workspace.write_json(folder / "preprocessing.json", tables.describe_fitted(transformer))
+            fitted = tables.describe_fitted(transformer)
+            workspace.write_json(folder / "preprocessing.json", fitted)
+            workspace.write_text(folder / "imputation_log.csv", _imputation_log(x, ids, fitted))
             x = transformer.transform(x).astype(np.float32)
             y = y.astype(np.float32 if dataset["task"] == "regression" else np.int64)
         fold_of = folds(parts, stratify, grouping, config.split) if config.split.folds else {}

@@ -79,6 +79,21 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, canonical_json(data))
 
 
+def csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:
+    """CSV text with a header row (for cleaning and imputation logs)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+LOG_HEADER = ("id", "rule", "action", "detail")
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:

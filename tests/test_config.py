@@ -1,10 +1,17 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from pipelines import __main__ as cli
 from pipelines import config as config_module
 from pipelines.config import ConfigError
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_is_valid(path):
+    config = config_module.load(path)
+    assert config.experiment and config_module.from_dict(config_module.to_dict(config)) == config
 
 
 def test_defaults_and_shipped_config_load():

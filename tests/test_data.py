@@ -181,9 +181,15 @@ def test_temporal_split_puts_the_latest_rows_in_test(tmp_path):
     _customers(tmp_path / "customers.csv")
     config = _csv_config(tmp_path, strategy="temporal", folds=3)
     clean.run(config)
-    manifest = workspace.read_json(split.run(config).folder / split.MANIFEST)
+    manifest_folder = split.run(config).folder
+    manifest = workspace.read_json(manifest_folder / split.MANIFEST)
     times = {name: [item["time"] for item in manifest["items"] if item["split"] == name] for name in split.SPLITS}
     assert max(times["train"]) < min(times["val"]) <= max(times["val"]) < min(times["test"])
+    fitted = {entry["column"]: entry for entry in workspace.read_json(manifest_folder / "preprocessing.json")}
+    assert len(fitted["income"]["bin_edges"]) == 5 and fitted["city"]["categories"] == ["east", "north", "south"]
+    assert fitted["score"]["impute"] == "median" and "scale" in fitted["score"]
+    imputed = pd.read_csv(manifest_folder / "imputation_log.csv")
+    assert "row-14" in set(imputed.id) and (imputed.rule == "impute=median").all()
     folds = {item["fold"] for item in manifest["items"] if item["split"] != "test"}
     assert folds == {0, 1, 2} and all("fold" not in item for item in manifest["items"] if item["split"] == "test")
 
@@ -226,3 +232,15 @@ def test_groups_too_large_for_the_ratios_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"groups are too large for the requested ratios .* the largest group "
                                          r"holds 2\d\d of"):
         split.run(config)
+
+
+@pytest.mark.parametrize(("method", "scope", "mean", "variance"), [
+    ("zscore", "global", [2.5], [1.25]),
+    ("zscore", "per_channel", [1.5, 3.5], [0.25, 0.25]),
+    ("minmax", "per_channel", [1.0, 3.0], [1.0, 1.0]),
+    ("minmax", "global", [1.0], [9.0]),
+])
+def test_normalizer_statistics(method, scope, mean, variance):
+    train = np.array([[[[1, 3], [2, 4]]], [[[1, 3], [2, 4]]]], dtype=np.uint8)  # (2, 1, 2, 2 channels)
+    statistics = split.normalizer(train, config_module.NormalizeConfig(method=method, scope=scope), False)
+    assert statistics["mean"] == pytest.approx(mean) and statistics["variance"] == pytest.approx(variance)
