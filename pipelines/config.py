@@ -182,7 +182,15 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    tflite_variant: str = option("int8", "TF-Lite variant evaluated beside the Keras model", one_of("float32", "int8"))
+    tflite_variant: str = option("bundle", "TF-Lite variant evaluated beside the Keras model (bundle: the one "
+                                 "export chose for the device)", one_of("bundle", "float32", "int8"))
+    metrics: tuple[str, ...] = option((), "headline metrics, fixed before the first evaluation (empty: every "
+                                      "metric of the task)", one_of("accuracy", "precision", "recall", "specificity",
+                                                                    "npv", "f1", "roc_auc", "mae", "mse", "rmse",
+                                                                    "mape", "r2"))
+    bootstrap_resamples: int = option(1000, "bootstrap resamples of the test items for the intervals", at_least(0))
+    confidence: float = option(0.95, "confidence of the bootstrap intervals", greater_than(0), below(1))
+    seed: int = option(0, "seed of the bootstrap")
 
 
 @dataclass(frozen=True)

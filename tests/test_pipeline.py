@@ -45,9 +45,19 @@ def test_every_stage_wrote_a_manifest_and_the_bundle(ran):
     assert (bundle / "labels.txt").read_text().split() == [str(digit) for digit in range(10)]
     assert metadata["input"]["shape"] == [1, 8, 8, 1]
     assert metadata["variant"] in ("float32", "int8")
-    report = workspace.read_json(workspace.stage_dir(root, config.experiment, "evaluate") / "test_report.json")
-    assert set(report["results"]) == {"keras", "int8"}
-    assert 0.0 <= report["results"]["int8"]["accuracy"] <= 1.0
+    evaluated = workspace.stage_dir(root, config.experiment, "evaluate")
+    report = workspace.read_json(evaluated / "test_report.json")
+    variant = report["record"]["tflite_variant"]
+    assert variant == metadata["variant"] and set(report["results"]) == {"keras", variant}
+    keras_row = report["results"]["keras"]
+    for name in ("accuracy", "macro_precision", "macro_recall", "macro_specificity", "macro_npv", "macro_f1",
+                 "roc_auc"):
+        assert 0.0 <= keras_row[name] <= 1.0, name
+    low, high = report["intervals"]["keras"]["accuracy"]
+    assert low <= keras_row["accuracy"] <= high
+    assert set(keras_row["per_class"]["3"]) == {"precision", "recall", "specificity", "npv", "f1", "support"}
+    assert {"confusion_keras.png", f"confusion_{variant}.png", "reliability.png", "test_report.md"} <= {
+        path.name for path in evaluated.iterdir()}
 
 
 def test_mlflow_holds_one_parent_with_a_nested_run_per_stage(ran):
@@ -64,7 +74,9 @@ def test_mlflow_holds_one_parent_with_a_nested_run_per_stage(ran):
     export = children["export"]
     assert export.data.metrics["export/int8/size_bytes"] < export.data.metrics["export/float32/size_bytes"]
     assert 0 <= export.data.metrics["export/int8/val_accuracy"] <= 1
-    assert {"test/accuracy", "test/int8/accuracy"} <= set(children["evaluate"].data.metrics)
+    variant = children["evaluate"].data.tags["evaluate.tflite_variant"]
+    assert {"test/accuracy", f"test/{variant}/accuracy", "test/roc_auc", "test/macro_specificity",
+            "test/macro_npv", "test/accuracy_ci_low", "test/ece"} <= set(children["evaluate"].data.metrics)
     artifacts = {item.path for item in client.list_artifacts(children["evaluate"].info.run_id, "evaluation")}
     assert "evaluation/test_report.md" in artifacts
 
@@ -143,3 +155,17 @@ def test_second_run_skips_and_test_split_is_used_once(ran):
     _, runs = _runs(config)
     reused = [run for run in runs if run.data.tags.get("test_reused") == "true"]
     assert len(reused) == 1 and reused[0].data.metrics["test/uses"] == 2
+
+
+def test_changed_procedure_or_tampered_test_item_stops_evaluation(ran):
+    root, config = ran
+    settings = ("train.epochs=2", "evaluate.bootstrap_resamples=50")
+    with pytest.raises(evaluate.TestSetUsed, match="the evaluation procedure changed"):
+        evaluate.run(tiny_config(root, *settings), reuse_test=True)
+    folder = workspace.stage_dir(root, config.experiment, "split")
+    x, ids = workspace.load_arrays(folder, "test", "x", "ids")
+    x[0] = 255 - x[0]
+    workspace.save_arrays(folder, "test", x=x)  # a test image edited after the split
+    assert _cli(root, "evaluate", "--set", "train.epochs=2", "--reuse-test", "--force") == 1
+    with pytest.raises(ValueError, match=rf"changed \['{ids[0]}'\]"):
+        evaluate.run(tiny_config(root, "train.epochs=2"), force=True, reuse_test=True)

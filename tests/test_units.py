@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
-from pipelines import clean, evaluate, export, tune
+from pipelines import clean, export, metrics, tune
 from pipelines import config as config_module
 
 
@@ -63,11 +63,39 @@ def test_export_picks_the_smallest_variant_within_the_allowed_drop():
     assert export.choose(regression, 10.0, settings(max_mae_increase=0.01), "regression") == "float32"
 
 
-def test_classification_metrics_match_scikit_learn():
+def test_classification_metrics_match_scikit_learn_and_a_hand_count():
     y_true = np.array([0, 0, 1, 1, 2, 2, 2])
-    y_pred = np.array([0, 1, 1, 1, 2, 0, 2])
-    result = evaluate.classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    probabilities = np.eye(3)[[0, 1, 1, 1, 2, 0, 2]] * 0.7 + 0.1
+    y_pred = probabilities.argmax(axis=1)
+    result = metrics.classification(y_true, probabilities, ["a", "b", "c"])
     assert result["accuracy"] == pytest.approx(5 / 7)
     assert result["macro_f1"] == pytest.approx(sk_metrics.f1_score(y_true, y_pred, average="macro"))
-    assert result["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
-    assert result["per_class"]["c"]["recall"] == pytest.approx(2 / 3)
+    assert result["macro_precision"] == pytest.approx(sk_metrics.precision_score(y_true, y_pred, average="macro"))
+    assert result["macro_recall"] == pytest.approx(sk_metrics.recall_score(y_true, y_pred, average="macro"))
+    assert result["roc_auc"] == pytest.approx(sk_metrics.roc_auc_score(y_true, probabilities, multi_class="ovr"))
+    # class "a": TP 1, FP 1 (a c predicted a), FN 1, TN 4 -> specificity 4/5, NPV 4/5
+    assert result["per_class"]["a"]["specificity"] == pytest.approx(4 / 5)
+    assert result["per_class"]["a"]["npv"] == pytest.approx(4 / 5)
+    # class "b": TP 2, FP 1, FN 0, TN 4 -> specificity 4/5, NPV 1
+    assert result["per_class"]["b"]["specificity"] == pytest.approx(4 / 5)
+    assert result["per_class"]["b"]["npv"] == pytest.approx(1.0)
+    assert result["calibration"]["ece"] == pytest.approx(abs(0.8 - 5 / 7))  # every confidence is 0.8
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_are_seeded():
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 3, 300)
+    probabilities = np.eye(3)[np.where(rng.random(300) < 0.8, y_true, (y_true + 1) % 3)]
+    intervals = metrics.bootstrap(y_true, probabilities, "classification", 300, 0.95, seed=0)
+    accuracy = (probabilities.argmax(axis=1) == y_true).mean()
+    low, high = intervals["accuracy"]
+    assert low < accuracy < high and 0.05 < high - low < 0.15  # about 2 * 1.96 * sqrt(0.8 * 0.2 / 300)
+    assert intervals == metrics.bootstrap(y_true, probabilities, "classification", 300, 0.95, seed=0)
+
+
+def test_regression_metrics_reproduce_a_hand_worked_case():
+    result = metrics.regression(np.array([90, 50, 30, 60]), np.array([100, 25, 28, 75]))
+    assert result["mae"] == pytest.approx(13.0)
+    assert result["mse"] == pytest.approx(238.5)
+    assert result["rmse"] == pytest.approx(np.sqrt(238.5))
+    assert result["mape"] == pytest.approx(23.19, abs=0.005)
