@@ -37,8 +37,9 @@ def per_class_rates(confusion: np.ndarray) -> dict[str, np.ndarray]:
 def roc_auc(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
     """Binary ROC-AUC, or macro one-vs-rest for several classes; None when a class is absent from y_true."""
     # Dequantized int8 scores do not sum exactly to 1, which multi-class ROC-AUC requires.
-    probabilities = np.clip(probabilities, 0.0, None)
-    probabilities = probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
+    sums = probabilities.sum(axis=1, keepdims=True)
+    if not np.allclose(sums, 1.0):  # renormalize only then: dividing exact rows would perturb their ties
+        probabilities = np.clip(probabilities, 0.0, None) / np.maximum(sums, 1e-12)
     try:
         if probabilities.shape[1] == 2:
             return float(sk_metrics.roc_auc_score(y_true, probabilities[:, 1]))
