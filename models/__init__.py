@@ -8,6 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def architectures() -> dict:
     """Builders by name (imported on use, so importing `models` does not load TensorFlow)."""
-    from models import cnn, mlp
+    from models import cnn, mlp, resnet
 
-    return {"small_cnn": cnn.build_small_cnn, "mlp": mlp.build_mlp}
+    return {"small_cnn": cnn.build_small_cnn, "resnet": resnet.build_resnet, "mlp": mlp.build_mlp}

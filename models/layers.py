@@ -18,3 +18,12 @@ def head(x, num_outputs: int, task: str):
     if task == "regression":
         return keras.layers.Dense(1, name="prediction")(x)
     return keras.layers.Dense(num_outputs, activation="softmax", name="probabilities")(x)
+
+
+def regularizer(config) -> keras.regularizers.Regularizer | None:
+    """L1 and/or L2 penalties from the model config (None when both are zero)."""
+    if config.l1 and config.l2:
+        return keras.regularizers.l1_l2(l1=config.l1, l2=config.l2)
+    if config.l1:
+        return keras.regularizers.l1(config.l1)
+    return keras.regularizers.l2(config.l2) if config.l2 else None

@@ -18,13 +18,13 @@ def build_mlp(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: in
             table preprocessing already scaled the features (the int8-friendly default).
         task: 'classification' (softmax over `num_outputs` classes) or 'regression' (one linear output).
     """
-    regularizer = keras.regularizers.l2(config.l2) if config.l2 else None
+    regularizer = layers.regularizer(config)
     inputs = keras.Input(shape=input_shape, name="features")
     x = inputs
     if normalizer.get("scope") != "in_preprocessing":
         x = layers.normalization(normalizer["mean"], normalizer["variance"])(x)
     for index in range(config.hidden_layers):
-        x = keras.layers.Dense(config.dense_units, activation="relu", kernel_initializer="he_normal",
+        x = keras.layers.Dense(config.dense_units, activation="relu", kernel_initializer=config.initializer,
                                kernel_regularizer=regularizer, name=f"dense{index}")(x)
         x = keras.layers.Dropout(config.dropout_rate, name=f"dropout{index}")(x)
     return keras.Model(inputs, layers.head(x, num_outputs, task), name="mlp")

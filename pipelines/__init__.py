@@ -1,4 +1,4 @@
-"""The pipeline's stages: analyze, clean, split, train, tune, export, evaluate, gan.
+"""The pipeline's stages: analyze, clean, split, pretrain, train, tune, export, evaluate, and gan.
 
 Keras 2 through `tf_keras` is the one Keras of this project: tensorflow-model-optimization and
 tensorflow-hub support only Keras 2. `TF_USE_LEGACY_KERAS=1` is set before TensorFlow is first imported so
@@ -11,4 +11,4 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files, never windows
 
-STAGES = ("analyze", "clean", "split", "train", "tune", "export", "evaluate")
+STAGES = ("analyze", "clean", "split", "pretrain", "train", "tune", "export", "evaluate")

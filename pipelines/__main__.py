@@ -18,6 +18,7 @@ DESCRIPTIONS = {
     "analyze": "profile the raw data: balance, ranges, duplicates, a quick baseline",
     "clean": "canonical images (uint8, fixed size) and the drop rules, with a cleaning log",
     "split": "stratified seeded train/val/test manifest with content hashes; normalizer fitted on train",
+    "pretrain": "the project's own pretrained backbone (denoising autoencoder or source task), if the model needs one",
     "train": "fit the configured model, early-stopped on val; register it as champion",
     "tune": "random search on validation data; the best model becomes champion",
     "export": "TF-Lite variants validated on the LiteRT interpreter; the edge bundle",

@@ -93,6 +93,7 @@ class DataConfig:
     time_column: str = option("", "CSV column that orders rows in time (split.strategy: temporal)")
     image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
     channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
+    classes: tuple[str, ...] = option((), "keep only these classes, by name (empty: all); labels are renumbered")
     near_duplicate_distance: int = option(
         10, "largest perceptual-hash Hamming distance (of 64 bits) between near-duplicate images (both sides "
         ">= 32 px; smaller images are compared by content hash only); 0 turns it off",
@@ -127,15 +128,38 @@ class NormalizeConfig:
                         one_of("global", "per_channel"))
 
 
+PROJECT_BACKBONES = ("project_autoencoder", "project_source_task")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    kind: str = option("project_autoencoder", "where the pretrained backbone comes from",
+                       one_of(*PROJECT_BACKBONES, "hub", "applications"))
+    handle: str = option("", "hub: a TF-Hub handle or URL (online), or a local SavedModel path")
+    application: str = option("MobileNetV2", "applications: a keras.applications architecture name")
+    weights: str = option("", "applications: a weights file (include_top=False), or 'imagenet' when online")
+    source_classes: tuple[int, ...] = option((0, 1, 2, 3, 4), "project_source_task: classes of the source task")
+    pretrain_epochs: int = option(30, "epochs of the project's own pretraining", at_least(1))
+    noise_std: float = option(40.0, "project_autoencoder: std of the Gaussian noise on 0-255 inputs", at_least(0))
+    filters: tuple[int, ...] = option((32, 64), "project backbones: convolution filters per block", non_empty)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: str = option("small_cnn", "name in models.architectures() (mlp for tables)",
-                               one_of("small_cnn", "mlp"))
-    filters: tuple[int, ...] = option((32, 64), "convolution filters per block", non_empty)
+    architecture: str = option("small_cnn", "name in models.architectures(): small_cnn, resnet, mlp (tables), "
+                               "transfer (a pretrained backbone and a head)",
+                               one_of("small_cnn", "resnet", "mlp", "transfer"))
+    filters: tuple[int, ...] = option((32, 64), "convolution filters per block (resnet: per stage)", non_empty)
     dense_units: int = option(128, "units of each hidden dense layer", at_least(1))
     hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
+    bottleneck: int = option(0, "filters of a 1x1 convolution before the head (0: none)", at_least(0))
+    batch_norm: bool = option(False, "batch normalization after each convolution")
+    initializer: str = option("he_normal", "kernel initializer",
+                              one_of("he_normal", "he_uniform", "glorot_uniform", "glorot_normal"))
     dropout_rate: float = option(0.25, "dropout before the dense layers", at_least(0), below(1))
+    l1: float = option(0.0, "L1 penalty on kernel weights", at_least(0))
     l2: float = option(1e-4, "L2 penalty on kernel weights", at_least(0))
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
 @dataclass(frozen=True)
@@ -143,9 +167,36 @@ class TrainConfig:
     epochs: int = option(60, "maximum number of epochs", at_least(1))
     batch_size: int = option(32, "examples per gradient step", at_least(1))
     learning_rate: float = option(1e-3, "initial learning rate", greater_than(0))
-    optimizer: str = option("adam", "optimizer name", one_of("adam", "sgd", "rmsprop", "adagrad"))
+    optimizer: str = option("adam", "adam, sgd (momentum 0.9, Nesterov), rmsprop or adagrad",
+                            one_of("adam", "sgd", "rmsprop", "adagrad"))
     patience: int = option(12, "epochs without val_loss improvement before early stopping", at_least(1))
+    loss: str = option("auto", "auto (sparse categorical cross-entropy or MSE by task) or a loss name",
+                       one_of("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
+                              "binary_crossentropy", "mae", "mse", "mape"))
+    reduce_lr_patience: int = option(0, "ReduceLROnPlateau patience in epochs (0: off)", at_least(0))
+    checkpoint: bool = option(True, "ModelCheckpoint of the best val_loss weights in the stage folder")
+    class_weights: str = option("none", "balanced: weight classes inversely to their training frequency",
+                                one_of("none", "balanced"))
     seed: int = option(0, "seed of weight initialization and shuffling")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    method: str = option("frozen", "feature_cache (head on cached features), frozen (backbone inside the model), "
+                         "fine_tune (frozen, then a second phase with the top layers unfrozen)",
+                         one_of("feature_cache", "frozen", "fine_tune"))
+    fine_tune_layers: int = option(0, "layers unfrozen from the top (0: every layer; a TF-Hub layer is one)",
+                                   at_least(0))
+    fine_tune_lr_factor: float = option(0.1, "phase-2 learning rate = train.learning_rate * this factor (10 to "
+                                        "100 times smaller)", at_least(0.01), below(0.1 + 1e-12))
+    fine_tune_epochs: int = option(20, "maximum epochs of the fine-tuning phase", at_least(1))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    transforms: tuple[dict, ...] = option((), "albumentations transforms, each {name: ..., other arguments}, "
+                                          "applied to the training split only")
+    seed: int = option(0, "seed of the augmentation pipeline")
 
 
 @dataclass(frozen=True)
@@ -225,6 +276,8 @@ class Config:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -355,6 +408,24 @@ def _check_data(config: Config) -> None:
                           f"got '{config.model.architecture}'")
     if not is_table and config.model.architecture == "mlp":
         raise ConfigError(f"model.architecture: image source '{data.source}' needs a convolutional model, got 'mlp'")
+    if config.model.architecture == "transfer":
+        backbone = config.model.backbone
+        if is_table:
+            raise ConfigError("model.architecture: 'transfer' needs an image source")
+        if backbone.kind == "project_source_task":
+            overlap = {str(item) for item in backbone.source_classes} & set(data.classes)
+            if not data.classes or overlap:
+                raise ConfigError("data.classes: a source-task backbone needs target classes disjoint from "
+                                  f"model.backbone.source_classes (overlap: {sorted(overlap) or 'all classes'}); "
+                                  "otherwise target test images would be seen in pretraining")
+        if backbone.kind == "hub" and not backbone.handle:
+            raise ConfigError("model.backbone.handle: must name a TF-Hub handle, URL or SavedModel path")
+        if backbone.kind == "applications" and not backbone.weights:
+            raise ConfigError("model.backbone.weights: must be a weights file or 'imagenet' (a randomly "
+                              "initialized network is not a pretrained backbone)")
+    for index, transform in enumerate(config.augment.transforms):
+        if not isinstance(transform, dict) or not isinstance(transform.get("name"), str):
+            raise ConfigError(f"augment.transforms[{index}]: must be a mapping with a 'name', got {transform!r}")
     for name, rule in data.columns.items():
         if rule.min is not None and rule.max is not None and rule.min > rule.max:
             raise ConfigError(f"data.columns.{name}: min must be <= max, got {rule.min:g} > {rule.max:g}")

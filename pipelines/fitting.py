@@ -72,14 +72,131 @@ def strategy(runtime: config_module.RuntimeConfig) -> tf.distribute.Strategy:
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs Keras epoch logs to the active MLflow run under namespaced keys (`train/loss`, `val/accuracy`)."""
+    """Logs Keras epoch logs to the active MLflow run under namespaced keys (`train/loss`, `val/accuracy`);
+    `offset` continues the step count across training phases."""
+
+    def __init__(self, offset: int = 0):
+        super().__init__()
+        self.offset = offset
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = {}
         for key, value in (logs or {}).items():
             name = f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
             metrics[name] = float(value)
-        mlflow.log_metrics(metrics, step=epoch)
+        mlflow.log_metrics(metrics, step=epoch + self.offset)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss and remembers where it happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch, self.where = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+def loss_for(config: config_module.Config, task: str) -> str:
+    """The configured loss, checked against the task."""
+    name = config.train.loss
+    if name == "auto":
+        return "sparse_categorical_crossentropy" if task == "classification" else "mse"
+    allowed = LOSSES_FOR[task]
+    if name not in allowed:
+        raise ValueError(f"train.loss: '{name}' does not fit a {task} task (choose from {list(allowed)})")
+    return name
+
+
+LOSSES_FOR = {"classification": ("sparse_categorical_crossentropy", "categorical_crossentropy",
+                                 "binary_crossentropy"),
+              "regression": ("mse", "mae", "mape")}
+
+
+def compile_model(model: keras.Model, config: config_module.Config, task: str, learning_rate: float) -> None:
+    model.compile(optimizer=OPTIMIZERS[config.train.optimizer](learning_rate), loss=loss_for(config, task),
+                  metrics=["accuracy" if task == "classification" else "mae"])
+
+
+def _labels(y: np.ndarray, loss: str, classes: int) -> np.ndarray:
+    """One-hot labels for the losses that need them."""
+    if loss in ("categorical_crossentropy", "binary_crossentropy"):
+        return np.eye(classes, dtype=np.float32)[y]
+    return y
+
+
+def class_weights(config: config_module.Config, data: SplitData) -> dict | None:
+    if config.train.class_weights == "none" or data.task != "classification":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(data.num_outputs)
+    present = np.unique(data.y["train"])
+    weights = compute_class_weight("balanced", classes=present, y=data.y["train"])
+    return {int(label): float(weight) for label, weight in zip(present, weights)} | {
+        int(label): 1.0 for label in classes if label not in present}
+
+
+def _callbacks(config: config_module.Config, folder: Path | None, backup_dir: Path | None, offset: int,
+               log_to_mlflow: bool) -> tuple[list, NanGuard]:
+    guard = NanGuard()
+    callbacks = [guard, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
+                                                      restore_best_weights=True)]
+    if config.train.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                           patience=config.train.reduce_lr_patience))
+    if folder is not None and config.train.checkpoint:
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), monitor="val_loss",
+                                                         save_best_only=True, save_weights_only=True))
+    if backup_dir is not None:  # a killed run resumes from its last completed epoch
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    if log_to_mlflow:
+        callbacks.append(MlflowEpochLogger(offset))
+    return callbacks, guard
+
+
+def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitData, epochs: int, *,
+                 augment: bool = True, folder: Path | None = None, backup_dir: Path | None = None,
+                 offset: int = 0, log_to_mlflow: bool = True) -> tuple[dict, dict]:
+    """Fits a compiled model on train with early stopping on val; returns (history, validation scores).
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite; the message says at which epoch and batch.
+    """
+    from pipelines import augment as augmentation
+
+    loss = loss_for(config, data.task)
+    y_train = _labels(data.y["train"], loss, data.num_outputs)
+    y_val = _labels(data.y["val"], loss, data.num_outputs)
+    compose = augmentation.build(config.augment) if augment else None
+    train = augmentation.dataset(data.x["train"], y_train, config.train.batch_size, config.train.seed, compose)
+    val = _dataset(data.x["val"], y_val, 256, None)
+    if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
+        print(f"[train] resuming from the backup of an interrupted run in {backup_dir}")
+    callbacks, guard = _callbacks(config, folder, backup_dir, offset, log_to_mlflow)
+    started = time.perf_counter()
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+                        class_weight=class_weights(config, data), verbose=config.runtime.verbose)
+    seconds = time.perf_counter() - started
+    if guard.where:
+        epoch, batch, value = guard.where
+        raise TrainingDiverged(f"training stopped: the loss became {value} at epoch {epoch}, batch {batch} "
+                               f"(learning rate {float(keras.backend.get_value(model.optimizer.learning_rate)):g}); "
+                               "lower train.learning_rate, or look for NaN or inf in the inputs")
+    val_loss, score = model.evaluate(val, verbose=0)
+    return history.history, {objective(data.task)[0]: float(score), "val/loss": float(val_loss),
+                             "epochs": len(history.history["loss"]), "fit_seconds": seconds}
 
 
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
@@ -89,32 +206,21 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) ->
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflow: bool = True):
-    """Builds, compiles and fits the configured model with early stopping on val_loss.
+def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflow: bool = True,
+        folder: Path | None = None, backup_dir: Path | None = None):
+    """Builds, compiles and fits the configured architecture (not `transfer`, see pipelines.transfer).
 
     Returns:
         (model, history dict, {"val/accuracy" or "val/mae", "val/loss", "epochs", "fit_seconds"}).
     """
     keras.utils.set_random_seed(config.train.seed)
     build = models.architectures()[config.model.architecture]
-    classification = data.task == "classification"
     with strategy(config.runtime).scope():
         model = build(config.model, data.x["train"].shape[1:], data.num_outputs, data.normalizer, data.task)
-        model.compile(optimizer=OPTIMIZERS[config.train.optimizer](config.train.learning_rate),
-                      loss="sparse_categorical_crossentropy" if classification else "mse",
-                      metrics=["accuracy" if classification else "mae"])
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
-                                               restore_best_weights=True)]
-    if log_to_mlflow:
-        callbacks.append(MlflowEpochLogger())
-    started = time.perf_counter()
-    history = model.fit(_dataset(data.x["train"], data.y["train"], config.train.batch_size, config.train.seed),
-                        validation_data=_dataset(data.x["val"], data.y["val"], 256, None),
-                        epochs=epochs, callbacks=callbacks, verbose=config.runtime.verbose)
-    seconds = time.perf_counter() - started
-    loss, score = model.evaluate(_dataset(data.x["val"], data.y["val"], 256, None), verbose=0)
-    return model, history.history, {objective(data.task)[0]: float(score), "val/loss": float(loss),
-                                    "epochs": len(history.history["loss"]), "fit_seconds": seconds}
+        compile_model(model, config, data.task, config.train.learning_rate)
+    history, scores = fit_compiled(model, config, data, epochs, folder=folder, backup_dir=backup_dir,
+                                   log_to_mlflow=log_to_mlflow)
+    return model, history, scores
 
 
 def plot_learning_curves(history: dict, path: Path) -> None:
@@ -135,6 +241,10 @@ PIP_REQUIREMENTS = ["tensorflow==2.21.0", "tf-keras==2.21.0"]
 
 
 def log_keras_model(model: keras.Model) -> str:
-    """Logs the model to the active run with MLflow's TensorFlow flavor; returns its URI."""
-    info = mlflow.tensorflow.log_model(model, name="model", pip_requirements=PIP_REQUIREMENTS)
+    """Logs the model to the active run with MLflow's TensorFlow flavor; returns its URI. A model with a
+    TF-Hub layer gets `hub.KerasLayer` as a custom object, so it loads back as a Keras model."""
+    from models import backbones
+
+    info = mlflow.tensorflow.log_model(model, name="model", pip_requirements=PIP_REQUIREMENTS,
+                                       custom_objects=backbones.CUSTOM_OBJECTS)
     return info.model_uri

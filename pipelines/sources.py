@@ -198,12 +198,7 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
                     frame[data.time_column] if data.time_column else None, warnings)
 
 
-def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
-    """Reads the configured source.
-
-    Raises:
-        ValueError: the source as a whole is unusable; the message names the file, row or column.
-    """
+def _read(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
     if data.source == "digits":
         return _digits()
     if data.source == "image_folder":
@@ -211,6 +206,36 @@ def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
     if data.source == "csv":
         return _csv(Path(root) / data.path, data)
     return _embedded_table(data.source)
+
+
+def keep_classes(raw: RawImages | RawTable, names: tuple[str, ...]) -> RawImages | RawTable:
+    """Only the named classes, renumbered 0..k-1 in the given order."""
+    unknown = sorted(set(names) - set(raw.class_names))
+    if unknown:
+        raise ValueError(f"data.classes: {unknown} are not classes of {raw.origin} ({list(raw.class_names)})")
+    mapping = {raw.class_names.index(name): new for new, name in enumerate(names)}
+    labels = np.asarray(raw.target if isinstance(raw, RawTable) else raw.labels)
+    keep = np.flatnonzero(np.isin(labels, list(mapping)))
+    renumbered = np.array([mapping[label] for label in labels[keep]], dtype=np.int64)
+    ids = tuple(raw.ids[index] for index in keep)
+    if isinstance(raw, RawImages):
+        problems = {position: raw.problems[index] for position, index in enumerate(keep) if index in raw.problems}
+        return dataclasses.replace(raw, images=[raw.images[index] for index in keep], labels=renumbered, ids=ids,
+                                   class_names=tuple(names), problems=problems)
+    pick = lambda series: None if series is None else series.iloc[keep].reset_index(drop=True)  # noqa: E731
+    return dataclasses.replace(raw, features=raw.features.iloc[keep].reset_index(drop=True),
+                               target=pd.Series(renumbered), ids=ids, class_names=tuple(names),
+                               groups=pick(raw.groups), times=pick(raw.times))
+
+
+def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
+    """Reads the configured source (only `data.classes` when given).
+
+    Raises:
+        ValueError: the source as a whole is unusable; the message names the file, row or column.
+    """
+    raw = _read(data, root)
+    return keep_classes(raw, data.classes) if data.classes else raw
 
 
 def fingerprint(data: config_module.DataConfig, root: Path) -> str:

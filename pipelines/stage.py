@@ -44,6 +44,21 @@ def manifest_digest(folder: Path) -> str:
 Body = Callable[[Path], dict]
 
 
+def resolved_sections(config: config_module.Config, sections: tuple[str, ...]) -> dict:
+    return {path: config_module.to_dict(config_module.get_path(config, path)) for path in sections}
+
+
+def fingerprint(config: config_module.Config, stage: str, sections: tuple[str, ...], inputs: dict) -> str:
+    """What a stage's outputs depend on: its config sections and its inputs' hashes."""
+    return workspace.fingerprint({"stage": stage, "config": resolved_sections(config, sections), "inputs": inputs})
+
+
+def backup_dir(config: config_module.Config, stage: str, stage_fingerprint: str) -> Path:
+    """A folder that survives a killed run (outside the stage's staging folder), one per fingerprint."""
+    return workspace.stage_dir(config.root, config.experiment, stage).parent / ".backup" / \
+        f"{stage}-{stage_fingerprint[:16]}"
+
+
 def execute(config: config_module.Config, stage: str, sections: tuple[str, ...], inputs: dict[str, str],
             body: Body, force: bool = False, still_valid: Callable[[dict], bool] | None = None,
             guard: Callable[[], None] | None = None) -> StageResult:
@@ -58,8 +73,8 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
         guard: called when the stage is about to run, before any MLflow run opens; raises to refuse.
     """
     folder = workspace.stage_dir(config.root, config.experiment, stage)
-    resolved = {path: config_module.to_dict(config_module.get_path(config, path)) for path in sections}
-    stage_fingerprint = workspace.fingerprint({"stage": stage, "config": resolved, "inputs": inputs})
+    resolved = resolved_sections(config, sections)
+    stage_fingerprint = fingerprint(config, stage, sections, inputs)
     if not force and workspace.is_fresh(folder, stage_fingerprint):
         manifest = workspace.read_manifest(folder)
         if still_valid is None or still_valid(manifest):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,13 +59,41 @@ def log_config(config: config_module.Config) -> None:
     mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """Marks KILLED the runs left RUNNING by a process of this host that no longer exists (SIGKILL, power
+    loss); returns their ids."""
+    client = MlflowClient()
+    stale = []
+    for found in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = found.data.tags
+        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() and \
+                not _alive(int(tags["pid"])):
+            client.set_terminated(found.info.run_id, status="KILLED")
+            stale.append(found.info.run_id)
+    if stale:
+        print(f"[mlflow] marked {len(stale)} run(s) of a killed process as KILLED: {', '.join(stale)}")
+    return stale
+
+
 @contextlib.contextmanager
 def run(config: config_module.Config, name: str, tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run, nested under the active one if any, that logs the resolved config."""
     experiment_id = configure(config)
     nested = mlflow.active_run() is not None
+    if not nested:
+        close_stale_runs(experiment_id)
     with mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested) as active:
-        mlflow.set_tags({"stage": name, **(tags or {})})
+        mlflow.set_tags({"stage": name, "pid": str(os.getpid()), "host": socket.gethostname(), **(tags or {})})
         log_config(config)
         yield active
 

@@ -1,0 +1,117 @@
+"""pretrain: the project's own pretrained backbones, because nothing can be downloaded here.
+
+- `project_autoencoder`: the encoder of a denoising autoencoder trained on the unlabeled training split;
+- `project_source_task`: the encoder of a classifier trained on a source task (other classes of the same
+  source, `model.backbone.source_classes`, disjoint from the target's `data.classes`).
+Each is saved in TF-Hub's SavedModel format under `data/processed/<exp>/backbones/<kind>-<fingerprint>/`
+(kept across reruns, since registered models refer to it) and loaded back through `hub.KerasLayer` like any
+hub model. For other configs the stage has nothing to do and says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import tf_keras as keras
+from sklearn.model_selection import train_test_split
+
+from models import autoencoder, backbones
+from pipelines import clean, fitting, sources, stage, tracking, workspace
+from pipelines import config as config_module
+
+
+def needed(config: config_module.Config) -> bool:
+    return (config.model.architecture == "transfer"
+            and config.model.backbone.kind in config_module.PROJECT_BACKBONES)
+
+
+def psnr(clean_images: np.ndarray, other: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB for images in [0, 1]."""
+    mse = float(np.mean((clean_images.astype(np.float64) - other.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def _fit(model: keras.Model, x, y, validation, settings: config_module.BackboneConfig, verbose: int):
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)
+    return model.fit(x, y, validation_data=validation, epochs=settings.pretrain_epochs, batch_size=64,
+                     callbacks=[early, fitting.MlflowEpochLogger()], verbose=verbose)
+
+
+def pretrain_autoencoder(config: config_module.Config, split_folder: Path) -> tuple[keras.Model, dict]:
+    """Denoising autoencoder on the training split's images (their labels are not used)."""
+    settings = config.model.backbone
+    (x_train,), (x_val,) = (workspace.load_arrays(split_folder, name, "x") for name in ("train", "val"))
+    keras.utils.set_random_seed(config.train.seed)
+    model, encoder = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
+    _fit(model, x_train, x_train / 255.0, (x_val, x_val / 255.0), settings, config.runtime.verbose)
+    rng = np.random.default_rng(config.train.seed)
+    noisy = np.clip(x_val + rng.normal(0.0, settings.noise_std, x_val.shape), 0, 255).astype(np.float32)
+    denoised = model.predict(noisy, verbose=0)
+    return encoder, {"pretrain/val_psnr_noisy_db": psnr(x_val / 255.0, noisy / 255.0),
+                     "pretrain/val_psnr_denoised_db": psnr(x_val / 255.0, denoised)}
+
+
+def pretrain_source_task(config: config_module.Config) -> tuple[keras.Model, dict]:
+    """A classifier on the source classes; its encoder is the backbone. Target classes are never read."""
+    settings = config.model.backbone
+    names = tuple(str(item) for item in settings.source_classes)
+    data = config_module.replace_path(config, "data.classes", list(names)).data
+    raw = sources.load(data, config.root)
+    keep = [index for index in range(len(raw.images)) if index not in raw.problems]
+    x = np.stack([clean.to_canonical(raw.images[index], config.data.image_size, config.data.channels)
+                  for index in keep]).astype(np.float32)
+    y = raw.labels[keep]
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.15, stratify=y, random_state=config.split.seed)
+    keras.utils.set_random_seed(config.train.seed)
+    encoder = autoencoder.build_encoder(settings.filters, x.shape[1:])
+    inputs = keras.Input(shape=x.shape[1:])
+    features = keras.layers.Dropout(0.3)(encoder(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(len(names), activation="softmax")(features))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    _fit(model, x_train, y_train, (x_val, y_val), settings, config.runtime.verbose)
+    return encoder, {"pretrain/source_val_accuracy": float(model.evaluate(x_val, y_val, verbose=0)[1])}
+
+
+def backbone_path(config: config_module.Config) -> Path | None:
+    """Where the finished pretrain stage put its backbone (None when the config needs none)."""
+    folder = workspace.stage_dir(config.root, config.experiment, "pretrain")
+    if not needed(config) or not (folder / "backbone.json").is_file():
+        return None
+    return Path(workspace.read_json(folder / "backbone.json")["path"])
+
+
+def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
+    """Pretrains the configured project backbone, or does nothing when the config needs none."""
+    split_folder, _ = stage.upstream(config, "split", "pretrain")
+    inputs = {"split": stage.manifest_digest(split_folder)}
+    sections = ("data", "split", "model.backbone", "model.architecture", "train.seed")
+
+    def body(folder: Path) -> dict:
+        if not needed(config):
+            print("[pretrain] nothing to pretrain: the model uses no project backbone")
+            workspace.write_json(folder / "backbone.json", {"needed": False})
+            return {}
+        kind = config.model.backbone.kind
+        if kind == "project_autoencoder":
+            encoder, metrics = pretrain_autoencoder(config, split_folder)
+        else:
+            encoder, metrics = pretrain_source_task(config)
+        key = workspace.fingerprint({"inputs": inputs, "config": config_module.to_dict(config.model.backbone),
+                                     "data": config_module.to_dict(config.data)})[:16]
+        path = workspace.stage_dir(config.root, config.experiment, "backbones") / f"{kind}-{key}"
+        with workspace.staging(path) as staged:
+            backbones.save_for_hub(encoder, staged)
+        workspace.write_json(folder / "backbone.json", {"needed": True, "kind": kind, "path": str(path),
+                                                        "feature_dim": int(encoder.output_shape[-1])})
+        mlflow.log_artifact(str(folder / "backbone.json"))
+        tracking.log_metrics(metrics)
+        return metrics
+
+    return stage.execute(config, "pretrain", sections, inputs, body, force,
+                         still_valid=lambda manifest: not needed(config) or (backbone_path(config) or
+                                                                             Path("/nonexistent")).is_dir())

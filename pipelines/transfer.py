@@ -1,0 +1,112 @@
+"""Transfer learning for the train stage: feature extraction (cached features, or the frozen backbone inside
+the model) and fine-tuning, Keras's two-phase recipe.
+
+- feature_cache: run the frozen backbone once over train and val, cache the features (versioned by backbone and
+  data), train the head on the cache. Each image is seen as its one cached vector, so augmentation is impossible
+  this way; the log says so.
+- frozen: the backbone inside the model, called with training=False, plus the head; augmentation works.
+- fine_tune: `frozen`, then a second phase that unfreezes the top `transfer.fine_tune_layers` layers (a TF-Hub
+  layer unfreezes whole) and recompiles with the learning rate times `transfer.fine_tune_lr_factor` (10 to 100
+  times smaller). Batch norm stays in inference mode because the backbone is always called with training=False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from models import backbones, transfer
+from pipelines import config as config_module
+from pipelines import fitting, pretrain, workspace
+
+
+def backbone_identity(config: config_module.Config) -> str:
+    """What the backbone is, for versioning the feature cache."""
+    settings = config.model.backbone
+    if settings.kind in config_module.PROJECT_BACKBONES:
+        return f"{settings.kind}:{pretrain.backbone_path(config)}"
+    return f"{settings.kind}:{settings.handle or settings.application}:{settings.weights}"
+
+
+def cached_features(config: config_module.Config, backbone, data: fitting.SplitData, split_digest: str) -> dict:
+    """{split: features}, computed once per backbone and data version, then read from the cache."""
+    key = workspace.fingerprint({"backbone": backbone_identity(config), "split": split_digest})[:16]
+    folder = workspace.stage_dir(config.root, config.experiment, "feature_cache") / key
+    if not (folder / "val_features.npy").is_file():
+        with workspace.staging(folder) as staged:
+            for name in ("train", "val"):
+                features = backbone(tf.constant(data.x[name], tf.float32), training=False).numpy()
+                workspace.save_arrays(staged, name, features=features)
+        print(f"[train] cached backbone features in {folder}")
+    else:
+        print(f"[train] backbone features read from the cache {folder}")
+    return {name: workspace.load_arrays(folder, name, "features")[0] for name in ("train", "val")}
+
+
+def train(config: config_module.Config, data: fitting.SplitData, folder: Path, backup_root: Path | None,
+          split_digest: str) -> tuple[keras.Model, dict, dict]:
+    """Trains the head (and, for fine_tune, the top of the backbone); returns (model, history, scores)."""
+    settings = config.transfer
+    keras.utils.set_random_seed(config.train.seed)
+    input_shape = data.x["train"].shape[1:]
+    with fitting.strategy(config.runtime).scope():
+        backbone = backbones.load(config.model.backbone, input_shape, config.root, pretrain.backbone_path(config))
+        feature_dim = int(backbone(tf.zeros((1, *input_shape)), training=False).shape[-1])
+        head = transfer.build_head(config.model, feature_dim, data.num_outputs, data.task)
+        model = transfer.build_transfer(backbone, head, input_shape)
+    mlflow.set_tags({"transfer.method": settings.method, "transfer.backbone": backbone_identity(config)})
+    backup = (lambda phase: backup_root / phase) if backup_root else (lambda phase: None)
+    if settings.method == "feature_cache":
+        if config.augment.transforms:
+            print("[train] feature_cache: augmentation is impossible on cached features (each image is one "
+                  "fixed vector); augment.transforms ignored. Use transfer.method: frozen to augment.")
+            mlflow.set_tag("augmentation", "ignored: impossible with cached features")
+        features = cached_features(config, backbone, data, split_digest)
+        cache = dataclasses.replace(data, x=features)
+        fitting.compile_model(head, config, data.task, config.train.learning_rate)
+        history, scores = fitting.fit_compiled(head, config, cache, config.train.epochs, augment=False,
+                                               folder=folder, backup_dir=backup("head"))
+        fitting.compile_model(model, config, data.task, config.train.learning_rate)
+        return model, history, _validate(model, data, scores)
+    fitting.compile_model(model, config, data.task, config.train.learning_rate)
+    history, scores = fitting.fit_compiled(model, config, data, config.train.epochs, folder=folder,
+                                           backup_dir=backup("frozen"))
+    if settings.method == "fine_tune":
+        tracking_scores = {f"phase1/{key}": value for key, value in scores.items() if key.startswith("val/")}
+        trainable = backbones.unfreeze(backbone, settings.fine_tune_layers)
+        rate = config.train.learning_rate * settings.fine_tune_lr_factor
+        print(f"[train] fine-tuning: {trainable} backbone variables unfrozen, learning rate {rate:g}")
+        fitting.compile_model(model, config, data.task, rate)
+        second, scores = fitting.fit_compiled(model, config, data, settings.fine_tune_epochs, folder=folder,
+                                              backup_dir=backup("fine_tune"), offset=len(history["loss"]))
+        history = {key: history[key] + second.get(key, []) for key in history}
+        scores = {**scores, **tracking_scores}
+    return model, history, scores
+
+
+def _validate(model: keras.Model, data: fitting.SplitData, scores: dict) -> dict:
+    """The assembled image model must score what the head scored on the cached features."""
+    loss, score = model.evaluate(data.x["val"].astype(np.float32), data.y["val"], verbose=0, batch_size=256)
+    key = fitting.objective(data.task)[0]
+    if abs(score - scores[key]) > 1e-3:
+        raise RuntimeError(f"the assembled model scores {score:.4f} on val, the head on cached features "
+                           f"{scores[key]:.4f}: the cache does not match the backbone")
+    return {**scores, key: float(score), "val/loss": float(loss)}
+
+
+def head_epoch_seconds(head: keras.Model, model: keras.Model, features: np.ndarray, x: np.ndarray,
+                       y: np.ndarray, batch_size: int) -> tuple[float, float]:
+    """Seconds of one training epoch on cached features and of one through the frozen backbone (benchmark)."""
+    timings = []
+    for network, inputs in ((head, features), (model, x.astype(np.float32))):
+        network.fit(inputs[:batch_size], y[:batch_size], epochs=1, verbose=0)  # build and trace first
+        started = time.perf_counter()
+        network.fit(inputs, y, batch_size=batch_size, epochs=1, verbose=0)
+        timings.append(time.perf_counter() - started)
+    return timings[0], timings[1]
