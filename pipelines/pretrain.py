@@ -10,6 +10,7 @@ hub model. For other configs the stage has nothing to do and says so.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -59,8 +60,7 @@ def pretrain_source_task(config: config_module.Config) -> tuple[keras.Model, dic
     """A classifier on the source classes; its encoder is the backbone. Target classes are never read."""
     settings = config.model.backbone
     names = tuple(str(item) for item in settings.source_classes)
-    data = config_module.replace_path(config, "data.classes", list(names)).data
-    raw = sources.load(data, config.root)
+    raw = sources.load(dataclasses.replace(config.data, classes=names), config.root)
     keep = [index for index in range(len(raw.images)) if index not in raw.problems]
     x = np.stack([clean.to_canonical(raw.images[index], config.data.image_size, config.data.channels)
                   for index in keep]).astype(np.float32)

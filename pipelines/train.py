@@ -40,6 +40,15 @@ def _summary(model) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fit_model(config: config_module.Config, data: fitting.SplitData, split_digest: str, folder: Path | None = None,
+              backup: Path | None = None, log_to_mlflow: bool = True):
+    """Trains the configured architecture, transfer included; returns (model, history, scores)."""
+    if config.model.architecture == "transfer":
+        return transfer.train(config, data, folder, backup, split_digest)
+    return fitting.fit(config, data, config.train.epochs, folder=folder, backup_dir=backup,
+                       log_to_mlflow=log_to_mlflow)
+
+
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Trains on train, early-stops on val, logs curves, confusion matrix and summary, registers the model."""
     split_folder, _ = stage.upstream(config, "split", "train")
@@ -51,11 +60,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         data = fitting.load_split(split_folder)
         mlflow.set_tag("augmentation", augment.describe(config.augment))
-        if config.model.architecture == "transfer":
-            model, history, scores = transfer.train(config, data, folder, backup, inputs["split"])
-        else:
-            model, history, scores = fitting.fit(config, data, config.train.epochs, folder=folder,
-                                                 backup_dir=backup)
+        model, history, scores = fit_model(config, data, inputs["split"], folder, backup)
         fitting.plot_learning_curves(history, folder / "learning_curves.png")
         workspace.write_text(folder / "model_summary.txt", _summary(model))
         if data.task == "classification":

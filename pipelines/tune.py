@@ -17,7 +17,7 @@ from scipy import stats
 from sklearn.model_selection import ParameterSampler
 
 from pipelines import config as config_module
-from pipelines import fitting, stage, tracking, workspace
+from pipelines import fitting, stage, tracking, train, workspace
 
 
 def distributions(space: dict[str, config_module.ParamSpace]) -> dict:
@@ -79,7 +79,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             trial_config = apply(config, params)
             with tracking.run(trial_config, f"trial-{number}", tags={"phase": "random"}) as active:
                 mlflow.log_params({f"trial.{path}": value for path, value in params.items()})
-                model, _, scores = fitting.fit(trial_config, data, config.search.epochs)
+                short = config_module.replace_path(trial_config, "train.epochs", config.search.epochs)
+                model, _, scores = train.fit_model(short, data, stage.manifest_digest(split_folder))
                 tracking.log_metrics({key: scores[key], "val/loss": scores["val/loss"],
                                       "trial/epochs": scores["epochs"], "trial/seconds": scores["fit_seconds"]})
             trial = {"number": number, "params": params, "run_id": active.info.run_id, **scores}
@@ -108,5 +109,5 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     inputs = {"split": stage.manifest_digest(split_folder), "train": stage.manifest_digest(train_folder)}
     return stage.execute(
-        config, "tune", ("data", "model", "train", "search", "runtime.strategy"), inputs, body, force,
+        config, "tune", (*train.SECTIONS, "search"), inputs, body, force,
         still_valid=lambda manifest: tracking.champion_version(config) == manifest["metrics"]["model_version"])
