@@ -69,8 +69,20 @@ def unfreeze(layer: keras.layers.Layer, top_layers: int) -> int:
         layer.trainable = True
         return len(layer.trainable_weights)
     layer.trainable = True
-    inner = [item for item in layer.layers if item.weights]
-    chosen = inner if not top_layers else inner[-top_layers:]
-    for item in inner:
+    leaves = [item for item in _leaves(layer) if item.weights]
+    chosen = leaves if not top_layers else leaves[-top_layers:]
+    for item in leaves:
         item.trainable = item in chosen and not isinstance(item, keras.layers.BatchNormalization)
     return len(layer.trainable_weights)
+
+
+def _leaves(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of a model with nested models flattened, in order."""
+    found = []
+    for item in model.layers:
+        if isinstance(item, keras.Model):
+            item.trainable = True
+            found.extend(_leaves(item))
+        else:
+            found.append(item)
+    return found

@@ -1,0 +1,184 @@
+"""The training toolbox, the backbones registry, augmentation, NaN guard, resume after SIGKILL, MirroredStrategy."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from mlflow.tracking import MlflowClient
+
+from models import autoencoder, backbones, resnet
+from pipelines import augment, clean, fitting, split, stage, tracking, workspace
+from pipelines import config as config_module
+from tests.conftest import TINY, tiny_config
+
+
+def _split_data(root, *overrides):
+    config = tiny_config(root, *overrides)
+    clean.run(config)
+    split.run(config)
+    return config, fitting.load_split(workspace.stage_dir(root, config.experiment, "split"))
+
+
+def test_hub_backbone_loads_a_local_savedmodel_and_matches_the_encoder(tmp_path):
+    encoder = autoencoder.build_encoder((4,), (8, 8, 1))
+    backbones.save_for_hub(encoder, tmp_path / "encoder")
+    settings = config_module.BackboneConfig(kind="hub", handle="encoder")
+    layer = backbones.load(settings, (8, 8, 1), tmp_path)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 1)).astype(np.float32)
+    assert np.allclose(layer(images, training=False), encoder(images, training=False), atol=1e-5)
+    assert not layer.trainable_weights
+    assert backbones.unfreeze(layer, 0) == len(encoder.trainable_weights)
+
+
+def test_applications_backbone_needs_real_weights_and_unfreezes_top_layers_without_batch_norm(tmp_path):
+    with pytest.raises(config_module.ConfigError, match="randomly initialized network is not a pretrained"):
+        config_module.load(None, ["model.architecture=transfer", "model.backbone.kind=applications"])
+    # A weights file the test makes itself (never presented as pretrained): the loading code reads it back.
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    source.save_weights(tmp_path / "mobilenet.h5")
+    settings = config_module.BackboneConfig(kind="applications", application="MobileNetV2", weights="mobilenet.h5")
+    backbone = backbones.load(settings, (32, 32, 3), tmp_path)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    expected = source(keras.applications.mobilenet_v2.preprocess_input(images.copy()), training=False)
+    assert np.allclose(backbone(images, training=False), expected, atol=1e-4)
+    assert not backbone.trainable_weights
+    backbones.unfreeze(backbone, 3)
+    base = backbone.get_layer("mobilenetv2_1.00_32")
+    trainable = [layer for layer in base.layers if layer.trainable and layer.weights]
+    assert trainable and all(not isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    with pytest.raises(FileNotFoundError, match="missing.h5 not found"):
+        backbones.load(config_module.BackboneConfig(kind="applications", weights="missing.h5"), (32, 32, 3), tmp_path)
+
+
+def test_resnet_has_skip_connections_and_a_1x1_bottleneck():
+    config = config_module.ModelConfig(filters=(8, 16), bottleneck=4, l1=1e-5)
+    model = resnet.build_resnet(config, (16, 16, 1), 10, {"mean": [0.0], "variance": [1.0]})
+    assert sum(isinstance(layer, keras.layers.Add) for layer in model.layers) == 2
+    assert model.get_layer("bottleneck_1x1").kernel_size == (1, 1)
+    assert model.output_shape == (None, 10) and model.losses  # L1 penalties are collected
+
+
+@pytest.mark.parametrize(("loss", "optimizer"), [("categorical_crossentropy", "sgd"),
+                                                 ("binary_crossentropy", "rmsprop"),
+                                                 ("sparse_categorical_crossentropy", "adagrad")])
+def test_losses_and_optimizers_train(tmp_path, loss, optimizer):
+    config, data = _split_data(tmp_path, f"train.loss={loss}", f"train.optimizer={optimizer}",
+                               "train.class_weights=balanced", "train.reduce_lr_patience=1",
+                               "model.initializer=glorot_uniform", "model.batch_norm=true")
+    model, history, scores = fitting.fit(config, data, 2, log_to_mlflow=False)
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all() and 0 <= scores["val/accuracy"] <= 1
+    assert type(model.optimizer).__name__.lower() == optimizer
+    with pytest.raises(ValueError, match="train.loss: 'mape' does not fit a classification task"):
+        fitting.loss_for(tiny_config(tmp_path, "train.loss=mape"), "classification")
+
+
+def test_class_weights_balance_the_training_split(tmp_path):
+    config, data = _split_data(tmp_path, "train.class_weights=balanced")
+    data.y["train"] = np.array([0] * 30 + [1] * 10)
+    data.dataset["class_names"] = ["a", "b"]
+    assert fitting.class_weights(config, data) == pytest.approx({0: 40 / 60, 1: 40 / 20})
+
+
+def test_augmentation_is_seeded_and_applies_to_the_training_batches():
+    settings = config_module.AugmentConfig(transforms=({"name": "Affine", "translate_px": 2, "p": 1.0},), seed=3)
+    images = np.random.default_rng(0).integers(0, 255, (8, 16, 16, 1), dtype=np.uint8)
+    labels = np.arange(8)
+    first = next(iter(augment.dataset(images, labels, 8, 0, augment.build(settings))))
+    second = next(iter(augment.dataset(images, labels, 8, 0, augment.build(settings))))
+    plain = next(iter(augment.dataset(images, labels, 8, 0, None)))
+    assert np.array_equal(first[0], second[0]) and first[0].dtype == tf.float32
+    assert np.array_equal(first[1], plain[1]) and not np.array_equal(first[0], plain[0])
+    with pytest.raises(ValueError, match=r"augment.transforms\[0\]: albumentations has no transform 'Twirl'"):
+        augment.build(config_module.AugmentConfig(transforms=({"name": "Twirl"},)))
+
+
+def test_nan_loss_stops_training_saying_where(tmp_path):
+    config, data = _split_data(tmp_path)
+    data.x["train"] = data.x["train"].astype(np.float32)
+    data.x["train"][:] = np.nan
+    with pytest.raises(fitting.TrainingDiverged, match=r"loss became nan at epoch 1, batch 1 \(learning rate"):
+        fitting.fit(config, data, 3, log_to_mlflow=False)
+
+
+def test_feature_cache_is_built_once_and_the_assembled_model_matches_the_head(tmp_path, capsys):
+    from pipelines import pretrain, transfer
+
+    overrides = ("model.architecture=transfer", "model.backbone.pretrain_epochs=1", "model.backbone.filters=[4]",
+                 "transfer.method=feature_cache", "train.epochs=2",
+                 "augment.transforms=[{name: HorizontalFlip}]")
+    config, data = _split_data(tmp_path, *overrides)
+    pretrain.run(config)
+    digest = stage.manifest_digest(workspace.stage_dir(tmp_path, config.experiment, "split"))
+    model, _, scores = transfer.train(config, data, tmp_path, None, digest)
+    output = capsys.readouterr().out
+    assert "augmentation is impossible on cached features" in output and "cached backbone features" in output
+    transfer.train(config, data, tmp_path, None, digest)
+    assert "features read from the cache" in capsys.readouterr().out
+    assert model.get_layer("backbone").__class__.__name__ == "KerasLayer"
+    assert 0 <= scores["val/accuracy"] <= 1
+
+
+def test_killed_training_resumes_and_its_run_is_not_left_running(tmp_path):
+    settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=60", "train.patience=60", "data.image_size=8"]
+    config = tiny_config(tmp_path, "train.epochs=60", "train.patience=60")
+    clean.run(config)
+    split.run(config)
+    command = [sys.executable, "-m", "pipelines", "train", *[item for s in settings for item in ("--set", s)]]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup_root = workspace.stage_dir(tmp_path, config.experiment, "train").parent / ".backup"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
+        time.sleep(0.2)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert list(backup_root.rglob("checkpoint")), "no backup was written before the kill"
+    tracking.configure(config)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.experiment).experiment_id
+    killed = client.search_runs([experiment], "tags.stage = 'train'")[0]
+    assert killed.info.status == "RUNNING"  # as SIGKILL left it
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from the backup of an interrupted run" in resumed.stdout
+    assert client.get_run(killed.info.run_id).info.status == "KILLED"
+    runs = client.search_runs([experiment], "tags.stage = 'train'", order_by=["attributes.start_time DESC"])
+    steps = [point.step for point in client.get_metric_history(runs[0].info.run_id, "train/loss")]
+    assert steps and min(steps) > 0  # the rerun started after the last completed epoch
+
+
+MIRRORED = """
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pipelines import config as config_module, fitting
+from tests.conftest import tiny_config
+root = sys.argv[1]
+for strategy in ("default", "mirrored"):
+    config = tiny_config(root, "train.epochs=8", "train.patience=8", f"runtime.strategy={strategy}")
+    data = fitting.load_split(__import__("pathlib").Path(root) / "data/processed/digits/split")
+    replicas = fitting.strategy(config.runtime).num_replicas_in_sync
+    model, history, scores = fitting.fit(config, data, 8, log_to_mlflow=False)
+    print(strategy, replicas, scores["val/accuracy"])
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus_reaches_the_same_accuracy(tmp_path):
+    config = tiny_config(tmp_path)
+    clean.run(config)
+    split.run(config)
+    result = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict((line.split()[0], line.split()[1:]) for line in result.stdout.splitlines()
+                 if line.startswith(("default", "mirrored")))
+    assert lines["mirrored"][0] == "2" and lines["default"][0] == "1"
+    assert abs(float(lines["mirrored"][1]) - float(lines["default"][1])) <= 0.06
