@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines import workspace
 
-BENCHMARKS = ("pipeline", "data")
+BENCHMARKS = ("pipeline", "data", "transfer")
 RESULTS = Path(__file__).parent / "results.json"
 
 

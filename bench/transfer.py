@@ -1,0 +1,90 @@
+"""Benchmark `transfer`: feature extraction and fine-tuning on digits with the project's autoencoder backbone
+(through hub.KerasLayer), digits 0-4 to 5-9 with a frozen source-task backbone, the cached-feature speed-up,
+and training throughput with and without augmentation, all in one run.
+
+`cached_head_speedup` is the time of a training epoch through the frozen backbone over one of the head on
+cached features, same head, same batch size. It grows with the backbone's cost: the default two-block encoder
+is so cheap on 16x16 digits that Keras's per-step overhead dominates (`cached_head_speedup_small_backbone`),
+so the headline figure uses the same autoencoder architecture widened to three blocks of 64, 128 and 256
+filters on the digits drawn at 32x32 (pretrained for 2 epochs; an epoch's time does not depend on how well
+the weights were trained). Epoch times are medians over epochs 2 to 4 of one fit, from tf.data batches of
+128 for both, with `steps_per_execution` set to a whole epoch for both networks so that Python's per-step
+overhead, which would otherwise be most of a head epoch, is left out of both."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import tensorflow as tf
+import tf_keras as keras
+
+from models import backbones
+from models import transfer as transfer_models
+from pipelines import __main__ as cli
+from pipelines import augment, fitting, pretrain, workspace
+from pipelines import config as config_module
+
+WORK = Path(__file__).parent / ".work" / "transfer"
+BATCH = 128  # the same for both timings
+
+
+def _pipeline(config_file: str, *stages: str, extra: tuple[str, ...] = ()) -> config_module.Config:
+    overrides = [f"runtime.root={WORK}", "runtime.verbose=0", *extra]
+    for name in stages:
+        arguments = [name, "--config", config_file] + [item for value in overrides for item in ("--set", value)]
+        if cli.main(arguments) != 0:
+            raise RuntimeError(f"bench transfer: stage {name} failed on {config_file}")
+    return config_module.load(config_file, overrides)
+
+
+def _epoch_speedup(config: config_module.Config, data: fitting.SplitData) -> float:
+    backbone = backbones.load(config.model.backbone, data.x["train"].shape[1:], config.root,
+                              pretrain.backbone_path(config))
+    features = backbone(tf.constant(data.x["train"], tf.float32), training=False).numpy()
+    head = transfer_models.build_head(config.model, features.shape[1], data.num_outputs, data.task)
+    model = transfer_models.build_transfer(backbone, head, data.x["train"].shape[1:])
+    steps = len(features) // BATCH  # a whole epoch per tf.function call: Keras's per-step overhead out of both
+    for network in (head, model):
+        network.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=steps)
+    from pipelines import transfer
+
+    cached, through = transfer.head_epoch_seconds(head, model, features, data.x["train"], data.y["train"], BATCH)
+    return through / cached
+
+
+def _throughput_ratio(config: config_module.Config, data: fitting.SplitData) -> float:
+    """Images per second of a training epoch with the config's augmentation over one without."""
+    model = fitting.models.architectures()["small_cnn"](config_module.ModelConfig(), data.x["train"].shape[1:],
+                                                         data.num_outputs, {"mean": [0.0], "variance": [1.0]})
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    rates = {}
+    for name, compose in (("plain", None), ("augmented", augment.build(config.augment))):
+        dataset = augment.dataset(data.x["train"], data.y["train"], 32, 0, compose)
+        model.fit(dataset.take(2), epochs=1, verbose=0)
+        started = time.perf_counter()
+        model.fit(dataset, epochs=3, verbose=0)
+        rates[name] = 3 * len(data.x["train"]) / (time.perf_counter() - started)
+    return rates["augmented"] / rates["plain"]
+
+
+def run() -> dict:
+    shutil.rmtree(WORK, ignore_errors=True)
+    config = _pipeline("configs/digits_transfer.yaml", "clean", "split", "pretrain", "train")
+    train = workspace.read_manifest(workspace.stage_dir(WORK, config.experiment, "train"))["metrics"]
+    data = fitting.load_split(workspace.stage_dir(WORK, config.experiment, "split"))
+    small_speedup, ratio = _epoch_speedup(config, data), _throughput_ratio(config, data)
+    wide = _pipeline("configs/digits_transfer.yaml", "clean", "split", "pretrain", extra=(
+        "experiment=digits_transfer_wide", "data.image_size=32", "model.backbone.filters=[64, 128, 256]",
+        "model.backbone.pretrain_epochs=2"))
+    speedup = _epoch_speedup(wide, fitting.load_split(workspace.stage_dir(WORK, wide.experiment, "split")))
+    target = _pipeline("configs/digits_5to9.yaml", "clean", "split", "pretrain", "train", "tune", "export",
+                       "evaluate", extra=("search.n_trials=0",))  # the frozen-backbone model as trained
+    report = workspace.read_json(workspace.stage_dir(WORK, target.experiment, "evaluate") / "test_report.json")
+    return {"feature_extraction_val_accuracy": train["phase1/val/accuracy"],
+            "fine_tune_val_accuracy": train["val/accuracy"],
+            "source_target_test_accuracy": report["results"]["keras"]["accuracy"],
+            "cached_head_speedup": round(float(speedup), 2),
+            "cached_head_speedup_small_backbone": round(float(small_speedup), 2),
+            "augmented_throughput_ratio": round(float(ratio), 3)}
