@@ -182,3 +182,26 @@ def test_mirrored_strategy_on_two_logical_cpus_reaches_the_same_accuracy(tmp_pat
                  if line.startswith(("default", "mirrored")))
     assert lines["mirrored"][0] == "2" and lines["default"][0] == "1"
     assert abs(float(lines["mirrored"][1]) - float(lines["default"][1])) <= 0.06
+
+
+def test_transfer_pipeline_end_to_end_registers_a_hub_model_that_loads_back(tmp_path):
+    from pipelines import __main__ as cli
+
+    overrides = [*TINY, f"runtime.root={tmp_path}", "model.architecture=transfer", "model.backbone.filters=[4]",
+                 "model.backbone.pretrain_epochs=1", "transfer.method=fine_tune", "transfer.fine_tune_epochs=1",
+                 "train.epochs=2", "augment.transforms=[{name: Affine, translate_px: 1, p: 0.5}]"]
+    assert cli.main(["all", *[item for value in overrides for item in ("--set", value)]]) == 0
+    config = tiny_config(tmp_path, *overrides[len(TINY):])
+    model = tracking.load_champion(config)
+    assert "KerasLayer" in {type(layer).__name__ for layer in model.layers}
+    train = workspace.read_manifest(workspace.stage_dir(tmp_path, config.experiment, "train"))["metrics"]
+    assert "phase1/val/accuracy" in train and 0 <= train["val/accuracy"] <= 1
+    pretrain_metrics = workspace.read_manifest(workspace.stage_dir(tmp_path, config.experiment, "pretrain"))
+    assert pretrain_metrics["metrics"]["pretrain/val_psnr_denoised_db"] > 0
+    assert (workspace.bundle_dir(tmp_path, config.experiment) / "model.tflite").is_file()
+
+
+def test_source_task_backbone_must_not_see_the_target_classes():
+    with pytest.raises(config_module.ConfigError, match="disjoint from model.backbone.source_classes"):
+        config_module.load(None, ["model.architecture=transfer", "model.backbone.kind=project_source_task",
+                                  "data.classes=['3', '5']"])
