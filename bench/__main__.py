@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines import workspace
 
-BENCHMARKS = ("pipeline", "data", "transfer")
+BENCHMARKS = ("pipeline", "data", "transfer", "search")
 RESULTS = Path(__file__).parent / "results.json"
 
 

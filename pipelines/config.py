@@ -209,7 +209,16 @@ class ParamSpace:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    n_trials: int = option(4, "random-search trials on validation data", at_least(0))
+    n_trials: int = option(4, "phase 1: random-search trials", at_least(0))
+    grid_points: int = option(0, "phase 2: grid values per numeric parameter around the top trials (0: no grid)",
+                              at_least(0))
+    top_k: int = option(3, "phase 2: the best random trials whose region the grid spans", at_least(1))
+    max_trials: int = option(0, "budget: most trials in all (0: no cap)", at_least(0))
+    max_seconds: float = option(0.0, "budget: no new trial starts after this many seconds (0: no limit)", at_least(0))
+    objective: str = option("val", "val (the validation split) or cv (k folds of train+val, split.folds)",
+                            one_of("val", "cv"))
+    prune_warmup: int = option(0, "median stopping rule after this many epochs (0: no pruning)", at_least(0))
+    n_jobs: int = option(1, "trials run in parallel processes", at_least(1))
     epochs: int = option(40, "maximum epochs per trial", at_least(1))
     seed: int = option(0, "seed of the parameter sampler")
     space: dict[str, ParamSpace] = option(
@@ -399,6 +408,8 @@ def _check_data(config: Config) -> None:
         raise ConfigError(f"data.path: must name the {data.source.replace('_', ' ')} for source '{data.source}'")
     if data.source == "csv" and not data.target:
         raise ConfigError("data.target: must name the target column for source 'csv'")
+    if config.search.objective == "cv" and not config.split.folds:
+        raise ConfigError("search.objective: 'cv' needs split.folds > 1")
     if config.split.strategy == "temporal" and not data.time_column:
         raise ConfigError("split.strategy: 'temporal' needs data.time_column")
     if config.split.group == "column" and not data.group_column:

@@ -168,7 +168,7 @@ def _callbacks(config: config_module.Config, folder: Path | None, backup_dir: Pa
 
 def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitData, epochs: int, *,
                  augment: bool = True, folder: Path | None = None, backup_dir: Path | None = None,
-                 offset: int = 0, log_to_mlflow: bool = True) -> tuple[dict, dict]:
+                 offset: int = 0, log_to_mlflow: bool = True, callbacks: list | None = None) -> tuple[dict, dict]:
     """Fits a compiled model on train with early stopping on val; returns (history, validation scores).
 
     Raises:
@@ -184,7 +184,9 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     val = _dataset(data.x["val"], y_val, 256, None)
     if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
         print(f"[train] resuming from the backup of an interrupted run in {backup_dir}")
+    extra = callbacks or []
     callbacks, guard = _callbacks(config, folder, backup_dir, offset, log_to_mlflow)
+    callbacks += extra
     started = time.perf_counter()
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                         class_weight=class_weights(config, data), verbose=config.runtime.verbose)
@@ -207,7 +209,7 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) ->
 
 
 def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflow: bool = True,
-        folder: Path | None = None, backup_dir: Path | None = None):
+        folder: Path | None = None, backup_dir: Path | None = None, callbacks: list | None = None):
     """Builds, compiles and fits the configured architecture (not `transfer`, see pipelines.transfer).
 
     Returns:
@@ -219,7 +221,7 @@ def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflo
         model = build(config.model, data.x["train"].shape[1:], data.num_outputs, data.normalizer, data.task)
         compile_model(model, config, data.task, config.train.learning_rate)
     history, scores = fit_compiled(model, config, data, epochs, folder=folder, backup_dir=backup_dir,
-                                   log_to_mlflow=log_to_mlflow)
+                                   log_to_mlflow=log_to_mlflow, callbacks=callbacks)
     return model, history, scores
 
 

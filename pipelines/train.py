@@ -41,12 +41,12 @@ def _summary(model) -> str:
 
 
 def fit_model(config: config_module.Config, data: fitting.SplitData, split_digest: str, folder: Path | None = None,
-              backup: Path | None = None, log_to_mlflow: bool = True):
+              backup: Path | None = None, log_to_mlflow: bool = True, callbacks: list | None = None):
     """Trains the configured architecture, transfer included; returns (model, history, scores)."""
     if config.model.architecture == "transfer":
-        return transfer.train(config, data, folder, backup, split_digest)
+        return transfer.train(config, data, folder, backup, split_digest, log_to_mlflow, callbacks)
     return fitting.fit(config, data, config.train.epochs, folder=folder, backup_dir=backup,
-                       log_to_mlflow=log_to_mlflow)
+                       log_to_mlflow=log_to_mlflow, callbacks=callbacks)
 
 
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:

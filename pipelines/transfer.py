@@ -49,8 +49,9 @@ def cached_features(config: config_module.Config, backbone, data: fitting.SplitD
     return {name: workspace.load_arrays(folder, name, "features")[0] for name in ("train", "val")}
 
 
-def train(config: config_module.Config, data: fitting.SplitData, folder: Path, backup_root: Path | None,
-          split_digest: str) -> tuple[keras.Model, dict, dict]:
+def train(config: config_module.Config, data: fitting.SplitData, folder: Path | None, backup_root: Path | None,
+          split_digest: str, log_to_mlflow: bool = True,
+          callbacks: list | None = None) -> tuple[keras.Model, dict, dict]:
     """Trains the head (and, for fine_tune, the top of the backbone); returns (model, history, scores)."""
     settings = config.transfer
     keras.utils.set_random_seed(config.train.seed)
@@ -60,31 +61,34 @@ def train(config: config_module.Config, data: fitting.SplitData, folder: Path, b
         feature_dim = int(backbone(tf.zeros((1, *input_shape)), training=False).shape[-1])
         head = transfer.build_head(config.model, feature_dim, data.num_outputs, data.task)
         model = transfer.build_transfer(backbone, head, input_shape)
-    mlflow.set_tags({"transfer.method": settings.method, "transfer.backbone": backbone_identity(config)})
+    if log_to_mlflow:
+        mlflow.set_tags({"transfer.method": settings.method, "transfer.backbone": backbone_identity(config)})
+    options = {"folder": folder, "log_to_mlflow": log_to_mlflow, "callbacks": callbacks}
     backup = (lambda phase: backup_root / phase) if backup_root else (lambda phase: None)
     if settings.method == "feature_cache":
         if config.augment.transforms:
             print("[train] feature_cache: augmentation is impossible on cached features (each image is one "
                   "fixed vector); augment.transforms ignored. Use transfer.method: frozen to augment.")
-            mlflow.set_tag("augmentation", "ignored: impossible with cached features")
+            if log_to_mlflow:
+                mlflow.set_tag("augmentation", "ignored: impossible with cached features")
         features = cached_features(config, backbone, data, split_digest)
         cache = dataclasses.replace(data, x=features)
         fitting.compile_model(head, config, data.task, config.train.learning_rate)
         history, scores = fitting.fit_compiled(head, config, cache, config.train.epochs, augment=False,
-                                               folder=folder, backup_dir=backup("head"))
+                                               backup_dir=backup("head"), **options)
         fitting.compile_model(model, config, data.task, config.train.learning_rate)
         return model, history, _validate(model, data, scores)
     fitting.compile_model(model, config, data.task, config.train.learning_rate)
-    history, scores = fitting.fit_compiled(model, config, data, config.train.epochs, folder=folder,
-                                           backup_dir=backup("frozen"))
+    history, scores = fitting.fit_compiled(model, config, data, config.train.epochs, backup_dir=backup("frozen"),
+                                           **options)
     if settings.method == "fine_tune":
         tracking_scores = {f"phase1/{key}": value for key, value in scores.items() if key.startswith("val/")}
         trainable = backbones.unfreeze(backbone, settings.fine_tune_layers)
         rate = config.train.learning_rate * settings.fine_tune_lr_factor
         print(f"[train] fine-tuning: {trainable} backbone variables unfrozen, learning rate {rate:g}")
         fitting.compile_model(model, config, data.task, rate)
-        second, scores = fitting.fit_compiled(model, config, data, settings.fine_tune_epochs, folder=folder,
-                                              backup_dir=backup("fine_tune"), offset=len(history["loss"]))
+        second, scores = fitting.fit_compiled(model, config, data, settings.fine_tune_epochs,
+                                              backup_dir=backup("fine_tune"), offset=len(history["loss"]), **options)
         history = {key: history[key] + second.get(key, []) for key in history}
         scores = {**scores, **tracking_scores}
     return model, history, scores

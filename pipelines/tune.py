@@ -1,45 +1,30 @@
-"""tune: random search over `search.space` on validation data; the best model becomes the champion.
+"""tune: random search first, then a grid around the best region, on validation data only.
 
-Sampling and trial bookkeeping come from scikit-learn's ParameterSampler. Each trial is a nested MLflow run.
-The trained model from the train stage is the baseline: a trial must beat its validation score (accuracy, or
-MAE for regression) to take the `champion` alias. The winning configuration is written out as `best_config.yaml`.
+Phase 1 samples `search.n_trials` parameter sets from `search.space` (scikit-learn's ParameterSampler).
+Phase 2 spans a grid (`ParameterGrid`, `search.grid_points` values per numeric parameter, log-spaced where
+the distribution is) over the region of the `search.top_k` best random trials, nearest the best trial first.
+The objective is the validation metric, or the mean and spread over k folds of train+val
+(`search.objective: cv`); the test split is never read. Budgets: `search.max_trials` and
+`search.max_seconds`; `search.prune_warmup` stops unpromising trials by the median rule. Trials run in
+`search.n_jobs` processes (joblib); every finished trial is appended to a ledger that survives a kill, so a
+rerun continues without redoing them. Each trial is a nested MLflow run. The best configuration is written to
+`best_config.yaml`, trained in full, and becomes the `champion` if it beats the train stage's model.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 import yaml
-from scipy import stats
-from sklearn.model_selection import ParameterSampler
+from joblib import Parallel, delayed
 
 from pipelines import config as config_module
-from pipelines import fitting, stage, tracking, train, workspace
-
-
-def distributions(space: dict[str, config_module.ParamSpace]) -> dict:
-    """search.space -> what ParameterSampler samples from."""
-    converted = {}
-    for path, param in space.items():
-        if param.kind == "log_uniform":
-            converted[path] = stats.loguniform(param.low, param.high)
-        elif param.kind == "uniform":
-            converted[path] = stats.uniform(param.low, param.high - param.low)
-        elif param.kind == "int":
-            converted[path] = stats.randint(int(param.low), int(param.high) + 1)
-        else:
-            converted[path] = list(param.values)
-    return converted
-
-
-def sample(search: config_module.SearchConfig) -> list[dict]:
-    """The random trials' parameters, as plain Python values."""
-    sampler = ParameterSampler(distributions(search.space), n_iter=search.n_trials, random_state=search.seed)
-    return [{path: value.item() if isinstance(value, np.generic) else value for path, value in params.items()}
-            for params in sampler]
+from pipelines import fitting, search, stage, tracking, train, workspace
 
 
 def apply(config: config_module.Config, params: dict) -> config_module.Config:
@@ -48,16 +33,79 @@ def apply(config: config_module.Config, params: dict) -> config_module.Config:
     return config
 
 
+def sample(settings: config_module.SearchConfig) -> list[dict]:
+    return search.sample(settings.space, settings.n_trials, settings.seed)
+
+
+def _log_trial(config: config_module.Config, trial: dict, key: str) -> str:
+    """One nested MLflow run per trial: params, the validation curve, the result, phase, time, pruning."""
+    tags = {"phase": trial["phase"], "pruned": str(bool(trial.get("pruned_at"))).lower(),
+            "resumed": str(trial.get("resumed", False)).lower(), "diverged": str("diverged" in trial).lower()}
+    with tracking.run(apply(config, trial["params"]), f"trial-{trial['number']}", tags=tags) as active:
+        mlflow.log_params({f"trial.{path}": value for path, value in trial["params"].items()})
+        for epoch, value in enumerate(trial.get("curve", [])):
+            mlflow.log_metric(key, value, step=epoch)
+        final = {key: trial[key], "trial/seconds": trial["seconds"]}
+        final.update({name: trial[name] for name in ("val/loss", "spread", "epochs") if name in trial})
+        if trial.get("pruned_at"):
+            final["trial/pruned_at_epoch"] = trial["pruned_at"]
+        tracking.log_metrics({name: value for name, value in final.items() if math.isfinite(value)})
+        return active.info.run_id
+
+
+def run_phase(config, phase: str, plan: list[dict], ledger: search.Ledger, done: dict, budget: dict,
+              split_folder: Path, digest: str, key: str) -> list[dict]:
+    """Runs the planned trials not in the ledger yet, `n_jobs` at a time, within the budget."""
+    settings, results = config.search, []
+    pending = []
+    for params in plan:
+        previous = done.get(f"{phase}:{search.key(params)}")
+        if previous:
+            results.append({**previous, "resumed": True})
+        else:
+            pending.append(params)
+    if results:
+        print(f"[tune] {phase}: {len(results)} trial(s) already finished in an interrupted run, not redone")
+    tree = config_module.to_dict(config)
+    while pending:
+        room = budget["trials"] - budget["used"] if settings.max_trials else len(pending)
+        if room <= 0 or (settings.max_seconds and time.monotonic() - budget["started"] > settings.max_seconds):
+            print(f"[tune] budget reached ({budget['used']} trials, {time.monotonic() - budget['started']:.0f}s): "
+                  f"{len(pending)} planned {phase} trial(s) not run")
+            break
+        batch, pending = pending[:min(settings.n_jobs, room)], pending[min(settings.n_jobs, room):]
+        curves = [trial["curve"] for trial in results if trial.get("curve")]
+        finished = Parallel(n_jobs=len(batch))(
+            delayed(search.run_trial)(tree, params, str(split_folder), digest, curves, settings.prune_warmup)
+            for params in batch) if len(batch) > 1 else [
+            search.run_trial(tree, batch[0], str(split_folder), digest, curves, settings.prune_warmup)]
+        for trial in finished:
+            trial.update({"phase": phase, "number": budget["used"]})
+            budget["used"] += 1
+            ledger.append(trial)
+            if trial.get("pruned_at"):
+                print(f"[tune] trial {trial['number']} pruned at epoch {trial['pruned_at']} (median rule)")
+            if trial.get("diverged"):
+                print(f"[tune] trial {trial['number']} diverged: {trial['diverged']}")
+            results.append(trial)
+    for trial in results:
+        trial["run_id"] = _log_trial(config, trial, key)
+    return results
+
+
 def _plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
     names = sorted(trials[0]["params"]) if trials else []
     figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.2), squeeze=False)
     for axis, name in zip(axes[0], names):
-        values = [trial["params"][name] for trial in trials]
-        axis.scatter(values, [trial[key] for trial in trials], label="random trials")
+        for phase, marker in (("random", "o"), ("grid", "x")):
+            chosen = [trial for trial in trials if trial["phase"] == phase]
+            axis.scatter([trial["params"][name] for trial in chosen], [trial[key] for trial in chosen],
+                         marker=marker, label=f"{phase} trials")
         axis.axhline(baseline[key], color="grey", linestyle="--", label="train stage")
-        axis.set(xlabel=name, ylabel=key)
+        values = [trial["params"][name] for trial in trials]
         if all(isinstance(value, float) and value > 0 for value in values) and max(values) / min(values) > 20:
             axis.set_xscale("log")
+        axis.set(xlabel=name, ylabel=key)
         axis.legend(fontsize=7)
     figure.tight_layout()
     with workspace.atomic_path(path) as temporary:
@@ -65,49 +113,65 @@ def _plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
     plt.close(figure)
 
 
+def search_trials(config, split_folder: Path, digest: str, key: str, higher: bool, ledger: search.Ledger) -> list:
+    """Both phases; returns every trial (finished now or earlier)."""
+    done = ledger.load()
+    budget = {"trials": config.search.max_trials, "used": 0, "started": time.monotonic()}
+    trials = run_phase(config, "random", sample(config.search), ledger, done, budget, split_folder, digest, key)
+    if config.search.grid_points and trials:
+        ranked = sorted(trials, key=lambda trial: trial[key], reverse=higher)[: config.search.top_k]
+        plan = search.grid_around(config.search.space, [trial["params"] for trial in ranked],
+                                  config.search.grid_points)
+        tried = {search.key(trial["params"]) for trial in trials}
+        plan = search.nearest_first(config.search.space, [params for params in plan if search.key(params) not in
+                                                          tried], ranked[0]["params"])
+        trials += run_phase(config, "grid", plan, ledger, done, budget, split_folder, digest, key)
+    return trials
+
+
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
-    """Runs the random search on validation data and moves `champion` to the best model."""
+    """Searches on validation data and moves `champion` to the best configuration's model."""
     split_folder, _ = stage.upstream(config, "split", "tune")
     train_folder, train_manifest = stage.upstream(config, "train", "tune")
+    inputs = {"split": stage.manifest_digest(split_folder), "train": stage.manifest_digest(train_folder)}
+    sections = (*train.SECTIONS, "search")
+    ledger = search.Ledger(stage.backup_dir(config, "tune", stage.fingerprint(config, "tune", sections, inputs)))
 
     def body(folder: Path) -> dict:
         data = fitting.load_split(split_folder)
-        key = fitting.objective(data.task)[0]
+        key, higher = fitting.objective(data.task)
         baseline = {name: train_manifest["metrics"][name] for name in (key, "val/loss")}
-        best, best_model, best_run_id, trials = dict(baseline, params={}), None, None, []
-        for number, params in enumerate(sample(config.search)):
-            trial_config = apply(config, params)
-            with tracking.run(trial_config, f"trial-{number}", tags={"phase": "random"}) as active:
-                mlflow.log_params({f"trial.{path}": value for path, value in params.items()})
-                short = config_module.replace_path(trial_config, "train.epochs", config.search.epochs)
-                model, _, scores = train.fit_model(short, data, stage.manifest_digest(split_folder))
-                tracking.log_metrics({key: scores[key], "val/loss": scores["val/loss"],
-                                      "trial/epochs": scores["epochs"], "trial/seconds": scores["fit_seconds"]})
-            trial = {"number": number, "params": params, "run_id": active.info.run_id, **scores}
-            trials.append(trial)
-            if fitting.better(trial, best, data.task):
-                best, best_model, best_run_id = trial, model, active.info.run_id
+        trials = search_trials(config, split_folder, inputs["split"], key, higher, ledger)
+        ranked = sorted(trials, key=lambda trial: trial[key], reverse=higher)
+        best = ranked[0] if ranked else None
         version = train_manifest["metrics"]["model_version"]
-        if best_model is not None:
-            with mlflow.start_run(run_id=best_run_id, nested=True):
-                version = tracking.register(config, fitting.log_keras_model(best_model), make_champion=True)
-        else:
-            tracking.set_champion(config, version)
-        best_config = config_module.to_dict(apply(config, best["params"]))
-        workspace.write_text(folder / "best_config.yaml", yaml.safe_dump(best_config, sort_keys=False))
-        workspace.write_json(folder / "trials.json", {"baseline": baseline, "trials": trials,
+        best_params = best["params"] if best else {}
+        final = None
+        if best:  # the best configuration, trained with the full epoch budget
+            with tracking.run(apply(config, best_params), "best", tags={"phase": "final"}):
+                model, _, final = train.fit_model(apply(config, best_params), data, inputs["split"])
+                if fitting.better(final, baseline, data.task):
+                    version = tracking.register(config, fitting.log_keras_model(model), make_champion=True)
+        tracking.set_champion(config, version)
+        workspace.write_text(folder / "best_config.yaml",
+                             yaml.safe_dump(config_module.to_dict(apply(config, best_params)), sort_keys=False))
+        workspace.write_json(folder / "trials.json", {"baseline": baseline, "trials": trials, "final": final,
                                                       "champion_version": version})
         _plot(trials, baseline, key, folder / "trials.png")
         for name in ("best_config.yaml", "trials.json", "trials.png"):
             mlflow.log_artifact(str(folder / name))
-        mlflow.log_params({f"best.{path}": value for path, value in best["params"].items()})
+        mlflow.log_params({f"best.{path}": value for path, value in best_params.items()})
         name = key.split("/")[1]
-        metrics = {f"tune/best_val_{name}": best[key], f"tune/baseline_val_{name}": baseline[key],
-                   "tune/trials": len(trials)}
+        metrics = {f"tune/best_trial_val_{name}": best[key] if best else baseline[key],
+                   f"tune/baseline_val_{name}": baseline[key], "tune/trials": len(trials),
+                   "tune/grid_trials": sum(trial["phase"] == "grid" for trial in trials),
+                   "tune/pruned": sum(bool(trial.get("pruned_at")) for trial in trials)}
+        if final:
+            metrics[f"tune/final_val_{name}"] = final[key]
         tracking.log_metrics(metrics)
+        shutil.rmtree(ledger.path.parent, ignore_errors=True)  # finished: a forced rerun searches afresh
         return {**metrics, "model_version": version}
 
-    inputs = {"split": stage.manifest_digest(split_folder), "train": stage.manifest_digest(train_folder)}
     return stage.execute(
-        config, "tune", (*train.SECTIONS, "search"), inputs, body, force,
+        config, "tune", sections, inputs, body, force,
         still_valid=lambda manifest: tracking.champion_version(config) == manifest["metrics"]["model_version"])
