@@ -1,4 +1,6 @@
-"""TF-Lite converters for a Keras model: float32 and full int8 (int8 input and output)."""
+"""TF-Lite converters for a Keras model: float32, dynamic range, float16, and full int8 (int8 input and
+output, calibrated on representative training images). Pruned, clustered and QAT models (deploy/optimize.py)
+go through the int8 converter too."""
 
 from __future__ import annotations
 
@@ -9,19 +11,24 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-VARIANTS = ("float32", "int8")
+VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 
 
 def convert(model, variant: str, representative: np.ndarray | None = None) -> bytes:
     """Converts a Keras model to a TF-Lite flatbuffer.
 
     Args:
-        variant: 'float32', or 'int8' for full integer quantization with int8 input and output.
+        variant: 'float32'; 'dynamic_range' (int8 weights, float activations); 'float16' (float16 weights);
+            'int8' (full integer quantization with int8 input and output).
         representative: training images (never val or test) that calibrate the int8 ranges.
     """
     if variant not in VARIANTS:
         raise ValueError(f"export variant must be one of {VARIANTS}, got {variant!r}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant in ("dynamic_range", "float16"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if variant == "float16":
+            converter.target_spec.supported_types = [tf.float16]
     if variant == "int8":
         if representative is None or not len(representative):
             raise ValueError("int8 export needs representative training images")

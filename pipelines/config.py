@@ -230,9 +230,16 @@ class SearchConfig:
     )
 
 
+EXPORT_VARIANTS = ("float32", "dynamic_range", "float16", "int8", "qat_int8", "pruned_int8", "clustered_int8")
+
+
 @dataclass(frozen=True)
 class ExportConfig:
-    variants: tuple[str, ...] = option(("float32", "int8"), "TF-Lite variants to build", one_of("float32", "int8"))
+    variants: tuple[str, ...] = option(("float32", "int8"), "TF-Lite variants to build",
+                                       one_of(*EXPORT_VARIANTS))
+    prune_sparsity: float = option(0.8, "pruned_int8: target fraction of zero weights", greater_than(0), below(1))
+    clusters: int = option(16, "clustered_int8: weight clusters per layer", at_least(2))
+    optimize_epochs: int = option(6, "fine-tuning epochs of pruning, clustering and QAT", at_least(1))
     representative_samples: int = option(200, "training images used to calibrate int8", at_least(1))
     max_accuracy_drop: float = option(0.01, "largest val accuracy drop allowed for the bundled variant", at_least(0))
     max_mae_increase: float = option(0.05, "regression: largest relative val MAE increase allowed for the bundle",
@@ -243,7 +250,7 @@ class ExportConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     tflite_variant: str = option("bundle", "TF-Lite variant evaluated beside the Keras model (bundle: the one "
-                                 "export chose for the device)", one_of("bundle", "float32", "int8"))
+                                 "export chose for the device)", one_of("bundle", *EXPORT_VARIANTS))
     metrics: tuple[str, ...] = option((), "headline metrics, fixed before the first evaluation (empty: every "
                                       "metric of the task)", one_of("accuracy", "precision", "recall", "specificity",
                                                                     "npv", "f1", "roc_auc", "mae", "mse", "rmse",

@@ -43,6 +43,28 @@ def measure(model: edge.LiteRTModel, data: fitting.SplitData, keras_outputs: np.
     return row
 
 
+def optimized(model, variant: str, data: fitting.SplitData, config: config_module.Config):
+    """(Keras model to convert, numeric notes) for a variant: pruned, clustered or QAT-trained when asked."""
+    from deploy import optimize
+
+    if variant not in ("qat_int8", "pruned_int8", "clustered_int8"):
+        return model, {}
+    reason = optimize.optimizable(model)
+    if reason:
+        print(f"[export] {variant}: {reason}; falls back to post-training int8")
+        mlflow.set_tag(f"export.{variant}.fallback", reason)
+        return model, {"fallback": 1}
+    settings, loss = config.export, fitting.loss_for(config, data.task)
+    rate = config.train.learning_rate
+    x, y = data.x["train"], data.y["train"]
+    if variant == "pruned_int8":
+        pruned = optimize.prune(model, loss, x, y, settings.prune_sparsity, settings.optimize_epochs, rate)
+        return pruned, {"sparsity": optimize.sparsity(pruned)}
+    if variant == "clustered_int8":
+        return optimize.cluster(model, loss, x, y, settings.clusters, settings.optimize_epochs, rate), {}
+    return optimize.quantization_aware(model, loss, x, y, settings.optimize_epochs, rate), {}
+
+
 def keras_score(data: fitting.SplitData, outputs: np.ndarray) -> float:
     if data.task == "classification":
         return float((outputs.argmax(axis=1) == data.y["val"]).mean())
@@ -66,12 +88,14 @@ def choose(table: dict, reference: float, settings: config_module.ExportConfig, 
 
 
 def _table_text(table: dict) -> str:
-    columns = ["size_bytes", "gzip_bytes", *[key for key in next(iter(table.values())) if key not in
-                                             ("size_bytes", "gzip_bytes")]]
+    columns = ["size_bytes", "gzip_bytes"]
+    for row in table.values():
+        columns += [key for key in row if key not in columns]
     lines = ["| variant | " + " | ".join(column.replace("_", " ") for column in columns) + " |",
              "|" + "---|" * (len(columns) + 1)]
     for name, row in table.items():
-        cells = [str(row[column]) if isinstance(row[column], int) else f"{row[column]:.4f}" for column in columns]
+        cells = ["" if column not in row else str(row[column]) if isinstance(row[column], int) else
+                 f"{row[column]:.4f}" for column in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -114,10 +138,12 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         representative = data.x["train"][: config.export.representative_samples]
         table = {}
         for variant in config.export.variants:
-            flatbuffer = tflite.convert(model, variant, representative)
+            source, notes = optimized(model, variant, data, config)
+            flatbuffer = tflite.convert(source, "int8" if variant.endswith("_int8") else variant, representative)
             workspace.write_bytes(folder / f"{variant}.tflite", flatbuffer)
             row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
             row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config.export.latency_runs))
+            row.update(notes)
             table[variant] = row
         chosen = choose(table, reference, config.export, data.task)
         score_name = fitting.objective(data.task)[0].replace("/", "_")

@@ -1,0 +1,59 @@
+"""Benchmark `export`: every TF-Lite variant of the digits champion on the LiteRT interpreter, from one run of
+the pipeline, and the edge predictor's labels against the pipeline's own TF-Lite evaluation on the test split."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from deploy.edge.predict import LiteRTModel
+from pipelines import __main__ as cli
+from pipelines import workspace
+
+WORK = Path(__file__).parent / ".work" / "export"
+VARIANTS = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, clustered_int8]"
+
+
+def _edge_agreement(bundle: Path, split_folder: Path) -> float:
+    """Share of test images on which `python -m deploy.edge.predict` (files on disk) gives the label that the
+    pipeline's own LiteRT evaluation of the bundled model gives."""
+    x, = workspace.load_arrays(split_folder, "test", "x")
+    images = WORK / "test_images"
+    images.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, image in enumerate(x):
+        paths.append(images / f"{index:04d}.png")
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(paths[-1])
+    output = subprocess.run([sys.executable, "-m", "deploy.edge.predict", str(bundle), *map(str, paths)],
+                            capture_output=True, text=True, check=True, env=os.environ).stdout
+    labels = (bundle / "labels.txt").read_text().split()
+    pipeline = [labels[index] for index in LiteRTModel(bundle / "model.tflite").predict(x).argmax(axis=1)]
+    edge = [line.split("\t")[1] for line in output.splitlines()]
+    return float(np.mean([a == b for a, b in zip(edge, pipeline)])) if len(edge) == len(pipeline) else 0.0
+
+
+def run() -> dict:
+    shutil.rmtree(WORK, ignore_errors=True)
+    arguments = ["all", "--config", "configs/digits.yaml", "--set", f"runtime.root={WORK}", "--set",
+                 "runtime.verbose=0", "--set", f"export.variants={VARIANTS}"]
+    if cli.main(arguments) != 0:
+        raise RuntimeError("bench export: the pipeline failed")
+    table = workspace.read_json(workspace.stage_dir(WORK, "digits", "export") / "export_table.json")
+    rows, keras_accuracy = table["variants"], table["keras_val_accuracy"]
+    bundle = workspace.bundle_dir(WORK, "digits")
+    return {
+        "int8_size_ratio": rows["int8"]["size_bytes"] / rows["float32"]["size_bytes"],
+        "int8_agreement": rows["int8"]["agreement"],
+        "int8_accuracy_drop": keras_accuracy - rows["int8"]["val_accuracy"],
+        "pruned_sparsity": rows["pruned_int8"]["sparsity"],
+        "pruned_int8_gzip_ratio": rows["pruned_int8"]["gzip_bytes"] / rows["float32"]["gzip_bytes"],
+        "pruned_accuracy_drop": keras_accuracy - rows["pruned_int8"]["val_accuracy"],
+        "int8_latency_ratio": rows["int8"]["latency_ms_median"] / rows["float32"]["latency_ms_median"],
+        "edge_predictor_agreement": _edge_agreement(bundle, workspace.stage_dir(WORK, "digits", "split")),
+    }

@@ -1,0 +1,107 @@
+"""Model optimization before conversion, with tensorflow-model-optimization (Keras 2 only, hence tf_keras):
+magnitude pruning to a target sparsity, quantization-aware training, and weight clustering.
+
+Only Conv2D and Dense layers are wrapped (through `clone_model`), so layers tfmot does not know, such as the
+Normalization layer that carries the preprocessing, pass through unchanged. A model with a nested model or an
+opaque `hub.KerasLayer` cannot be annotated for QAT: `optimizable` says why, and export falls back.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+WRAPPED = (keras.layers.Conv2D, keras.layers.Dense)
+
+
+def optimizable(model: keras.Model) -> str | None:
+    """None when every layer is flat and known to tfmot's cloning, else the reason it is not."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) or type(layer).__name__ == "KerasLayer":
+            return (f"layer '{layer.name}' ({type(layer).__name__}) is a nested model or an opaque TF-Hub layer, "
+                    "which tfmot cannot annotate")
+    return None
+
+
+def _clone(model: keras.Model, wrap) -> keras.Model:
+    clone = keras.models.clone_model(model, clone_function=lambda layer: wrap(layer) if isinstance(
+        layer, WRAPPED) else layer.__class__.from_config(layer.get_config()))
+    for source, target in zip(model.layers, clone.layers):
+        if not isinstance(source, WRAPPED) and source.weights:
+            target.set_weights(source.get_weights())
+    return clone
+
+
+def _finetune(model: keras.Model, loss: str, x: np.ndarray, y: np.ndarray, epochs: int, learning_rate: float,
+              callbacks: list) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+    model.fit(x.astype(np.float32), y, batch_size=32, epochs=epochs, callbacks=callbacks, verbose=0)
+
+
+def prune(model: keras.Model, loss: str, x, y, sparsity: float, epochs: int, learning_rate: float) -> keras.Model:
+    """Low-magnitude pruning with a polynomial schedule to `sparsity`, fine-tuned, then `strip_pruning`."""
+    steps = max(1, epochs * int(np.ceil(len(x) / 32)))
+    end = max(1, steps * 3 // 4)  # reach the target, then fine-tune a quarter of the steps at it
+    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end,
+                                                    frequency=max(1, end // 10))
+    pruned = _clone(model, lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule))
+    _copy_wrapped(model, pruned)
+    _finetune(pruned, loss, x, y, epochs, learning_rate, [tfmot.sparsity.keras.UpdatePruningStep()])
+    return tfmot.sparsity.keras.strip_pruning(pruned)
+
+
+def quantization_aware(model: keras.Model, loss: str, x, y, epochs: int, learning_rate: float) -> keras.Model:
+    """Quantization-aware training of the Conv2D and Dense layers (`quantize_apply`)."""
+    annotated = _clone(model, tfmot.quantization.keras.quantize_annotate_layer)
+    _copy_wrapped(model, annotated)
+    quantized = tfmot.quantization.keras.quantize_apply(annotated)
+    _finetune(quantized, loss, x, y, epochs, learning_rate, [])
+    return quantized
+
+
+def cluster(model: keras.Model, loss: str, x, y, clusters: int, epochs: int, learning_rate: float) -> keras.Model:
+    """Weight clustering (k-means++ centroids) of the Conv2D and Dense kernels, fine-tuned, then stripped."""
+    init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
+
+    def wrap(layer):
+        return tfmot.clustering.keras.cluster_weights(layer, number_of_clusters=clusters, cluster_centroids_init=init)
+
+    clustered = _clone_with_weights(model, wrap)
+    _finetune(clustered, loss, x, y, epochs, learning_rate, [])
+    return tfmot.clustering.keras.strip_clustering(clustered)
+
+
+def _copy_wrapped(source: keras.Model, target: keras.Model) -> None:
+    """Copies the trained kernels into freshly wrapped layers (pruning and QAT wrappers)."""
+    for original, wrapped in zip(source.layers, target.layers):
+        if isinstance(original, WRAPPED):
+            inner = getattr(wrapped, "layer", wrapped)
+            inner.set_weights(original.get_weights())
+
+
+def _clone_with_weights(model: keras.Model, wrap) -> keras.Model:
+    """Clustering reads the kernel when the wrapper is built, so the weights go in before wrapping."""
+    def clone_layer(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        fresh.build(layer.input_shape)
+        fresh.set_weights(layer.get_weights())
+        return wrap(fresh)
+
+    clone = keras.models.clone_model(model, clone_function=lambda layer: clone_layer(layer) if isinstance(
+        layer, WRAPPED) else layer.__class__.from_config(layer.get_config()))
+    for source, target in zip(model.layers, clone.layers):
+        if not isinstance(source, WRAPPED) and source.weights:
+            target.set_weights(source.get_weights())
+    return clone
+
+
+def sparsity(model: keras.Model) -> float:
+    """Fraction of zero weights over the Conv2D and Dense kernels."""
+    kernels = [layer.kernel.numpy() for layer in model.layers if isinstance(layer, WRAPPED)]
+    total = sum(kernel.size for kernel in kernels)
+    return float(sum(int((kernel == 0).sum()) for kernel in kernels) / max(total, 1))
