@@ -239,6 +239,9 @@ class ExportConfig:
                                        one_of(*EXPORT_VARIANTS))
     prune_sparsity: float = option(0.8, "pruned_int8: target fraction of zero weights", greater_than(0), below(1))
     clusters: int = option(16, "clustered_int8: weight clusters per layer", at_least(2))
+    triage_drop: float = option(0.01, "int8 triage when full int8 loses more val accuracy than this",
+                                at_least(-1))
+    triage_layers: int = option(3, "layers the selective-quantization variant keeps in float", at_least(1))
     optimize_epochs: int = option(6, "fine-tuning epochs of pruning, clustering and QAT", at_least(1))
     representative_samples: int = option(200, "training images used to calibrate int8", at_least(1))
     max_accuracy_drop: float = option(0.01, "largest val accuracy drop allowed for the bundled variant", at_least(0))

@@ -65,6 +65,24 @@ def optimized(model, variant: str, data: fitting.SplitData, config: config_modul
     return optimize.quantization_aware(model, loss, x, y, settings.optimize_epochs, rate), {}
 
 
+def triage(model, data, representative, keras_outputs, table: dict, folder: Path, config) -> None:
+    """QuantizationDebugger's worst layers, and an `int8_selective` variant that keeps them in float."""
+    from deploy import triage as debugger
+
+    errors = debugger.layer_errors(model, representative)
+    worst = errors.head(config.export.triage_layers)
+    print(f"[export] int8 triage: full int8 loses more than export.triage_drop={config.export.triage_drop}; "
+          f"worst layers by RMSE/scale: {', '.join(worst['tensor_name'])}")
+    with workspace.atomic_path(folder / "int8_triage.csv") as temporary:
+        errors.to_csv(temporary, index=False)
+    mlflow.log_artifact(str(folder / "int8_triage.csv"))
+    flatbuffer = debugger.selective(model, representative, list(worst["tensor_name"]))
+    workspace.write_bytes(folder / "int8_selective.tflite", flatbuffer)
+    row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
+    row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config.export.latency_runs))
+    table["int8_selective"] = row
+
+
 def keras_score(data: fitting.SplitData, outputs: np.ndarray) -> float:
     if data.task == "classification":
         return float((outputs.argmax(axis=1) == data.y["val"]).mean())
@@ -145,6 +163,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config.export.latency_runs))
             row.update(notes)
             table[variant] = row
+        if "int8" in table and data.task == "classification" and \
+                reference - table["int8"]["val_accuracy"] > config.export.triage_drop:
+            triage(model, data, representative, keras_outputs, table, folder, config)
         chosen = choose(table, reference, config.export, data.task)
         score_name = fitting.objective(data.task)[0].replace("/", "_")
         workspace.write_json(folder / "export_table.json", {f"keras_{score_name}": reference, "variants": table,

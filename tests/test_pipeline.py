@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -185,3 +186,41 @@ def test_every_export_variant_converts_and_runs_on_litert(tmp_path):
     assert rows["pruned_int8"]["gzip_bytes"] < rows["int8"]["gzip_bytes"]
     assert all(0 <= row["val_accuracy"] <= 1 and row["latency_ms_median"] > 0 for row in rows.values())
     assert table["chosen"] == min(rows, key=lambda name: rows[name]["size_bytes"])  # any drop allowed here
+
+
+def test_int8_triage_reports_the_worst_layers_and_adds_a_selective_variant(tmp_path):
+    assert _cli(tmp_path, "all", "--set", "export.triage_drop=-1", "--set", "export.triage_layers=2") == 0
+    folder = workspace.stage_dir(tmp_path, "digits", "export")
+    errors = pd.read_csv(folder / "int8_triage.csv")
+    assert {"tensor_name", "rmse/scale"} <= set(errors.columns) and len(errors) >= 3
+    assert list(errors["rmse/scale"]) == sorted(errors["rmse/scale"], reverse=True)
+    rows = workspace.read_json(folder / "export_table.json")["variants"]
+    assert "int8_selective" in rows and 0 <= rows["int8_selective"]["val_accuracy"] <= 1
+    assert (folder / "int8_selective.tflite").is_file()
+
+
+def test_edge_predictor_runs_in_a_virtual_environment_without_tensorflow(ran, tmp_path):
+    """The device side: a fresh venv with only ai-edge-litert, numpy and pillow runs the bundle's predict.py."""
+    root, config = ran
+    venv = tmp_path / "edge"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    pins = [line for line in open("pyproject.toml").read().split('"') if line.startswith(
+        ("ai-edge-litert==", "numpy==", "pillow=="))]
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True).returncode != 0
+    bundle = workspace.bundle_dir(root, config.experiment)
+    x, = workspace.load_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x")
+    paths = []
+    for index in range(10):
+        paths.append(tmp_path / f"val{index}.png")
+        Image.fromarray(x[index, ..., 0]).save(paths[-1])
+    from deploy.edge.predict import LiteRTModel
+
+    labels = (bundle / "labels.txt").read_text().split()
+    expected = [labels[index] for index in LiteRTModel(bundle / "model.tflite").predict(x[:10]).argmax(axis=1)]
+    output = subprocess.run([str(python), str(bundle / "predict.py"), str(bundle), *map(str, paths)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert output.returncode == 0, output.stderr[-2000:]
+    assert [line.split("\t")[1] for line in output.stdout.splitlines()] == expected
