@@ -29,6 +29,7 @@ def optimizable(model: keras.Model) -> str | None:
 
 
 def _clone(model: keras.Model, wrap) -> keras.Model:
+    """A copy with `wrap` applied to each Conv2D and Dense layer; the other layers keep their weights."""
     clone = keras.models.clone_model(model, clone_function=lambda layer: wrap(layer) if isinstance(
         layer, WRAPPED) else layer.__class__.from_config(layer.get_config()))
     for source, target in zip(model.layers, clone.layers):
@@ -86,18 +87,13 @@ def _copy_wrapped(source: keras.Model, target: keras.Model) -> None:
 
 def _clone_with_weights(model: keras.Model, wrap) -> keras.Model:
     """Clustering reads the kernel when the wrapper is built, so the weights go in before wrapping."""
-    def clone_layer(layer):
+    def fresh_then_wrap(layer):
         fresh = layer.__class__.from_config(layer.get_config())
         fresh.build(layer.input_shape)
         fresh.set_weights(layer.get_weights())
         return wrap(fresh)
 
-    clone = keras.models.clone_model(model, clone_function=lambda layer: clone_layer(layer) if isinstance(
-        layer, WRAPPED) else layer.__class__.from_config(layer.get_config()))
-    for source, target in zip(model.layers, clone.layers):
-        if not isinstance(source, WRAPPED) and source.weights:
-            target.set_weights(source.get_weights())
-    return clone
+    return _clone(model, fresh_then_wrap)
 
 
 def sparsity(model: keras.Model) -> float:

@@ -1,6 +1,7 @@
 """Augmentation with albumentations, described in the config, applied to the training split inside tf.data.
 
-`augment.transforms` is a list of {name: <albumentations class>, <its arguments>}; the pipeline is seeded
+`augment.transforms` is a list of {name: <albumentations class>, <its arguments>}; `augment.strength` scales
+every transform's probability (a single knob the search can tune); the pipeline is seeded
 (`augment.seed`) and applied batch by batch in one `tf.numpy_function`, so a given seed gives the same
 augmented stream.
 """
@@ -25,6 +26,7 @@ def build(settings: config_module.AugmentConfig) -> A.Compose | None:
     transforms = []
     for index, spec in enumerate(settings.transforms):
         arguments = {key: value for key, value in spec.items() if key != "name"}
+        arguments["p"] = min(1.0, float(arguments.get("p", 0.5)) * settings.strength)
         transform = getattr(A, spec["name"], None)
         if transform is None:
             raise ValueError(f"augment.transforms[{index}]: albumentations has no transform '{spec['name']}'")

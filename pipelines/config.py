@@ -196,6 +196,8 @@ class TransferConfig:
 class AugmentConfig:
     transforms: tuple[dict, ...] = option((), "albumentations transforms, each {name: ..., other arguments}, "
                                           "applied to the training split only")
+    strength: float = option(1.0, "multiplies every transform's probability p (default 0.5), capped at 1: "
+                             "one searchable knob for how much augmentation", at_least(0))
     seed: int = option(0, "seed of the augmentation pipeline")
 
 

@@ -117,17 +117,24 @@ def test_changed_test_item_is_refused_naming_it(ran):
         evaluate.verify_test_items(folder, x, ids)
 
 
-def test_edge_predictor_matches_the_pipeline_and_needs_no_tensorflow(ran, tmp_path):
-    root, config = ran
+def _val_images_and_labels(root, config, folder, count: int) -> tuple[list, list[str]]:
+    """`count` validation images written as PNG files, and the labels LiteRT gives them with the bundle."""
+    from deploy.edge.predict import LiteRTModel
+
     bundle = workspace.bundle_dir(root, config.experiment)
     x, = workspace.load_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x")
     paths = []
-    for index in range(12):
-        paths.append(tmp_path / f"val{index}.png")
+    for index in range(count):
+        paths.append(folder / f"val{index}.png")
         Image.fromarray(x[index, ..., 0]).save(paths[-1])
-    from deploy.edge.predict import LiteRTModel
+    labels = (bundle / "labels.txt").read_text().split()
+    return paths, [labels[index] for index in LiteRTModel(bundle / "model.tflite").predict(x[:count]).argmax(axis=1)]
 
-    expected = LiteRTModel(bundle / "model.tflite").predict(x[:12]).argmax(axis=1)
+
+def test_edge_predictor_matches_the_pipeline_and_needs_no_tensorflow(ran, tmp_path):
+    root, config = ran
+    bundle = workspace.bundle_dir(root, config.experiment)
+    paths, expected = _val_images_and_labels(root, config, tmp_path, 12)
     script = ("import sys; from deploy.edge import predict; predict.main(sys.argv[1:]); "
               "assert 'tensorflow' not in sys.modules, 'edge predictor imported tensorflow'")
     output = subprocess.run([sys.executable, "-c", script, str(bundle), *map(str, paths)],
@@ -211,15 +218,7 @@ def test_edge_predictor_runs_in_a_virtual_environment_without_tensorflow(ran, tm
     assert install.returncode == 0, install.stderr[-2000:]
     assert subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True).returncode != 0
     bundle = workspace.bundle_dir(root, config.experiment)
-    x, = workspace.load_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x")
-    paths = []
-    for index in range(10):
-        paths.append(tmp_path / f"val{index}.png")
-        Image.fromarray(x[index, ..., 0]).save(paths[-1])
-    from deploy.edge.predict import LiteRTModel
-
-    labels = (bundle / "labels.txt").read_text().split()
-    expected = [labels[index] for index in LiteRTModel(bundle / "model.tflite").predict(x[:10]).argmax(axis=1)]
+    paths, expected = _val_images_and_labels(root, config, tmp_path, 10)
     output = subprocess.run([str(python), str(bundle / "predict.py"), str(bundle), *map(str, paths)],
                             capture_output=True, text=True, cwd=tmp_path)
     assert output.returncode == 0, output.stderr[-2000:]

@@ -48,8 +48,9 @@ def _fake_trial(calls, kill_after=None):
     return run_trial
 
 
-def _search_config(root, **search_settings):
+def _search_config(root, folds: int = 0, **search_settings):
     tree = config_module.to_dict(tiny_config(root))
+    tree["split"]["folds"] = folds
     tree["search"].update({"space": {"train.learning_rate": {"kind": "log_uniform", "low": 1e-4, "high": 1e-1}},
                            **search_settings})
     return config_module.from_dict(tree)
@@ -106,3 +107,23 @@ def test_grid_runs_nearest_the_best_trial_first():
     plan = [{"train.learning_rate": value} for value in (1e-4, 1e-3, 3e-3, 1e-1)]
     ordered = search.nearest_first(space, plan, {"train.learning_rate": 2e-3})
     assert [params["train.learning_rate"] for params in ordered] == [3e-3, 1e-3, 1e-4, 1e-1]
+
+
+def test_cross_validated_objective_reports_mean_and_spread_over_the_folds(tmp_path):
+    config = _search_config(tmp_path, folds=3, n_trials=1, objective="cv", epochs=1)
+    clean.run(config)
+    split.run(config)
+    folder = workspace.stage_dir(tmp_path, config.experiment, "split")
+    result = search.run_trial(config_module.to_dict(config), {"train.learning_rate": 1e-3}, str(folder), "d", [], 0)
+    assert len(result["fold_scores"]) == 3
+    assert result["val/accuracy"] == pytest.approx(np.mean(result["fold_scores"]))
+    assert result["spread"] == pytest.approx(np.std(result["fold_scores"]))
+
+
+def test_augmentation_strength_scales_every_probability():
+    from pipelines import augment
+
+    settings = config_module.AugmentConfig(transforms=({"name": "HorizontalFlip"}, {"name": "Blur", "p": 0.8}),
+                                           strength=1.5)
+    compose = augment.build(settings)
+    assert [transform.p for transform in compose.transforms] == [0.75, 1.0]
