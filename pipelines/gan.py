@@ -132,8 +132,49 @@ def train(config: config_module.Config, images: np.ndarray, folder: Path, checkp
     return losses
 
 
+def generate(generator: keras.Model, count: int, latent_dim: int, seed: int) -> np.ndarray:
+    """`count` generated images in the uint8 range [0, 255], as floats."""
+    noise = np.random.default_rng(seed).normal(size=(count, latent_dim)).astype(np.float32)
+    return np.clip((generator.predict(noise, batch_size=256, verbose=0) + 1.0) * 127.5, 0.0, 255.0)
+
+
+def quality(config: config_module.Config, generator: keras.Model, split_folder: Path) -> dict:
+    """FID against real validation images for the trained and an untrained generator, and real training
+    images against real validation images, so the number has a scale."""
+    from pipelines import fid
+
+    (x_train, y_train), (x_val, _) = (workspace.load_arrays(split_folder, name, "x", "y") for name in ("train",
+                                                                                                      "val"))
+    features, classifier = fid.feature_classifier(x_train, y_train, int(y_train.max()) + 1, config.gan.seed)
+    count = len(x_val)
+    keras.utils.set_random_seed(config.gan.seed + 1)
+    untrained = gan_models.build_generator(config.gan, x_train.shape[1:])
+    fake = generate(generator, count, config.gan.latent_dim, config.gan.seed)
+    return {"gan/fid": fid.fid(features, x_val, fake),
+            "gan/fid_untrained_generator": fid.fid(features, x_val, generate(untrained, count,
+                                                                             config.gan.latent_dim, config.gan.seed)),
+            "gan/fid_real_train_vs_val": fid.fid(features, x_val, x_train[:count].astype(np.float32))}
+
+
+def export_generator(generator: keras.Model, folder: Path, latent_dim: int, seed: int) -> dict:
+    """The generator as float32 and int8 TF-Lite, each run on the LiteRT interpreter against Keras."""
+    import deploy.edge.predict as edge
+    from deploy import tflite
+
+    noise = np.random.default_rng(seed).normal(size=(64, latent_dim)).astype(np.float32)
+    expected = generator.predict(noise, verbose=0)
+    metrics = {}
+    for variant in ("float32", "int8"):
+        flatbuffer = tflite.convert(generator, variant, noise)
+        workspace.write_bytes(folder / f"generator_{variant}.tflite", flatbuffer)
+        outputs = edge.LiteRTModel(flatbuffer).predict(noise[:16])
+        metrics[f"gan/export/{variant}/size_bytes"] = len(flatbuffer)
+        metrics[f"gan/export/{variant}/max_abs_diff"] = float(np.abs(outputs - expected[:16]).max())
+    return metrics
+
+
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
-    """Trains the DCGAN on the training split's images."""
+    """Trains the DCGAN on the training split's images, scores it by FID and exports the generator."""
     split_folder, _ = stage.upstream(config, "split", "gan")
     inputs = {"split": stage.manifest_digest(split_folder)}
     key = workspace.fingerprint({"gan": config_module.to_dict(config.gan), **inputs})[:16]
@@ -145,6 +186,14 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         images, = workspace.load_arrays(split_folder, "train", "x")
         losses = train(config, images, folder, checkpoint_dir)
-        return {**losses, "gan/epochs": config.gan.epochs}
+        generator = keras.models.load_model(folder / "generator.keras")
+        scores = {**quality(config, generator, split_folder),
+                  **export_generator(generator, folder, config.gan.latent_dim, config.gan.seed)}
+        tracking.log_metrics(scores)  # the losses were logged per epoch
+        metrics = {**losses, **scores}
+        print(f"[gan] FID to real validation images: trained {metrics['gan/fid']:.2f}, untrained generator "
+              f"{metrics['gan/fid_untrained_generator']:.2f}, real training images "
+              f"{metrics['gan/fid_real_train_vs_val']:.2f}")
+        return {**metrics, "gan/epochs": config.gan.epochs}
 
     return stage.execute(config, "gan", ("data", "gan", "runtime.strategy"), inputs, body, force)

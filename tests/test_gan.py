@@ -47,6 +47,11 @@ def test_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, 
     assert [point.step for point in history] == [2]  # only the third epoch was trained again
     assert np.isfinite(result.metrics["gan/g_loss"])
     assert (folder / "samples_epoch_003.png").is_file() and (folder / "generator.keras").is_file()
+    metrics = result.metrics
+    assert metrics["gan/fid_real_train_vs_val"] < metrics["gan/fid_untrained_generator"]  # the scale is sane
+    assert np.isfinite(metrics["gan/fid"]) and metrics["gan/fid"] >= 0
+    assert metrics["gan/export/int8/size_bytes"] < metrics["gan/export/float32/size_bytes"]
+    assert metrics["gan/export/float32/max_abs_diff"] < 1e-4 and metrics["gan/export/int8/max_abs_diff"] < 0.5
     tracking.configure(config)
     artifacts = MlflowClient().list_artifacts(result.run_id, "samples")
     assert [item.path for item in artifacts] == ["samples/samples_epoch_003.png"]

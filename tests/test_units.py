@@ -99,3 +99,12 @@ def test_regression_metrics_reproduce_a_hand_worked_case():
     assert result["mse"] == pytest.approx(238.5)
     assert result["rmse"] == pytest.approx(np.sqrt(238.5))
     assert result["mape"] == pytest.approx(23.19, abs=0.005)
+
+
+def test_frechet_distance_is_zero_for_one_gaussian_and_grows_with_the_mean_shift():
+    from pipelines import fid
+
+    samples = np.random.default_rng(0).normal(size=(4000, 3))
+    assert fid.frechet_distance(samples, samples) == pytest.approx(0.0, abs=1e-6)
+    shifted = samples + np.array([2.0, 0.0, 0.0])
+    assert fid.frechet_distance(samples, shifted) == pytest.approx(4.0, rel=1e-3)
