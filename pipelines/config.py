@@ -267,7 +267,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class GanConfig:
-    epochs: int = option(30, "DCGAN training epochs", at_least(1))
+    epochs: int = option(50, "DCGAN training epochs", at_least(1))
     batch_size: int = option(64, "real images per step (global batch)", at_least(2))
     latent_dim: int = option(32, "size of the generator's noise input", at_least(1))
     base_filters: int = option(32, "filters of the first discriminator block (doubled in the second)", at_least(1))
@@ -278,6 +278,7 @@ class GanConfig:
     instance_noise: float = option(0.0, "std of Gaussian noise added to both inputs of the discriminator",
                                    at_least(0))
     sample_every: int = option(5, "epochs between sample grids and checkpoints", at_least(1))
+    conditional: bool = option(False, "class-conditional GAN: the label is a second input to both networks")
     seed: int = option(0, "seed of weights, noise and shuffling")
 
 

@@ -33,11 +33,11 @@ class DCGANTrainer:
     """Networks, optimizers, checkpoint and the compiled distributed step."""
 
     def __init__(self, config: config_module.GanConfig, image_shape: tuple, strategy: tf.distribute.Strategy,
-                 checkpoint_dir: Path):
-        self.config, self.strategy = config, strategy
+                 checkpoint_dir: Path, num_classes: int = 0):
+        self.config, self.strategy, self.num_classes = config, strategy, num_classes
         with strategy.scope():
-            self.generator = gan_models.build_generator(config, image_shape)
-            self.discriminator = gan_models.build_discriminator(config, image_shape)
+            self.generator = gan_models.build_generator(config, image_shape, num_classes)
+            self.discriminator = gan_models.build_discriminator(config, image_shape, num_classes)
             self.g_optimizer = keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1)
             self.d_optimizer = keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -57,13 +57,16 @@ class DCGANTrainer:
             return images
         return images + tf.random.normal(tf.shape(images), stddev=self.config.instance_noise)
 
-    def _replica_step(self, real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _inputs(self, tensor: tf.Tensor, labels: tf.Tensor):
+        return [tensor, labels] if self.num_classes else tensor
+
+    def _replica_step(self, real: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         batch = tf.shape(real)[0]
         noise = tf.random.normal((batch, self.config.latent_dim))
         with tf.GradientTape() as tape:
-            fake = self.generator(noise, training=True)
-            real_logits = self.discriminator(self._with_noise(real), training=True)
-            fake_logits = self.discriminator(self._with_noise(fake), training=True)
+            fake = self.generator(self._inputs(noise, labels), training=True)
+            real_logits = self.discriminator(self._inputs(self._with_noise(real), labels), training=True)
+            fake_logits = self.discriminator(self._inputs(self._with_noise(fake), labels), training=True)
             real_targets = tf.fill(tf.shape(real_logits), 1.0 - self.config.label_smoothing)
             d_loss = self._average(self.loss(real_targets, real_logits)
                                    + self.loss(tf.zeros_like(fake_logits), fake_logits))
@@ -71,21 +74,34 @@ class DCGANTrainer:
         self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
         noise = tf.random.normal((batch, self.config.latent_dim))
         with tf.GradientTape() as tape:
-            fake_logits = self.discriminator(self._with_noise(self.generator(noise, training=True)), training=True)
+            fake = self.generator(self._inputs(noise, labels), training=True)
+            fake_logits = self.discriminator(self._inputs(self._with_noise(fake), labels), training=True)
             g_loss = self._average(self.loss(tf.ones_like(fake_logits), fake_logits))
         gradients = tape.gradient(g_loss, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         return d_loss, g_loss
 
+    def eager_step(self, real: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        d_loss, g_loss = self.strategy.run(self._replica_step, args=(real, labels))
+        reduce = tf.distribute.ReduceOp.SUM
+        return self.strategy.reduce(reduce, d_loss, axis=None), self.strategy.reduce(reduce, g_loss, axis=None)
+
     @tf.function
-    def step(self, real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        d_loss, g_loss = self.strategy.run(self._replica_step, args=(real,))
+    def step(self, real: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        d_loss, g_loss = self.strategy.run(self._replica_step, args=(real, labels))
         reduce = tf.distribute.ReduceOp.SUM
         return self.strategy.reduce(reduce, d_loss, axis=None), self.strategy.reduce(reduce, g_loss, axis=None)
 
 
-def sample_grid(generator: keras.Model, noise: np.ndarray, path: Path, title: str) -> None:
-    images = (generator(noise, training=False).numpy() + 1.0) * 127.5
+def generator_inputs(generator: keras.Model, noise: np.ndarray, labels: np.ndarray | None):
+    """What the generator takes: the noise, plus the labels for a conditional one."""
+    return [noise, labels.astype(np.int32)] if len(generator.inputs) > 1 else noise
+
+
+def sample_grid(generator: keras.Model, noise: np.ndarray, labels: np.ndarray | None, path: Path,
+                title: str) -> None:
+    """Samples from fixed noise (conditional: the labels cycle through the classes along each row)."""
+    images = (generator(generator_inputs(generator, noise, labels), training=False).numpy() + 1.0) * 127.5
     columns = 8
     rows = int(np.ceil(len(images) / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(columns, rows))
@@ -99,14 +115,21 @@ def sample_grid(generator: keras.Model, noise: np.ndarray, path: Path, title: st
     plt.close(figure)
 
 
-def train(config: config_module.Config, images: np.ndarray, folder: Path, checkpoint_dir: Path) -> dict:
+def num_classes(config: config_module.Config, labels: np.ndarray) -> int:
+    return int(labels.max()) + 1 if config.gan.conditional else 0
+
+
+def train(config: config_module.Config, images: np.ndarray, labels: np.ndarray, folder: Path,
+          checkpoint_dir: Path) -> dict:
     """Trains (or resumes) the DCGAN; writes sample grids into `folder`; returns the last epoch's losses."""
     settings = config.gan
     keras.utils.set_random_seed(settings.seed)
     strategy = fitting.strategy(config.runtime)
-    trainer = DCGANTrainer(settings, images.shape[1:], strategy, checkpoint_dir)
+    classes = num_classes(config, labels)
+    trainer = DCGANTrainer(settings, images.shape[1:], strategy, checkpoint_dir, classes)
     fixed_noise = np.random.default_rng(settings.seed).normal(size=(32, settings.latent_dim)).astype(np.float32)
-    data = (tf.data.Dataset.from_tensor_slices(to_unit_range(images))
+    fixed_labels = np.arange(32) % max(classes, 1) if classes else None
+    data = (tf.data.Dataset.from_tensor_slices((to_unit_range(images), labels.astype(np.int32)))
             .shuffle(len(images), seed=settings.seed).batch(settings.batch_size, drop_remainder=True))
     data = strategy.experimental_distribute_dataset(data)
     start = int(trainer.epoch.numpy())
@@ -117,8 +140,8 @@ def train(config: config_module.Config, images: np.ndarray, folder: Path, checkp
     for epoch in tqdm(range(start, settings.epochs), desc="gan epochs", initial=start, total=settings.epochs):
         totals = np.zeros(2)
         steps = 0
-        for batch in data:
-            totals += [float(value) for value in trainer.step(batch)]
+        for batch, batch_labels in data:
+            totals += [float(value) for value in trainer.step(batch, batch_labels)]
             steps += 1
         losses = {"gan/d_loss": totals[0] / steps, "gan/g_loss": totals[1] / steps}
         tracking.log_metrics(losses, step=epoch)
@@ -126,34 +149,56 @@ def train(config: config_module.Config, images: np.ndarray, folder: Path, checkp
         if (epoch + 1) % settings.sample_every == 0 or epoch + 1 == settings.epochs:
             trainer.manager.save(checkpoint_number=epoch + 1)
             grid = folder / f"samples_epoch_{epoch + 1:03d}.png"
-            sample_grid(trainer.generator, fixed_noise, grid, f"DCGAN samples, epoch {epoch + 1}")
+            sample_grid(trainer.generator, fixed_noise, fixed_labels, grid, f"DCGAN samples, epoch {epoch + 1}")
             mlflow.log_artifact(str(grid), "samples")
     trainer.generator.save(folder / "generator.keras")
     return losses
 
 
-def generate(generator: keras.Model, count: int, latent_dim: int, seed: int) -> np.ndarray:
+def generate(generator: keras.Model, count: int, latent_dim: int, seed: int,
+             labels: np.ndarray | None = None) -> np.ndarray:
     """`count` generated images in the uint8 range [0, 255], as floats."""
     noise = np.random.default_rng(seed).normal(size=(count, latent_dim)).astype(np.float32)
-    return np.clip((generator.predict(noise, batch_size=256, verbose=0) + 1.0) * 127.5, 0.0, 255.0)
+    outputs = generator.predict(generator_inputs(generator, noise, labels), batch_size=256, verbose=0)
+    return np.clip((outputs + 1.0) * 127.5, 0.0, 255.0)
 
 
-def quality(config: config_module.Config, generator: keras.Model, split_folder: Path) -> dict:
+def _histogram(counts: np.ndarray, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(6, 3))
+    axis.bar([str(index) for index in range(len(counts))], counts, color="tab:blue")
+    axis.set(title="Classes of generated samples (by the real-data classifier)", xlabel="class", ylabel="count")
+    figure.tight_layout()
+    with workspace.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=90)
+    plt.close(figure)
+
+
+def quality(config: config_module.Config, generator: keras.Model, split_folder: Path, folder: Path) -> dict:
     """FID against real validation images for the trained and an untrained generator, and real training
-    images against real validation images, so the number has a scale."""
+    images against real validation images, so the number has a scale. The real-data classifier also labels
+    the generated samples: a per-class histogram shows mode collapse, and for a conditional GAN its accuracy
+    against the conditioning labels is logged."""
     from pipelines import fid
 
     (x_train, y_train), (x_val, _) = (workspace.load_arrays(split_folder, name, "x", "y") for name in ("train",
                                                                                                       "val"))
-    features, classifier = fid.feature_classifier(x_train, y_train, int(y_train.max()) + 1, config.gan.seed)
+    classes = int(y_train.max()) + 1
+    features, classifier = fid.feature_classifier(x_train, y_train, classes, config.gan.seed)
     count = len(x_val)
+    labels = np.arange(count) % classes if config.gan.conditional else None
     keras.utils.set_random_seed(config.gan.seed + 1)
-    untrained = gan_models.build_generator(config.gan, x_train.shape[1:])
-    fake = generate(generator, count, config.gan.latent_dim, config.gan.seed)
-    return {"gan/fid": fid.fid(features, x_val, fake),
-            "gan/fid_untrained_generator": fid.fid(features, x_val, generate(untrained, count,
-                                                                             config.gan.latent_dim, config.gan.seed)),
-            "gan/fid_real_train_vs_val": fid.fid(features, x_val, x_train[:count].astype(np.float32))}
+    untrained = gan_models.build_generator(config.gan, x_train.shape[1:], num_classes(config, y_train))
+    fake = generate(generator, count, config.gan.latent_dim, config.gan.seed, labels)
+    untrained_fake = generate(untrained, count, config.gan.latent_dim, config.gan.seed, labels)
+    metrics = {"gan/fid": fid.fid(features, x_val, fake),
+               "gan/fid_untrained_generator": fid.fid(features, x_val, untrained_fake),
+               "gan/fid_real_train_vs_val": fid.fid(features, x_val, x_train[:count].astype(np.float32))}
+    predicted = classifier.predict(fake.astype(np.float32), verbose=0).argmax(axis=1)
+    _histogram(np.bincount(predicted, minlength=classes), folder / "generated_class_histogram.png")
+    mlflow.log_artifact(str(folder / "generated_class_histogram.png"))
+    if labels is not None:
+        metrics["gan/conditional_label_accuracy"] = float((predicted == labels).mean())
+    return metrics
 
 
 def export_generator(generator: keras.Model, folder: Path, latent_dim: int, seed: int) -> dict:
@@ -184,11 +229,14 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
     def body(folder: Path) -> dict:
-        images, = workspace.load_arrays(split_folder, "train", "x")
-        losses = train(config, images, folder, checkpoint_dir)
+        images, labels = workspace.load_arrays(split_folder, "train", "x", "y")
+        losses = train(config, images, labels, folder, checkpoint_dir)
         generator = keras.models.load_model(folder / "generator.keras")
-        scores = {**quality(config, generator, split_folder),
-                  **export_generator(generator, folder, config.gan.latent_dim, config.gan.seed)}
+        scores = quality(config, generator, split_folder, folder)
+        if config.gan.conditional:
+            print("[gan] the conditional generator has two inputs; TF-Lite export covers the unconditional one")
+        else:
+            scores.update(export_generator(generator, folder, config.gan.latent_dim, config.gan.seed))
         tracking.log_metrics(scores)  # the losses were logged per epoch
         metrics = {**losses, **scores}
         print(f"[gan] FID to real validation images: trained {metrics['gan/fid']:.2f}, untrained generator "

@@ -28,11 +28,11 @@ def test_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, 
     real_grid = gan.sample_grid
     calls = []
 
-    def killed_at_epoch_two(generator, noise, path, title):
+    def killed_at_epoch_two(generator, noise, labels, path, title):
         calls.append(title)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        real_grid(generator, noise, path, title)
+        real_grid(generator, noise, labels, path, title)
 
     monkeypatch.setattr(gan, "sample_grid", killed_at_epoch_two)
     with pytest.raises(KeyboardInterrupt):
@@ -55,3 +55,14 @@ def test_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, 
     tracking.configure(config)
     artifacts = MlflowClient().list_artifacts(result.run_id, "samples")
     assert [item.path for item in artifacts] == ["samples/samples_epoch_003.png"]
+
+
+def test_conditional_gan_takes_labels_and_reports_label_accuracy(tmp_path):
+    config = tiny_config(tmp_path, *GAN, "gan.conditional=true", "gan.epochs=2")
+    clean.run(config)
+    split.run(config)
+    result = gan.run(config)
+    assert 0.0 <= result.metrics["gan/conditional_label_accuracy"] <= 1.0
+    assert (result.folder / "generated_class_histogram.png").is_file()
+    generator = __import__("tf_keras").models.load_model(result.folder / "generator.keras")
+    assert [tuple(tensor.shape) for tensor in generator.inputs] == [(None, 8), (None,)]
