@@ -112,6 +112,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         tracking.log_metrics(metrics)
         return metrics
 
-    return stage.execute(config, "pretrain", sections, inputs, body, force,
-                         still_valid=lambda manifest: not needed(config) or (backbone_path(config) or
-                                                                             Path("/nonexistent")).is_dir())
+    def backbone_still_there(manifest: dict) -> bool:
+        path = backbone_path(config)
+        return not needed(config) or (path is not None and path.is_dir())
+
+    return stage.execute(config, "pretrain", sections, inputs, body, force, still_valid=backbone_still_there)
