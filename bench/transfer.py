@@ -20,6 +20,7 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
+import models
 from models import backbones
 from models import transfer as transfer_models
 from pipelines import __main__ as cli
@@ -56,7 +57,7 @@ def _epoch_speedup(config: config_module.Config, data: fitting.SplitData) -> flo
 
 def _throughput_ratio(config: config_module.Config, data: fitting.SplitData) -> float:
     """Images per second of a training epoch with the config's augmentation over one without."""
-    model = fitting.models.architectures()["small_cnn"](config_module.ModelConfig(), data.x["train"].shape[1:],
+    model = models.architectures()["small_cnn"](config_module.ModelConfig(), data.x["train"].shape[1:],
                                                          data.num_outputs, {"mean": [0.0], "variance": [1.0]})
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     rates = {}

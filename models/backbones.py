@@ -11,6 +11,7 @@ A randomly initialized network is never returned as pretrained.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import tensorflow as tf
@@ -46,7 +47,7 @@ def _application(backbone: BackboneConfig, input_shape: tuple[int, ...], root: P
         weights = str(Path(root) / weights)
         if not Path(weights).is_file():
             raise FileNotFoundError(f"model.backbone.weights: {weights} not found")
-    module = __import__(builder.__module__, fromlist=["preprocess_input"])
+    module = importlib.import_module(builder.__module__)
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Lambda(module.preprocess_input, name="preprocess_input")(inputs)
     base = builder(include_top=False, weights=weights, input_shape=input_shape, pooling="avg")

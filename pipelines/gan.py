@@ -4,7 +4,7 @@ Two networks, two optimizers and an equilibrium instead of a minimum, so `fit()`
 each step has one tape per network and each optimizer updates only its own network's weights. Steps are
 `tf.function`-compiled and run under the configured `tf.distribute` strategy. MLflow autolog does not see a
 custom loop, so losses, sample grids and the generator are logged by hand. A killed run resumes from its
-last checkpoint (`tf.train.CheckpointManager`, kept per config under `data/processed/<exp>/gan_checkpoints/`).
+last checkpoint (`tf.train.CheckpointManager`, kept per config under `data/processed/<exp>/.backup/`).
 """
 
 from __future__ import annotations
@@ -218,12 +218,14 @@ def export_generator(generator: keras.Model, folder: Path, latent_dim: int, seed
     return metrics
 
 
+SECTIONS = ("data", "gan", "runtime.strategy")
+
+
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Trains the DCGAN on the training split's images, scores it by FID and exports the generator."""
     split_folder, _ = stage.upstream(config, "split", "gan")
     inputs = {"split": stage.manifest_digest(split_folder)}
-    key = workspace.fingerprint({"gan": config_module.to_dict(config.gan), **inputs})[:16]
-    checkpoint_dir = workspace.stage_dir(config.root, config.experiment, "gan").parent / "gan_checkpoints" / key
+    checkpoint_dir = stage.backup_dir(config, "gan", stage.fingerprint(config, "gan", SECTIONS, inputs))
 
     if force:  # a forced rerun starts from scratch; an interrupted one resumes
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -244,4 +246,4 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
               f"{metrics['gan/fid_real_train_vs_val']:.2f}")
         return {**metrics, "gan/epochs": config.gan.epochs}
 
-    return stage.execute(config, "gan", ("data", "gan", "runtime.strategy"), inputs, body, force)
+    return stage.execute(config, "gan", SECTIONS, inputs, body, force)

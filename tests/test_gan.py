@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tf_keras as keras
 from mlflow.tracking import MlflowClient
 
 from pipelines import clean, gan, split, tracking, workspace
@@ -64,5 +65,5 @@ def test_conditional_gan_takes_labels_and_reports_label_accuracy(tmp_path):
     result = gan.run(config)
     assert 0.0 <= result.metrics["gan/conditional_label_accuracy"] <= 1.0
     assert (result.folder / "generated_class_histogram.png").is_file()
-    generator = __import__("tf_keras").models.load_model(result.folder / "generator.keras")
+    generator = keras.models.load_model(result.folder / "generator.keras")
     assert [tuple(tensor.shape) for tensor in generator.inputs] == [(None, 8), (None,)]

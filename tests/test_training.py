@@ -155,6 +155,7 @@ def test_killed_training_resumes_and_its_run_is_not_left_running(tmp_path):
 
 MIRRORED = """
 import os, sys
+from pathlib import Path
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -164,7 +165,7 @@ from tests.conftest import tiny_config
 root = sys.argv[1]
 for strategy in ("default", "mirrored"):
     config = tiny_config(root, "train.epochs=8", "train.patience=8", f"runtime.strategy={strategy}")
-    data = fitting.load_split(__import__("pathlib").Path(root) / "data/processed/digits/split")
+    data = fitting.load_split(Path(root) / "data/processed/digits/split")
     replicas = fitting.strategy(config.runtime).num_replicas_in_sync
     model, history, scores = fitting.fit(config, data, 8, log_to_mlflow=False)
     print(strategy, replicas, scores["val/accuracy"])
