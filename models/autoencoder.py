@@ -40,3 +40,22 @@ def build_denoising_autoencoder(filters: tuple[int, ...], input_shape: tuple[int
                                          name=f"up{index}")(x)
     outputs = keras.layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
     return keras.Model(inputs, outputs, name="denoising_autoencoder"), encoder
+
+
+def build_latent_autoencoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], latent_dim: int,
+                             noise_std: float) -> tuple[keras.Model, keras.Model]:
+    """(autoencoder, encoder) with a `latent_dim`-wide dense bottleneck (2 for a plot of the latent space):
+    noise (training only) -> conv encoder -> Dense(latent_dim) -> decoder -> image in [0, 1]."""
+    height, width, channels = input_shape
+    scale = 2 ** len(filters)
+    inputs = keras.Input(shape=input_shape, name="image")
+    noisy = keras.layers.GaussianNoise(noise_std, name="noise")(inputs)
+    code = keras.layers.Dense(latent_dim, name="latent")(build_encoder(filters, input_shape)(noisy))
+    encoder = keras.Model(inputs, code, name="latent_encoder")
+    x = keras.layers.Dense((height // scale) * (width // scale) * filters[-1], activation="relu", name="expand")(code)
+    x = keras.layers.Reshape((height // scale, width // scale, filters[-1]), name="unflatten")(x)
+    for index, width_out in enumerate(reversed(filters)):
+        x = keras.layers.Conv2DTranspose(width_out, 3, strides=2, padding="same", activation="relu",
+                                         name=f"up{index}")(x)
+    outputs = keras.layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
+    return keras.Model(inputs, outputs, name="latent_autoencoder"), encoder

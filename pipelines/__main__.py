@@ -24,6 +24,9 @@ DESCRIPTIONS = {
     "export": "TF-Lite variants validated on the LiteRT interpreter; the edge bundle",
     "evaluate": "the test split, exactly once, Keras and TF-Lite side by side",
     "gan": "DCGAN on the training images with a custom tf.GradientTape loop (not part of 'all')",
+    "sr": "super-resolution x2 (SRGAN-style) on scikit-image's photographs, scored against bicubic (not in 'all')",
+    "denoise": "denoising autoencoder on the training images: PSNR gain, examples, 2-D latent plot (not in 'all')",
+    "segment": "U-Net vs an encoder-decoder without skips on digits-on-canvas masks; int8 on LiteRT (not in 'all')",
     "all": "every stage in order, as one MLflow parent run with a nested run per stage",
 }
 

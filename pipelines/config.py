@@ -283,6 +283,91 @@ class GanConfig:
 
 
 @dataclass(frozen=True)
+class DenoiseConfig:
+    filters: tuple[int, ...] = option((32, 64), "encoder convolution filters per block (decoder mirrors them)",
+                                      non_empty)
+    noise_std: float = option(40.0, "std of the Gaussian noise on 0-255 inputs (training and validation)",
+                              greater_than(0))
+    epochs: int = option(30, "training epochs of the denoising autoencoder", at_least(1))
+    latent_dim: int = option(2, "width of the bottleneck of the latent variant (2 gives the scatter plot)",
+                             at_least(1))
+    latent_epochs: int = option(30, "training epochs of the latent variant", at_least(1))
+    batch_size: int = option(64, "images per step", at_least(1))
+    learning_rate: float = option(1e-3, "Adam learning rate", greater_than(0))
+    seed: int = option(0, "seed of weights, shuffling and the validation noise")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    source: str = option("generated", "generated: digits placed on cluttered canvases; folders: a user's images "
+                         "and masks", one_of("generated", "folders"))
+    images_dir: str = option("", "folders: images (PNG/JPEG/BMP); relative paths are under the project root")
+    masks_dir: str = option("", "folders: one mask per image, same file stem, PNG of class indices")
+    num_classes: int = option(11, "classes including background (generated: background + digits 0-9)",
+                              at_least(2))
+    canvas_size: int = option(48, "side of the canvases (folders: images and masks are resized to it)",
+                              at_least(8))
+    train_canvases: int = option(1500, "generated: training canvases", at_least(1))
+    val_canvases: int = option(300, "generated: validation canvases (from digits no training canvas uses)",
+                               at_least(1))
+    val_fraction: float = option(0.2, "folders: share of the image/mask pairs held out for validation",
+                                 greater_than(0), below(1))
+    digits_per_canvas: tuple[int, ...] = option((1, 3), "generated: [min, max] digits on a canvas")
+    digit_size: tuple[int, ...] = option((14, 26), "generated: [min, max] side of a placed digit in pixels")
+    clutter: int = option(3, "generated: random lines and blobs drawn on each canvas", at_least(0))
+    noise_std: float = option(12.0, "generated: std of the Gaussian pixel noise (0-255)", at_least(0))
+    filters: tuple[int, ...] = option((16, 32, 64), "filters per level; the last is the bottleneck", non_empty)
+    loss: str = option("cross_entropy", "per-pixel loss", one_of("cross_entropy", "dice"))
+    epochs: int = option(20, "training epochs of each model (same budget for U-Net and the plain one)",
+                         at_least(1))
+    batch_size: int = option(32, "canvases per step", at_least(1))
+    learning_rate: float = option(2e-3, "Adam learning rate", greater_than(0))
+    representative_samples: int = option(100, "training canvases that calibrate int8", at_least(1))
+    seed: int = option(0, "seed of the generator, the folder split, weights and shuffling")
+
+
+# skimage.data's lossless photographs (PNG; its JPEGs, rocket, retina and hubble_deep_field, are left out:
+# a network learns their block artifacts). `cat` is the same photograph as `chelsea`, and stereo_motorcycle is
+# both views of one scene, so each twin set is one source that may sit on one side of the split only.
+SR_PHOTOS = ("astronaut", "brick", "camera", "cat", "cell", "chelsea", "coffee", "coins", "colorwheel", "grass",
+             "gravel", "immunohistochemistry", "moon", "page", "stereo_motorcycle", "text")
+SR_TWINS = {"cat": "chelsea"}
+
+
+@dataclass(frozen=True)
+class SrConfig:
+    train_images: tuple[str, ...] = option(
+        ("astronaut", "immunohistochemistry", "moon", "page", "brick", "cell", "coins", "text", "grass", "gravel",
+         "stereo_motorcycle"), "skimage.data photographs cut into training patches", non_empty, one_of(*SR_PHOTOS))
+    eval_images: tuple[str, ...] = option(("chelsea", "camera", "coffee"),
+                                          "held-out skimage.data photographs, evaluated whole", non_empty,
+                                          one_of(*SR_PHOTOS))
+    patch_size: int = option(48, "high-resolution training patch side (the low-res patch is half)", at_least(8))
+    patches: int = option(8000, "training patches sampled (seeded) from the training photographs", at_least(1))
+    batch_size: int = option(16, "patches per step (global batch)", at_least(1))
+    filters: int = option(32, "generator feature maps", at_least(1))
+    blocks: int = option(4, "generator residual blocks", at_least(1))
+    pixel_steps: int = option(1500, "steps of the pixel-loss (MSE) phase", at_least(1))
+    learning_rate: float = option(5e-4, "Adam learning rate of the pixel phase (cosine decay to 0)",
+                                  greater_than(0))
+    adversarial_steps: int = option(300, "steps of adversarial fine-tuning after the pixel phase", at_least(0))
+    adversarial_learning_rate: float = option(1e-4, "Adam learning rate of both networks in fine-tuning",
+                                              greater_than(0))
+    discriminator_filters: int = option(16, "filters of the first discriminator block", at_least(1))
+    content_network: str = option("project", "perceptual-loss features: the project's own autoencoder trained "
+                                  "on the training patches, or VGG19", one_of("project", "vgg19"))
+    vgg_weights: str = option("imagenet", "VGG19 weights: 'imagenet' (downloads once) or a weights file")
+    feature_filters: int = option(32, "filters of the project's content network", at_least(1))
+    feature_steps: int = option(300, "training steps of the project's content network", at_least(1))
+    content_weight: float = option(1.0, "weight of the content (feature MSE) loss in fine-tuning", at_least(0))
+    adversarial_weight: float = option(1e-3, "weight of the adversarial loss in fine-tuning (SRGAN: 1e-3)",
+                                       at_least(0))
+    log_every: int = option(100, "steps between logged losses and checkpoints", at_least(1))
+    shave: int = option(2, "border pixels left out of PSNR and SSIM", at_least(0))
+    seed: int = option(0, "seed of patches, weights and shuffling")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     root: str = option(".", "project root under which data/, mlruns/ and deploy/bundles/ are written")
     strategy: str = option("default", "tf.distribute strategy", one_of("default", "mirrored"))
@@ -304,6 +389,9 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    sr: SrConfig = field(default_factory=SrConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     @property
@@ -399,6 +487,8 @@ def _check_cross_fields(config: Config) -> None:
             f"{config.split.val_fraction + config.split.test_fraction:g}"
         )
     _check_data(config)
+    _check_sr(config.sr)
+    _check_segment(config.segment)
     for path, space in config.search.space.items():
         try:
             current = get_path(config, path)
@@ -413,6 +503,32 @@ def _check_cross_fields(config: Config) -> None:
             raise ConfigError(f"search.space.{path}.low: must be > 0 for kind 'log_uniform', got {space.low:g}")
         elif isinstance(current, (str, bool, tuple)) and space.kind != "choice":
             raise ConfigError(f"search.space.{path}.kind: field is not numeric, use 'choice'")
+
+
+def _check_sr(config: SrConfig) -> None:
+    """No photograph, nor its twin, on both sides of the super-resolution split."""
+    source = lambda name: SR_TWINS.get(name, name)  # noqa: E731
+    shared = sorted({source(name) for name in config.train_images} & {source(name) for name in config.eval_images})
+    if shared:
+        raise ConfigError(f"sr.eval_images: {shared} also in sr.train_images (a photograph and its twin, "
+                          f"{SR_TWINS}, count as one); held-out photographs must not be trained on")
+    if config.patch_size % 2:
+        raise ConfigError(f"sr.patch_size: must be even (x2 super-resolution), got {config.patch_size}")
+
+
+def _check_segment(config: SegmentConfig) -> None:
+    for name in ("digits_per_canvas", "digit_size"):
+        low_high = getattr(config, name)
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+            raise ConfigError(f"segment.{name}: must be [min, max] with 0 < min <= max, got {list(low_high)}")
+    if config.source == "generated" and config.digit_size[1] > config.canvas_size:
+        raise ConfigError(f"segment.digit_size: max {config.digit_size[1]} exceeds canvas_size {config.canvas_size}")
+    if config.source == "folders" and not (config.images_dir and config.masks_dir):
+        raise ConfigError("segment.images_dir and segment.masks_dir: both are required when source is 'folders'")
+    levels = 2 ** (len(config.filters) - 1)
+    if config.canvas_size % levels:
+        raise ConfigError(f"segment.canvas_size: must be divisible by {levels} for {len(config.filters)} "
+                          f"levels of segment.filters, got {config.canvas_size}")
 
 
 def _check_data(config: Config) -> None:

@@ -73,17 +73,17 @@ def strategy(runtime: config_module.RuntimeConfig) -> tf.distribute.Strategy:
 
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs Keras epoch logs to the active MLflow run under namespaced keys (`train/loss`, `val/accuracy`);
-    `offset` continues the step count across training phases."""
+    `offset` continues the step count across training phases; `prefix` keeps two models' curves apart."""
 
-    def __init__(self, offset: int = 0):
+    def __init__(self, offset: int = 0, prefix: str = ""):
         super().__init__()
-        self.offset = offset
+        self.offset, self.prefix = offset, prefix
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = {}
         for key, value in (logs or {}).items():
             name = f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
-            metrics[name] = float(value)
+            metrics[self.prefix + name] = float(value)
         mlflow.log_metrics(metrics, step=epoch + self.offset)
 
 

@@ -1,0 +1,130 @@
+"""Denoising autoencoder and U-Net segmentation: builders, data, metrics, and both stages on tiny configs."""
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from models import autoencoder, unet
+from pipelines import clean, denoise, segdata, segment, split, tracking
+from tests.conftest import tiny_config
+
+SEGMENT = ["segment.canvas_size=16", "segment.train_canvases=40", "segment.val_canvases=12",
+           "segment.filters=[4, 8]", "segment.epochs=1", "segment.digit_size=[6, 12]", "segment.batch_size=8",
+           "segment.representative_samples=8"]
+
+
+def test_latent_autoencoder_squeezes_to_two_numbers():
+    model, encoder = autoencoder.build_latent_autoencoder((4, 8), (8, 8, 1), latent_dim=2, noise_std=10.0)
+    images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 1)).astype(np.float32)
+    assert encoder(images).shape == (5, 2)
+    reconstruction = model(images).numpy()
+    assert reconstruction.shape == (5, 8, 8, 1) and 0 <= reconstruction.min() and reconstruction.max() <= 1
+
+
+def test_unet_has_skips_and_the_plain_model_has_none():
+    with_skips = unet.build_unet((4, 8, 16), 11, (16, 16, 1))
+    plain = unet.build_unet((4, 8, 16), 11, (16, 16, 1), skips=False)
+    concatenations = lambda model: [layer.name for layer in model.layers if "skip" in layer.name]  # noqa: E731
+    assert concatenations(with_skips) == ["skip1", "skip0"] and concatenations(plain) == []
+    probabilities = with_skips(np.zeros((2, 16, 16, 1), np.float32)).numpy()
+    assert probabilities.shape == (2, 16, 16, 11)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        unet.build_unet((4, 8, 16), 11, (18, 18, 1))
+
+
+def test_iou_and_pixel_accuracy_by_hand():
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    predicted = np.array([[0, 1, 1, 1], [0, 0, 1, 2]])
+    result = segment.scores(truth, predicted, num_classes=4)
+    assert result["pixel_accuracy"] == pytest.approx(6 / 8)
+    # class 0: 3 hits, union 4; class 1: 3 hits, union 5; class 2: 0 hits, union 1; class 3 absent (NaN).
+    np.testing.assert_allclose(result["iou"][:3], [3 / 4, 3 / 5, 0.0])
+    assert np.isnan(result["iou"][3]) and result["miou"] == pytest.approx((3 / 4 + 3 / 5 + 0) / 3)
+
+
+def test_dice_loss_is_zero_when_right_and_near_one_when_wrong():
+    truth = np.array([[[0, 1], [1, 0]]])
+    right = np.eye(2, dtype=np.float32)[truth]
+    wrong = np.eye(2, dtype=np.float32)[1 - truth]
+    assert float(segment.dice_loss(truth, right)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(segment.dice_loss(truth, wrong)[0]) > 0.7
+
+
+def test_generated_canvases_are_seeded_and_labelled_where_digits_are():
+    settings = tiny_config(".", *SEGMENT).segment
+    first, second = segdata.generate(settings), segdata.generate(settings)
+    assert first.x_train.shape == (40, 16, 16, 1) and first.y_val.shape == (12, 16, 16)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    np.testing.assert_array_equal(first.y_val, second.y_val)
+    assert first.y_train.max() <= 10 and len(first.class_names) == 11
+    digit_pixels = first.x_train[..., 0][first.y_train > 0].astype(float)
+    assert digit_pixels.mean() > first.x_train[..., 0][first.y_train == 0].mean() + 60  # strokes are bright
+    other = segdata.generate(tiny_config(".", *SEGMENT, "segment.seed=1").segment)
+    assert not np.array_equal(first.x_train, other.x_train)
+
+
+def _write_pairs(tmp_path, count, mask_value=1):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for index in range(count):
+        Image.fromarray(np.full((20, 20), 40 * index, np.uint8)).save(images / f"item{index}.png")
+        mask = np.zeros((20, 20), np.uint8)
+        mask[5:15, 5:15] = mask_value
+        Image.fromarray(mask).save(masks / f"item{index}.png")
+    return images, masks
+
+
+def test_user_folders_of_images_and_masks_load_and_bad_pairs_are_named(tmp_path):
+    images, masks = _write_pairs(tmp_path, 5)
+    overrides = [*SEGMENT, "segment.source=folders", f"segment.images_dir={images}", f"segment.masks_dir={masks}",
+                 "segment.num_classes=3", "segment.val_fraction=0.4"]
+    data = segdata.load(tiny_config(tmp_path, *overrides).segment, tmp_path)
+    assert data.x_train.shape == (3, 16, 16, 1) and data.y_val.shape == (2, 16, 16)
+    assert set(np.unique(data.y_train)) == {0, 1}  # nearest resizing keeps class indices
+    (masks / "item2.png").unlink()
+    with pytest.raises(FileNotFoundError, match="item2.png has no mask"):
+        segdata.load(tiny_config(tmp_path, *overrides).segment, tmp_path)
+    bad_images, bad_masks = _write_pairs(tmp_path / "bad", 3, mask_value=7)
+    with pytest.raises(ValueError, match=r"item0.png holds class 7, but segment.num_classes is 3"):
+        segdata.load(tiny_config(tmp_path, *overrides[:-3], f"segment.images_dir={bad_images}",
+                                 f"segment.masks_dir={bad_masks}", "segment.num_classes=3").segment, tmp_path)
+
+
+def test_segment_stage_trains_both_models_and_scores_the_unet_on_litert(tmp_path):
+    config = tiny_config(tmp_path, *SEGMENT)
+    result = segment.run(config)
+    metrics = result.metrics
+    for name in ("unet", "plain", "unet_tflite_float32", "unet_tflite_int8"):
+        key = f"segment/{name}/val_miou" if name in ("unet", "plain") else f"segment/{name}/miou"
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["segment/unet_tflite_float32/pixel_agreement"] > 0.99
+    assert metrics["segment/unet_tflite_int8/size_bytes"] < metrics["segment/unet_tflite_float32/size_bytes"]
+    rows = (result.folder / "per_class_iou.csv").read_text().splitlines()
+    assert rows[0] == "class,unet_iou,plain_iou" and len(rows) == 12
+    assert {"unet.keras", "plain.keras", "unet_int8.tflite", "predictions.png"} <= set(result.paths)
+    tracking.configure(config)
+    history = MlflowClient().get_metric_history(result.run_id, "segment/plain/val_loss")
+    assert len(history) == 1
+    assert segment.run(config).skipped
+
+
+def test_denoise_stage_reports_psnr_examples_and_the_latent_scatter(tmp_path):
+    config = tiny_config(tmp_path, "denoise.filters=[4, 8]", "denoise.epochs=2", "denoise.latent_epochs=1")
+    clean.run(config)
+    split.run(config)
+    result = denoise.run(config)
+    metrics = result.metrics
+    # std 40 on 0-255 gives about 20 log10(255 / 40) = 16.1 dB before clipping, a little more after.
+    assert 15.5 < metrics["denoise/val_psnr_noisy_db"] < 19.5
+    assert metrics["denoise/val_psnr_gain_db"] == pytest.approx(
+        metrics["denoise/val_psnr_denoised_db"] - metrics["denoise/val_psnr_noisy_db"])
+    assert np.isfinite(metrics["denoise/latent_val_psnr_denoised_db"])
+    tracking.configure(config)
+    artifacts = {item.path for item in MlflowClient().list_artifacts(result.run_id)}
+    assert {"denoising_examples.png", "latent_scatter.png"} <= artifacts
+    client = MlflowClient()
+    assert len(client.get_metric_history(result.run_id, "denoise/train/loss")) == 2
+    assert len(client.get_metric_history(result.run_id, "latent/train/loss")) == 1

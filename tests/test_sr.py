@@ -1,0 +1,107 @@
+"""Super-resolution: the sub-pixel layer, the bicubic start, aligned patches, held-out checks, and the stage
+trained for a few steps, killed and resumed."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from mlflow.tracking import MlflowClient
+
+import models.sr as sr_models
+from pipelines import config as config_module
+from pipelines import sr, tracking
+from tests.conftest import tiny_config
+
+SR = ["sr.train_images=[astronaut, moon]", "sr.eval_images=[camera, coffee]", "sr.patch_size=16",
+      "sr.patches=64", "sr.batch_size=8", "sr.filters=4", "sr.blocks=1", "sr.pixel_steps=6",
+      "sr.adversarial_steps=4", "sr.feature_steps=3", "sr.feature_filters=4", "sr.discriminator_filters=4",
+      "sr.log_every=2"]
+
+
+def test_pixel_shuffle_moves_channels_into_2x2_blocks():
+    maps = np.arange(2 * 3 * 4 * 8, dtype=np.float32).reshape(2, 3, 4, 8)  # 8 channels = 2 outputs x 2x2
+    shuffled = sr_models.PixelShuffle(2)(maps).numpy()
+    assert shuffled.shape == (2, 6, 8, 2)
+    # Output pixel (2y + dy, 2x + dx, c) is input channel (dy * 2 + dx) * 2 + c at (y, x).
+    for dy in range(2):
+        for dx in range(2):
+            first = (dy * 2 + dx) * 2
+            np.testing.assert_array_equal(shuffled[:, dy::2, dx::2, :], maps[..., first:first + 2])
+
+
+def test_untrained_generator_is_the_bicubic_baseline():
+    low = np.random.default_rng(0).uniform(size=(10, 14, 3)).astype(np.float32)
+    generator = sr_models.build_sr_generator(filters=4, blocks=1)
+    np.testing.assert_allclose(np.clip(generator(low[None])[0].numpy(), 0, 1), sr.bicubic_upscale(low), atol=1e-5)
+    assert sr_models.build_sr_discriminator(4)(np.zeros((2, 24, 24, 3), np.float32)).shape == (2, 1)
+
+
+def test_patches_pair_each_high_res_patch_with_its_downscaled_self():
+    image = sr.photographs(("astronaut",))["astronaut"]
+    low, high = sr.patches([image], count=12, size=32, seed=3)
+    assert low.shape == (12, 16, 16, 3) and high.shape == (12, 32, 32, 3)
+    for low_patch, high_patch in zip(low, high):  # rotations and flips were applied to both alike
+        interior = (slice(4, 12), slice(4, 12))  # the anti-aliasing kernel reaches across the patch border
+        np.testing.assert_allclose(sr.downscale(high_patch)[interior], low_patch[interior], atol=0.02)
+    assert np.abs(low[0] - low[1]).mean() > 0.01  # different places
+
+
+def test_held_out_photographs_and_their_twins_cannot_be_trained_on():
+    with pytest.raises(config_module.ConfigError, match=r"sr.eval_images: \['chelsea'\]"):
+        tiny_config(".", "sr.train_images=[cat, moon]", "sr.eval_images=[chelsea]")
+    with pytest.raises(config_module.ConfigError, match="sr.patch_size"):
+        tiny_config(".", "sr.patch_size=15")
+    photos = sr.photographs(("stereo_motorcycle", "moon"))
+    assert set(photos) == {"stereo_motorcycle_left", "stereo_motorcycle_right", "moon"}
+    copy = {"renamed": np.clip(photos["stereo_motorcycle_left"] * 1.05, 0, 1)}
+    with pytest.raises(ValueError, match="'renamed' is a near-duplicate of training photograph 'stereo_motorcycle"):
+        sr.check_held_out({"moon": photos["moon"], "stereo_motorcycle_right": photos["stereo_motorcycle_right"]},
+                          copy)
+    sr.check_held_out({"moon": photos["moon"]}, copy)  # a different photograph passes
+
+
+def test_killed_sr_run_resumes_and_scores_both_phases_against_bicubic(tmp_path, monkeypatch, capsys):
+    config = tiny_config(tmp_path, *SR)
+    real_log = tracking.log_metrics
+    calls = []
+
+    def killed_at_second_log(metrics, step=None):
+        calls.append(step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        real_log(metrics, step)
+
+    monkeypatch.setattr(tracking, "log_metrics", killed_at_second_log)
+    with pytest.raises(KeyboardInterrupt):
+        sr.run(config)
+    monkeypatch.setattr(tracking, "log_metrics", real_log)
+    result = sr.run(config)
+    assert "resuming from checkpoint at step 2" in capsys.readouterr().out
+    history = MlflowClient().get_metric_history(result.run_id, "sr/pixel_loss")
+    assert [point.step for point in history] == [4, 6, 8, 10]  # steps 3-10 only; the adversarial phase too
+    metrics = result.metrics
+    for method in ("bicubic", "pixel", "adversarial"):
+        assert 20 < metrics[f"sr/psnr_{method}"] < 45 and 0.5 < metrics[f"sr/ssim_{method}"] <= 1
+    # The generator starts at bicubic and a few tiny steps cannot move it far.
+    assert abs(metrics["sr/psnr_pixel"] - metrics["sr/psnr_bicubic"]) < 1.0
+    rows = (result.folder / "sr_scores.csv").read_text().splitlines()
+    assert rows[0].startswith("image,bicubic_psnr") and [row.split(",")[0] for row in rows[1:]] == ["camera", "coffee"]
+    assert (result.folder / "sr_comparison.png").stat().st_size > 10_000
+    tracking.configure(config)
+    artifacts = {item.path for item in MlflowClient().list_artifacts(result.run_id)}
+    assert {"sr_scores.csv", "sr_comparison.png"} <= artifacts
+    assert sr.run(config).skipped
+
+
+def test_adversarial_step_runs_compiled_under_a_mirrored_strategy(tmp_path):
+    from pipelines import fitting
+
+    config = tiny_config(tmp_path, *SR).sr
+    strategy = fitting.strategy(config_module.RuntimeConfig(strategy="mirrored"))  # one replica on this CPU
+    with strategy.scope():
+        _, features = sr_models.build_feature_autoencoder(4)
+    trainer = sr.SRTrainer(config, features, strategy, tmp_path / "checkpoints")
+    low = tf.random.uniform((8, 8, 8, 3))
+    high = tf.random.uniform((8, 16, 16, 3))
+    losses = trainer.adversarial_step(low, high)
+    assert set(losses) == {"pixel_loss", "content_loss", "adversarial_loss", "g_loss", "d_loss"}
+    assert all(np.isfinite(float(value)) for value in losses.values())
