@@ -10,7 +10,7 @@ RUN := $(PY) -m pipelines
 STAGES := analyze clean-data split train tune export evaluate
 
 .DEFAULT_GOAL := help
-.PHONY: help setup pipeline $(STAGES) gan ui test test-all bench lint clean
+.PHONY: help setup pipeline $(STAGES) gan sr denoise segment ui test test-all bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ evaluate: setup ## the test split, exactly once (ARGS=--reuse-test to override, 
 	$(RUN) evaluate --config $(CONFIG) $(ARGS)
 gan: setup ## DCGAN on the training split with a custom GradientTape loop
 	$(RUN) gan --config $(CONFIG) $(ARGS)
+sr: setup ## super-resolution x2 on scikit-image's photographs, PSNR/SSIM against bicubic
+	$(RUN) sr --config $(CONFIG) $(ARGS)
+denoise: setup ## denoising autoencoder on the training images; PSNR gain, 2-D latent plot
+	$(RUN) denoise --config $(CONFIG) $(ARGS)
+segment: setup ## U-Net against an encoder-decoder without skips on digits-on-canvas masks
+	$(RUN) segment --config $(CONFIG) $(ARGS)
 
 ui: setup ## MLflow UI over the project's store on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

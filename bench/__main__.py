@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines import workspace
 
-BENCHMARKS = ("pipeline", "data", "transfer", "search", "export", "gan")
+BENCHMARKS = ("pipeline", "data", "transfer", "search", "export", "gan", "architectures")
 RESULTS = Path(__file__).parent / "results.json"
 
 

@@ -17,7 +17,7 @@ from pipelines import __main__ as cli
 from pipelines import workspace
 
 WORK = Path(__file__).parent / ".work" / "export"
-VARIANTS = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, clustered_int8]"
+VARIANTS = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, pqat_int8, clustered_int8]"
 
 
 def _edge_agreement(bundle: Path, split_folder: Path) -> float:
@@ -54,6 +54,12 @@ def run() -> dict:
         "pruned_sparsity": rows["pruned_int8"]["sparsity"],
         "pruned_int8_gzip_ratio": rows["pruned_int8"]["gzip_bytes"] / rows["float32"]["gzip_bytes"],
         "pruned_accuracy_drop": keras_accuracy - rows["pruned_int8"]["val_accuracy"],
+        "pqat_sparsity": rows["pqat_int8"]["sparsity"],
+        "pqat_int8_gzip_ratio": rows["pqat_int8"]["gzip_bytes"] / rows["float32"]["gzip_bytes"],
+        "pqat_accuracy_drop": keras_accuracy - rows["pqat_int8"]["val_accuracy"],
         "int8_latency_ratio": rows["int8"]["latency_ms_median"] / rows["float32"]["latency_ms_median"],
+        "int8_end_to_end_latency_ratio": rows["int8"]["end_to_end_ms_median"] / rows["float32"]["end_to_end_ms_median"],
+        "float32_latency_ms": rows["float32"]["latency_ms_median"],
+        "int8_latency_ms": rows["int8"]["latency_ms_median"],
         "edge_predictor_agreement": _edge_agreement(bundle, workspace.stage_dir(WORK, "digits", "split")),
     }

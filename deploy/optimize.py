@@ -1,5 +1,6 @@
 """Model optimization before conversion, with tensorflow-model-optimization (Keras 2 only, hence tf_keras):
-magnitude pruning to a target sparsity, quantization-aware training, and weight clustering.
+magnitude pruning to a target sparsity, quantization-aware training, pruning-preserving QAT, and weight
+clustering.
 
 Only Conv2D and Dense layers are wrapped (through `clone_model`), so layers tfmot does not know, such as the
 Normalization layer that carries the preprocessing, pass through unchanged. A model with a nested model or an
@@ -15,6 +16,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E402
+    prune_preserve_quantize_registry as prune_preserve,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+    default_8bit_quantize_registry as default_8bit,
+)
 
 WRAPPED = (keras.layers.Conv2D, keras.layers.Dense)
 
@@ -65,6 +72,31 @@ def quantization_aware(model: keras.Model, loss: str, x, y, epochs: int, learnin
     return quantized
 
 
+class _PrunePreserveRegistry(prune_preserve.Default8bitPrunePreserveQuantizeRegistry):
+    """tfmot 0.8.1's prune-preserve registry claims every layer without trainable weights (our Normalization
+    layer among them) and then fails inside the default 8-bit registry; claim only what that one supports."""
+
+    def supports(self, layer) -> bool:
+        return default_8bit.Default8BitQuantizeRegistry().supports(layer) and super().supports(layer)
+
+
+class PrunePreserveScheme(tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
+    def get_quantize_registry(self):
+        return _PrunePreserveRegistry()
+
+
+def prune_preserving_quantization(model: keras.Model, loss: str, x, y, sparsity: float, epochs: int,
+                                  learning_rate: float) -> keras.Model:
+    """Pruning-preserving QAT (tfmot's collaborative optimization): prune to `sparsity` and strip, then
+    quantization-aware training whose weight quantizer keeps the zeros at zero."""
+    pruned = prune(model, loss, x, y, sparsity, epochs, learning_rate)
+    annotated = _clone(pruned, tfmot.quantization.keras.quantize_annotate_layer)
+    _copy_wrapped(pruned, annotated)
+    quantized = tfmot.quantization.keras.quantize_apply(annotated, PrunePreserveScheme())
+    _finetune(quantized, loss, x, y, epochs, learning_rate, [])
+    return quantized
+
+
 def cluster(model: keras.Model, loss: str, x, y, clusters: int, epochs: int, learning_rate: float) -> keras.Model:
     """Weight clustering (k-means++ centroids) of the Conv2D and Dense kernels, fine-tuned, then stripped."""
     init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
@@ -97,7 +129,8 @@ def _clone_with_weights(model: keras.Model, wrap) -> keras.Model:
 
 
 def sparsity(model: keras.Model) -> float:
-    """Fraction of zero weights over the Conv2D and Dense kernels."""
-    kernels = [layer.kernel.numpy() for layer in model.layers if isinstance(layer, WRAPPED)]
+    """Fraction of zero weights over the Conv2D and Dense kernels (inside QAT wrappers too)."""
+    kernels = [getattr(layer, "layer", layer).kernel.numpy() for layer in model.layers
+               if isinstance(getattr(layer, "layer", layer), WRAPPED)]
     total = sum(kernel.size for kernel in kernels)
     return float(sum(int((kernel == 0).sum()) for kernel in kernels) / max(total, 1))

@@ -232,14 +232,16 @@ class SearchConfig:
     )
 
 
-EXPORT_VARIANTS = ("float32", "dynamic_range", "float16", "int8", "qat_int8", "pruned_int8", "clustered_int8")
+EXPORT_VARIANTS = ("float32", "dynamic_range", "float16", "int8", "qat_int8", "pruned_int8", "pqat_int8",
+                   "clustered_int8")
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     variants: tuple[str, ...] = option(("float32", "int8"), "TF-Lite variants to build",
                                        one_of(*EXPORT_VARIANTS))
-    prune_sparsity: float = option(0.8, "pruned_int8: target fraction of zero weights", greater_than(0), below(1))
+    prune_sparsity: float = option(0.8, "pruned_int8 and pqat_int8: target fraction of zero weights",
+                                   greater_than(0), below(1))
     clusters: int = option(16, "clustered_int8: weight clusters per layer", at_least(2))
     triage_drop: float = option(0.01, "int8 triage when full int8 loses more val accuracy than this",
                                 at_least(-1))
@@ -277,6 +279,8 @@ class GanConfig:
                                     at_least(0), below(0.5))
     instance_noise: float = option(0.0, "std of Gaussian noise added to both inputs of the discriminator",
                                    at_least(0))
+    ema_decay: float = option(0.999, "decay of the moving average of the generator's weights that is sampled, "
+                              "scored and exported (0: the raw generator)", at_least(0), below(1))
     sample_every: int = option(5, "epochs between sample grids and checkpoints", at_least(1))
     conditional: bool = option(False, "class-conditional GAN: the label is a second input to both networks")
     seed: int = option(0, "seed of weights, noise and shuffling")

@@ -37,12 +37,17 @@ class DCGANTrainer:
         self.config, self.strategy, self.num_classes = config, strategy, num_classes
         with strategy.scope():
             self.generator = gan_models.build_generator(config, image_shape, num_classes)
+            # The moving average of the generator's weights (as in ProGAN and StyleGAN) gives steadier samples
+            # than the last step's weights; it is what gets sampled, scored and exported.
+            self.average_generator = keras.models.clone_model(self.generator)
+            self.average_generator.set_weights(self.generator.get_weights())
             self.discriminator = gan_models.build_discriminator(config, image_shape, num_classes)
             self.g_optimizer = keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1)
             self.d_optimizer = keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.loss = keras.losses.BinaryCrossentropy(from_logits=True, reduction=keras.losses.Reduction.NONE)
-        checkpoint = tf.train.Checkpoint(generator=self.generator, discriminator=self.discriminator,
+        checkpoint = tf.train.Checkpoint(generator=self.generator, average_generator=self.average_generator,
+                                         discriminator=self.discriminator,
                                          g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer,
                                          epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
@@ -81,16 +86,24 @@ class DCGANTrainer:
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         return d_loss, g_loss
 
+    def _update_average(self) -> None:
+        """Cross-replica context: every replica's copy of the averaged weights moves the same way. The decay
+        warms up as in `tf.train.ExponentialMovingAverage(num_updates=...)`, min(decay, (1 + t) / (10 + t)), so
+        a short run is not dominated by its untrained starting weights."""
+        steps = tf.cast(self.g_optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.config.ema_decay, (1.0 + steps) / (10.0 + steps))
+        for average, current in zip(self.average_generator.weights, self.generator.weights):
+            average.assign(decay * average + (1.0 - decay) * current)
+
     def eager_step(self, real: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         d_loss, g_loss = self.strategy.run(self._replica_step, args=(real, labels))
+        self._update_average()
         reduce = tf.distribute.ReduceOp.SUM
         return self.strategy.reduce(reduce, d_loss, axis=None), self.strategy.reduce(reduce, g_loss, axis=None)
 
     @tf.function
     def step(self, real: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        d_loss, g_loss = self.strategy.run(self._replica_step, args=(real, labels))
-        reduce = tf.distribute.ReduceOp.SUM
-        return self.strategy.reduce(reduce, d_loss, axis=None), self.strategy.reduce(reduce, g_loss, axis=None)
+        return self.eager_step(real, labels)
 
 
 def generator_inputs(generator: keras.Model, noise: np.ndarray, labels: np.ndarray | None):
@@ -149,9 +162,9 @@ def train(config: config_module.Config, images: np.ndarray, labels: np.ndarray, 
         if (epoch + 1) % settings.sample_every == 0 or epoch + 1 == settings.epochs:
             trainer.manager.save(checkpoint_number=epoch + 1)
             grid = folder / f"samples_epoch_{epoch + 1:03d}.png"
-            sample_grid(trainer.generator, fixed_noise, fixed_labels, grid, f"DCGAN samples, epoch {epoch + 1}")
+            sample_grid(trainer.average_generator, fixed_noise, fixed_labels, grid, f"DCGAN samples, epoch {epoch + 1}")
             mlflow.log_artifact(str(grid), "samples")
-    trainer.generator.save(folder / "generator.keras")
+    trainer.average_generator.save(folder / "generator.keras")
     return losses
 
 

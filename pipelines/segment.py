@@ -46,7 +46,7 @@ def scores(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
 
 
 def train_model(name: str, skips: bool, settings: config_module.SegmentConfig,
-                data: segdata.SegmentationData) -> keras.Model:
+                data: segdata.SegmentationData, verbose: int = 0) -> keras.Model:
     keras.utils.set_random_seed(settings.seed)
     model = unet.build_unet(settings.filters, settings.num_classes, data.x_train.shape[1:], skips=skips)
     model.compile(keras.optimizers.Adam(settings.learning_rate), LOSSES[settings.loss](),
@@ -55,7 +55,7 @@ def train_model(name: str, skips: bool, settings: config_module.SegmentConfig,
         {f"segment/{name}/{key}": float(value) for key, value in logs.items()}, step=epoch))
     model.fit(data.x_train.astype(np.float32), data.y_train, batch_size=settings.batch_size,
               epochs=settings.epochs, validation_data=(data.x_val.astype(np.float32), data.y_val),
-              callbacks=[log], verbose=0)
+              callbacks=[log], verbose=verbose)
     return model
 
 
@@ -134,7 +134,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         mlflow.log_params({"segment.train_canvases": len(data.x_train), "segment.val_canvases": len(data.x_val)})
         results, masks, metrics = {}, {}, {}
         for name, skips in (("unet", True), ("plain", False)):
-            model = train_model(name, skips, settings, data)
+            model = train_model(name, skips, settings, data, config.runtime.verbose)
             masks[name] = model.predict(data.x_val.astype(np.float32), verbose=0).argmax(axis=-1)
             results[name] = scores(data.y_val, masks[name], settings.num_classes)
             metrics.update({f"segment/{name}/val_miou": results[name]["miou"],

@@ -180,18 +180,23 @@ def test_changed_procedure_or_tampered_test_item_stops_evaluation(ran):
 
 
 def test_every_export_variant_converts_and_runs_on_litert(tmp_path):
-    variants = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, clustered_int8]"
+    variants = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, pqat_int8, clustered_int8]"
     assert _cli(tmp_path, "all", "--set", f"export.variants={variants}", "--set", "export.optimize_epochs=1",
                 "--set", "export.max_accuracy_drop=1.0") == 0
     table = workspace.read_json(workspace.stage_dir(tmp_path, "digits", "export") / "export_table.json")
     rows = table["variants"]
-    assert set(rows) == {"float32", "dynamic_range", "float16", "int8", "qat_int8", "pruned_int8", "clustered_int8"}
+    assert set(rows) == {"float32", "dynamic_range", "float16", "int8", "qat_int8", "pruned_int8", "pqat_int8",
+                         "clustered_int8"}
     # a tiny model: the flatbuffer's fixed overhead weighs more than in the digits benchmark
     assert rows["int8"]["size_bytes"] < 0.7 * rows["float32"]["size_bytes"]
     assert rows["dynamic_range"]["size_bytes"] < rows["float16"]["size_bytes"] < rows["float32"]["size_bytes"]
     assert rows["pruned_int8"]["sparsity"] == pytest.approx(0.8, abs=0.02)
     assert rows["pruned_int8"]["gzip_bytes"] < rows["int8"]["gzip_bytes"]
-    assert all(0 <= row["val_accuracy"] <= 1 and row["latency_ms_median"] > 0 for row in rows.values())
+    # Pruning-preserving QAT: the zeros survive quantization-aware fine-tuning and the int8 file compresses.
+    assert rows["pqat_int8"]["sparsity"] == pytest.approx(0.8, abs=0.02)
+    assert rows["pqat_int8"]["gzip_bytes"] < rows["int8"]["gzip_bytes"]
+    assert all(0 <= row["val_accuracy"] <= 1 and 0 < row["latency_ms_median"] for row in rows.values())
+    assert all(row["end_to_end_ms_median"] > 0 for row in rows.values())
     assert table["chosen"] == min(rows, key=lambda name: rows[name]["size_bytes"])  # any drop allowed here
 
 

@@ -29,20 +29,32 @@ class LiteRTModel:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 
-    def invoke(self, item: np.ndarray) -> np.ndarray:
-        """One item (an image (H, W, C) in [0, 255], or a feature row) -> the model's float outputs."""
+    def quantize(self, item: np.ndarray) -> np.ndarray:
+        """One item (an image (H, W, C) in [0, 255], or a feature row) -> the input tensor, batch of one."""
         batch = np.asarray(item, dtype=np.float32)[np.newaxis]
         scale, zero_point = self.input["quantization"]
         if self.input["dtype"] in (np.int8, np.uint8):
             info = np.iinfo(self.input["dtype"])
             batch = np.clip(np.rint(batch / scale + zero_point), info.min, info.max)
-        self.interpreter.set_tensor(self.input["index"], batch.astype(self.input["dtype"]))
+        return batch.astype(self.input["dtype"])
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """The interpreter alone: an input tensor from `quantize` -> the raw output tensor (what batch-1
+        latency measures)."""
+        self.interpreter.set_tensor(self.input["index"], tensor)
         self.interpreter.invoke()
-        scores = self.interpreter.get_tensor(self.output["index"])[0]
+        return self.interpreter.get_tensor(self.output["index"])
+
+    def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        scores = raw[0]
         scale, zero_point = self.output["quantization"]
         if self.output["dtype"] in (np.int8, np.uint8):
             return (scores.astype(np.float32) - zero_point) * scale
         return scores.astype(np.float32)
+
+    def invoke(self, item: np.ndarray) -> np.ndarray:
+        """One item -> the model's float outputs (quantization of input and output included)."""
+        return self.dequantize(self.run(self.quantize(item)))
 
     def predict(self, items: np.ndarray) -> np.ndarray:
         """Outputs for a batch, one invocation per item (the model's batch size is 1)."""
