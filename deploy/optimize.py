@@ -129,8 +129,12 @@ def _clone_with_weights(model: keras.Model, wrap) -> keras.Model:
 
 
 def sparsity(model: keras.Model) -> float:
-    """Fraction of zero weights over the Conv2D and Dense kernels (inside QAT wrappers too)."""
-    kernels = [getattr(layer, "layer", layer).kernel.numpy() for layer in model.layers
-               if isinstance(getattr(layer, "layer", layer), WRAPPED)]
+    """Fraction of zero weights over the Conv2D and Dense kernels. Inside a QAT wrapper the inner layer's
+    `kernel` attribute is the quantized tensor of the last call, so the kernel variable is read instead."""
+    kernels = []
+    for layer in model.layers:
+        if isinstance(getattr(layer, "layer", layer), WRAPPED):
+            kernel = next(weight for weight in layer.weights if weight.name.split("/")[-1].startswith("kernel"))
+            kernels.append(kernel.numpy())
     total = sum(kernel.size for kernel in kernels)
     return float(sum(int((kernel == 0).sum()) for kernel in kernels) / max(total, 1))

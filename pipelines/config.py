@@ -320,12 +320,13 @@ class SegmentConfig:
     digit_size: tuple[int, ...] = option((14, 26), "generated: [min, max] side of a placed digit in pixels")
     clutter: int = option(3, "generated: random lines and blobs drawn on each canvas", at_least(0))
     noise_std: float = option(12.0, "generated: std of the Gaussian pixel noise (0-255)", at_least(0))
-    filters: tuple[int, ...] = option((16, 32, 64), "filters per level; the last is the bottleneck", non_empty)
+    filters: tuple[int, ...] = option((8, 16, 32, 64), "filters per level; the last is the bottleneck (at 1/8 size)",
+                                      non_empty)
     loss: str = option("cross_entropy", "per-pixel loss", one_of("cross_entropy", "dice"))
-    epochs: int = option(20, "training epochs of each model (same budget for U-Net and the plain one)",
+    epochs: int = option(25, "training epochs of each model (same budget for U-Net and the plain one)",
                          at_least(1))
     batch_size: int = option(32, "canvases per step", at_least(1))
-    learning_rate: float = option(2e-3, "Adam learning rate", greater_than(0))
+    learning_rate: float = option(3e-3, "Adam learning rate", greater_than(0))
     representative_samples: int = option(100, "training canvases that calibrate int8", at_least(1))
     seed: int = option(0, "seed of the generator, the folder split, weights and shuffling")
 
