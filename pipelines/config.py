@@ -281,6 +281,8 @@ class GanConfig:
                                    at_least(0))
     ema_decay: float = option(0.999, "decay of the moving average of the generator's weights that is sampled, "
                               "scored and exported (0: the raw generator)", at_least(0), below(1))
+    jit_compile: bool = option(True, "XLA-compile the training step (with one replica; a multi-replica "
+                               "strategy gets tf.function alone)")
     sample_every: int = option(5, "epochs between sample grids and checkpoints", at_least(1))
     conditional: bool = option(False, "class-conditional GAN: the label is a second input to both networks")
     seed: int = option(0, "seed of weights, noise and shuffling")
