@@ -1,12 +1,19 @@
 """The DCGAN stage: real custom-loop training on tiny data, samples logged, and resume after a kill."""
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import tf_keras as keras
 from mlflow.tracking import MlflowClient
 
 from pipelines import clean, gan, split, tracking, workspace
-from tests.conftest import tiny_config
+from tests.conftest import TINY, tiny_config
 
 GAN = ["gan.epochs=3", "gan.sample_every=1", "gan.batch_size=32", "gan.latent_dim=8", "gan.base_filters=4"]
 
@@ -67,3 +74,31 @@ def test_conditional_gan_takes_labels_and_reports_label_accuracy(tmp_path):
     assert (result.folder / "generated_class_histogram.png").is_file()
     generator = keras.models.load_model(result.folder / "generator.keras")
     assert [tuple(tensor.shape) for tensor in generator.inputs] == [(None, 8), (None,)]
+
+
+def test_gan_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
+    settings = [*TINY, f"runtime.root={tmp_path}", *GAN, "gan.epochs=40"]
+    config = tiny_config(tmp_path, *GAN, "gan.epochs=40")
+    clean.run(config)
+    split.run(config)
+    command = [sys.executable, "-m", "pipelines", "gan", *[item for s in settings for item in ("--set", s)]]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup_root = workspace.stage_dir(tmp_path, config.experiment, "gan").parent / ".backup"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
+        time.sleep(0.2)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert list(backup_root.rglob("checkpoint")), "no checkpoint was written before the kill"
+    assert not workspace.stage_dir(tmp_path, config.experiment, "gan").exists()
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    epoch = int(re.search(r"resuming from checkpoint at epoch (\d+)", resumed.stdout).group(1))
+    assert 1 <= epoch < 40
+    tracking.configure(config)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.experiment).experiment_id
+    latest = client.search_runs([experiment], "tags.stage = 'gan'", order_by=["attributes.start_time DESC"])[0]
+    steps = [point.step for point in client.get_metric_history(latest.info.run_id, "gan/d_loss")]
+    assert min(steps) == epoch and max(steps) == 39  # only the epochs after the checkpoint were trained
