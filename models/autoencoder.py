@@ -22,40 +22,40 @@ def build_encoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], n
     return keras.Model(inputs, keras.layers.Flatten(name="features")(x), name=name)
 
 
+def _decoder(code, filters: tuple[int, ...], input_shape: tuple[int, int, int]):
+    """Flat code -> image in [0, 1]: reshape to the encoder's last map, then one 2x transposed convolution per
+    encoder block (in reverse) and a sigmoid reconstruction."""
+    height, width, channels = input_shape
+    scale = 2 ** len(filters)
+    x = keras.layers.Reshape((height // scale, width // scale, filters[-1]), name="unflatten")(code)
+    for index, width_out in enumerate(reversed(filters)):
+        x = keras.layers.Conv2DTranspose(width_out, 3, strides=2, padding="same", activation="relu",
+                                         name=f"up{index}")(x)
+    return keras.layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
+
+
 def build_denoising_autoencoder(filters: tuple[int, ...], input_shape: tuple[int, int, int],
                                 noise_std: float) -> tuple[keras.Model, keras.Model]:
     """(autoencoder, encoder): noise (active only in training) -> encoder -> decoder -> clean image in [0, 1].
 
     Train it with the clean image scaled to [0, 1] as the target.
     """
-    height, width, channels = input_shape
     encoder = build_encoder(filters, input_shape)
     inputs = keras.Input(shape=input_shape, name="image")
-    noisy = keras.layers.GaussianNoise(noise_std, name="noise")(inputs)
-    code = encoder(noisy)
-    scale = 2 ** len(filters)
-    x = keras.layers.Reshape((height // scale, width // scale, filters[-1]), name="unflatten")(code)
-    for index, width_out in enumerate(reversed(filters)):
-        x = keras.layers.Conv2DTranspose(width_out, 3, strides=2, padding="same", activation="relu",
-                                         name=f"up{index}")(x)
-    outputs = keras.layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
-    return keras.Model(inputs, outputs, name="denoising_autoencoder"), encoder
+    code = encoder(keras.layers.GaussianNoise(noise_std, name="noise")(inputs))
+    return keras.Model(inputs, _decoder(code, filters, input_shape), name="denoising_autoencoder"), encoder
 
 
 def build_latent_autoencoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], latent_dim: int,
                              noise_std: float) -> tuple[keras.Model, keras.Model]:
     """(autoencoder, encoder) with a `latent_dim`-wide dense bottleneck (2 for a plot of the latent space):
     noise (training only) -> conv encoder -> Dense(latent_dim) -> decoder -> image in [0, 1]."""
-    height, width, channels = input_shape
+    height, width, _ = input_shape
     scale = 2 ** len(filters)
     inputs = keras.Input(shape=input_shape, name="image")
     noisy = keras.layers.GaussianNoise(noise_std, name="noise")(inputs)
     code = keras.layers.Dense(latent_dim, name="latent")(build_encoder(filters, input_shape)(noisy))
-    encoder = keras.Model(inputs, code, name="latent_encoder")
-    x = keras.layers.Dense((height // scale) * (width // scale) * filters[-1], activation="relu", name="expand")(code)
-    x = keras.layers.Reshape((height // scale, width // scale, filters[-1]), name="unflatten")(x)
-    for index, width_out in enumerate(reversed(filters)):
-        x = keras.layers.Conv2DTranspose(width_out, 3, strides=2, padding="same", activation="relu",
-                                         name=f"up{index}")(x)
-    outputs = keras.layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
-    return keras.Model(inputs, outputs, name="latent_autoencoder"), encoder
+    expanded = keras.layers.Dense((height // scale) * (width // scale) * filters[-1], activation="relu",
+                                  name="expand")(code)
+    return (keras.Model(inputs, _decoder(expanded, filters, input_shape), name="latent_autoencoder"),
+            keras.Model(inputs, code, name="latent_encoder"))

@@ -82,11 +82,6 @@ def generate(settings: config_module.SegmentConfig) -> SegmentationData:
     return SegmentationData(*sides[0], *sides[1], names)
 
 
-def resolve(folder: str, root: Path) -> Path:
-    path = Path(folder)
-    return path if path.is_absolute() else Path(root) / path
-
-
 def load_folders(settings: config_module.SegmentConfig, root: Path) -> SegmentationData:
     """A user's image/mask pairs, resized to the canvas (images bilinear, masks nearest), split seeded.
 
@@ -94,7 +89,7 @@ def load_folders(settings: config_module.SegmentConfig, root: Path) -> Segmentat
         FileNotFoundError: a folder, or an image's mask, is missing (named).
         ValueError: an unreadable file, or a mask value outside [0, num_classes), naming the file.
     """
-    images_dir, masks_dir = resolve(settings.images_dir, root), resolve(settings.masks_dir, root)
+    images_dir, masks_dir = Path(root) / settings.images_dir, Path(root) / settings.masks_dir  # absolute stays
     for name, folder in (("images_dir", images_dir), ("masks_dir", masks_dir)):
         if not folder.is_dir():
             raise FileNotFoundError(f"segment.{name}: no folder {folder}")

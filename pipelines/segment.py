@@ -20,7 +20,7 @@ from sklearn.metrics import confusion_matrix
 
 from models import unet
 from pipelines import config as config_module
-from pipelines import segdata, stage, tracking, workspace
+from pipelines import segdata, sources, stage, tracking, workspace
 
 
 def dice_loss(y_true: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
@@ -117,12 +117,8 @@ def _inputs(config: config_module.Config) -> dict:
     settings = config.segment
     if settings.source == "generated":
         return {"generator": f"scikit-learn {sklearn.__version__} digits"}
-    files = {}
-    for name in ("images_dir", "masks_dir"):
-        folder = segdata.resolve(getattr(settings, name), config.root)
-        files[name] = {path.name: workspace.sha256_file(path) for path in sorted(folder.glob("*"))
-                       if path.is_file()} if folder.is_dir() else {}
-    return {"files": workspace.fingerprint(files)}
+    return {name: sources.folder_fingerprint(Path(config.root) / getattr(settings, name))
+            for name in ("images_dir", "masks_dir")}
 
 
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:

@@ -238,15 +238,21 @@ def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
     return keep_classes(raw, data.classes) if data.classes else raw
 
 
+def folder_fingerprint(folder: Path) -> str:
+    """Changes whenever a file under `folder` is added, removed or rewritten (names, sizes and times; no reads)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def fingerprint(data: config_module.DataConfig, root: Path) -> str:
     """Changes whenever the raw input changes: file list, sizes and times for a folder, bytes for a CSV."""
     digest = hashlib.sha256(data.source.encode())
     if data.source == "image_folder":
-        folder = Path(root) / data.path
-        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-            if path.is_file():
-                stat = path.stat()
-                digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(folder_fingerprint(Path(root) / data.path).encode())
     elif data.source == "csv" and (Path(root) / data.path).is_file():
         digest.update((Path(root) / data.path).read_bytes())
     else:

@@ -6,6 +6,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests write their own store under tmp_path
 
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 from pipelines import config as config_module  # noqa: E402
@@ -27,6 +33,26 @@ TINY = [
 def tiny_config(root, *overrides):
     """The default config shrunk for a test: tiny model, few epochs, everything written under `root`."""
     return config_module.load(None, [*TINY, f"runtime.root={root}", *overrides])
+
+
+def stage_command(stage: str, settings: list[str]) -> list[str]:
+    """`python -m pipelines <stage> --set ...` for a subprocess."""
+    return [sys.executable, "-m", "pipelines", stage, *[item for setting in settings for item in ("--set", setting)]]
+
+
+def sigkill_after_first_checkpoint(command: list[str], backup_root: Path, timeout: float = 180) -> None:
+    """Starts `command`, waits until a `checkpoint` file appears under `backup_root`, then SIGKILLs it.
+
+    Raises:
+        AssertionError: no checkpoint was written within `timeout` seconds.
+    """
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert list(backup_root.rglob("checkpoint")), "no checkpoint was written before the kill"
 
 
 @pytest.fixture

@@ -1,11 +1,7 @@
 """The DCGAN stage: real custom-loop training on tiny data, samples logged, and resume after a kill."""
 
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +9,7 @@ import tf_keras as keras
 from mlflow.tracking import MlflowClient
 
 from pipelines import clean, gan, split, tracking, workspace
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, sigkill_after_first_checkpoint, stage_command, tiny_config
 
 GAN = ["gan.epochs=3", "gan.sample_every=1", "gan.batch_size=32", "gan.latent_dim=8", "gan.base_filters=4"]
 
@@ -81,15 +77,9 @@ def test_gan_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     config = tiny_config(tmp_path, *GAN, "gan.epochs=40")
     clean.run(config)
     split.run(config)
-    command = [sys.executable, "-m", "pipelines", "gan", *[item for s in settings for item in ("--set", s)]]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = stage_command("gan", settings)
     backup_root = workspace.stage_dir(tmp_path, config.experiment, "gan").parent / ".backup"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
-        time.sleep(0.2)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    assert list(backup_root.rglob("checkpoint")), "no checkpoint was written before the kill"
+    sigkill_after_first_checkpoint(command, backup_root)
     assert not workspace.stage_dir(tmp_path, config.experiment, "gan").exists()
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -1,10 +1,8 @@
 """The training toolbox, the backbones registry, augmentation, NaN guard, resume after SIGKILL, MirroredStrategy."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from models import autoencoder, backbones, resnet
 from pipelines import augment, clean, fitting, split, stage, tracking, workspace
 from pipelines import config as config_module
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, sigkill_after_first_checkpoint, stage_command, tiny_config
 
 
 def _split_data(root, *overrides):
@@ -129,15 +127,9 @@ def test_killed_training_resumes_and_its_run_is_not_left_running(tmp_path):
     config = tiny_config(tmp_path, "train.epochs=60", "train.patience=60")
     clean.run(config)
     split.run(config)
-    command = [sys.executable, "-m", "pipelines", "train", *[item for s in settings for item in ("--set", s)]]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = stage_command("train", settings)
     backup_root = workspace.stage_dir(tmp_path, config.experiment, "train").parent / ".backup"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
-        time.sleep(0.2)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    assert list(backup_root.rglob("checkpoint")), "no backup was written before the kill"
+    sigkill_after_first_checkpoint(command, backup_root)
     tracking.configure(config)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(config.experiment).experiment_id
