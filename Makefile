@@ -7,13 +7,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN := $(PY) -m pipelines
-STAGES := analyze clean-data split train tune export evaluate
+# The stage targets come from the one stage registry (pipelines/stages/__init__.py, standard library only):
+# pairs of make-target:stage, e.g. clean-data:clean.
+STAGE_PAIRS := $(shell $(PYTHON) -m pipelines.stages targets)
+STAGE_TARGETS := $(foreach pair,$(STAGE_PAIRS),$(firstword $(subst :, ,$(pair))))
+stage_of = $(lastword $(subst :, ,$(filter $(1):%,$(STAGE_PAIRS))))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup pipeline $(STAGES) gan sr denoise segment ui test test-all bench lint clean
+.PHONY: help setup pipeline $(STAGE_TARGETS) ui test test-fast bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
+	@echo "stages (make <stage>; python -m pipelines <stage> --help lists every option):"
+	@$(PYTHON) -m pipelines.stages help
 	@echo "  CONFIG=$(CONFIG) (override: make train CONFIG=configs/x.yaml ARGS='--set train.epochs=3 --force')"
 
 $(STAMP): pyproject.toml
@@ -27,38 +33,18 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies (quick when 
 pipeline: setup ## every stage on $(CONFIG) as one MLflow parent run
 	$(RUN) all --config $(CONFIG) $(ARGS)
 
-analyze: setup ## profile the raw data (balance, ranges, duplicates, baseline)
-	$(RUN) analyze --config $(CONFIG) $(ARGS)
-clean-data: setup ## the clean stage: canonical images and drop rules, with a cleaning log
-	$(RUN) clean --config $(CONFIG) $(ARGS)
-split: setup ## stratified seeded split manifest; normalizer fitted on train
-	$(RUN) split --config $(CONFIG) $(ARGS)
-train: setup ## train the configured model and register it as champion
-	$(RUN) train --config $(CONFIG) $(ARGS)
-tune: setup ## random search on validation data; best model becomes champion
-	$(RUN) tune --config $(CONFIG) $(ARGS)
-export: setup ## TF-Lite variants validated on LiteRT, and the edge bundle
-	$(RUN) export --config $(CONFIG) $(ARGS)
-evaluate: setup ## the test split, exactly once (ARGS=--reuse-test to override, tagged)
-	$(RUN) evaluate --config $(CONFIG) $(ARGS)
-gan: setup ## DCGAN on the training split with a custom GradientTape loop
-	$(RUN) gan --config $(CONFIG) $(ARGS)
-sr: setup ## super-resolution x2 on scikit-image's photographs, PSNR/SSIM against bicubic
-	$(RUN) sr --config $(CONFIG) $(ARGS)
-denoise: setup ## denoising autoencoder on the training images; PSNR gain, 2-D latent plot
-	$(RUN) denoise --config $(CONFIG) $(ARGS)
-segment: setup ## U-Net against an encoder-decoder without skips on digits-on-canvas masks
-	$(RUN) segment --config $(CONFIG) $(ARGS)
+$(STAGE_TARGETS): setup
+	$(RUN) $(call stage_of,$@) --config $(CONFIG) $(ARGS)
 
 ui: setup ## MLflow UI over the project's store on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
 
-test: setup ## the fast tests
-	$(PY) -m pytest -m "not slow" $(ARGS)
-
-test-all: setup ## every test, slow ones too
+test: setup ## every test (what CI runs)
 	$(PY) -m pytest $(ARGS)
+
+test-fast: setup ## the tests not marked slow, for the edit-run loop (under 3 minutes)
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 bench: setup ## run bench/ and write bench/results.json
 	$(PY) -m bench $(ARGS)

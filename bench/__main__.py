@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import workspace
+from pipelines.core import workspace
 
 BENCHMARKS = ("pipeline", "data", "transfer", "search", "export", "gan", "architectures")
 RESULTS = Path(__file__).parent / "results.json"

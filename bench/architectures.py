@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipelines import clean, denoise, segment, split
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.stages import clean, denoise, segment, split
 
 WORK = Path(__file__).parent / ".work" / "architectures"
 

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pipelines import analyze, clean, split
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.stages import analyze, clean, split
 
 IMAGES = 10_000
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from deploy.edge.predict import LiteRTModel
 from pipelines import __main__ as cli
-from pipelines import workspace
+from pipelines.core import workspace
 
 WORK = Path(__file__).parent / ".work" / "export"
 VARIANTS = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, pqat_int8, clustered_int8]"

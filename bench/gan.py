@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipelines import clean, fitting, gan, split, sr, workspace
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+from pipelines.stages import clean, gan, split, sr
+from pipelines.training import fitting
 
 WORK = Path(__file__).parent / ".work" / "gan"
 

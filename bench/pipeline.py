@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import workspace
+from pipelines.core import workspace
 
 CONFIG = "configs/digits.yaml"
 

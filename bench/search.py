@@ -8,8 +8,10 @@ import shutil
 import time
 from pathlib import Path
 
-from pipelines import clean, search, split, tune, workspace
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+from pipelines.stages import clean, split, tune
+from pipelines.training import search
 
 WORK = Path(__file__).parent / ".work" / "search"
 BUDGET = 8

@@ -21,11 +21,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 import models
-from models import backbones
 from models import transfer as transfer_models
 from pipelines import __main__ as cli
-from pipelines import augment, fitting, pretrain, workspace
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+from pipelines.data import augment, splits
+from pipelines.training import transfer
 
 WORK = Path(__file__).parent / ".work" / "transfer"
 BATCH = 128  # the same for both timings
@@ -40,22 +41,19 @@ def _pipeline(config_file: str, *stages: str, extra: tuple[str, ...] = ()) -> co
     return config_module.load(config_file, overrides)
 
 
-def _epoch_speedup(config: config_module.Config, data: fitting.SplitData) -> float:
-    backbone = backbones.load(config.model.backbone, data.x["train"].shape[1:], config.root,
-                              pretrain.backbone_path(config))
+def _epoch_speedup(config: config_module.Config, data: splits.SplitData) -> float:
+    backbone = transfer.load_backbone(config, data.x["train"].shape[1:])
     features = backbone(tf.constant(data.x["train"], tf.float32), training=False).numpy()
     head = transfer_models.build_head(config.model, features.shape[1], data.num_outputs, data.task)
     model = transfer_models.build_transfer(backbone, head, data.x["train"].shape[1:])
     steps = len(features) // BATCH  # a whole epoch per tf.function call: Keras's per-step overhead out of both
     for network in (head, model):
         network.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=steps)
-    from pipelines import transfer
-
     cached, through = transfer.head_epoch_seconds(head, model, features, data.x["train"], data.y["train"], BATCH)
     return through / cached
 
 
-def _throughput_ratio(config: config_module.Config, data: fitting.SplitData) -> float:
+def _throughput_ratio(config: config_module.Config, data: splits.SplitData) -> float:
     """Images per second of a training epoch with the config's augmentation over one without."""
     model = models.architectures()["small_cnn"](config_module.ModelConfig(), data.x["train"].shape[1:],
                                                          data.num_outputs, {"mean": [0.0], "variance": [1.0]})
@@ -74,12 +72,12 @@ def run() -> dict:
     shutil.rmtree(WORK, ignore_errors=True)
     config = _pipeline("configs/digits_transfer.yaml", "clean", "split", "pretrain", "train")
     train = workspace.read_manifest(workspace.stage_dir(WORK, config.experiment, "train"))["metrics"]
-    data = fitting.load_split(workspace.stage_dir(WORK, config.experiment, "split"))
+    data = splits.load_split(workspace.stage_dir(WORK, config.experiment, "split"))
     small_speedup, ratio = _epoch_speedup(config, data), _throughput_ratio(config, data)
     wide = _pipeline("configs/digits_transfer.yaml", "clean", "split", "pretrain", extra=(
         "experiment=digits_transfer_wide", "data.image_size=32", "model.backbone.filters=[64, 128, 256]",
         "model.backbone.pretrain_epochs=2"))
-    speedup = _epoch_speedup(wide, fitting.load_split(workspace.stage_dir(WORK, wide.experiment, "split")))
+    speedup = _epoch_speedup(wide, splits.load_split(workspace.stage_dir(WORK, wide.experiment, "split")))
     target = _pipeline("configs/digits_5to9.yaml", "clean", "split", "pretrain", "train", "tune", "export",
                        "evaluate", extra=("search.n_trials=0",))  # the frozen-backbone model as trained
     report = workspace.read_json(workspace.stage_dir(WORK, target.experiment, "evaluate") / "test_report.json")

@@ -5,13 +5,10 @@ recipe: per-tensor RMSE divided by the quantization scale)."""
 from __future__ import annotations
 
 import io
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import pandas as pd
+import tensorflow as tf
 
 
 def _converter(model, representative: np.ndarray):

@@ -1,6 +1,16 @@
-"""Architectures only: `build_*(config, ...) -> uncompiled keras.Model`; no I/O, no training."""
+"""Architectures only: `build_*(settings, ...) -> uncompiled keras.Model`; no I/O, no training.
 
+This package is also the one place that picks the project's Keras, because every package that touches Keras
+imports it first (`pipelines` and `deploy` do so in their `__init__`): Keras 2 through `tf_keras`.
+tensorflow-model-optimization and tensorflow-hub support only Keras 2, so `TF_USE_LEGACY_KERAS=1` must be set
+before TensorFlow is first imported; then `tf.keras`, hub, tfmot and MLflow's TensorFlow flavor all see the
+same Keras. TensorFlow's C++ info and warning lines are silenced (errors still print); `load_tensorflow`
+imports it without its start-up chatter, for a clean terminal.
+"""
+
+import contextlib
 import os
+import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,3 +21,31 @@ def architectures() -> dict:
     from models import cnn, mlp, resnet
 
     return {"small_cnn": cnn.build_small_cnn, "resnet": resnet.build_resnet, "mlp": mlp.build_mlp}
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Sends what C++ code writes to file descriptor 2 to /dev/null for the block: TensorFlow's start-up
+    chatter (the absl pre-init banner, oneDNN and CUDA-probe lines on a CPU machine) and the TF-Lite
+    converter's progress lines. Python exceptions still propagate, with their messages, after the block."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def load_tensorflow() -> None:
+    """Imports TensorFlow and probes its devices quietly (see `native_stderr_silenced`), and keeps its Python
+    logger to errors (tf.function retracing notes are not for users). A no-op once TensorFlow is loaded."""
+    if "tensorflow" in sys.modules:
+        return
+    with native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    tf.get_logger().setLevel("ERROR")

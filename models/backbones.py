@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras as keras
 
-from pipelines.config import PROJECT_BACKBONES, BackboneConfig
+from models.settings import BackboneSettings
 
 CUSTOM_OBJECTS = {"KerasLayer": hub.KerasLayer}  # what a saved model with a hub layer needs to load back
 
@@ -28,17 +28,20 @@ def save_for_hub(encoder: keras.Model, path: Path) -> None:
     tf.saved_model.save(encoder, str(path))
 
 
-def resolve_handle(backbone: BackboneConfig, root: Path, pretrained: Path | None) -> str:
+def resolve_handle(backbone: BackboneSettings, root: Path, pretrained: Path | None) -> str:
     """The handle hub.KerasLayer gets: the project's SavedModel, a local path under root, or the text as given."""
-    if backbone.kind in PROJECT_BACKBONES:
-        if pretrained is None or not Path(pretrained).is_dir():
-            raise RuntimeError(f"model.backbone.kind '{backbone.kind}': no pretrained backbone; run 'pretrain' first")
+    if pretrained is not None:
+        if not Path(pretrained).is_dir():
+            raise FileNotFoundError(f"model.backbone.kind '{backbone.kind}': no SavedModel at {pretrained}")
         return str(pretrained)
+    if backbone.kind != "hub":
+        raise ValueError(f"model.backbone.kind '{backbone.kind}': a project backbone needs its pretrained "
+                         "SavedModel; run 'pretrain' first")
     local = Path(root) / backbone.handle
     return str(local) if local.exists() else backbone.handle
 
 
-def _application(backbone: BackboneConfig, input_shape: tuple[int, ...], root: Path) -> keras.Model:
+def _application(backbone: BackboneSettings, input_shape: tuple[int, ...], root: Path) -> keras.Model:
     builder = getattr(keras.applications, backbone.application, None)
     if builder is None:
         raise ValueError(f"model.backbone.application: keras.applications has no '{backbone.application}'")
@@ -55,7 +58,7 @@ def _application(backbone: BackboneConfig, input_shape: tuple[int, ...], root: P
     return keras.Model(inputs, base(x, training=False), name="backbone")
 
 
-def load(backbone: BackboneConfig, input_shape: tuple[int, ...], root: Path,
+def load(backbone: BackboneSettings, input_shape: tuple[int, ...], root: Path,
          pretrained: Path | None = None) -> keras.layers.Layer:
     """The frozen backbone as a Keras layer (or model) mapping images in [0, 255] to a feature vector."""
     if backbone.kind == "applications":

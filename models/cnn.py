@@ -5,10 +5,10 @@ from __future__ import annotations
 import tf_keras as keras
 
 from models import layers
-from pipelines.config import ModelConfig
+from models.settings import ModelSettings
 
 
-def build_small_cnn(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
+def build_small_cnn(config: ModelSettings, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
                     task: str = "classification") -> keras.Model:
     """Conv(-BatchNorm)-ReLU-MaxPool blocks, an optional 1x1 bottleneck, dropout, a dense layer and the head.
 

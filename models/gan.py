@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from pipelines.config import GanConfig
+from models.settings import GanSettings
 
 
-def build_generator(config: GanConfig, image_shape: tuple[int, int, int], num_classes: int = 0) -> keras.Model:
+def build_generator(config: GanSettings, image_shape: tuple[int, int, int], num_classes: int = 0) -> keras.Model:
     """Noise (latent_dim,) [and a class label] -> image of `image_shape` in [-1, 1], upsampled twice by strided
     transposed convolutions. Conditional: a learned embedding of the label is concatenated to the noise."""
     height, width, channels = image_shape
@@ -32,7 +32,7 @@ def build_generator(config: GanConfig, image_shape: tuple[int, int, int], num_cl
     return keras.Model(inputs if num_classes else noise, image, name="generator")
 
 
-def build_discriminator(config: GanConfig, image_shape: tuple[int, int, int], num_classes: int = 0) -> keras.Model:
+def build_discriminator(config: GanSettings, image_shape: tuple[int, int, int], num_classes: int = 0) -> keras.Model:
     """Image in [-1, 1] [and a class label] -> one logit (real > 0 > fake); no sigmoid, the loss works on
     logits. Conditional: the label's learned embedding is reshaped to one extra image channel."""
     height, width, _ = image_shape

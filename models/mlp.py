@@ -5,10 +5,10 @@ from __future__ import annotations
 import tf_keras as keras
 
 from models import layers
-from pipelines.config import ModelConfig
+from models.settings import ModelSettings
 
 
-def build_mlp(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
+def build_mlp(config: ModelSettings, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
               task: str = "classification") -> keras.Model:
     """Normalization, `hidden_layers` dense ReLU layers of `dense_units` with dropout, then the head.
 

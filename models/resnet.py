@@ -5,10 +5,10 @@ from __future__ import annotations
 import tf_keras as keras
 
 from models import layers
-from pipelines.config import ModelConfig
+from models.settings import ModelSettings
 
 
-def residual_block(x, filters: int, stride: int, config: ModelConfig, name: str):
+def residual_block(x, filters: int, stride: int, config: ModelSettings, name: str):
     """Two 3x3 convolutions with batch norm; the input is added back (through a 1x1 projection if shapes differ)."""
     regularizer = layers.regularizer(config)
     shortcut = x
@@ -26,7 +26,7 @@ def residual_block(x, filters: int, stride: int, config: ModelConfig, name: str)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def build_resnet(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
+def build_resnet(config: ModelSettings, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
                  task: str = "classification") -> keras.Model:
     """Stem convolution, one residual block per entry of `filters` (stride 2 after the first), an optional
     1x1 bottleneck (`bottleneck` filters), global average pooling, dropout and the head."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import tf_keras as keras
 
 from models import layers
-from pipelines.config import ModelConfig
+from models.settings import ModelSettings
 
 
-def build_head(config: ModelConfig, feature_dim: int, num_outputs: int, task: str) -> keras.Model:
+def build_head(config: ModelSettings, feature_dim: int, num_outputs: int, task: str) -> keras.Model:
     """Features -> dropout -> dense -> dropout -> head; trained alone on cached features, or on the backbone."""
     features = keras.Input(shape=(feature_dim,), name="features")
     x = keras.layers.Dropout(config.dropout_rate, name="head_dropout0")(features)

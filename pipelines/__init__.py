@@ -1,14 +1,11 @@
-"""The pipeline's stages: analyze, clean, split, pretrain, train, tune, export, evaluate, and gan.
+"""The pipeline: `stages/` (one module per stage) on top of the library (`core/`, `data/`, `training/`).
 
-Keras 2 through `tf_keras` is the one Keras of this project: tensorflow-model-optimization and
-tensorflow-hub support only Keras 2. `TF_USE_LEGACY_KERAS=1` is set before TensorFlow is first imported so
-that `tf.keras`, hub, tfmot and MLflow's TensorFlow flavor all see that same Keras.
+Importing the package picks the project's one Keras (Keras 2 through `tf_keras`, see `models/__init__.py`)
+before TensorFlow loads, and makes plots files, never windows.
 """
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files, never windows
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is first imported)
 
-STAGES = ("analyze", "clean", "split", "pretrain", "train", "tune", "export", "evaluate")
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -2,8 +2,6 @@
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests write their own store under tmp_path
 
 import signal  # noqa: E402
@@ -14,7 +12,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipelines import config as config_module  # noqa: E402
+from pipelines.core import config as config_module  # noqa: E402
 
 TINY = [
     "data.image_size=8",

@@ -6,7 +6,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from models import autoencoder, unet
-from pipelines import clean, denoise, segdata, segment, split, tracking
+from pipelines.core import tracking
+from pipelines.data import segmentation
+from pipelines.stages import clean, denoise, segment, split
 from tests.conftest import tiny_config
 
 SEGMENT = ["segment.canvas_size=16", "segment.train_canvases=40", "segment.val_canvases=12",
@@ -54,14 +56,14 @@ def test_dice_loss_is_zero_when_right_and_near_one_when_wrong():
 
 def test_generated_canvases_are_seeded_and_labelled_where_digits_are():
     settings = tiny_config(".", *SEGMENT).segment
-    first, second = segdata.generate(settings), segdata.generate(settings)
+    first, second = segmentation.generate(settings), segmentation.generate(settings)
     assert first.x_train.shape == (40, 16, 16, 1) and first.y_val.shape == (12, 16, 16)
     np.testing.assert_array_equal(first.x_train, second.x_train)
     np.testing.assert_array_equal(first.y_val, second.y_val)
     assert first.y_train.max() <= 10 and len(first.class_names) == 11
     digit_pixels = first.x_train[..., 0][first.y_train > 0].astype(float)
     assert digit_pixels.mean() > first.x_train[..., 0][first.y_train == 0].mean() + 60  # strokes are bright
-    other = segdata.generate(tiny_config(".", *SEGMENT, "segment.seed=1").segment)
+    other = segmentation.generate(tiny_config(".", *SEGMENT, "segment.seed=1").segment)
     assert not np.array_equal(first.x_train, other.x_train)
 
 
@@ -81,15 +83,15 @@ def test_user_folders_of_images_and_masks_load_and_bad_pairs_are_named(tmp_path)
     images, masks = _write_pairs(tmp_path, 5)
     overrides = [*SEGMENT, "segment.source=folders", f"segment.images_dir={images}", f"segment.masks_dir={masks}",
                  "segment.num_classes=3", "segment.val_fraction=0.4"]
-    data = segdata.load(tiny_config(tmp_path, *overrides).segment, tmp_path)
+    data = segmentation.load(tiny_config(tmp_path, *overrides).segment, tmp_path)
     assert data.x_train.shape == (3, 16, 16, 1) and data.y_val.shape == (2, 16, 16)
     assert set(np.unique(data.y_train)) == {0, 1}  # nearest resizing keeps class indices
     (masks / "item2.png").unlink()
     with pytest.raises(FileNotFoundError, match="item2.png has no mask"):
-        segdata.load(tiny_config(tmp_path, *overrides).segment, tmp_path)
+        segmentation.load(tiny_config(tmp_path, *overrides).segment, tmp_path)
     bad_images, bad_masks = _write_pairs(tmp_path / "bad", 3, mask_value=7)
     with pytest.raises(ValueError, match=r"item0.png holds class 7, but segment.num_classes is 3"):
-        segdata.load(tiny_config(tmp_path, *overrides[:-3], f"segment.images_dir={bad_images}",
+        segmentation.load(tiny_config(tmp_path, *overrides[:-3], f"segment.images_dir={bad_images}",
                                  f"segment.masks_dir={bad_masks}", "segment.num_classes=3").segment, tmp_path)
 
 

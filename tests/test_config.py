@@ -1,11 +1,14 @@
 import dataclasses
+import importlib
+import re
 from pathlib import Path
 
 import pytest
 
 from pipelines import __main__ as cli
-from pipelines import config as config_module
-from pipelines.config import ConfigError
+from pipelines.core import config as config_module
+from pipelines.core.config import ConfigError
+from pipelines.stages import BY_NAME
 
 
 @pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda path: path.name)
@@ -91,9 +94,38 @@ def test_cli_fails_before_any_work(tmp_path, capsys):
 
 
 def test_every_stage_has_help(capsys):
-    for stage in (*cli.DESCRIPTIONS,):
+    for stage in [*BY_NAME, "all"]:
         with pytest.raises(SystemExit) as done:
             cli.main([stage, "--help"])
         assert done.value.code == 0
         text = capsys.readouterr().out
         assert "--set KEY=VALUE" in text and "train.learning_rate" in text
+
+
+def test_user_errors_are_one_line_and_bugs_show_their_traceback_with_debug(tmp_path, capsys, monkeypatch):
+    root = f"runtime.root={tmp_path}"
+    assert cli.main(["train", "--set", root]) == 1  # a stage run out of order: the user can fix it
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"error: train: no outputs of stage 'split' in .*; run 'split' first",
+                                            lines[0])
+
+    def broken(config, force=False):
+        raise KeyError("a bug, not the user's doing")
+
+    monkeypatch.setattr(importlib.import_module("pipelines.stages.analyze"), "run", broken)
+    assert cli.main(["analyze", "--set", root]) == 1
+    text = capsys.readouterr().err
+    assert "unexpected error: KeyError" in text and "--debug" in text and "Traceback" not in text
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["analyze", "--set", root, "--debug"])
+    monkeypatch.setenv("PIPELINES_DEBUG", "1")
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["analyze", "--set", root])
+
+
+def test_folds_and_the_cross_validated_objective_must_agree_at_load():
+    with pytest.raises(ConfigError, match=r"split.folds: must be 0 .* or >= 2.*search.objective is 'cv'"):
+        config_module.from_dict({"split": {"folds": 1}, "search": {"objective": "cv"}})
+    with pytest.raises(ConfigError, match=r"search.objective: 'cv' needs split.folds >= 2, got split.folds=0"):
+        config_module.from_dict({"search": {"objective": "cv"}})
+    assert config_module.from_dict({"split": {"folds": 3}, "search": {"objective": "cv"}}).split.folds == 3

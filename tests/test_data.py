@@ -9,8 +9,10 @@ import pytest
 import skimage.data
 from PIL import Image, ImageEnhance
 
-from pipelines import analyze, clean, split, workspace
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+from pipelines.data import splits
+from pipelines.stages import analyze, clean, split
 from tests.conftest import tiny_config
 
 CLASS_A = ["astronaut", "camera", "coffee", "chelsea", "rocket", "moon", "colorwheel", "retina"]
@@ -80,7 +82,7 @@ def test_image_folder_clean_and_split_keep_near_duplicates_together(image_folder
                        "b/coins.png": "drop_label_conflicts"}
     x, = workspace.load_arrays(result.folder, "clean", "x")
     assert x.shape[1:] == (16, 16, 3) and x.dtype == np.uint8
-    manifest = workspace.read_json(split.run(config).folder / split.MANIFEST)
+    manifest = workspace.read_json(split.run(config).folder / splits.MANIFEST)
     by_id = {item["id"]: item for item in manifest["items"]}
     family = [item_id for item_id in by_id if item_id.startswith("a/astronaut")]
     assert len(family) == 5 and len({by_id[item_id]["split"] for item_id in family}) == 1
@@ -91,13 +93,13 @@ def test_leakage_check_names_the_items():
     items = [{"id": "x1", "sha256": "h1", "split": "train"}, {"id": "x2", "sha256": "h1", "split": "test"},
              {"id": "x3", "sha256": "h3", "split": "val", "cluster": 7},
              {"id": "x4", "sha256": "h4", "split": "train", "cluster": 7}]
-    with pytest.raises(split.LeakageError, match=r"content spans splits: x1 \(train\), x2 \(test\).*"
+    with pytest.raises(splits.LeakageError, match=r"content spans splits: x1 \(train\), x2 \(test\).*"
                                                  r"near-duplicate cluster spans splits: x3 \(val\), x4 \(train\)"):
-        split.check_leakage(items)
+        splits.check_leakage(items)
     temporal = [{"id": "old", "sha256": "a", "split": "test", "time": 1},
                 {"id": "new", "sha256": "b", "split": "train", "time": 5}]
-    with pytest.raises(split.LeakageError, match=r"train items \['new'\] are later"):
-        split.check_leakage(temporal, temporal=True)
+    with pytest.raises(splits.LeakageError, match=r"train items \['new'\] are later"):
+        splits.check_leakage(temporal, temporal=True)
 
 
 def _customers(path, rows: int = 240):
@@ -169,7 +171,7 @@ def test_csv_analysis_and_cleaning_apply_every_rule(tmp_path):
     assert table.loc["row-7", "age"] == 2024 - table.loc["row-7", "birth_year"]
     assert table.loc["row-12", "income"] == 0.0 and "row-16" not in table.index and "constant" not in table
 
-    manifest = workspace.read_json(split.run(config).folder / split.MANIFEST)
+    manifest = workspace.read_json(split.run(config).folder / splits.MANIFEST)
     groups = {}
     for item in manifest["items"]:
         groups.setdefault(item["group"], set()).add(item["split"])
@@ -182,8 +184,8 @@ def test_temporal_split_puts_the_latest_rows_in_test(tmp_path):
     config = _csv_config(tmp_path, strategy="temporal", folds=3)
     clean.run(config)
     manifest_folder = split.run(config).folder
-    manifest = workspace.read_json(manifest_folder / split.MANIFEST)
-    times = {name: [item["time"] for item in manifest["items"] if item["split"] == name] for name in split.SPLITS}
+    manifest = workspace.read_json(manifest_folder / splits.MANIFEST)
+    times = {name: [item["time"] for item in manifest["items"] if item["split"] == name] for name in splits.SPLITS}
     assert max(times["train"]) < min(times["val"]) <= max(times["val"]) < min(times["test"])
     fitted = {entry["column"]: entry for entry in workspace.read_json(manifest_folder / "preprocessing.json")}
     assert len(fitted["income"]["bin_edges"]) == 5 and fitted["city"]["categories"] == ["east", "north", "south"]
@@ -242,5 +244,5 @@ def test_groups_too_large_for_the_ratios_are_refused(tmp_path):
 ])
 def test_normalizer_statistics(method, scope, mean, variance):
     train = np.array([[[[1, 3], [2, 4]]], [[[1, 3], [2, 4]]]], dtype=np.uint8)  # (2, 1, 2, 2 channels)
-    statistics = split.normalizer(train, config_module.NormalizeConfig(method=method, scope=scope), False)
+    statistics = splits.normalizer(train, config_module.NormalizeConfig(method=method, scope=scope), False)
     assert statistics["mean"] == pytest.approx(mean) and statistics["variance"] == pytest.approx(variance)

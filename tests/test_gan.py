@@ -8,7 +8,8 @@ import pytest
 import tf_keras as keras
 from mlflow.tracking import MlflowClient
 
-from pipelines import clean, gan, split, tracking, workspace
+from pipelines.core import tracking, workspace
+from pipelines.stages import clean, gan, split
 from tests.conftest import TINY, sigkill_after_first_checkpoint, stage_command, tiny_config
 
 GAN = ["gan.epochs=3", "gan.sample_every=1", "gan.batch_size=32", "gan.latent_dim=8", "gan.base_filters=4"]

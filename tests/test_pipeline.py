@@ -10,9 +10,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from pipelines import STAGES, evaluate, split, tracking, workspace
 from pipelines import __main__ as cli
+from pipelines.core import tracking, workspace
+from pipelines.data import splits
+from pipelines.stages import evaluate, pipeline, split
 from tests.conftest import TINY, tiny_config
+
+STAGE_NAMES = [stage.name for stage in pipeline()]
 
 
 def _cli(root, stage, *extra):
@@ -37,7 +41,7 @@ def _runs(config):
 
 def test_every_stage_wrote_a_manifest_and_the_bundle(ran):
     root, config = ran
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         manifest = workspace.read_manifest(workspace.stage_dir(root, config.experiment, stage))
         assert manifest is not None and manifest["run_id"], stage
         assert workspace.is_fresh(workspace.stage_dir(root, config.experiment, stage), manifest["fingerprint"])
@@ -68,7 +72,7 @@ def test_mlflow_holds_one_parent_with_a_nested_run_per_stage(ran):
     assert len(parents) == 1
     children = {run.data.tags["stage"]: run for run in runs
                 if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert set(STAGES) <= set(children)
+    assert set(STAGE_NAMES) <= set(children)
     train = children["train"]
     assert train.data.params["train.epochs"] == "3"
     assert {"train/loss", "val/accuracy", "val/loss"} <= set(train.data.metrics)
@@ -94,16 +98,16 @@ def test_champion_loads_back_as_a_keras_model(ran):
 def test_split_manifest_is_byte_identical_for_the_same_config(ran, tmp_path):
     root, config = ran
     other = tiny_config(tmp_path)
-    from pipelines import clean
+    from pipelines.stages import clean
 
     clean.run(other)
     split.run(other)
-    first = workspace.stage_dir(root, config.experiment, "split") / split.MANIFEST
-    second = workspace.stage_dir(tmp_path, config.experiment, "split") / split.MANIFEST
+    first = workspace.stage_dir(root, config.experiment, "split") / splits.MANIFEST
+    second = workspace.stage_dir(tmp_path, config.experiment, "split") / splits.MANIFEST
     assert first.read_bytes() == second.read_bytes()
     manifest = workspace.read_json(first)
     by_split = {name: {item["sha256"] for item in manifest["items"] if item["split"] == name}
-                for name in split.SPLITS}
+                for name in splits.SPLITS}
     assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & by_split["val"])
 
 
@@ -154,7 +158,7 @@ def test_second_run_skips_and_test_split_is_used_once(ran):
     # A changed training config reruns train and what follows; evaluate then refuses the used test split.
     assert _cli(root, "all", "--set", "train.epochs=2") == 1
     manifests = {stage: workspace.read_manifest(workspace.stage_dir(root, config.experiment, stage))
-                 for stage in STAGES}
+                 for stage in STAGE_NAMES}
     assert manifests["train"]["config"]["train"]["epochs"] == 2
     with pytest.raises(evaluate.TestSetUsed, match="already evaluated on .* by MLflow run"):
         evaluate.run(tiny_config(root, "train.epochs=2"))

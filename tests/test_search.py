@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from pipelines import clean, search, split, tune, workspace
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+from pipelines.stages import clean, split, tune
+from pipelines.training import fitting, search
 from tests.conftest import tiny_config
 
 SPACE = {"train.learning_rate": config_module.ParamSpace(kind="log_uniform", low=1e-4, high=1e-1),
@@ -25,7 +27,8 @@ def test_grid_spans_the_top_trials_region():
 
 
 def test_median_rule_stops_a_trial_below_the_median_after_warmup():
-    rule = search.median_rule([[0.5, 0.8, 0.9], [0.4, 0.7, 0.85], [0.6, 0.9, 0.95]], True, warmup=2)
+    curves = [[0.5, 0.8, 0.9], [0.4, 0.7, 0.85], [0.6, 0.9, 0.95]]
+    rule = search.median_rule(curves, fitting.objective("classification"), warmup=2)
 
     class Model:
         stop_training = False
@@ -121,7 +124,7 @@ def test_cross_validated_objective_reports_mean_and_spread_over_the_folds(tmp_pa
 
 
 def test_augmentation_strength_scales_every_probability():
-    from pipelines import augment
+    from pipelines.data import augment
 
     settings = config_module.AugmentConfig(transforms=({"name": "HorizontalFlip"}, {"name": "Blur", "p": 0.8}),
                                            strength=1.5)

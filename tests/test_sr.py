@@ -7,8 +7,9 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 import models.sr as sr_models
-from pipelines import config as config_module
-from pipelines import sr, tracking
+from pipelines.core import config as config_module
+from pipelines.core import tracking
+from pipelines.stages import sr
 from tests.conftest import tiny_config
 
 SR = ["sr.train_images=[astronaut, moon]", "sr.eval_images=[camera, coffee]", "sr.patch_size=16",
@@ -93,7 +94,7 @@ def test_killed_sr_run_resumes_and_scores_both_phases_against_bicubic(tmp_path, 
 
 
 def test_adversarial_step_runs_compiled_under_a_mirrored_strategy(tmp_path):
-    from pipelines import fitting
+    from pipelines.training import fitting
 
     config = tiny_config(tmp_path, *SR).sr
     strategy = fitting.strategy(config_module.RuntimeConfig(strategy="mirrored"))  # one replica on this CPU

@@ -9,7 +9,7 @@ from sklearn.datasets import load_breast_cancer
 
 from deploy.edge.predict import LiteRTModel
 from pipelines import __main__ as cli
-from pipelines import workspace
+from pipelines.core import workspace
 from tests.conftest import TINY
 
 TABLE = [*TINY, "model.architecture=mlp", "model.dense_units=16", "train.epochs=20", "train.patience=5"]

@@ -11,8 +11,11 @@ import tf_keras as keras
 from mlflow.tracking import MlflowClient
 
 from models import autoencoder, backbones, resnet
-from pipelines import augment, clean, fitting, split, stage, tracking, workspace
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.core import stage, tracking, workspace
+from pipelines.data import augment, splits
+from pipelines.stages import clean, split
+from pipelines.training import fitting
 from tests.conftest import TINY, sigkill_after_first_checkpoint, stage_command, tiny_config
 
 
@@ -20,7 +23,7 @@ def _split_data(root, *overrides):
     config = tiny_config(root, *overrides)
     clean.run(config)
     split.run(config)
-    return config, fitting.load_split(workspace.stage_dir(root, config.experiment, "split"))
+    return config, splits.load_split(workspace.stage_dir(root, config.experiment, "split"))
 
 
 def test_hub_backbone_loads_a_local_savedmodel_and_matches_the_encoder(tmp_path):
@@ -105,7 +108,8 @@ def test_nan_loss_stops_training_saying_where(tmp_path):
 
 
 def test_feature_cache_is_built_once_and_the_assembled_model_matches_the_head(tmp_path, capsys):
-    from pipelines import pretrain, transfer
+    from pipelines.stages import pretrain
+    from pipelines.training import transfer
 
     overrides = ("model.architecture=transfer", "model.backbone.pretrain_epochs=1", "model.backbone.filters=[4]",
                  "transfer.method=feature_cache", "train.epochs=2",
@@ -148,16 +152,17 @@ def test_killed_training_resumes_and_its_run_is_not_left_running(tmp_path):
 MIRRORED = """
 import os, sys
 from pathlib import Path
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import pipelines  # the one Keras, before TensorFlow
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from pipelines import config as config_module, fitting
+from pipelines.core import config as config_module
+from pipelines.training import fitting
 from tests.conftest import tiny_config
 root = sys.argv[1]
 for strategy in ("default", "mirrored"):
     config = tiny_config(root, "train.epochs=8", "train.patience=8", f"runtime.strategy={strategy}")
-    data = fitting.load_split(Path(root) / "data/processed/digits/split")
+    data = splits.load_split(Path(root) / "data/processed/digits/split")
     replicas = fitting.strategy(config.runtime).num_replicas_in_sync
     model, history, scores = fitting.fit(config, data, 8, log_to_mlflow=False)
     print(strategy, replicas, scores["val/accuracy"])

@@ -5,24 +5,26 @@ import pytest
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
-from pipelines import clean, export, metrics, tune
-from pipelines import config as config_module
+from pipelines.core import config as config_module
+from pipelines.data import sources
+from pipelines.stages import clean, export, tune
+from pipelines.training import metrics
 
 
 def test_canonical_image_is_uint8_resized_with_the_configured_channels():
     raw = np.zeros((8, 8), np.uint8)
     raw[2:6, 3:5] = 255  # full-intensity block; the rest is background
-    image = clean.to_canonical(Image.fromarray(raw), 16, 1)
+    image = sources.to_canonical(Image.fromarray(raw), 16, 1)
     assert image.shape == (16, 16, 1) and image.dtype == np.uint8
     assert image[8, 8, 0] == 255 and image[:2].max() == 0 and image[:, -2:].max() == 0
     rgba = np.zeros((20, 10, 4), np.uint8)
     rgba[..., 0] = 200
     rgba[:, :5, 3] = 255  # left half opaque red, right half transparent
-    converted = clean.to_canonical(Image.fromarray(rgba, "RGBA"), 10, 3)
+    converted = sources.to_canonical(Image.fromarray(rgba, "RGBA"), 10, 3)
     assert converted.shape == (10, 10, 3)
     assert tuple(converted[5, 1]) == (200, 0, 0) and tuple(converted[5, 8]) == (0, 0, 0)
     palette = Image.fromarray(raw).convert("P")
-    assert clean.to_canonical(palette, 8, 3).shape == (8, 8, 3)
+    assert sources.to_canonical(palette, 8, 3).shape == (8, 8, 3)
 
 
 def test_drop_rules_log_duplicates_and_conflicts():
@@ -102,7 +104,7 @@ def test_regression_metrics_reproduce_a_hand_worked_case():
 
 
 def test_frechet_distance_is_zero_for_one_gaussian_and_grows_with_the_mean_shift():
-    from pipelines import fid
+    from pipelines.training import fid
 
     samples = np.random.default_rng(0).normal(size=(4000, 3))
     assert fid.frechet_distance(samples, samples) == pytest.approx(0.0, abs=1e-6)

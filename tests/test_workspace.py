@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pipelines import workspace
+from pipelines.core import workspace
 
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path):

@@ -1,0 +1,30 @@
+"""What the builders read from a config section, as typing Protocols: `models/` needs nothing from `pipelines/`,
+and any object with these attributes (the pipeline's frozen config sections, a test's namespace) will do."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ModelSettings(Protocol):
+    filters: tuple[int, ...]  # convolution filters per block (resnet: per stage)
+    dense_units: int
+    hidden_layers: int  # mlp only
+    bottleneck: int  # filters of a 1x1 convolution before the head (0: none)
+    batch_norm: bool
+    initializer: str
+    dropout_rate: float
+    l1: float
+    l2: float
+
+
+class GanSettings(Protocol):
+    latent_dim: int
+    base_filters: int
+
+
+class BackboneSettings(Protocol):
+    kind: str  # hub, applications, or one of the project's own kinds (loaded from `pretrained`)
+    handle: str
+    application: str
+    weights: str

@@ -1,0 +1,110 @@
+"""Config sections of the data stages: source, cleaning rules, split, normalization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipelines.core.config.schema import at_least, below, greater_than, one_of, option
+from pipelines.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.core.config import Config
+
+IMAGE_SOURCES = ("digits", "image_folder")
+TABLE_SOURCES = ("breast_cancer", "wine", "diabetes", "csv")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    min: float | None = option(None, "declared minimum; values below it break the rule")
+    max: float | None = option(None, "declared maximum; values above it break the rule")
+    out_of_range: str = option("missing", "what clean does with a value outside [min, max]",
+                               one_of("missing", "clip", "drop"))
+    impute: str = option("none", "how a missing value is filled (fitted on the training split)",
+                         one_of("none", "median", "most_frequent", "derive"))
+    derive_from: str = option("", "column this one follows: value = derive_offset + derive_scale * other")
+    derive_scale: float = option(1.0, "scale of the relation with derive_from")
+    derive_offset: float = option(0.0, "offset of the relation with derive_from")
+    derive_tolerance: float = option(1.0, "largest gap from the relation before a row counts as inconsistent",
+                                     at_least(0))
+    bins: int = option(0, "discretize into this many quantile bins (0 keeps the value)", at_least(0))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = option("digits", "embedded dataset, or image_folder / csv under data.path",
+                         one_of(*IMAGE_SOURCES, *TABLE_SOURCES))
+    path: str = option("", "image folder (one sub-folder per class) or CSV file, relative to runtime.root")
+    target: str = option("", "CSV target column")
+    task: str = option("auto", "classification or regression (auto: embedded sources know, CSV guesses)",
+                       one_of("auto", "classification", "regression"))
+    group_column: str = option("", "CSV column whose groups never cross splits")
+    time_column: str = option("", "CSV column that orders rows in time (split.strategy: temporal)")
+    image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
+    channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
+    classes: tuple[str, ...] = option((), "keep only these classes, by name (empty: all); labels are renumbered")
+    near_duplicate_distance: int = option(
+        10, "largest perceptual-hash Hamming distance (of 64 bits) between near-duplicate images (both sides "
+        ">= 32 px; smaller images are compared by content hash only); 0 turns it off",
+        at_least(0))
+    high_cardinality: int = option(50, "a categorical column with more distinct values is reported", at_least(2))
+    columns: dict[str, ColumnRule] = option({}, "declared rules per table column")
+
+    def check(self, config: Config) -> None:
+        if self.image_size % 4:
+            raise ConfigError(f"data.image_size: must be a multiple of 4 (two 2x pooling or upsampling steps), "
+                              f"got {self.image_size}")
+        if self.source in ("image_folder", "csv") and not self.path:
+            raise ConfigError(f"data.path: must name the {self.source.replace('_', ' ')} for source '{self.source}'")
+        if self.source == "csv" and not self.target:
+            raise ConfigError("data.target: must name the target column for source 'csv'")
+        for name, rule in self.columns.items():
+            if rule.min is not None and rule.max is not None and rule.min > rule.max:
+                raise ConfigError(f"data.columns.{name}: min must be <= max, got {rule.min:g} > {rule.max:g}")
+            if rule.impute == "derive" and not rule.derive_from:
+                raise ConfigError(f"data.columns.{name}.derive_from: must name a column for impute 'derive'")
+
+    @property
+    def is_table(self) -> bool:
+        return self.source in TABLE_SOURCES
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    drop_exact_duplicates: bool = option(True, "keep the first of identical images or rows, log the others")
+    drop_label_conflicts: bool = option(True, "drop every copy of an item that carries two labels")
+    drop_constant_columns: bool = option(True, "drop table columns with a single value")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float = option(0.15, "fraction of the data held out for validation", greater_than(0), below(1))
+    test_fraction: float = option(0.15, "fraction of the data held out for the final test", greater_than(0), below(1))
+    seed: int = option(0, "seed of the shuffle")
+    strategy: str = option("stratified", "stratified (classification), random, or temporal (data.time_column)",
+                           one_of("stratified", "random", "temporal"))
+    group: str = option("none", "also keep each data.group_column group in one split (duplicate and "
+                        "near-duplicate images are always kept together)", one_of("none", "column"))
+    folds: int = option(0, "k folds over train+val for search.objective: cv (0: none, else >= 2)", at_least(0))
+
+    def check(self, config: Config) -> None:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(f"split: val_fraction + test_fraction must be < 0.9, got "
+                              f"{self.val_fraction + self.test_fraction:g}")
+        if self.strategy == "temporal" and not config.data.time_column:
+            raise ConfigError("split.strategy: 'temporal' needs data.time_column")
+        if self.group == "column" and not config.data.group_column:
+            raise ConfigError("split.group: 'column' needs data.group_column")
+        if self.folds == 1:
+            raise ConfigError(f"split.folds: must be 0 (no folds) or >= 2 (k-fold cross-validation, what "
+                              f"search.objective: cv uses), got 1; search.objective is '{config.search.objective}'")
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    method: str = option("zscore", "zscore or minmax, fitted on the training split", one_of("zscore", "minmax"))
+    scope: str = option("global", "images: one statistic for all pixels (global) or one per channel",
+                        one_of("global", "per_channel"))
+
+

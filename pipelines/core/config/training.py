@@ -1,0 +1,169 @@
+"""Config sections of training: model, backbone, train, transfer, augment, search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pipelines.core.config.schema import at_least, below, get_path, greater_than, non_empty, one_of, option
+from pipelines.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.core.config import Config
+
+SEARCHABLE_KINDS = ("log_uniform", "uniform", "int", "choice")
+
+PROJECT_BACKBONES = ("project_autoencoder", "project_source_task")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    kind: str = option("project_autoencoder", "where the pretrained backbone comes from",
+                       one_of(*PROJECT_BACKBONES, "hub", "applications"))
+    handle: str = option("", "hub: a TF-Hub handle or URL (online), or a local SavedModel path")
+    application: str = option("MobileNetV2", "applications: a keras.applications architecture name")
+    weights: str = option("", "applications: a weights file (include_top=False), or 'imagenet' when online")
+    source_classes: tuple[int, ...] = option((0, 1, 2, 3, 4), "project_source_task: classes of the source task")
+    pretrain_epochs: int = option(30, "epochs of the project's own pretraining", at_least(1))
+    noise_std: float = option(40.0, "project_autoencoder: std of the Gaussian noise on 0-255 inputs", at_least(0))
+    filters: tuple[int, ...] = option((32, 64), "project backbones: convolution filters per block", non_empty)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = option("small_cnn", "name in models.architectures(): small_cnn, resnet, mlp (tables), "
+                               "transfer (a pretrained backbone and a head)",
+                               one_of("small_cnn", "resnet", "mlp", "transfer"))
+    filters: tuple[int, ...] = option((32, 64), "convolution filters per block (resnet: per stage)", non_empty)
+    dense_units: int = option(128, "units of each hidden dense layer", at_least(1))
+    hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
+    bottleneck: int = option(0, "filters of a 1x1 convolution before the head (0: none)", at_least(0))
+    batch_norm: bool = option(False, "batch normalization after each convolution")
+    initializer: str = option("he_normal", "kernel initializer",
+                              one_of("he_normal", "he_uniform", "glorot_uniform", "glorot_normal"))
+    dropout_rate: float = option(0.25, "dropout before the dense layers", at_least(0), below(1))
+    l1: float = option(0.0, "L1 penalty on kernel weights", at_least(0))
+    l2: float = option(1e-4, "L2 penalty on kernel weights", at_least(0))
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+
+    def check(self, config: Config) -> None:
+        data = config.data
+        if data.is_table and self.architecture != "mlp":
+            raise ConfigError(f"model.architecture: table source '{data.source}' needs 'mlp', "
+                              f"got '{self.architecture}'")
+        if not data.is_table and self.architecture == "mlp":
+            raise ConfigError(f"model.architecture: image source '{data.source}' needs a convolutional model, "
+                              "got 'mlp'")
+        if self.architecture != "transfer":
+            return
+        backbone = self.backbone
+        if backbone.kind == "project_source_task":
+            overlap = {str(item) for item in backbone.source_classes} & set(data.classes)
+            if not data.classes or overlap:
+                raise ConfigError("data.classes: a source-task backbone needs target classes disjoint from "
+                                  f"model.backbone.source_classes (overlap: {sorted(overlap) or 'all classes'}); "
+                                  "otherwise target test images would be seen in pretraining")
+        if backbone.kind == "hub" and not backbone.handle:
+            raise ConfigError("model.backbone.handle: must name a TF-Hub handle, URL or SavedModel path")
+        if backbone.kind == "applications" and not backbone.weights:
+            raise ConfigError("model.backbone.weights: must be a weights file or 'imagenet' (a randomly "
+                              "initialized network is not a pretrained backbone)")
+
+    @property
+    def uses_project_backbone(self) -> bool:
+        """Whether the pretrain stage has to make this model's backbone."""
+        return self.architecture == "transfer" and self.backbone.kind in PROJECT_BACKBONES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = option(60, "maximum number of epochs", at_least(1))
+    batch_size: int = option(32, "examples per gradient step", at_least(1))
+    learning_rate: float = option(1e-3, "initial learning rate", greater_than(0))
+    optimizer: str = option("adam", "adam, sgd (momentum 0.9, Nesterov), rmsprop or adagrad",
+                            one_of("adam", "sgd", "rmsprop", "adagrad"))
+    patience: int = option(12, "epochs without val_loss improvement before early stopping", at_least(1))
+    loss: str = option("auto", "auto (sparse categorical cross-entropy or MSE by task) or a loss name",
+                       one_of("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
+                              "binary_crossentropy", "mae", "mse", "mape"))
+    reduce_lr_patience: int = option(0, "ReduceLROnPlateau patience in epochs (0: off)", at_least(0))
+    checkpoint: bool = option(True, "ModelCheckpoint of the best val_loss weights in the stage folder")
+    class_weights: str = option("none", "balanced: weight classes inversely to their training frequency",
+                                one_of("none", "balanced"))
+    seed: int = option(0, "seed of weight initialization and shuffling")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    method: str = option("frozen", "feature_cache (head on cached features), frozen (backbone inside the model), "
+                         "fine_tune (frozen, then a second phase with the top layers unfrozen)",
+                         one_of("feature_cache", "frozen", "fine_tune"))
+    fine_tune_layers: int = option(0, "layers unfrozen from the top (0: every layer; a TF-Hub layer is one)",
+                                   at_least(0))
+    fine_tune_lr_factor: float = option(0.1, "phase-2 learning rate = train.learning_rate * this factor (10 to "
+                                        "100 times smaller)", at_least(0.01), below(0.1 + 1e-12))
+    fine_tune_epochs: int = option(20, "maximum epochs of the fine-tuning phase", at_least(1))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    transforms: tuple[dict, ...] = option((), "albumentations transforms, each {name: ..., other arguments}, "
+                                          "applied to the training split only")
+    strength: float = option(1.0, "multiplies every transform's probability p (default 0.5), capped at 1: "
+                             "one searchable knob for how much augmentation", at_least(0))
+    seed: int = option(0, "seed of the augmentation pipeline")
+
+    def check(self, config: Config) -> None:
+        for index, transform in enumerate(self.transforms):
+            if not isinstance(transform, dict) or not isinstance(transform.get("name"), str):
+                raise ConfigError(f"augment.transforms[{index}]: must be a mapping with a 'name', got {transform!r}")
+
+
+@dataclass(frozen=True)
+class ParamSpace:
+    kind: str = option("uniform", "distribution", one_of(*SEARCHABLE_KINDS))
+    low: float = option(0.0, "lower bound (log_uniform, uniform, int)")
+    high: float = option(1.0, "upper bound (log_uniform, uniform, int)")
+    values: tuple = option((), "candidates (choice)")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    n_trials: int = option(4, "phase 1: random-search trials", at_least(0))
+    grid_points: int = option(0, "phase 2: grid values per numeric parameter around the top trials (0: no grid)",
+                              at_least(0))
+    top_k: int = option(3, "phase 2: the best random trials whose region the grid spans", at_least(1))
+    max_trials: int = option(0, "budget: most trials in all (0: no cap)", at_least(0))
+    max_seconds: float = option(0.0, "budget: no new trial starts after this many seconds (0: no limit)", at_least(0))
+    objective: str = option("val", "val (the validation split) or cv (k folds of train+val, split.folds)",
+                            one_of("val", "cv"))
+    prune_warmup: int = option(0, "median stopping rule after this many epochs (0: no pruning)", at_least(0))
+    n_jobs: int = option(1, "trials run in parallel processes", at_least(1))
+    epochs: int = option(40, "maximum epochs per trial", at_least(1))
+    seed: int = option(0, "seed of the parameter sampler")
+    space: dict[str, ParamSpace] = option(
+        {
+            "train.learning_rate": ParamSpace(kind="log_uniform", low=3e-4, high=3e-3),
+            "model.dropout_rate": ParamSpace(kind="uniform", low=0.1, high=0.4),
+        },
+        "distribution per config field, keyed by its dotted path",
+    )
+
+    def check(self, config: Config) -> None:
+        if self.objective == "cv" and config.split.folds < 2:
+            raise ConfigError(f"search.objective: 'cv' needs split.folds >= 2, got split.folds={config.split.folds}")
+        for path, space in self.space.items():
+            try:
+                current = get_path(config, path)
+            except ConfigError:
+                raise ConfigError(f"search.space.{path}: unknown key (not a config field)") from None
+            if space.kind == "choice":
+                if not space.values:
+                    raise ConfigError(f"search.space.{path}.values: must not be empty for kind 'choice'")
+            elif not space.low < space.high:
+                raise ConfigError(f"search.space.{path}: low must be < high, got {space.low:g} >= {space.high:g}")
+            elif space.kind == "log_uniform" and space.low <= 0:
+                raise ConfigError(f"search.space.{path}.low: must be > 0 for kind 'log_uniform', got {space.low:g}")
+            elif isinstance(current, (str, bool, tuple)) and space.kind != "choice":
+                raise ConfigError(f"search.space.{path}.kind: field is not numeric, use 'choice'")
+

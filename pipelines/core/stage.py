@@ -1,0 +1,101 @@
+"""The stage contract's shared plumbing: skip when unchanged, stage atomically, track in MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+
+from pipelines.core import config as config_module
+from pipelines.core import tracking, workspace
+from pipelines.core.errors import StageError
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """What a stage's `run(config)` returns: where it wrote, what it measured, whether it was skipped."""
+
+    stage: str
+    folder: Path
+    metrics: dict
+    run_id: str | None
+    skipped: bool = False
+    paths: tuple[str, ...] = ()
+
+
+def upstream(config: config_module.Config, stage: str, needed_by: str) -> tuple[Path, dict]:
+    """The folder and manifest of a finished upstream stage.
+
+    Raises:
+        StageError: the upstream stage has not produced complete outputs yet.
+    """
+    folder = workspace.stage_dir(config.root, config.experiment, stage)
+    manifest = workspace.read_manifest(folder)
+    if manifest is None:
+        raise StageError(f"{needed_by}: no outputs of stage '{stage}' in {folder}; run '{stage}' first")
+    return folder, manifest
+
+
+def manifest_digest(folder: Path) -> str:
+    return workspace.sha256_file(Path(folder) / workspace.MANIFEST)
+
+
+Body = Callable[[Path], dict]
+
+
+def resolved_sections(config: config_module.Config, sections: tuple[str, ...]) -> dict:
+    return {path: config_module.to_dict(config_module.get_path(config, path)) for path in sections}
+
+
+def fingerprint(config: config_module.Config, stage: str, sections: tuple[str, ...], inputs: dict) -> str:
+    """What a stage's outputs depend on: its config sections and its inputs' hashes."""
+    return workspace.fingerprint({"stage": stage, "config": resolved_sections(config, sections), "inputs": inputs})
+
+
+def backup_dir(config: config_module.Config, stage: str, stage_fingerprint: str) -> Path:
+    """A folder that survives a killed run (outside the stage's staging folder), one per fingerprint."""
+    return workspace.stage_dir(config.root, config.experiment, stage).parent / ".backup" / \
+        f"{stage}-{stage_fingerprint[:16]}"
+
+
+def execute(config: config_module.Config, stage: str, sections: tuple[str, ...], inputs: dict[str, str],
+            body: Body, force: bool = False, still_valid: Callable[[dict], bool] | None = None,
+            guard: Callable[[], None] | None = None) -> StageResult:
+    """Runs `body(staging_folder) -> metrics` inside an MLflow run, unless nothing changed.
+
+    Args:
+        sections: dotted config paths the stage depends on; they and `inputs` make its fingerprint.
+        inputs: name -> hash of each input (usually upstream manifests).
+        body: writes the stage's files into the folder it is given and returns its metrics.
+        force: rerun even when the fingerprint matches.
+        still_valid: extra freshness check on the old manifest (e.g. its registered model still exists).
+        guard: called when the stage is about to run, before any MLflow run opens; raises to refuse.
+    """
+    folder = workspace.stage_dir(config.root, config.experiment, stage)
+    resolved = resolved_sections(config, sections)
+    stage_fingerprint = fingerprint(config, stage, sections, inputs)
+    if not force and workspace.is_fresh(folder, stage_fingerprint):
+        manifest = workspace.read_manifest(folder)
+        if still_valid is None or still_valid(manifest):
+            print(f"[{stage}] skipped: inputs and config unchanged since run {manifest['run_id']} "
+                  f"(outputs in {folder}; --force reruns it)")
+            return StageResult(stage, folder, manifest["metrics"], manifest["run_id"], skipped=True,
+                               paths=tuple(manifest["outputs"]))
+    if guard is not None:
+        guard()
+    print(f"[{stage}] running")
+    with tracking.run(config, stage) as active, workspace.staging(folder) as staged:
+        metrics = body(staged)
+        manifest = workspace.write_manifest(staged, stage_fingerprint, inputs, resolved, active.info.run_id,
+                                            metrics)
+        mlflow.log_artifact(str(staged / workspace.MANIFEST))
+    print(f"[{stage}] done: {_summary(metrics)} -> {folder}")
+    return StageResult(stage, folder, metrics, active.info.run_id, paths=tuple(manifest["outputs"]))
+
+
+def _summary(metrics: dict) -> str:
+    shown = [f"{key}={value:.4g}" for key, value in metrics.items()
+             if isinstance(value, (int, float)) and not isinstance(value, bool)][:6]
+    return ", ".join(shown) or "no metrics"

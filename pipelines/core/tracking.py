@@ -1,0 +1,178 @@
+"""MLflow plumbing: the project's store, one experiment per config, nested runs, the model registry.
+
+The store lives under `<root>/mlruns/` (SQLite database `mlflow.db` and artifact root `artifacts/`);
+`MLFLOW_TRACKING_URI` overrides it, for example with a shared tracking server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils import logging_utils
+
+from pipelines.core import config as config_module
+from pipelines.core.errors import StageError
+
+CHAMPION = "champion"
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlruns' / 'mlflow.db'}"
+
+
+def configure(config: config_module.Config) -> str:
+    """Points MLflow at the project's store and returns the experiment id (created on first use)."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database-migration INFO lines
+    (config.root / "mlruns").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri(config.root))
+    mlflow.set_registry_uri(tracking_uri(config.root))
+    experiment = mlflow.get_experiment_by_name(config.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = (config.root / "mlruns" / "artifacts" / config.experiment).as_uri()
+    try:
+        return mlflow.create_experiment(config.experiment, artifact_location=artifacts)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(config.experiment).experiment_id  # created meanwhile elsewhere
+
+
+def _not_found(error: MlflowException) -> bool:
+    """Only "does not exist" means absent; a locked database or a server error must not look like it."""
+    return error.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = str(value)
+    return flat
+
+
+def log_config(config: config_module.Config) -> None:
+    """Logs the resolved config as params and as `config.yaml`."""
+    resolved = config_module.to_dict(config)
+    mlflow.log_params(flatten(resolved))
+    mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """Marks KILLED the runs left RUNNING by a process of this host that no longer exists (SIGKILL, power
+    loss); returns their ids."""
+    client = MlflowClient()
+    stale = []
+    for found in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = found.data.tags
+        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() and \
+                not _alive(int(tags["pid"])):
+            client.set_terminated(found.info.run_id, status="KILLED")
+            stale.append(found.info.run_id)
+    if stale:
+        print(f"[mlflow] marked {len(stale)} run(s) of a killed process as KILLED: {', '.join(stale)}")
+    return stale
+
+
+@contextlib.contextmanager
+def run(config: config_module.Config, name: str, tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run, nested under the active one if any, that logs the resolved config."""
+    experiment_id = configure(config)
+    nested = mlflow.active_run() is not None
+    if not nested:
+        close_stale_runs(experiment_id)
+    with mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested) as active:
+        mlflow.set_tags({"stage": name, "pid": str(os.getpid()), "host": socket.gethostname(), **(tags or {})})
+        log_config(config)
+        yield active
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
+
+
+def register(config: config_module.Config, model_uri: str, tags: dict[str, str]) -> str:
+    """Registers a logged model under the experiment's name with `tags` on the version; returns the version."""
+    logging_utils.disable_logging()  # MLflow prints "Successfully registered ..."; the caller says it better
+    try:
+        version = mlflow.register_model(model_uri, config.experiment, tags=tags)
+    finally:
+        logging_utils.enable_logging()
+    return str(version.version)
+
+
+def set_champion(config: config_module.Config, version: str) -> None:
+    MlflowClient().set_registered_model_alias(config.experiment, CHAMPION, version)
+
+
+def champion_version(config: config_module.Config) -> str | None:
+    """The version the `champion` alias points at; None when there is no registered model or no alias."""
+    configure(config)
+    try:
+        registered = MlflowClient().get_registered_model(config.experiment)
+    except MlflowException as error:
+        if _not_found(error):
+            return None
+        raise
+    version = registered.aliases.get(CHAMPION)
+    return None if version is None else str(version)
+
+
+def version_tags(config: config_module.Config, version: str) -> dict[str, str] | None:
+    """The tags of one registered version; None when the version does not exist."""
+    configure(config)
+    try:
+        return dict(MlflowClient().get_model_version(config.experiment, version).tags)
+    except MlflowException as error:
+        if _not_found(error):
+            return None
+        raise
+
+
+def version_exists(config: config_module.Config, version: str) -> bool:
+    return version_tags(config, version) is not None
+
+
+def load_champion(config: config_module.Config, version: str | None = None):
+    """Loads the champion (or the given registered `version`, so that a stage uses the version it fingerprinted
+    even if the alias moves meanwhile) back as a Keras model.
+
+    Raises:
+        StageError: no champion is registered, or MLflow handed back something that is not a Keras model.
+    """
+    import tf_keras as keras
+
+    version = version or champion_version(config)
+    if version is None:
+        raise StageError(
+            f"no model '{config.experiment}@{CHAMPION}' in the registry at {tracking_uri(config.root)}: "
+            "run the train (and tune) stage first"
+        )
+    uri = f"models:/{config.experiment}/{version}"
+    model = mlflow.tensorflow.load_model(uri)
+    if not isinstance(model, keras.Model):
+        raise StageError(f"{uri} loaded as {type(model).__name__}, not a Keras model: TF_USE_LEGACY_KERAS=1 must "
+                         "be set before TensorFlow is imported (import pipelines or models first)")
+    return model

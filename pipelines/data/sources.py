@@ -1,0 +1,270 @@
+"""Data sources read into one of two representations: images or a table.
+
+- embedded: datasets that ship inside scikit-learn (digits as images; breast_cancer and wine as
+  classification tables; diabetes as a regression table);
+- image folder: one sub-folder per class (`image_dataset_from_directory`'s convention), PNG, JPEG, BMP, GIF,
+  any size and mode;
+- CSV: a named target column, numeric and categorical features, optional group and time columns.
+Raw data is only read, never modified. Problems that make a file unusable are recorded per item (analyze
+reports them, clean drops and logs them); problems that make the whole source unusable raise `DataError`
+naming the file, row or column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+import deploy.edge.predict as edge
+from pipelines.core import config as config_module
+from pipelines.core.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclasses.dataclass
+class RawImages:
+    images: list  # PIL images (decoded), None where the file could not be read
+    labels: np.ndarray  # (N,) int
+    class_names: tuple[str, ...]
+    ids: tuple[str, ...]
+    value_max: float  # the value that maps to 255 in the canonical uint8 form
+    origin: str
+    problems: dict[int, str] = dataclasses.field(default_factory=dict)  # index -> why unreadable
+    kind: str = "images"
+    task: str = "classification"
+
+
+@dataclasses.dataclass
+class RawTable:
+    features: pd.DataFrame  # one row per item, the target and id/group/time columns excluded
+    target: pd.Series
+    ids: tuple[str, ...]
+    task: str
+    origin: str
+    class_names: tuple[str, ...] = ()
+    groups: pd.Series | None = None
+    times: pd.Series | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    kind: str = "table"
+
+
+def pixel_hash(image: Image.Image) -> str:
+    """Content hash of the decoded pixels, mode and size: a re-saved PNG is the same content."""
+    digest = hashlib.sha256(f"{image.mode}{image.size}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def to_canonical(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """Any PIL image -> uint8 (size, size, channels), by the edge predictor's own function, so the device
+    prepares a photograph exactly as training saw it."""
+    return edge.canonical_image(image, (size, size), channels)
+
+
+def _digits() -> RawImages:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # The 0-16 grey levels are stored as 8-bit pixels scaled to 0-255, the form every other image source has.
+    pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return RawImages(
+        images=[Image.fromarray(image) for image in pixels],
+        labels=bunch.target.astype(np.int64),
+        class_names=tuple(str(name) for name in bunch.target_names),
+        ids=tuple(f"digits-{index:04d}" for index in range(len(pixels))),
+        value_max=255.0,
+        origin="sklearn.datasets.load_digits (8x8 grey levels 0-16, shipped inside scikit-learn)",
+    )
+
+
+def _open_image(path: Path) -> tuple[Image.Image | None, str | None]:
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes now: a truncated file fails here, not later
+            return image.copy(), None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return None, f"{type(error).__name__}: {error}"
+
+
+def _image_folder(root: Path) -> RawImages:
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    classes = sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders (expected one folder per class, as in "
+                         "image_dataset_from_directory)")
+    images, labels, ids, problems = [], [], [], {}
+    from tqdm import tqdm
+
+    files = [(label, path) for label, name in enumerate(classes) for path in sorted((root / name).rglob("*"))
+             if path.is_file() and not path.name.startswith(".")]
+    for label, path in tqdm(files, desc="reading images", disable=len(files) < 2000):
+        image, problem = _open_image(path)
+        if problem and path.suffix.lower() not in IMAGE_SUFFIXES:
+            problem = f"not an image file ({path.suffix or 'no suffix'}): {problem}"
+        if problem:
+            problems[len(images)] = problem
+        images.append(image)
+        labels.append(label)
+        ids.append(str(path.relative_to(root)))
+    for label, name in enumerate(classes):
+        readable = sum(1 for index, value in enumerate(labels) if value == label and index not in problems)
+        if not readable:
+            raise DataError(f"{root / name}: class folder has no readable image")
+    return RawImages(images, np.array(labels, dtype=np.int64), tuple(classes), tuple(ids), 255.0,
+                     f"image folder {root}", problems)
+
+
+def _embedded_table(name: str) -> RawTable:
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
+    task = "regression" if name == "diabetes" else "classification"
+    target = bunch.target
+    class_names = tuple(str(item) for item in bunch.target_names) if task == "classification" else ()
+    ids = tuple(f"{name}-{index:04d}" for index in range(len(target)))
+    return RawTable(bunch.data.reset_index(drop=True), target.reset_index(drop=True), ids, task,
+                    f"sklearn.datasets.load_{name} (shipped inside scikit-learn)", class_names)
+
+
+def _coerce_numeric_text(frame: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
+    """A column that is numeric but for a few text cells: those cells become missing, each one named."""
+    for column in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        present = frame[column].notna()
+        bad = present & numbers.isna()
+        if present.sum() and bad.sum() and bad.sum() <= 0.1 * present.sum():
+            for row in np.flatnonzero(bad.to_numpy())[:20]:
+                warnings.append(f"{path}: row {row + 2}, column '{column}': text {frame[column].iloc[row]!r} "
+                                "in a numeric column, read as missing")
+            frame[column] = numbers
+    return frame
+
+
+def _check_field_counts(path: Path) -> None:
+    """Every row must have as many fields as the header: pandas would pad a short row with missing values."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as stream:
+        reader = csv.reader(stream)
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: empty CSV file")
+        for row in reader:
+            if row and len(row) != len(header):
+                raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
+                                 f"{len(header)}")
+
+
+def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
+    if not path.is_file():
+        raise DataError(f"{path}: CSV file not found")
+    _check_field_counts(path)
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.ParserError as error:  # e.g. "Expected 4 fields in line 7, saw 5"
+        raise DataError(f"{path}: {error}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty CSV file") from None
+    for column in (data.target, data.group_column, data.time_column):
+        if column and column not in frame.columns:
+            raise DataError(f"{path}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})")
+    warnings: list[str] = []
+    frame = _coerce_numeric_text(frame, path, warnings)
+    numeric = frame.select_dtypes("number")
+    infinite = np.isinf(numeric.to_numpy(dtype=float))
+    for row, column in zip(*np.nonzero(infinite)):
+        warnings.append(f"{path}: row {row + 2}, column '{numeric.columns[column]}': infinite value, read as missing")
+    frame[numeric.columns] = numeric.replace([np.inf, -np.inf], np.nan)
+    target = frame[data.target]
+    task = data.task
+    if task == "auto":
+        task = "regression" if pd.api.types.is_float_dtype(target) and target.nunique() > 20 else "classification"
+    if target.isna().any():
+        raise DataError(f"{path}: target column '{data.target}' is missing in rows "
+                         f"{[int(row) + 2 for row in np.flatnonzero(target.isna().to_numpy())[:10]]}")
+    class_names: tuple[str, ...] = ()
+    if task == "classification":
+        class_names = tuple(str(item) for item in sorted(target.unique(), key=str))
+        if len(class_names) < 2:
+            raise DataError(f"{path}: target column '{data.target}' has a single class {class_names}")
+        target = target.map({value: index for index, value in enumerate(sorted(target.unique(), key=str))})
+    elif not pd.api.types.is_numeric_dtype(target):
+        raise DataError(f"{path}: regression target '{data.target}' is not numeric")
+    excluded = [column for column in (data.target, data.group_column, data.time_column) if column]
+    return RawTable(frame.drop(columns=excluded), target.reset_index(drop=True),
+                    tuple(f"row-{index + 2}" for index in range(len(frame))), task, f"CSV file {path}",
+                    class_names, frame[data.group_column] if data.group_column else None,
+                    frame[data.time_column] if data.time_column else None, warnings)
+
+
+def _read(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
+    if data.source == "digits":
+        return _digits()
+    if data.source == "image_folder":
+        return _image_folder(Path(root) / data.path)
+    if data.source == "csv":
+        return _csv(Path(root) / data.path, data)
+    return _embedded_table(data.source)
+
+
+def keep_classes(raw: RawImages | RawTable, names: tuple[str, ...]) -> RawImages | RawTable:
+    """Only the named classes, renumbered 0..k-1 in the given order."""
+    unknown = sorted(set(names) - set(raw.class_names))
+    if unknown:
+        raise DataError(f"data.classes: {unknown} are not classes of {raw.origin} ({list(raw.class_names)})")
+    mapping = {raw.class_names.index(name): new for new, name in enumerate(names)}
+    labels = np.asarray(raw.target if isinstance(raw, RawTable) else raw.labels)
+    keep = np.flatnonzero(np.isin(labels, list(mapping)))
+    renumbered = np.array([mapping[label] for label in labels[keep]], dtype=np.int64)
+    ids = tuple(raw.ids[index] for index in keep)
+    if isinstance(raw, RawImages):
+        problems = {position: raw.problems[index] for position, index in enumerate(keep) if index in raw.problems}
+        return dataclasses.replace(raw, images=[raw.images[index] for index in keep], labels=renumbered, ids=ids,
+                                   class_names=tuple(names), problems=problems)
+    pick = lambda series: None if series is None else series.iloc[keep].reset_index(drop=True)  # noqa: E731
+    return dataclasses.replace(raw, features=raw.features.iloc[keep].reset_index(drop=True),
+                               target=pd.Series(renumbered), ids=ids, class_names=tuple(names),
+                               groups=pick(raw.groups), times=pick(raw.times))
+
+
+def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
+    """Reads the configured source (only `data.classes` when given).
+
+    Raises:
+        DataError: the source as a whole is unusable; the message names the file, row or column.
+    """
+    raw = _read(data, root)
+    return keep_classes(raw, data.classes) if data.classes else raw
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Changes whenever a file under `folder` is added, removed or rewritten (names, sizes and times; no reads)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def fingerprint(data: config_module.DataConfig, root: Path) -> str:
+    """Changes whenever the raw input changes: file list, sizes and times for a folder, bytes for a CSV."""
+    digest = hashlib.sha256(data.source.encode())
+    if data.source == "image_folder":
+        digest.update(folder_fingerprint(Path(root) / data.path).encode())
+    elif data.source == "csv" and (Path(root) / data.path).is_file():
+        digest.update((Path(root) / data.path).read_bytes())
+    else:
+        import sklearn
+
+        digest.update(sklearn.__version__.encode())  # the embedded data ship with the package
+    return digest.hexdigest()

@@ -1,0 +1,195 @@
+"""Splits without leakage, and what later stages read of them.
+
+The pure parts of splitting (seeded stratified, grouped or temporal assignment, the ratio and leakage checks,
+fold numbers for cross-validation, the normalizer's statistics) and the reading side: `load_split` gives the
+training-side arrays (train and val; nothing before evaluate reads test), `fold_views` the k folds of
+train+val, and `item_hash` is the content hash that the split manifest records and evaluate checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import (
+    GroupKFold,
+    GroupShuffleSplit,
+    KFold,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    train_test_split,
+)
+
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+from pipelines.core.errors import DataError, StageError
+from pipelines.data import duplicates
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "split_manifest.json"
+
+
+class LeakageError(DataError):
+    """Content, a near-duplicate cluster, a group or time order spans two splits."""
+
+
+def item_hash(item: np.ndarray) -> str:
+    """Content hash of one stored item (canonical uint8 image or encoded feature row)."""
+    return workspace.sha256_bytes(np.ascontiguousarray(item).tobytes())
+
+
+def group_ids(hashes: list[str], *relations: np.ndarray | None) -> np.ndarray:
+    """One id per item; items sharing a content hash or a value of any relation share the id."""
+    pairs = []
+    for relation in (np.array(hashes), *[r for r in relations if r is not None]):
+        first = {}
+        for index, key in enumerate(relation.tolist()):
+            pairs.append((first.setdefault(key, index), index))
+    return duplicates.clusters(len(hashes), pairs)
+
+
+def holdout(indices: np.ndarray, fraction: float, labels: np.ndarray | None, groups: np.ndarray,
+             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held out) with about `fraction` of the items held out, groups never cut."""
+    if len(np.unique(groups[indices])) == len(indices):  # no group with two members: a plain split
+        strata = labels[indices] if labels is not None else None
+        rest, held = train_test_split(indices, test_size=fraction, stratify=strata, random_state=seed)
+        return rest, held
+    if labels is not None:
+        folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+        rest, held = next(folds.split(indices, labels[indices], groups[indices]))
+    else:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        rest, held = next(splitter.split(indices, groups=groups[indices]))
+    return indices[rest], indices[held]
+
+
+def assign(labels: np.ndarray | None, groups: np.ndarray, times: np.ndarray | None,
+           rules: config_module.SplitConfig) -> dict[str, np.ndarray]:
+    """Indices per split. `labels` is None unless stratifying."""
+    indices = np.arange(len(groups))
+    if rules.strategy == "temporal":
+        order = np.argsort(times, kind="stable")
+        n_test, n_val = round(rules.test_fraction * len(order)), round(rules.val_fraction * len(order))
+        parts = {"train": order[: len(order) - n_test - n_val], "val": order[len(order) - n_test - n_val:
+                 len(order) - n_test], "test": order[len(order) - n_test:]}
+    else:
+        rest, test = holdout(indices, rules.test_fraction, labels, groups, rules.seed)
+        train, val = holdout(rest, rules.val_fraction / (1.0 - rules.test_fraction), labels, groups, rules.seed)
+        parts = {"train": train, "val": val, "test": test}
+    return {name: np.sort(part) for name, part in parts.items()}
+
+
+def check_ratios(parts: dict, groups: np.ndarray, ids: np.ndarray, rules: config_module.SplitConfig) -> None:
+    """Grouping can make the requested ratios impossible (one huge near-duplicate cluster, say): say so."""
+    total = sum(len(part) for part in parts.values())
+    wanted = {"train": 1.0 - rules.val_fraction - rules.test_fraction, "val": rules.val_fraction,
+              "test": rules.test_fraction}
+    keys, sizes = np.unique(groups, return_counts=True)
+    # Groups make the ratios approximate; a split with under half or over twice its share is not a split.
+    off = {name: len(parts[name]) / total for name in SPLITS
+           if not 0.5 * wanted[name] <= len(parts[name]) / total <= 2.0 * wanted[name]}
+    if off:
+        largest = [str(ids[index]) for index in np.flatnonzero(groups == keys[sizes.argmax()])[:5]]
+        got = ", ".join(f"{name} {share:.2f}" for name, share in off.items())
+        raise DataError(f"split: groups are too large for the requested ratios (got {got}); the largest group "
+                         f"holds {sizes.max()} of {total} items, e.g. {largest}. Lower "
+                         "data.near_duplicate_distance, or check data.group_column")
+
+
+def fold_numbers(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rules: config_module.SplitConfig) -> dict:
+    """item index -> fold number over train+val, for cross-validated search."""
+    pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
+    grouped = len(np.unique(groups[pool])) < len(pool)
+    if labels is not None:
+        splitter = (StratifiedGroupKFold(rules.folds, shuffle=True, random_state=rules.seed) if grouped
+                    else StratifiedKFold(rules.folds, shuffle=True, random_state=rules.seed))
+    else:
+        splitter = GroupKFold(rules.folds) if grouped else KFold(rules.folds, shuffle=True, random_state=rules.seed)
+    assigned = {}
+    for number, (_, held) in enumerate(splitter.split(pool, labels[pool] if labels is not None else None,
+                                                      groups[pool] if grouped else None)):
+        assigned.update({int(pool[index]): number for index in held})
+    return assigned
+
+
+def check_leakage(items: list[dict], temporal: bool = False) -> None:
+    """Raises LeakageError naming the items when content, a cluster or a group spans splits, or time runs back."""
+    problems = []
+    content_key = "content" if items and "content" in items[0] else "sha256"
+    for key, what in ((content_key, "content"), ("cluster", "near-duplicate cluster"), ("group", "group")):
+        spans: dict = {}
+        for item in items:
+            if key in item:
+                spans.setdefault(item[key], []).append(item)
+        for members in spans.values():
+            if len({item["split"] for item in members}) > 1:
+                named = ", ".join(f"{item['id']} ({item['split']})" for item in members[:6])
+                problems.append(f"{what} spans splits: {named}")
+    times = {name: [item["time"] for item in items if item["split"] == name and "time" in item] for name in SPLITS}
+    if temporal and times["train"] and times["test"] and max(times["train"]) > min(times["test"]):
+        late = [item["id"] for item in items if item["split"] == "train" and item["time"] > min(times["test"])]
+        problems.append(f"temporal order broken: train items {late[:6]} are later than the earliest test item")
+    if problems:
+        raise LeakageError(f"leakage check failed ({len(problems)} problem(s)): " + "; ".join(problems[:10]))
+
+
+def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per_feature: bool) -> dict:
+    """Statistics for a Keras Normalization layer, fitted on the training split only.
+
+    Tables are scaled in their fitted preprocessing instead (see tables.preprocessor), so their model needs none.
+    """
+    axis = tuple(range(x_train.ndim - 1)) if per_feature or settings.scope == "per_channel" else None
+    values = x_train.astype(np.float64)
+    if settings.method == "zscore":
+        mean, variance = values.mean(axis=axis), values.var(axis=axis)
+    else:
+        low, high = values.min(axis=axis), values.max(axis=axis)
+        mean, variance = low, (high - low) ** 2
+    variance = np.where(np.asarray(variance) > 0, variance, 1.0)
+    return {"fitted_on": "train", "method": settings.method, "scope": "per_feature" if per_feature else settings.scope,
+            "mean": np.atleast_1d(mean).tolist(), "variance": np.atleast_1d(variance).tolist()}
+
+
+@dataclasses.dataclass
+class SplitData:
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    dataset: dict  # kind, task, class_names, input_shape (and feature_names for tables)
+    normalizer: dict
+
+    @property
+    def task(self) -> str:
+        return self.dataset["task"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset["class_names"]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names) if self.task == "classification" else 1
+
+
+def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val")) -> SplitData:
+    """Training-side splits only by default: nothing before evaluate reads the test split."""
+    x, y = {}, {}
+    for name in splits:
+        x[name], y[name] = workspace.load_arrays(folder, name, "x", "y")
+    return SplitData(x, y, workspace.read_json(folder / "dataset.json"),
+                     workspace.read_json(folder / "normalizer.json"))
+
+
+def fold_views(split_folder: Path, data: SplitData) -> list[SplitData]:
+    """k (train, val) views of train+val from the fold numbers in the split manifest."""
+    manifest = workspace.read_json(split_folder / MANIFEST)
+    fold_of = {item["id"]: item.get("fold") for item in manifest["items"] if item["split"] != "test"}
+    if any(value is None for value in fold_of.values()):
+        raise StageError(f"{split_folder / MANIFEST}: no fold numbers; rerun split with split.folds >= 2")
+    ids = np.concatenate([workspace.load_arrays(split_folder, name, "ids")[0] for name in ("train", "val")])
+    x = np.concatenate([data.x["train"], data.x["val"]])
+    y = np.concatenate([data.y["train"], data.y["val"]])
+    number = np.array([fold_of[str(item)] for item in ids])
+    return [dataclasses.replace(data, x={"train": x[number != k], "val": x[number == k]},
+                                y={"train": y[number != k], "val": y[number == k]}) for k in sorted(set(number))]

@@ -1,0 +1,159 @@
+"""analyze: what the raw data looks like before anything touches it.
+
+Images: class balance, sizes, modes and channels, unreadable files, exact duplicates (content hash) and
+near-duplicates (perceptual hash) within and across classes, label conflicts. Tables: dtypes, missing
+values, ranges, outliers, constant and duplicate columns, high-cardinality categoricals, correlations,
+declared-range violations and inconsistencies between columns. Both: a quick scikit-learn baseline, so the
+user knows what a deep model has to beat. Writes report.md, report.json and plots; logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipelines.core import config as config_module
+from pipelines.core import figures, stage, tracking, workspace
+from pipelines.data import duplicates, sources, tables
+
+
+def image_profile(raw: sources.RawImages, max_distance: int) -> dict:
+    readable = [image for image in raw.images if image is not None]
+    groups = duplicates.image_groups(raw, max_distance)
+    labels = raw.labels
+    conflicts = [group for group in groups["exact"] if len(set(labels[group].tolist())) > 1]
+    near = [(a, b, d) for a, b, d in groups["near_pairs"] if groups["hashes"][a] != groups["hashes"][b]]
+    counts = np.bincount(labels, minlength=len(raw.class_names))
+    return {
+        "source": raw.origin, "kind": "images", "task": raw.task, "items": len(raw.images),
+        "class_counts": {name: int(count) for name, count in zip(raw.class_names, counts)},
+        "imbalance_ratio": float(counts.max() / max(counts.min(), 1)),
+        "sizes": dict(collections.Counter(f"{image.size[0]}x{image.size[1]}" for image in readable).most_common(20)),
+        "modes": dict(collections.Counter(image.mode for image in readable)),
+        "channels": dict(collections.Counter(str(len(image.getbands())) for image in readable)),
+        "unreadable": {raw.ids[index]: problem for index, problem in sorted(raw.problems.items())},
+        "exact_duplicate_groups": [[raw.ids[index] for index in group] for group in groups["exact"]],
+        "exact_duplicate_extra_items": int(sum(len(group) - 1 for group in groups["exact"])),
+        "label_conflicts": [[raw.ids[index] for index in group] for group in conflicts],
+        "near_duplicate_distance": max_distance,
+        "near_duplicate_pairs_within_class": [[raw.ids[a], raw.ids[b], d] for a, b, d in near
+                                              if labels[a] == labels[b]][:200],
+        "near_duplicate_pairs_across_classes": [[raw.ids[a], raw.ids[b], d] for a, b, d in near
+                                                if labels[a] != labels[b]][:200],
+        "near_duplicate_pair_count": len(near),
+    }
+
+
+def image_baseline(raw: sources.RawImages, seed: int) -> dict:
+    """Logistic regression on small flattened greyscale images (16x16), 3-fold cross-validated accuracy."""
+    keep = [index for index, image in enumerate(raw.images) if image is not None]
+    features = np.stack([np.asarray(raw.images[index].convert("L").resize((16, 16)), dtype=np.float32).ravel()
+                         for index in keep])
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, random_state=seed))
+    scores = cross_val_score(model, features, raw.labels[keep], cv=3)
+    return {"model": "logistic regression on 16x16 grey pixels", "metric": "accuracy", "cv_folds": 3,
+            "score_mean": float(scores.mean()), "score_std": float(scores.std())}
+
+
+def table_baseline(raw: sources.RawTable, data: config_module.DataConfig, seed: int) -> dict:
+    """Random forest with feature importances, 3-fold cross-validated (accuracy, or MAE for regression)."""
+    classification = raw.task == "classification"
+    forest = (RandomForestClassifier if classification else RandomForestRegressor)(n_estimators=100,
+                                                                                  random_state=seed)
+    model = make_pipeline(tables.preprocessor(raw.features, data.columns), forest)
+    scoring = "accuracy" if classification else "neg_mean_absolute_error"
+    scores = cross_val_score(model, raw.features, raw.target, cv=3, scoring=scoring)
+    model.fit(raw.features, raw.target)
+    names = model[0].get_feature_names_out()
+    ranked = sorted(zip(model[-1].feature_importances_, names), reverse=True)[:10]
+    sign = 1.0 if classification else -1.0
+    return {"model": "random forest (100 trees)", "metric": "accuracy" if classification else "mae",
+            "cv_folds": 3, "score_mean": float(sign * scores.mean()), "score_std": float(scores.std()),
+            "feature_importances": [[name, float(value)] for value, name in ranked]}
+
+
+def _bar(values: dict, title: str, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(max(6, len(values) * 0.4), 3))
+    axis.bar([str(key) for key in values], list(values.values()), color="tab:blue")
+    axis.set(title=title)
+    axis.tick_params(axis="x", rotation=45 if len(values) > 10 else 0)
+    figures.save(figure, path)
+
+
+def _sample_grid(raw: sources.RawImages, path: Path) -> None:
+    rows = min(len(raw.class_names), 10)
+    figure, axes = plt.subplots(rows, 8, figsize=(8, rows), squeeze=False)
+    for row in range(rows):
+        members = [index for index in np.flatnonzero(raw.labels == row) if raw.images[index] is not None][:8]
+        for column in range(8):
+            axes[row, column].axis("off")
+            if column < len(members):
+                axes[row, column].imshow(raw.images[members[column]].convert("RGB"))
+    figure.suptitle("Samples per class (rows)")
+    figures.save(figure, path, dpi=80, tight=False)
+
+
+def _correlation_plot(raw: sources.RawTable, path: Path) -> None:
+    numeric = raw.features.select_dtypes("number")
+    figure, axis = plt.subplots(figsize=(7, 6))
+    image = axis.imshow(numeric.corr().to_numpy(), cmap="coolwarm", vmin=-1, vmax=1)
+    axis.set_xticks(range(len(numeric.columns)), numeric.columns, rotation=90, fontsize=6)
+    axis.set_yticks(range(len(numeric.columns)), numeric.columns, fontsize=6)
+    figure.colorbar(image)
+    axis.set_title("Pearson correlation")
+    figures.save(figure, path)
+
+
+def _markdown(report: dict) -> str:
+    lines = [f"# Dataset analysis: {report['source']}", "", f"- kind: {report['kind']}, task: {report['task']}, "
+             f"items: {report['items']}"]
+    baseline = report["baseline"]
+    lines.append(f"- baseline ({baseline['model']}, {baseline['cv_folds']}-fold CV): {baseline['metric']} "
+                 f"{baseline['score_mean']:.4f} +/- {baseline['score_std']:.4f}")
+    skip = {"source", "kind", "task", "items", "baseline"}
+    for key, value in report.items():
+        if key not in skip:
+            text = str(value)
+            lines.append(f"- {key.replace('_', ' ')}: {text[:600]}{' ...' if len(text) > 600 else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
+    """Profiles the raw data and fits a quick baseline; writes report.{md,json} and plots."""
+
+    def body(folder: Path) -> dict:
+        raw = sources.load(config.data, config.root)
+        if raw.kind == "images":
+            report = image_profile(raw, config.data.near_duplicate_distance)
+            report["baseline"] = image_baseline(raw, config.split.seed)
+            _sample_grid(raw, folder / "samples.png")
+        else:
+            report = tables.profile(raw, config.data)
+            report["baseline"] = table_baseline(raw, config.data, config.split.seed)
+            _correlation_plot(raw, folder / "correlations.png")
+        if "class_counts" in report:
+            _bar(report["class_counts"], "Items per class", folder / "class_counts.png")
+        workspace.write_json(folder / "report.json", report)
+        workspace.write_text(folder / "report.md", _markdown(report))
+        mlflow.log_artifacts(str(folder), "analysis")
+        metrics = {"analyze/items": report["items"], "analyze/baseline_score": report["baseline"]["score_mean"]}
+        if "imbalance_ratio" in report:
+            metrics["analyze/imbalance_ratio"] = report["imbalance_ratio"]
+        if report["kind"] == "images":
+            metrics.update({"analyze/exact_duplicates": report["exact_duplicate_extra_items"],
+                            "analyze/near_duplicate_pairs": report["near_duplicate_pair_count"],
+                            "analyze/unreadable": len(report["unreadable"])})
+        tracking.log_metrics(metrics)
+        return metrics
+
+    inputs = {"source": sources.fingerprint(config.data, config.root)}
+    return stage.execute(config, "analyze", ("data", "split.seed"), inputs, body, force)

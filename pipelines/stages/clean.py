@@ -1,0 +1,138 @@
+"""clean: raw -> canonical form, by the declarative rules of the config, with a cleaning log.
+
+Images become uint8 squares of the configured size and channel count; unreadable files, exact duplicates and
+label conflicts are dropped. Tables get the row-level rules (declared ranges, values derived from another
+column, duplicate rows and conflicts, constant columns); fitted imputation and encoding happen in split, on
+the training split only. Every dropped or changed item is listed in `cleaning_log.csv` with the rule that did
+it: nothing vanishes silently. Raw data is never modified.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipelines.core import config as config_module
+from pipelines.core import stage, tracking, workspace
+from pipelines.data import duplicates, sources, tables
+
+
+def find_drops(hashes: list, labels: np.ndarray, rules: config_module.CleanConfig) -> dict[int, tuple]:
+    """index -> (rule, detail) for every duplicate or conflicting item the rules drop."""
+    drops = {}
+    for group in duplicates.exact_groups(hashes):
+        conflicting = len(set(labels[group].tolist())) > 1
+        if conflicting and rules.drop_label_conflicts:
+            for index in group:
+                drops[index] = ("drop_label_conflicts", f"same content carries labels {sorted(set(labels[group]))}")
+        elif rules.drop_exact_duplicates:
+            for index in group[1:]:
+                drops[index] = ("drop_exact_duplicates", f"identical to item index {group[0]}")
+    return drops
+
+
+def clean_images(raw: sources.RawImages, config: config_module.Config, folder: Path) -> tuple[list, dict]:
+    size, channels = config.data.image_size, config.data.channels
+    groups = duplicates.image_groups(raw, config.data.near_duplicate_distance)
+    hashes = groups["hashes"]
+    drops = {index: ("drop_unreadable", problem) for index, problem in raw.problems.items()}
+    drops.update({index: rule for index, rule in find_drops(hashes, raw.labels, config.clean).items()
+                  if index not in drops})
+    keep = [index for index in range(len(raw.images)) if index not in drops]
+    images = np.stack([sources.to_canonical(raw.images[index], size, channels)
+                       for index in tqdm(keep, desc="canonical images", disable=len(keep) < 2000)])
+    log = [(raw.ids[index], rule, "dropped", detail) for index, (rule, detail) in sorted(drops.items())]
+    changed = [index for index in keep if raw.images[index].size != (size, size)
+               or raw.images[index].mode != ("L" if channels == 1 else "RGB")]
+    log += [(raw.ids[index], "canonical_form", "changed", f"{raw.images[index].mode} "
+             f"{raw.images[index].size[0]}x{raw.images[index].size[1]} -> {size}x{size}x{channels} uint8")
+            for index in changed]
+    # Near-duplicate clusters are found on the raw images (full resolution) and travel to split as groups.
+    workspace.save_arrays(folder, "clean", x=images, y=raw.labels[keep], ids=np.array(raw.ids, dtype=str)[keep],
+                          cluster=groups["cluster"][keep])
+    return log, {"items_in": len(raw.images), "items_out": len(keep), "dropped": len(drops),
+                 "changed": len(changed)}
+
+
+def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list) -> pd.Series:
+    """Derived values and declared ranges; returns the mask of rows to drop."""
+    drop = pd.Series(False, index=frame.index)
+    for name, rule in rules.items():
+        if rule.impute == "derive":
+            missing = frame[name].isna() & tables._derived(frame, rule).notna()
+            frame.loc[missing, name] = tables._derived(frame, rule)[missing]
+            log += [(ids[row], f"columns.{name}.impute=derive", "changed",
+                     f"missing {name} = {rule.derive_offset:g} + {rule.derive_scale:g} * {rule.derive_from}")
+                    for row in np.flatnonzero(missing)]
+        for row in tables.violations(frame, {name: rule})["range"].get(name, []):
+            value = frame.at[row, name]
+            if rule.out_of_range == "drop":
+                drop.iloc[row] = True
+                action, result = "dropped", "row dropped"
+            elif rule.out_of_range == "clip":
+                frame.at[row, name] = float(np.clip(value, rule.min if rule.min is not None else -np.inf,
+                                                    rule.max if rule.max is not None else np.inf))
+                action, result = "changed", f"clipped to {frame.at[row, name]:g}"
+            else:
+                frame.at[row, name] = np.nan
+                action, result = "changed", "set missing (imputed after the split)"
+            log.append((ids[row], f"columns.{name}.out_of_range={rule.out_of_range}", action,
+                        f"{name}={value!r} outside [{rule.min}, {rule.max}]: {result}"))
+    return drop
+
+
+def clean_table(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[list, dict]:
+    frame = raw.features.copy()
+    tables._check_columns(frame, config.data.columns, raw.origin)
+    log = [("-", "source", "changed", warning) for warning in raw.warnings]
+    drop = _apply_column_rules(frame, config.data.columns, raw.ids, log)
+    hashes = tables.row_hashes(frame, raw.target)
+    feature_hashes = tables.row_hashes(frame, pd.Series([""] * len(frame)))
+    duplicate_rules = config.clean
+    labels = raw.target.to_numpy()
+    for index, (rule, detail) in find_drops(hashes, labels, duplicate_rules).items():
+        drop.iloc[index] = True
+        log.append((raw.ids[index], rule, "dropped", detail))
+    if raw.task == "classification" and duplicate_rules.drop_label_conflicts:
+        for index, (rule, detail) in find_drops(feature_hashes, labels.astype(int), duplicate_rules).items():
+            if rule == "drop_label_conflicts" and not drop.iloc[index]:
+                drop.iloc[index] = True
+                log.append((raw.ids[index], rule, "dropped", detail))
+    if config.clean.drop_constant_columns:
+        for column in [column for column in frame.columns if frame[column].nunique(dropna=False) <= 1]:
+            frame = frame.drop(columns=column)
+            log.append((f"column:{column}", "drop_constant_columns", "dropped", "a single value in every row"))
+    keep = ~drop.to_numpy()
+    table = frame[keep].reset_index(drop=True)
+    table["__target"] = raw.target[keep].to_numpy()
+    table["__id"] = np.array(raw.ids)[keep]
+    for name, values in (("__group", raw.groups), ("__time", raw.times)):
+        if values is not None:
+            table[name] = values[keep].to_numpy()
+    with workspace.atomic_path(folder / "table.parquet") as temporary:
+        table.to_parquet(temporary, index=False)
+    return log, {"items_in": len(frame), "items_out": int(keep.sum()), "dropped": int((~keep).sum()),
+                 "changed": sum(1 for row in log if row[2] == "changed")}
+
+
+def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
+    """Applies the cleaning rules and writes the canonical data, `dataset.json` and `cleaning_log.csv`."""
+
+    def body(folder: Path) -> dict:
+        raw = sources.load(config.data, config.root)
+        cleaner = clean_images if raw.kind == "images" else clean_table
+        log, counts = cleaner(raw, config, folder)
+        workspace.write_json(folder / "dataset.json", {
+            "kind": raw.kind, "task": raw.task, "class_names": list(raw.class_names), "origin": raw.origin})
+        workspace.write_text(folder / "cleaning_log.csv", workspace.csv_text(workspace.LOG_HEADER, log))
+        mlflow.log_artifact(str(folder / "cleaning_log.csv"))
+        metrics = {f"clean/{key}": value for key, value in counts.items()}
+        tracking.log_metrics(metrics)
+        return metrics
+
+    inputs = {"source": sources.fingerprint(config.data, config.root)}
+    return stage.execute(config, "clean", ("data", "clean"), inputs, body, force)

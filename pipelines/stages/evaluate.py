@@ -1,0 +1,198 @@
+"""evaluate: the test split, exactly once, hash-checked against the split manifest.
+
+The registry's champion and the TF-Lite variant chosen for the device are evaluated side by side with a
+procedure fixed in the config (metrics, bootstrap resamples, confidence). The use is recorded in
+`test_ledger.json` next to the split folder and in MLflow; a second evaluation of the same test split is
+refused unless `--reuse-test`, which tags the run `test_reused=true` and counts the uses, and even then the
+procedure must be the one of the first evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+from sklearn import metrics as sk_metrics
+
+import deploy.edge.predict as edge
+from pipelines.core import config as config_module
+from pipelines.core import figures, stage, tracking, workspace
+from pipelines.core.errors import ConfigError, DataError, StageError
+from pipelines.data import splits
+from pipelines.training import metrics
+
+
+class TestSetUsed(StageError):
+    """The test split was already evaluated and reuse was not asked for, or the procedure changed."""
+
+
+def ledger_path(config: config_module.Config) -> Path:
+    return workspace.stage_dir(config.root, config.experiment, "split").parent / "test_ledger.json"
+
+
+def previous_uses(config: config_module.Config, manifest_sha: str) -> list[dict]:
+    path = ledger_path(config)
+    return workspace.read_json(path).get(manifest_sha, []) if path.is_file() else []
+
+
+def procedure(config: config_module.Config, task: str) -> dict:
+    settings = config.evaluate
+    default = metrics.CLASSIFICATION if task == "classification" else metrics.REGRESSION
+    chosen = settings.metrics or default
+    unknown = sorted(set(chosen) - set(default))
+    if unknown:
+        raise ConfigError(f"evaluate.metrics: {unknown} are not {task} metrics (choose from {list(default)})")
+    return {"metrics": list(chosen), "bootstrap_resamples": settings.bootstrap_resamples,
+            "confidence": settings.confidence, "seed": settings.seed}
+
+
+def check_ledger(config: config_module.Config, manifest_sha: str, reuse_test: bool, fixed: dict) -> None:
+    uses = previous_uses(config, manifest_sha)
+    if uses and not reuse_test:
+        last = uses[-1]
+        raise TestSetUsed(
+            f"the test split (manifest sha256 {manifest_sha[:12]}) was already evaluated on {last['time']} by "
+            f"MLflow run {last['run_id']} ({len(uses)} use(s)); the test set is used once. "
+            "Pass --reuse-test to evaluate again, tagged test_reused=true.")
+    if uses and uses[0].get("procedure") != fixed:
+        raise TestSetUsed(f"the evaluation procedure changed since the first use of this test split: "
+                          f"{uses[0].get('procedure')} then, {fixed} now; the procedure stays fixed")
+
+
+def verify_test_items(split_folder: Path, x: np.ndarray, ids: np.ndarray) -> None:
+    """Every test item's content hash must match the split manifest.
+
+    Raises:
+        DataError: naming the items whose content changed, or that are missing or unexpected.
+    """
+    manifest = workspace.read_json(split_folder / splits.MANIFEST)
+    expected = {item["id"]: item["sha256"] for item in manifest["items"] if item["split"] == "test"}
+    actual = {str(item_id): splits.item_hash(image) for item_id, image in zip(ids, x)}
+    changed = sorted(item for item in actual if item in expected and actual[item] != expected[item])
+    missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
+    if changed or missing or extra:
+        raise DataError(f"{split_folder}: test split does not match {splits.MANIFEST}: changed {changed[:10]}, "
+                         f"missing {missing[:10]}, unexpected {extra[:10]}; evaluation stopped")
+
+
+def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], folder: Path) -> None:
+    """Confusion matrices and a reliability diagram, or residual plots for regression."""
+    for name, output in outputs.items():
+        figure, axis = plt.subplots(figsize=(5.5, 5))
+        if class_names:
+            sk_metrics.ConfusionMatrixDisplay.from_predictions(y, output.argmax(axis=1), display_labels=class_names,
+                                                               ax=axis, colorbar=False)
+            axis.set_title(f"Test confusion: {name}")
+            figures.save(figure, folder / f"confusion_{name}.png")
+        else:
+            axis.scatter(output[:, 0], y - output[:, 0], s=10)
+            axis.axhline(0, color="grey", linestyle="--")
+            axis.set(xlabel="predicted", ylabel="true - predicted", title=f"Test residuals: {name}")
+            figures.save(figure, folder / f"residuals_{name}.png")
+    if class_names:
+        figure, axis = plt.subplots(figsize=(5, 5))
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+        for name in outputs:
+            curve = results[name]["calibration"]
+            used = [index for index, count in enumerate(curve["counts"]) if count]
+            axis.plot([curve["confidence"][i] for i in used], [curve["accuracy"][i] for i in used], marker="o",
+                      label=f"{name} (ECE {curve['ece']:.3f})")
+        axis.set(xlabel="confidence of the top class", ylabel="accuracy", title="Reliability diagram (test)")
+        axis.legend()
+        figures.save(figure, folder / "reliability.png")
+
+
+def _report(results: dict, intervals: dict, fixed: dict, uses: int) -> str:
+    names = [name if name in ("accuracy", "roc_auc") or name in metrics.REGRESSION else f"macro_{name}"
+             for name in fixed["metrics"]]
+    confidence = int(round(100 * fixed["confidence"]))
+    lines = ["# Test evaluation", "", f"Uses of this test split, this one included: {uses}"
+             + (" (REUSED: this score is no longer an unbiased estimate)" if uses > 1 else ""), "",
+             f"Intervals: {confidence}% percentile bootstrap over test items ({fixed['bootstrap_resamples']} "
+             "resamples).", "", "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for model, row in results.items():
+        cells = []
+        for name in names:
+            value, interval = row.get(name), intervals[model].get(name)
+            text = "n/a" if value is None else f"{value:.4f}"
+            cells.append(text + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    per_class = results["keras"].get("per_class")
+    if per_class:
+        lines += ["", "Per class (Keras model):", "", "| class | PPV | TPR | TNR | NPV | F1 | support |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['specificity']:.4f} | "
+                  f"{row['npv']:.4f} | {row['f1']:.4f} | {row['support']} |" for label, row in per_class.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _flat_metrics(results: dict, intervals: dict) -> dict:
+    flat = {}
+    for model, row in results.items():
+        prefix = "test" if model == "keras" else f"test/{model}"
+        flat.update({f"{prefix}/{key}": value for key, value in row.items() if isinstance(value, float)})
+        if "calibration" in row:
+            flat[f"{prefix}/ece"] = row["calibration"]["ece"]
+        for key, (low, high) in intervals[model].items():
+            flat.update({f"{prefix}/{key}_ci_low": low, f"{prefix}/{key}_ci_high": high})
+    return flat
+
+
+def run(config: config_module.Config, force: bool = False, reuse_test: bool = False) -> stage.StageResult:
+    """Evaluates the champion and the deployed TF-Lite variant on the test split, once."""
+    split_folder, _ = stage.upstream(config, "split", "evaluate")
+    export_folder, export_manifest = stage.upstream(config, "export", "evaluate")
+    bundle = workspace.bundle_dir(config.root, config.experiment) / "model.tflite"
+    # The Keras model scored beside the TF-Lite variant is the version that export converted, never another.
+    version = export_manifest["metrics"]["champion_version"]
+    manifest_sha = workspace.sha256_file(split_folder / splits.MANIFEST)
+    dataset = workspace.read_json(split_folder / "dataset.json")
+    fixed = procedure(config, dataset["task"])
+    variant = config.evaluate.tflite_variant
+    if variant == "bundle":
+        variant = workspace.read_json(export_folder / "export_table.json")["chosen"]
+
+    def body(folder: Path) -> dict:
+        x, y, ids = workspace.load_arrays(split_folder, "test", "x", "y", "ids")
+        verify_test_items(split_folder, x, ids)
+        classification = dataset["task"] == "classification"
+        outputs = {"keras": tracking.load_champion(config, version).predict(x.astype(np.float32), verbose=0),
+                   variant: edge.LiteRTModel(export_folder / f"{variant}.tflite").predict(x)}
+        results = {name: metrics.classification(y, output, dataset["class_names"]) if classification
+                   else metrics.regression(y, output[:, 0]) for name, output in outputs.items()}
+        intervals = {name: metrics.bootstrap(y, output if classification else output[:, 0], dataset["task"],
+                                             fixed["bootstrap_resamples"], fixed["confidence"], fixed["seed"])
+                     if fixed["bootstrap_resamples"] else {} for name, output in outputs.items()}
+        plots(y, outputs, results, dataset["class_names"] if classification else [], folder)
+        uses = previous_uses(config, manifest_sha)
+        record = {"run_id": mlflow.active_run().info.run_id, "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                  "reused": bool(uses), "champion_version": version, "procedure": fixed,
+                  "tflite_variant": variant}
+        mlflow.set_tags({"test_reused": str(bool(uses)).lower(), "test_uses": str(len(uses) + 1),
+                         "evaluate.tflite_variant": variant, "champion_version": version})
+        workspace.write_json(folder / "test_report.json", {
+            "manifest_sha256": manifest_sha, "uses": len(uses) + 1, "record": record, "procedure": fixed,
+            "results": results, "intervals": intervals})
+        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, len(uses) + 1))
+        mlflow.log_artifacts(str(folder), "evaluation")
+        ledger = workspace.read_json(ledger_path(config)) if ledger_path(config).is_file() else {}
+        ledger.setdefault(manifest_sha, []).append(record)
+        workspace.write_json(ledger_path(config), ledger)
+        flat = {"test/uses": len(uses) + 1, **_flat_metrics(results, intervals)}
+        tracking.log_metrics(flat)
+        return flat
+
+    def guard() -> None:
+        champion = tracking.champion_version(config)
+        if champion != version:
+            raise StageError(f"the edge bundle was exported from version {version} of '{config.experiment}', but "
+                             f"the champion is now version {champion}; run export first (make export)")
+        check_ledger(config, manifest_sha, reuse_test, fixed)
+
+    inputs = {"split": manifest_sha, "export": stage.manifest_digest(export_folder),
+              "bundle": workspace.sha256_file(bundle) if bundle.is_file() else "missing",
+              "champion": tracking.champion_version(config)}
+    return stage.execute(config, "evaluate", ("evaluate",), inputs, body, force, guard=guard)

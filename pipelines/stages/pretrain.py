@@ -1,0 +1,100 @@
+"""pretrain: the project's own pretrained backbones, because nothing can be downloaded here.
+
+- `project_autoencoder`: the encoder of a denoising autoencoder trained on the unlabeled training split;
+- `project_source_task`: the encoder of a classifier trained on a source task (other classes of the same
+  source, `model.backbone.source_classes`, disjoint from the target's `data.classes`).
+Each is saved in TF-Hub's SavedModel format under `data/processed/<exp>/backbones/<kind>-<fingerprint>/`
+(kept across reruns, since registered models refer to it) and loaded back through `hub.KerasLayer` like any
+hub model. For other configs the stage has nothing to do and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import tf_keras as keras
+from sklearn.model_selection import train_test_split
+
+from models import autoencoder, backbones
+from pipelines.core import config as config_module
+from pipelines.core import stage, tracking, workspace
+from pipelines.data import sources
+from pipelines.training import autoencoders, fitting, transfer
+
+
+def _fit_classifier(model: keras.Model, x, y, validation, settings: config_module.BackboneConfig, verbose: int):
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)
+    return model.fit(x, y, validation_data=validation, epochs=settings.pretrain_epochs, batch_size=64,
+                     callbacks=[early, fitting.MlflowEpochLogger()], verbose=verbose)
+
+
+def pretrain_autoencoder(config: config_module.Config, split_folder: Path) -> tuple[keras.Model, dict]:
+    """Denoising autoencoder on the training split's images (their labels are not used)."""
+    settings = config.model.backbone
+    (x_train,), (x_val,) = (workspace.load_arrays(split_folder, name, "x") for name in ("train", "val"))
+    keras.utils.set_random_seed(config.train.seed)
+    model, encoder = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)
+    x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
+    autoencoders.fit(model, x_train, x_val, settings.pretrain_epochs, 64, 1e-3, config.runtime.verbose, patience=5)
+    scores = autoencoders.denoising_scores(model, x_val, settings.noise_std, config.train.seed)
+    return encoder, {"pretrain/val_psnr_noisy_db": scores["psnr_noisy_db"],
+                     "pretrain/val_psnr_denoised_db": scores["psnr_denoised_db"]}
+
+
+def pretrain_source_task(config: config_module.Config) -> tuple[keras.Model, dict]:
+    """A classifier on the source classes; its encoder is the backbone. Target classes are never read."""
+    settings = config.model.backbone
+    names = tuple(str(item) for item in settings.source_classes)
+    raw = sources.load(dataclasses.replace(config.data, classes=names), config.root)
+    keep = [index for index in range(len(raw.images)) if index not in raw.problems]
+    x = np.stack([sources.to_canonical(raw.images[index], config.data.image_size, config.data.channels)
+                  for index in keep]).astype(np.float32)
+    y = raw.labels[keep]
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.15, stratify=y, random_state=config.split.seed)
+    keras.utils.set_random_seed(config.train.seed)
+    encoder = autoencoder.build_encoder(settings.filters, x.shape[1:])
+    inputs = keras.Input(shape=x.shape[1:])
+    features = keras.layers.Dropout(0.3)(encoder(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(len(names), activation="softmax")(features))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    _fit_classifier(model, x_train, y_train, (x_val, y_val), settings, config.runtime.verbose)
+    return encoder, {"pretrain/source_val_accuracy": float(model.evaluate(x_val, y_val, verbose=0)[1])}
+
+
+def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
+    """Pretrains the configured project backbone, or does nothing when the config needs none."""
+    split_folder, _ = stage.upstream(config, "split", "pretrain")
+    inputs = {"split": stage.manifest_digest(split_folder)}
+    sections = ("data", "split", "model.backbone", "model.architecture", "train.seed")
+
+    def body(folder: Path) -> dict:
+        if not config.model.uses_project_backbone:
+            print("[pretrain] nothing to pretrain: the model uses no project backbone")
+            workspace.write_json(folder / transfer.BACKBONE_RECORD, {"needed": False})
+            mlflow.set_tag("pretrain", "not needed: the model uses no project backbone")
+            return {}
+        kind = config.model.backbone.kind
+        if kind == "project_autoencoder":
+            encoder, metrics = pretrain_autoencoder(config, split_folder)
+        else:
+            encoder, metrics = pretrain_source_task(config)
+        key = workspace.fingerprint({"inputs": inputs, "config": config_module.to_dict(config.model.backbone),
+                                     "data": config_module.to_dict(config.data)})[:16]
+        path = workspace.stage_dir(config.root, config.experiment, "backbones") / f"{kind}-{key}"
+        with workspace.staging(path) as staged:
+            backbones.save_for_hub(encoder, staged)
+        workspace.write_json(folder / transfer.BACKBONE_RECORD, {"needed": True, "kind": kind, "path": str(path),
+                                                        "feature_dim": int(encoder.output_shape[-1])})
+        mlflow.log_artifact(str(folder / transfer.BACKBONE_RECORD))
+        tracking.log_metrics(metrics)
+        return metrics
+
+    def backbone_still_there(manifest: dict) -> bool:
+        record = workspace.stage_dir(config.root, config.experiment, "pretrain") / transfer.BACKBONE_RECORD
+        return not config.model.uses_project_backbone or Path(workspace.read_json(record).get("path", "")).is_dir()
+
+    return stage.execute(config, "pretrain", sections, inputs, body, force, still_valid=backbone_still_there)

@@ -1,0 +1,36 @@
+"""Fitting and scoring denoising autoencoders: the pretrain stage's backbone and the denoise stage's target."""
+
+from __future__ import annotations
+
+import numpy as np
+import tf_keras as keras
+
+from pipelines.training import fitting, metrics
+
+
+def noisy_copy(images: np.ndarray, noise_std: float, seed: int) -> np.ndarray:
+    """Images (0-255) with seeded Gaussian noise, clipped to the valid range."""
+    rng = np.random.default_rng(seed)
+    return np.clip(images + rng.normal(0.0, noise_std, images.shape), 0, 255).astype(np.float32)
+
+
+def fit(model: keras.Model, x_train: np.ndarray, x_val: np.ndarray, epochs: int, batch_size: int,
+        learning_rate: float, verbose: int, prefix: str = "", patience: int = 0) -> None:
+    """Trains a model from images in [0, 255] to the clean images in [0, 1] (its noise layer corrupts the
+    input in training only); logs the curves to MLflow under `prefix`; early stopping when `patience`."""
+    model.compile(keras.optimizers.Adam(learning_rate), "mse")
+    callbacks = [fitting.MlflowEpochLogger(prefix=prefix)]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                       restore_best_weights=True))
+    model.fit(x_train, x_train / 255.0, validation_data=(x_val, x_val / 255.0), epochs=epochs,
+              batch_size=batch_size, callbacks=callbacks, verbose=verbose)
+
+
+def denoising_scores(model: keras.Model, x_val: np.ndarray, noise_std: float, seed: int) -> dict:
+    """PSNR (dB) against the clean validation images of the seeded noisy input and of the model's output;
+    returns them with the noisy and denoised images (for example grids)."""
+    noisy = noisy_copy(x_val, noise_std, seed)
+    denoised = model.predict(noisy, verbose=0)
+    return {"noisy": noisy, "denoised": denoised, "psnr_noisy_db": metrics.psnr(x_val / 255.0, noisy / 255.0),
+            "psnr_denoised_db": metrics.psnr(x_val / 255.0, denoised)}

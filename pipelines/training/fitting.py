@@ -1,0 +1,227 @@
+"""Fitting a Keras model on the split: the objective, optimizers, losses, callbacks, fit with early stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import models
+from pipelines.core import config as config_module
+from pipelines.core import figures
+from pipelines.core.errors import ConfigError
+from pipelines.data import augment as augmentation
+from pipelines.data.splits import SplitData
+
+OPTIMIZERS = {
+    "adam": lambda rate: keras.optimizers.Adam(rate),
+    "sgd": lambda rate: keras.optimizers.SGD(rate, momentum=0.9, nesterov=True),
+    "rmsprop": lambda rate: keras.optimizers.RMSprop(rate),
+    "adagrad": lambda rate: keras.optimizers.Adagrad(rate),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The validation metric that ranks models (accuracy, or MAE for regression), under its two spellings:
+    `key` in scores and MLflow (`val/accuracy`), `log_name` in Keras logs and tables (`val_accuracy`)."""
+
+    metric: str
+    higher: bool
+
+    @property
+    def key(self) -> str:
+        return f"val/{self.metric}"
+
+    @property
+    def log_name(self) -> str:
+        return f"val_{self.metric}"
+
+    def worst(self) -> float:
+        return 0.0 if self.higher else float("inf")
+
+    def better(self, candidate: dict, incumbent: dict) -> bool:
+        """Whether `candidate` scores beat `incumbent`'s; ties go to the lower validation loss."""
+        sign = 1.0 if self.higher else -1.0
+        return (sign * candidate[self.key], -candidate["val/loss"]) > (sign * incumbent[self.key],
+                                                                       -incumbent["val/loss"])
+
+
+def objective(task: str) -> Objective:
+    """The validation metric that ranks models of a task."""
+    return Objective("accuracy", True) if task == "classification" else Objective("mae", False)
+
+
+def strategy(runtime: config_module.RuntimeConfig) -> tf.distribute.Strategy:
+    if runtime.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs Keras epoch logs to the active MLflow run under namespaced keys (`train/loss`, `val/accuracy`);
+    `offset` continues the step count across training phases; `prefix` keeps two models' curves apart."""
+
+    def __init__(self, offset: int = 0, prefix: str = ""):
+        super().__init__()
+        self.offset, self.prefix = offset, prefix
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {}
+        for key, value in (logs or {}).items():
+            name = f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+            metrics[self.prefix + name] = float(value)
+        mlflow.log_metrics(metrics, step=epoch + self.offset)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss and remembers where it happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch, self.where = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+def loss_for(config: config_module.Config, task: str) -> str:
+    """The configured loss, checked against the task."""
+    name = config.train.loss
+    if name == "auto":
+        return "sparse_categorical_crossentropy" if task == "classification" else "mse"
+    allowed = LOSSES_FOR[task]
+    if name not in allowed:
+        raise ConfigError(f"train.loss: '{name}' does not fit a {task} task (choose from {list(allowed)})")
+    return name
+
+
+LOSSES_FOR = {"classification": ("sparse_categorical_crossentropy", "categorical_crossentropy",
+                                 "binary_crossentropy"),
+              "regression": ("mse", "mae", "mape")}
+
+
+def compile_model(model: keras.Model, config: config_module.Config, task: str, learning_rate: float) -> None:
+    model.compile(optimizer=OPTIMIZERS[config.train.optimizer](learning_rate), loss=loss_for(config, task),
+                  metrics=["accuracy" if task == "classification" else "mae"])
+
+
+def _labels(y: np.ndarray, loss: str, classes: int) -> np.ndarray:
+    """One-hot labels for the losses that need them."""
+    if loss in ("categorical_crossentropy", "binary_crossentropy"):
+        return np.eye(classes, dtype=np.float32)[y]
+    return y
+
+
+def class_weights(config: config_module.Config, data: SplitData) -> dict | None:
+    if config.train.class_weights == "none" or data.task != "classification":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(data.num_outputs)
+    present = np.unique(data.y["train"])
+    weights = compute_class_weight("balanced", classes=present, y=data.y["train"])
+    return {int(label): float(weight) for label, weight in zip(present, weights)} | {
+        int(label): 1.0 for label in classes if label not in present}
+
+
+def _callbacks(config: config_module.Config, folder: Path | None, backup_dir: Path | None, offset: int,
+               log_to_mlflow: bool) -> tuple[list, NanGuard]:
+    guard = NanGuard()
+    callbacks = [guard, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
+                                                      restore_best_weights=True)]
+    if config.train.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                           patience=config.train.reduce_lr_patience))
+    if folder is not None and config.train.checkpoint:
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), monitor="val_loss",
+                                                         save_best_only=True, save_weights_only=True))
+    if backup_dir is not None:  # a killed run resumes from its last completed epoch
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    if log_to_mlflow:
+        callbacks.append(MlflowEpochLogger(offset))
+    return callbacks, guard
+
+
+def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitData, epochs: int, *,
+                 augment: bool = True, folder: Path | None = None, backup_dir: Path | None = None,
+                 offset: int = 0, log_to_mlflow: bool = True, callbacks: list | None = None) -> tuple[dict, dict]:
+    """Fits a compiled model on train with early stopping on val; returns (history, validation scores).
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite; the message says at which epoch and batch.
+    """
+    loss = loss_for(config, data.task)
+    y_train = _labels(data.y["train"], loss, data.num_outputs)
+    y_val = _labels(data.y["val"], loss, data.num_outputs)
+    compose = augmentation.build(config.augment) if augment else None
+    train = augmentation.dataset(data.x["train"], y_train, config.train.batch_size, config.train.seed, compose)
+    val = _dataset(data.x["val"], y_val, 256, None)
+    if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
+        print(f"[train] resuming from the backup of an interrupted run in {backup_dir}")
+    extra = callbacks or []
+    callbacks, guard = _callbacks(config, folder, backup_dir, offset, log_to_mlflow)
+    callbacks += extra
+    started = time.perf_counter()
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+                        class_weight=class_weights(config, data), verbose=config.runtime.verbose)
+    seconds = time.perf_counter() - started
+    if guard.where:
+        epoch, batch, value = guard.where
+        raise TrainingDiverged(f"training stopped: the loss became {value} at epoch {epoch}, batch {batch} "
+                               f"(learning rate {float(keras.backend.get_value(model.optimizer.learning_rate)):g}); "
+                               "lower train.learning_rate, or look for NaN or inf in the inputs")
+    val_loss, score = model.evaluate(val, verbose=0)
+    return history.history, {objective(data.task).key: float(score), "val/loss": float(val_loss),
+                             "epochs": len(history.history["loss"]), "fit_seconds": seconds}
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
+    data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y))
+    if seed is not None:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflow: bool = True,
+        folder: Path | None = None, backup_dir: Path | None = None, callbacks: list | None = None):
+    """Builds, compiles and fits the configured architecture (not `transfer`, see training.transfer).
+
+    Returns:
+        (model, history dict, {"val/accuracy" or "val/mae", "val/loss", "epochs", "fit_seconds"}).
+    """
+    keras.utils.set_random_seed(config.train.seed)
+    build = models.architectures()[config.model.architecture]
+    with strategy(config.runtime).scope():
+        model = build(config.model, data.x["train"].shape[1:], data.num_outputs, data.normalizer, data.task)
+        compile_model(model, config, data.task, config.train.learning_rate)
+    history, scores = fit_compiled(model, config, data, epochs, folder=folder, backup_dir=backup_dir,
+                                   log_to_mlflow=log_to_mlflow, callbacks=callbacks)
+    return model, history, scores
+
+
+def plot_learning_curves(history: dict, path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    second = "accuracy" if "accuracy" in history else "mae"
+    for axis, metric in zip(axes, ("loss", second)):
+        axis.plot(history[metric], label=f"train {metric}")
+        axis.plot(history[f"val_{metric}"], label=f"val {metric}")
+        axis.set(xlabel="epoch", title=metric)
+        axis.legend()
+    figures.save(figure, path)

@@ -1,0 +1,123 @@
+"""The metrics people report, as pure functions: classification (per class and macro PPV, TPR, TNR, NPV, F1,
+accuracy, ROC-AUC, calibration), regression (MAE, MSE, RMSE, MAPE, R^2) with bootstrap intervals, and image
+reconstruction (PSNR)."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import metrics as image_metrics
+from sklearn import metrics as sk_metrics
+
+CLASSIFICATION = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc")
+REGRESSION = ("mae", "mse", "rmse", "mape", "r2")
+_PER_CLASS = ("precision", "recall", "specificity", "npv", "f1")
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=float), where=denominator > 0)
+
+
+def per_class_rates(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """One-vs-rest rates per class from a (true, predicted) confusion matrix (0 where undefined).
+
+    precision = PPV = TP/(TP+FP); recall = sensitivity = TPR = TP/(TP+FN); specificity = TNR = TN/(TN+FP);
+    NPV = TN/(TN+FN); F1 = harmonic mean of precision and recall.
+    """
+    confusion = confusion.astype(float)
+    true_positive = np.diag(confusion)
+    false_positive = confusion.sum(axis=0) - true_positive
+    false_negative = confusion.sum(axis=1) - true_positive
+    true_negative = confusion.sum() - true_positive - false_positive - false_negative
+    precision = _safe_divide(true_positive, true_positive + false_positive)
+    recall = _safe_divide(true_positive, true_positive + false_negative)
+    return {"precision": precision, "recall": recall,
+            "specificity": _safe_divide(true_negative, true_negative + false_positive),
+            "npv": _safe_divide(true_negative, true_negative + false_negative),
+            "f1": _safe_divide(2 * precision * recall, precision + recall)}
+
+
+def roc_auc(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Binary ROC-AUC, or macro one-vs-rest for several classes; None when a class is absent from y_true."""
+    # Dequantized int8 scores do not sum exactly to 1, which multi-class ROC-AUC requires.
+    sums = probabilities.sum(axis=1, keepdims=True)
+    if not np.allclose(sums, 1.0):  # renormalize only then: dividing exact rows would perturb their ties
+        probabilities = np.clip(probabilities, 0.0, None) / np.maximum(sums, 1e-12)
+    try:
+        if probabilities.shape[1] == 2:
+            return float(sk_metrics.roc_auc_score(y_true, probabilities[:, 1]))
+        return float(sk_metrics.roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro",
+                                              labels=list(range(probabilities.shape[1]))))
+    except ValueError:
+        return None
+
+
+def calibration(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict:
+    """Reliability of the top-class confidence: per-bin confidence and accuracy, and the expected calibration
+    error (ECE, the count-weighted mean gap)."""
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == y_true).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    mean_confidence = _safe_divide(np.bincount(index, confidence, bins), counts)
+    accuracy = _safe_divide(np.bincount(index, correct, bins), counts)
+    return {"bin_edges": edges.tolist(), "counts": counts.tolist(), "confidence": mean_confidence.tolist(),
+            "accuracy": accuracy.tolist(),
+            "ece": float(np.sum(counts * np.abs(accuracy - mean_confidence)) / max(len(y_true), 1))}
+
+
+def classification(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, macro and per-class rates, ROC-AUC and calibration from predicted class probabilities."""
+    predicted = probabilities.argmax(axis=1)
+    confusion = sk_metrics.confusion_matrix(y_true, predicted, labels=range(len(class_names)))
+    rates = per_class_rates(confusion)
+    result = {"accuracy": float(np.trace(confusion) / confusion.sum()), "roc_auc": roc_auc(y_true, probabilities)}
+    result.update({f"macro_{name}": float(values.mean()) for name, values in rates.items()})
+    result["per_class"] = {label: {name: float(rates[name][index]) for name in _PER_CLASS} |
+                           {"support": int(confusion[index].sum())} for index, label in enumerate(class_names)}
+    result["calibration"] = calibration(y_true, probabilities)
+    result["confusion_matrix"] = confusion.tolist()
+    return result
+
+
+def regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """MAE, MSE, RMSE, MAPE (in percent) and R^2."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    mse = float(sk_metrics.mean_squared_error(y_true, y_pred))
+    return {"mae": float(sk_metrics.mean_absolute_error(y_true, y_pred)), "mse": mse, "rmse": float(np.sqrt(mse)),
+            "mape": float(100.0 * sk_metrics.mean_absolute_percentage_error(y_true, y_pred)),
+            "r2": float(sk_metrics.r2_score(y_true, y_pred))}
+
+
+def _classification_sample(y_true, predicted, classes: int) -> dict:
+    confusion = np.bincount(y_true * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+    rates = per_class_rates(confusion)
+    return {"accuracy": np.trace(confusion) / confusion.sum()} | {f"macro_{k}": v.mean() for k, v in rates.items()}
+
+
+def bootstrap(y_true: np.ndarray, outputs: np.ndarray, task: str, resamples: int, confidence: float,
+              seed: int) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals over test items: name -> [low, high]."""
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    predicted = outputs.argmax(axis=1) if task == "classification" else outputs
+    for _ in range(resamples):
+        index = rng.integers(0, len(y_true), len(y_true))
+        if task == "classification":
+            values = _classification_sample(y_true[index], predicted[index], outputs.shape[1])
+        else:
+            values = regression(y_true[index], predicted[index])
+        for name, value in values.items():
+            samples.setdefault(name, []).append(float(value))
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    return {name: [float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))]
+            for name, values in samples.items()}
+
+
+def psnr(reference: np.ndarray, candidate: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of `candidate` against `reference` (one MSE over all their pixels);
+    inf when they are equal."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if np.array_equal(reference, candidate):
+        return float("inf")
+    return float(image_metrics.peak_signal_noise_ratio(reference, candidate, data_range=data_range))
