@@ -53,6 +53,16 @@ def sigkill_after_first_checkpoint(command: list[str], backup_root: Path, timeou
     assert list(backup_root.rglob("checkpoint")), "no checkpoint was written before the kill"
 
 
+def png(path: Path, size: tuple[int, int]) -> None:
+    """A written plot: a PNG of the expected size in pixels that is not blank."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == size, (path, image.size)
+        assert np.asarray(image.convert("L"), float).std() > 5, f"{path} is blank"
+
+
 @pytest.fixture
 def tiny(tmp_path):
     return tiny_config(tmp_path)

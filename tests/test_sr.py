@@ -2,6 +2,7 @@
 trained for a few steps, killed and resumed."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
@@ -10,7 +11,7 @@ import models.sr as sr_models
 from pipelines.core import config as config_module
 from pipelines.core import tracking
 from pipelines.stages import sr
-from tests.conftest import tiny_config
+from tests.conftest import png, tiny_config
 
 SR = ["sr.train_images=[astronaut, moon]", "sr.eval_images=[camera, coffee]", "sr.patch_size=16",
       "sr.patches=64", "sr.batch_size=8", "sr.filters=4", "sr.blocks=1", "sr.pixel_steps=6",
@@ -60,6 +61,7 @@ def test_held_out_photographs_and_their_twins_cannot_be_trained_on():
     sr.check_held_out({"moon": photos["moon"]}, copy)  # a different photograph passes
 
 
+@pytest.mark.slow
 def test_killed_sr_run_resumes_and_scores_both_phases_against_bicubic(tmp_path, monkeypatch, capsys):
     config = tiny_config(tmp_path, *SR)
     real_log = tracking.log_metrics
@@ -86,7 +88,10 @@ def test_killed_sr_run_resumes_and_scores_both_phases_against_bicubic(tmp_path, 
     assert abs(metrics["sr/psnr_pixel"] - metrics["sr/psnr_bicubic"]) < 1.0
     rows = (result.folder / "sr_scores.csv").read_text().splitlines()
     assert rows[0].startswith("image,bicubic_psnr") and [row.split(",")[0] for row in rows[1:]] == ["camera", "coffee"]
-    assert (result.folder / "sr_comparison.png").stat().st_size > 10_000
+    png(result.folder / "sr_comparison.png", (1200, 520))  # 5 columns x 2 photographs at dpi 100
+    table = pd.read_csv(result.folder / "sr_scores.csv")
+    for method in ("bicubic", "pixel", "adversarial"):
+        assert table[f"{method}_psnr"].mean() == pytest.approx(metrics[f"sr/psnr_{method}"], abs=1e-3)
     tracking.configure(config)
     artifacts = {item.path for item in MlflowClient().list_artifacts(result.run_id)}
     assert {"sr_scores.csv", "sr_comparison.png"} <= artifacts

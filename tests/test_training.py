@@ -73,7 +73,9 @@ def test_losses_and_optimizers_train(tmp_path, loss, optimizer):
                                "train.class_weights=balanced", "train.reduce_lr_patience=1",
                                "model.initializer=glorot_uniform", "model.batch_norm=true")
     model, history, scores = fitting.fit(config, data, 2, log_to_mlflow=False)
-    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all() and 0 <= scores["val/accuracy"] <= 1
+    assert len(history["loss"]) == 2 and history["loss"][-1] < history["loss"][0]  # it learns
+    accuracy = (model.predict(data.x["val"].astype(np.float32), verbose=0).argmax(axis=1) == data.y["val"]).mean()
+    assert scores["val/accuracy"] == pytest.approx(accuracy, abs=1e-6)  # the score is the model's own
     assert type(model.optimizer).__name__.lower() == optimizer
     with pytest.raises(ValueError, match="train.loss: 'mape' does not fit a classification task"):
         fitting.loss_for(tiny_config(tmp_path, "train.loss=mape"), "classification")
@@ -103,7 +105,7 @@ def test_nan_loss_stops_training_saying_where(tmp_path):
     config, data = _split_data(tmp_path)
     data.x["train"] = data.x["train"].astype(np.float32)
     data.x["train"][:] = np.nan
-    with pytest.raises(fitting.TrainingDiverged, match=r"loss became nan at epoch 1, batch 1 \(learning rate"):
+    with pytest.raises(fitting.TrainingDiverged, match=r"loss became nan at epoch 1, batch \d+ \(learning rate"):
         fitting.fit(config, data, 3, log_to_mlflow=False)
 
 
@@ -123,9 +125,10 @@ def test_feature_cache_is_built_once_and_the_assembled_model_matches_the_head(tm
     transfer.train(config, data, tmp_path, None, digest)
     assert "features read from the cache" in capsys.readouterr().out
     assert model.get_layer("backbone").__class__.__name__ == "KerasLayer"
-    assert 0 <= scores["val/accuracy"] <= 1
+    assert scores["val/accuracy"] > 0.2  # chance 0.1
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_and_its_run_is_not_left_running(tmp_path):
     settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=60", "train.patience=60", "data.image_size=8"]
     config = tiny_config(tmp_path, "train.epochs=60", "train.patience=60")
@@ -147,6 +150,7 @@ def test_killed_training_resumes_and_its_run_is_not_left_running(tmp_path):
     runs = client.search_runs([experiment], "tags.stage = 'train'", order_by=["attributes.start_time DESC"])
     steps = [point.step for point in client.get_metric_history(runs[0].info.run_id, "train/loss")]
     assert steps and min(steps) > 0  # the rerun started after the last completed epoch
+    assert runs[0].data.metrics["val/accuracy"] > 0.6  # 60 epochs on 8x8 digits; chance 0.1
 
 
 MIRRORED = """
@@ -157,6 +161,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pipelines.core import config as config_module
+from pipelines.data import splits
 from pipelines.training import fitting
 from tests.conftest import tiny_config
 root = sys.argv[1]
@@ -169,6 +174,7 @@ for strategy in ("default", "mirrored"):
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_reaches_the_same_accuracy(tmp_path):
     config = tiny_config(tmp_path)
     clean.run(config)
@@ -180,23 +186,32 @@ def test_mirrored_strategy_on_two_logical_cpus_reaches_the_same_accuracy(tmp_pat
                  if line.startswith(("default", "mirrored")))
     assert lines["mirrored"][0] == "2" and lines["default"][0] == "1"
     assert abs(float(lines["mirrored"][1]) - float(lines["default"][1])) <= 0.06
+    assert float(lines["default"][1]) > 0.4  # 8 epochs; chance 0.1 (two equally broken runs would agree too)
 
 
+@pytest.mark.slow
 def test_transfer_pipeline_end_to_end_registers_a_hub_model_that_loads_back(tmp_path):
     from pipelines import __main__ as cli
 
     overrides = [*TINY, f"runtime.root={tmp_path}", "model.architecture=transfer", "model.backbone.filters=[4]",
-                 "model.backbone.pretrain_epochs=1", "transfer.method=fine_tune", "transfer.fine_tune_epochs=1",
-                 "train.epochs=2", "augment.transforms=[{name: Affine, translate_px: 1, p: 0.5}]"]
+                 "model.backbone.pretrain_epochs=2", "transfer.method=fine_tune", "transfer.fine_tune_epochs=1",
+                 "train.epochs=6", "train.learning_rate=3e-3",
+                 "augment.transforms=[{name: Affine, translate_px: 1, p: 0.5}]"]
     assert cli.main(["all", *[item for value in overrides for item in ("--set", value)]]) == 0
     config = tiny_config(tmp_path, *overrides[len(TINY):])
     model = tracking.load_champion(config)
     assert "KerasLayer" in {type(layer).__name__ for layer in model.layers}
     train = workspace.read_manifest(workspace.stage_dir(tmp_path, config.experiment, "train"))["metrics"]
-    assert "phase1/val/accuracy" in train and 0 <= train["val/accuracy"] <= 1
-    pretrain_metrics = workspace.read_manifest(workspace.stage_dir(tmp_path, config.experiment, "pretrain"))
-    assert pretrain_metrics["metrics"]["pretrain/val_psnr_denoised_db"] > 0
-    assert (workspace.bundle_dir(tmp_path, config.experiment) / "model.tflite").is_file()
+    assert "phase1/val/accuracy" in train and train["val/accuracy"] > 0.3  # chance 0.1; about 0.66 here
+    report = workspace.read_json(workspace.stage_dir(tmp_path, config.experiment, "evaluate") / "test_report.json")
+    assert report["results"]["keras"]["accuracy"] > 0.3
+    pretrain = workspace.read_manifest(workspace.stage_dir(tmp_path, config.experiment, "pretrain"))["metrics"]
+    assert 15.5 < pretrain["pretrain/val_psnr_noisy_db"] < 19.5  # noise std 40 on 0-255, as in the denoise test
+    from deploy.edge.predict import LiteRTModel
+
+    (x_val,) = workspace.load_arrays(workspace.stage_dir(tmp_path, config.experiment, "split"), "val", "x")
+    bundle = workspace.bundle_dir(tmp_path, config.experiment)
+    assert LiteRTModel(bundle / "model.tflite").predict(x_val[:4]).shape == (4, 10)
 
 
 def test_source_task_backbone_must_not_see_the_target_classes():

@@ -49,7 +49,7 @@ def test_canonical_json_is_byte_stable():
 def test_second_process_on_the_same_workspace_stops_with_a_clear_message(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pipelines import workspace\n"
+         "import sys, time; from pipelines.core import workspace\n"
          f"with workspace.locked({str(tmp_path)!r}, 'exp'):\n    print('held', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -25,8 +25,13 @@ from pipelines.core.errors import StageError
 CHAMPION = "champion"
 
 
+# The user's tracking server, read once: `mlflow.set_tracking_uri` writes MLFLOW_TRACKING_URI into this
+# process's environment itself, so reading it later would pin every config to the first store used.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
 def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlruns' / 'mlflow.db'}"
+    return USER_TRACKING_URI or f"sqlite:///{Path(root).resolve() / 'mlruns' / 'mlflow.db'}"
 
 
 def configure(config: config_module.Config) -> str:
