@@ -146,22 +146,21 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         ranked = sorted(trials, key=lambda trial: trial[key], reverse=higher)
         best = ranked[0] if ranked else None
         best_params = best["params"] if best else {}
-        final = None
+        best_config, final = apply(config, best_params), None
         if best:  # the best configuration, trained with the full epoch budget; the champion rule decides
-            with tracking.run(apply(config, best_params), "best", tags={"phase": "final"}):
-                model, _, final = recipes.fit_model(apply(config, best_params), data, inputs["split"])
-                champion.register(apply(config, best_params), model, final, inputs["split"], data.task,
-                                  data.x["val"][:2])
+            with tracking.run(best_config, "best", tags={"phase": "final"}):
+                model, _, final = recipes.fit_model(best_config, data, inputs["split"])
+                champion.register(best_config, model, final, inputs["split"], data.task, data.x["val"][:2])
         version = tracking.champion_version(config)
         workspace.write_text(folder / "best_config.yaml",
-                             yaml.safe_dump(config_module.to_dict(apply(config, best_params)), sort_keys=False))
+                             yaml.safe_dump(config_module.to_dict(best_config), sort_keys=False))
         workspace.write_json(folder / "trials.json", {"baseline": baseline, "trials": trials, "final": final,
                                                       "champion_version": version})
         _plot(trials, baseline, key, folder / "trials.png")
         for name in ("best_config.yaml", "trials.json", "trials.png"):
             mlflow.log_artifact(str(folder / name))
         mlflow.log_params({f"best.{path}": value for path, value in best_params.items()})
-        name = key.split("/")[1]
+        name = objective.metric
         metrics = {f"tune/best_trial_val_{name}": best[key] if best else baseline[key],
                    f"tune/baseline_val_{name}": baseline[key], "tune/trials": len(trials),
                    "tune/grid_trials": sum(trial["phase"] == "grid" for trial in trials),
