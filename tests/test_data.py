@@ -64,11 +64,10 @@ def test_image_folder_analysis_finds_every_planted_problem(image_folder, tmp_pat
     assert "not an image file" in report["unreadable"]["b/notes.txt"]
     assert {"RGB", "L", "P", "RGBA"} <= set(report["modes"])
     assert ["b/clock.png", "b/clock_copy.png"] in report["exact_duplicate_groups"]
-    assert report["label_conflicts"] == [["a/coins_conflict.png", "b/coins.png"]]
-    near = {tuple(sorted(pair[:2])) for pair in report["near_duplicate_pairs_within_class"]}
-    for copy in ("shifted.png", "brighter.png", "reencoded.jpg", "small.png"):
-        assert any(f"a/astronaut_{copy}" in pair for pair in near), copy
-    assert not report["near_duplicate_pairs_across_classes"]
+    assert report["label_conflicts"] == [["a/coins_conflict.png (a)", "b/coins.png (b)"]]
+    assert report["odd_modes"]["L"] and all(item.endswith(".jpg") for item in report["odd_modes"]["L"])
+    assert report["odd_modes"]["P"] and all(item.endswith(".gif") for item in report["odd_modes"]["P"])
+    assert report["odd_sizes"] == {"64x64": ["a/astronaut_small.png"]}
     assert report["baseline"]["metric"] == "accuracy"
 
 
@@ -81,7 +80,14 @@ def test_image_folder_clean_and_split_keep_near_duplicates_together(image_folder
                        "b/clock_copy.png": "drop_exact_duplicates", "a/coins_conflict.png": "drop_label_conflicts",
                        "b/coins.png": "drop_label_conflicts"}
     x, = workspace.load_arrays(result.folder, "clean", "x")
-    assert x.shape[1:] == (16, 16, 3) and x.dtype == np.uint8
+    assert x.shape == (19, 16, 16, 3) and x.dtype == np.uint8  # 24 files, 5 dropped
+    report = workspace.read_json(result.folder / "near_duplicates.json")
+    family = sorted(f"a/astronaut{suffix}" for suffix in (".png", "_shifted.png", "_brighter.png",
+                                                          "_reencoded.jpg", "_small.png"))
+    assert sorted(report["clusters"][0]) == family  # the largest cluster: the original and its four copies
+    assert all(len(cluster) <= 2 or sorted(cluster) == family for cluster in report["clusters"])
+    assert result.metrics["clean/largest_cluster"] == 5
+    assert (result.folder / "near_duplicate_clusters.png").is_file()
     manifest = workspace.read_json(split.run(config).folder / splits.MANIFEST)
     by_id = {item["id"]: item for item in manifest["items"]}
     family = [item_id for item_id in by_id if item_id.startswith("a/astronaut")]
@@ -221,8 +227,31 @@ def test_bad_image_folders_are_refused_naming_the_folder(tmp_path):
     (tmp_path / "one" / "dogs").mkdir(parents=True)
     _photo("chelsea").save(tmp_path / "one" / "cats" / "cat.png")
     (tmp_path / "one" / "dogs" / "dog.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    with pytest.raises(ValueError, match="dogs: class folder has no readable image"):
+    with pytest.raises(ValueError, match=r"one: 1 class\(es\) with readable items \(cats\); classification needs"):
         clean.run(_image_config(tmp_path, "one"))
+
+
+def test_an_empty_class_is_reported_by_analyze_and_stops_clean_unless_left_out(tmp_path, capsys):
+    folder = tmp_path / "three"
+    for name in ("cats", "dogs", "owls"):
+        (folder / name).mkdir(parents=True)
+    for index, photo in enumerate(("chelsea", "astronaut", "camera")):
+        _photo(photo).save(folder / "cats" / f"cat{index}.png")
+        _photo(photo).rotate(90).save(folder / "dogs" / f"dog{index}.png")
+    (folder / "owls" / "owl.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    report = workspace.read_json(analyze.run(_image_config(tmp_path, folder)).folder / "report.json")
+    assert report["empty_classes"] == ["owls"] and report["class_counts"]["owls"] == 1
+    with pytest.raises(ValueError, match=r"class\(es\) owls have no readable item; .* data.classes"):
+        clean.run(_image_config(tmp_path, folder))
+    from pipelines import __main__ as cli
+
+    arguments = ["clean", "--set", f"runtime.root={tmp_path}", "--set", "data.source=image_folder", "--set",
+                 f"data.path={folder}", "--set", "data.image_size=16"]
+    assert cli.main(arguments) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "owls have no readable item" in lines[0]  # one line, no traceback
+    kept = clean.run(_image_config(tmp_path, folder, "data.classes=[cats, dogs]"))
+    assert kept.metrics["clean/items_out"] == 6
 
 
 def test_groups_too_large_for_the_ratios_are_refused(tmp_path):

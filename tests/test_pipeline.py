@@ -130,11 +130,16 @@ def test_split_manifest_is_byte_identical_for_the_same_config(ran, tmp_path):
 def test_changed_test_item_is_refused_naming_it(ran):
     root, config = ran
     folder = workspace.stage_dir(root, config.experiment, "split")
-    x, ids = workspace.load_arrays(folder, "test", "x", "ids")
-    x = x.copy()
-    x[3] = 255 - x[3]
+    x, y, ids = workspace.load_arrays(folder, "test", "x", "y", "ids")
+    evaluate.verify_test_items(folder, x, y, ids)  # as split wrote them: accepted
+    edited = x.copy()
+    edited[3] = 255 - edited[3]
     with pytest.raises(ValueError, match=rf"changed \['{ids[3]}'\]"):
-        evaluate.verify_test_items(folder, x, ids)
+        evaluate.verify_test_items(folder, edited, y, ids)
+    relabelled = y.copy()
+    relabelled[5] = (y[5] + 1) % 10  # a label changed on disk, pixels untouched
+    with pytest.raises(ValueError, match=rf"labels changed: \['{ids[5]} \(label {y[5]} -> {relabelled[5]}\)'\]"):
+        evaluate.verify_test_items(folder, x, relabelled, ids)
 
 
 def _val_images_and_labels(root, config, folder, count: int) -> tuple[list, list[str]]:

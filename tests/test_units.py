@@ -1,5 +1,7 @@
 """Pure pieces of the stages: canonical images, drop rules, search sampling, variant choice, metrics."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,13 +29,46 @@ def test_canonical_image_is_uint8_resized_with_the_configured_channels():
     assert sources.to_canonical(palette, 8, 3).shape == (8, 8, 3)
 
 
+def _reopened(image: Image.Image, format: str, **options) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    reopened = Image.open(io.BytesIO(buffer.getvalue()))
+    reopened.load()
+    return reopened
+
+
+def test_odd_image_modes_are_converted_by_rule():
+    gradient = _reopened(Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)), "PNG")
+    assert gradient.mode.startswith("I;16")
+    grey = sources.to_canonical(gradient, 64, 1)[..., 0]
+    assert grey.min() == 0 and grey.max() == 255 and len(np.unique(grey)) > 200  # scaled, not clipped
+    assert sources.conversion_rules(gradient) == ["16-bit scaled to 8 bits (x 255/65535)"]
+    cmyk = _reopened(Image.new("RGB", (16, 16), (200, 30, 30)).convert("CMYK"), "JPEG", quality=95)
+    assert cmyk.mode == "CMYK" and np.abs(sources.to_canonical(cmyk, 16, 3)[8, 8].astype(int)
+                                          - (200, 30, 30)).max() < 12
+    tall = np.zeros((40, 20, 3), np.uint8)
+    tall[:10] = 255  # a bright top band
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: the camera says rotate 90 degrees clockwise to view
+    rotated = _reopened(Image.fromarray(tall), "JPEG", exif=exif.tobytes(), quality=95)
+    viewed = sources.to_canonical(rotated, 40, 1)[..., 0]  # 20x40 becomes 40x20 wide: the band on the right
+    assert viewed[:, -8:].mean() > 200 and viewed[:, :8].mean() < 50
+    assert sources.conversion_rules(rotated) == ["EXIF orientation 6 applied"]
+    palette = Image.fromarray(tall).convert("P")
+    palette.info["transparency"] = int(np.asarray(palette)[0, 0])  # the bright band's index is transparent
+    composited = sources.to_canonical(palette, 20, 1)[..., 0]
+    assert composited[:4].max() == 0  # transparent composited on black
+    assert sources.conversion_rules(palette) == ["transparency composited on black"]
+
+
 def test_drop_rules_log_duplicates_and_conflicts():
     hashes = ["a", "a", "b", "b", "c"]
     labels = np.array([0, 0, 1, 2, 1])
-    drops = clean.find_drops(hashes, labels, config_module.CleanConfig())
-    assert drops[1][0] == "drop_exact_duplicates" and 0 not in drops
-    assert drops[2][0] == drops[3][0] == "drop_label_conflicts"
-    kept = clean.find_drops(hashes, labels, config_module.CleanConfig(drop_label_conflicts=False))
+    ids, names = ("row-2", "row-3", "row-4", "row-5", "row-6"), ("cat", "dog", "owl")
+    drops = clean.find_drops(hashes, labels, config_module.CleanConfig(), ids, names)
+    assert drops[1] == ("drop_exact_duplicates", "identical to row-2") and 0 not in drops
+    assert drops[2] == drops[3] == ("drop_label_conflicts", "same content carries labels dog, owl: row-4, row-5")
+    kept = clean.find_drops(hashes, labels, config_module.CleanConfig(drop_label_conflicts=False), ids, names)
     assert set(kept) == {1, 3}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class LiteRTModel:
@@ -64,11 +64,25 @@ class LiteRTModel:
 RESAMPLE = Image.Resampling.BICUBIC
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey (modes I;16*, I, F) -> 8-bit grey, scaled by the range of its type (65,535 for
+    16 bits; an I or F image by its largest value when that exceeds 255), never clipped."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") else (1.0 if image.mode == "F" and values.max() <= 1.0 else
+                                                         max(255.0, float(values.max())))
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+
+
 def canonical_image(image: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Any PIL image (L, RGB, RGBA, P, ...) -> uint8 (height, width, channels), transparency composited on black.
+    """Any PIL image -> uint8 (height, width, channels), by rule: EXIF orientation applied, 16-bit scaled to
+    8 bits by its range, transparency (RGBA, LA, a palette's transparent index) composited on black, CMYK and
+    palettes converted, then resized.
 
     The pipeline's clean stage calls this same function, so the device sees what training saw.
     """
+    image = eight_bit(ImageOps.exif_transpose(image))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))

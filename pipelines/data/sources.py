@@ -67,6 +67,22 @@ def to_canonical(image: Image.Image, size: int, channels: int) -> np.ndarray:
     return edge.canonical_image(image, (size, size), channels)
 
 
+def conversion_rules(image: Image.Image) -> list[str]:
+    """The rules `to_canonical` applies to this image beyond resizing, in words, for the cleaning log."""
+    rules = []
+    if image.getexif().get(0x0112, 1) != 1:  # the EXIF orientation tag
+        rules.append(f"EXIF orientation {image.getexif()[0x0112]} applied")
+    if image.mode.startswith("I;16"):
+        rules.append("16-bit scaled to 8 bits (x 255/65535)")
+    elif image.mode in ("I", "F"):
+        rules.append(f"{image.mode} (32-bit) scaled to 8 bits by its range")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rules.append("transparency composited on black")
+    if image.mode == "CMYK":
+        rules.append("CMYK converted to RGB")
+    return rules
+
+
 def _digits() -> RawImages:
     from sklearn.datasets import load_digits
 
@@ -113,10 +129,6 @@ def _image_folder(root: Path) -> RawImages:
         images.append(image)
         labels.append(label)
         ids.append(str(path.relative_to(root)))
-    for label, name in enumerate(classes):
-        readable = sum(1 for index, value in enumerate(labels) if value == label and index not in problems)
-        if not readable:
-            raise DataError(f"{root / name}: class folder has no readable image")
     return RawImages(images, np.array(labels, dtype=np.int64), tuple(classes), tuple(ids), 255.0,
                      f"image folder {root}", problems)
 
@@ -243,7 +255,36 @@ def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
         DataError: the source as a whole is unusable; the message names the file, row or column.
     """
     raw = _read(data, root)
-    return keep_classes(raw, data.classes) if data.classes else raw
+    raw = keep_classes(raw, data.classes) if data.classes else raw
+    if raw.task == "classification":
+        present = [name for name in raw.class_names if name not in empty_classes(raw)]
+        if len(present) < 2:
+            raise DataError(f"{raw.origin}: {len(present)} class(es) with readable items ({', '.join(present)}); "
+                            "classification needs at least two")
+    return raw
+
+
+def empty_classes(raw: RawImages | RawTable) -> list[str]:
+    """Classes without one readable item (an empty class folder, say)."""
+    labels = np.asarray(raw.labels if isinstance(raw, RawImages) else raw.target)
+    readable = np.ones(len(labels), bool)
+    if isinstance(raw, RawImages):
+        readable[list(raw.problems)] = False
+    counts = np.bincount(labels[readable], minlength=len(raw.class_names))
+    return [name for name, count in zip(raw.class_names, counts) if not count]
+
+
+def require_every_class(raw: RawImages | RawTable) -> None:
+    """Stops before the data is cleaned or split when a class has no readable item: its label would exist in
+    the model's head but never in the data.
+
+    Raises:
+        DataError: naming the empty classes and how to leave them out.
+    """
+    empty = empty_classes(raw)
+    if empty:
+        raise DataError(f"{raw.origin}: class(es) {', '.join(empty)} have no readable item; remove "
+                        "them or leave them out with data.classes (the classes to keep)")
 
 
 def folder_fingerprint(folder: Path) -> str:

@@ -3,7 +3,7 @@
 The pure parts of splitting (seeded stratified, grouped or temporal assignment, the ratio and leakage checks,
 fold numbers for cross-validation, the normalizer's statistics) and the reading side: `load_split` gives the
 training-side arrays (train and val; nothing before evaluate reads test), `fold_views` the k folds of
-train+val, and `item_hash` is the content hash that the split manifest records and evaluate checks.
+train+val, and `item_hash` is the hash of content and label that the manifest records and evaluate checks.
 """
 
 from __future__ import annotations
@@ -34,9 +34,16 @@ class LeakageError(DataError):
     """Content, a near-duplicate cluster, a group or time order spans two splits."""
 
 
-def item_hash(item: np.ndarray) -> str:
-    """Content hash of one stored item (canonical uint8 image or encoded feature row)."""
+def content_hash(item: np.ndarray) -> str:
+    """Hash of one stored item's content alone (canonical uint8 image or encoded feature row): what groups
+    identical items."""
     return workspace.sha256_bytes(np.ascontiguousarray(item).tobytes())
+
+
+def item_hash(item: np.ndarray, label) -> str:
+    """Hash of one stored item with its label: what the manifest records, so a label changed on disk is
+    caught like changed pixels."""
+    return workspace.sha256_bytes(np.ascontiguousarray(item).tobytes() + f"|label={label!r}".encode())
 
 
 def group_ids(hashes: list[str], *relations: np.ndarray | None) -> np.ndarray:

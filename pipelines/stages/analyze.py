@@ -1,9 +1,10 @@
 """analyze: what the raw data looks like before anything touches it.
 
-Images: class balance, sizes, modes and channels, unreadable files, exact duplicates (content hash) and
-near-duplicates (perceptual hash) within and across classes, label conflicts. Tables: dtypes, missing
-values, ranges, outliers, constant and duplicate columns, high-cardinality categoricals, correlations,
-declared-range violations and inconsistencies between columns. Both: a quick scikit-learn baseline, so the
+Images: class balance (empty classes named), sizes, modes and channels with the files of every odd size and
+mode, unreadable files, exact duplicates (content hash) and label conflicts; near-duplicates are clean's job
+(it verifies and clusters them, once). Tables: dtypes, missing values (and the tokens read as missing),
+ranges, outliers, constant and duplicate columns, high-cardinality categoricals, correlations, declared-range
+violations and inconsistencies between columns. Both: a quick scikit-learn baseline, so the
 user knows what a deep model has to beat. Writes report.md, report.json and plots; logs them to MLflow.
 """
 
@@ -26,30 +27,43 @@ from pipelines.core import figures, stage, tracking, workspace
 from pipelines.data import duplicates, sources, tables
 
 
-def image_profile(raw: sources.RawImages, max_distance: int) -> dict:
-    readable = [image for image in raw.images if image is not None]
-    groups = duplicates.image_groups(raw, max_distance)
-    labels = raw.labels
-    conflicts = [group for group in groups["exact"] if len(set(labels[group].tolist())) > 1]
-    near = [(a, b, d) for a, b, d in groups["near_pairs"] if groups["hashes"][a] != groups["hashes"][b]]
-    counts = np.bincount(labels, minlength=len(raw.class_names))
+def _odd(values: dict[str, str]) -> dict[str, list[str]]:
+    """For every value but the most common: the ids that have it (at most 20 each)."""
+    counts = collections.Counter(values.values())
+    common = counts.most_common(1)[0][0] if counts else None
+    odd = collections.defaultdict(list)
+    for item, value in values.items():
+        if value != common and len(odd[value]) < 20:
+            odd[value].append(item)
+    return dict(odd)
+
+
+def image_profile(raw: sources.RawImages) -> dict:
+    """Balance, sizes and modes (naming the files of every odd one), unreadable files, exact duplicates and
+    label conflicts. Near-duplicates are verified and clustered once, by clean (near_duplicates.json)."""
+    readable = {raw.ids[index]: image for index, image in enumerate(raw.images) if image is not None}
+    hashes = [sources.pixel_hash(image) if image is not None else None for image in raw.images]
+    exact = duplicates.exact_groups(hashes)
+    names, labels = raw.class_names, raw.labels
+    conflicts = [group for group in exact if len(set(labels[group].tolist())) > 1]
+    counts = np.bincount(labels, minlength=len(names))
+    sizes = {item: f"{image.size[0]}x{image.size[1]}" for item, image in readable.items()}
+    modes = {item: image.mode for item, image in readable.items()}
     return {
         "source": raw.origin, "kind": "images", "task": raw.task, "items": len(raw.images),
-        "class_counts": {name: int(count) for name, count in zip(raw.class_names, counts)},
+        "class_counts": {name: int(count) for name, count in zip(names, counts)},
+        "empty_classes": sources.empty_classes(raw),
         "imbalance_ratio": float(counts.max() / max(counts.min(), 1)),
-        "sizes": dict(collections.Counter(f"{image.size[0]}x{image.size[1]}" for image in readable).most_common(20)),
-        "modes": dict(collections.Counter(image.mode for image in readable)),
-        "channels": dict(collections.Counter(str(len(image.getbands())) for image in readable)),
+        "sizes": dict(collections.Counter(sizes.values()).most_common(20)),
+        "odd_sizes": _odd(sizes),
+        "modes": dict(collections.Counter(modes.values())),
+        "odd_modes": _odd(modes),
+        "channels": dict(collections.Counter(str(len(image.getbands())) for image in readable.values())),
         "unreadable": {raw.ids[index]: problem for index, problem in sorted(raw.problems.items())},
-        "exact_duplicate_groups": [[raw.ids[index] for index in group] for group in groups["exact"]],
-        "exact_duplicate_extra_items": int(sum(len(group) - 1 for group in groups["exact"])),
-        "label_conflicts": [[raw.ids[index] for index in group] for group in conflicts],
-        "near_duplicate_distance": max_distance,
-        "near_duplicate_pairs_within_class": [[raw.ids[a], raw.ids[b], d] for a, b, d in near
-                                              if labels[a] == labels[b]][:200],
-        "near_duplicate_pairs_across_classes": [[raw.ids[a], raw.ids[b], d] for a, b, d in near
-                                                if labels[a] != labels[b]][:200],
-        "near_duplicate_pair_count": len(near),
+        "exact_duplicate_groups": [[raw.ids[index] for index in group] for group in exact],
+        "exact_duplicate_extra_items": int(sum(len(group) - 1 for group in exact)),
+        "label_conflicts": [[f"{raw.ids[index]} ({names[labels[index]]})" for index in group]
+                            for group in conflicts],
     }
 
 
@@ -133,7 +147,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         raw = sources.load(config.data, config.root)
         if raw.kind == "images":
-            report = image_profile(raw, config.data.near_duplicate_distance)
+            report = image_profile(raw)
             report["baseline"] = image_baseline(raw, config.split.seed)
             _sample_grid(raw, folder / "samples.png")
         else:
@@ -150,7 +164,6 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             metrics["analyze/imbalance_ratio"] = report["imbalance_ratio"]
         if report["kind"] == "images":
             metrics.update({"analyze/exact_duplicates": report["exact_duplicate_extra_items"],
-                            "analyze/near_duplicate_pairs": report["near_duplicate_pair_count"],
                             "analyze/unreadable": len(report["unreadable"])})
         tracking.log_metrics(metrics)
         return metrics

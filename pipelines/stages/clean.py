@@ -9,39 +9,81 @@ it: nothing vanishes silently. Raw data is never modified.
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from pipelines.core import config as config_module
-from pipelines.core import stage, tracking, workspace
+from pipelines.core import figures, stage, tracking, workspace
 from pipelines.data import duplicates, sources, tables
 
 
-def find_drops(hashes: list, labels: np.ndarray, rules: config_module.CleanConfig) -> dict[int, tuple]:
-    """index -> (rule, detail) for every duplicate or conflicting item the rules drop."""
+def find_drops(hashes: list, labels: np.ndarray, rules: config_module.CleanConfig, ids, class_names=()
+               ) -> dict[int, tuple]:
+    """index -> (rule, detail) for every duplicate or conflicting item the rules drop; details name items by id
+    and labels by class name."""
+    name = (lambda label: class_names[label]) if len(class_names) else (lambda label: label)
     drops = {}
     for group in duplicates.exact_groups(hashes):
-        conflicting = len(set(labels[group].tolist())) > 1
-        if conflicting and rules.drop_label_conflicts:
+        found = sorted({name(label) for label in labels[group].tolist()}, key=str)
+        if len(found) > 1 and rules.drop_label_conflicts:
             for index in group:
-                drops[index] = ("drop_label_conflicts", f"same content carries labels {sorted(set(labels[group]))}")
+                drops[index] = ("drop_label_conflicts", f"same content carries labels {', '.join(map(str, found))}: "
+                                + ", ".join(ids[other] for other in group))
         elif rules.drop_exact_duplicates:
             for index in group[1:]:
-                drops[index] = ("drop_exact_duplicates", f"identical to item index {group[0]}")
+                drops[index] = ("drop_exact_duplicates", f"identical to {ids[group[0]]}")
     return drops
 
 
+def near_duplicate_report(raw: sources.RawImages, groups: dict, folder: Path) -> dict:
+    """Writes near_duplicates.json (confirmed pairs, clusters largest first) and a grid of the largest clusters,
+    so a user sees what was merged; returns the counts."""
+    names = raw.class_names
+    pairs = [[raw.ids[a], raw.ids[b], score, names[raw.labels[a]], names[raw.labels[b]]]
+             for a, b, score in groups["near_pairs"]]
+    members = collections.defaultdict(list)
+    for index, cluster in enumerate(groups["cluster"]):
+        members[int(cluster)].append(index)
+    clusters = sorted((group for group in members.values() if len(group) > 1), key=lambda group: (-len(group),
+                                                                                                    group[0]))
+    workspace.write_json(folder / "near_duplicates.json", {
+        "pairs": pairs, "clusters": [[raw.ids[index] for index in group] for group in clusters]})
+    if clusters:
+        cluster_grid(raw, clusters[:8], folder / "near_duplicate_clusters.png")
+    return {"near_duplicate_pairs": len(pairs), "near_duplicate_pairs_across_classes": sum(
+        pair[3] != pair[4] for pair in pairs), "duplicate_clusters": len(clusters),
+        "largest_cluster": max((len(group) for group in clusters), default=1)}
+
+
+def cluster_grid(raw: sources.RawImages, clusters: list[list[int]], path: Path) -> None:
+    """One row per cluster (largest first), its members side by side with their ids."""
+    columns = min(8, max(len(group) for group in clusters))
+    figure, axes = plt.subplots(len(clusters), columns, figsize=(1.4 * columns, 1.5 * len(clusters)),
+                                squeeze=False)
+    for row, group in enumerate(clusters):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.axis("off")
+            if column < len(group):
+                axis.imshow(raw.images[group[column]].convert("RGB"))
+                axis.set_title(raw.ids[group[column]][-18:], fontsize=6)
+    figure.suptitle("Near-duplicate clusters (largest first): each row lands in one split")
+    figures.save(figure, path)
+
+
 def clean_images(raw: sources.RawImages, config: config_module.Config, folder: Path) -> tuple[list, dict]:
+    sources.require_every_class(raw)
     size, channels = config.data.image_size, config.data.channels
-    groups = duplicates.image_groups(raw, config.data.near_duplicate_distance)
-    hashes = groups["hashes"]
+    groups = duplicates.image_groups(raw.images, config.data)
     drops = {index: ("drop_unreadable", problem) for index, problem in raw.problems.items()}
-    drops.update({index: rule for index, rule in find_drops(hashes, raw.labels, config.clean).items()
-                  if index not in drops})
+    drops.update({index: rule for index, rule in find_drops(groups["hashes"], raw.labels, config.clean, raw.ids,
+                                                            raw.class_names).items() if index not in drops})
     keep = [index for index in range(len(raw.images)) if index not in drops]
     images = np.stack([sources.to_canonical(raw.images[index], size, channels)
                        for index in tqdm(keep, desc="canonical images", disable=len(keep) < 2000)])
@@ -49,13 +91,13 @@ def clean_images(raw: sources.RawImages, config: config_module.Config, folder: P
     changed = [index for index in keep if raw.images[index].size != (size, size)
                or raw.images[index].mode != ("L" if channels == 1 else "RGB")]
     log += [(raw.ids[index], "canonical_form", "changed", f"{raw.images[index].mode} "
-             f"{raw.images[index].size[0]}x{raw.images[index].size[1]} -> {size}x{size}x{channels} uint8")
-            for index in changed]
-    # Near-duplicate clusters are found on the raw images (full resolution) and travel to split as groups.
+             f"{raw.images[index].size[0]}x{raw.images[index].size[1]} -> {size}x{size}x{channels} uint8"
+             + "".join(f"; {rule}" for rule in sources.conversion_rules(raw.images[index]))) for index in changed]
+    # Near-duplicate clusters are found here, once, on the raw images, and travel to split as groups.
     workspace.save_arrays(folder, "clean", x=images, y=raw.labels[keep], ids=np.array(raw.ids, dtype=str)[keep],
                           cluster=groups["cluster"][keep])
     return log, {"items_in": len(raw.images), "items_out": len(keep), "dropped": len(drops),
-                 "changed": len(changed)}
+                 "changed": len(changed), **near_duplicate_report(raw, groups, folder)}
 
 
 def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list) -> pd.Series:
@@ -94,11 +136,12 @@ def clean_table(raw: sources.RawTable, config: config_module.Config, folder: Pat
     feature_hashes = tables.row_hashes(frame, pd.Series([""] * len(frame)))
     duplicate_rules = config.clean
     labels = raw.target.to_numpy()
-    for index, (rule, detail) in find_drops(hashes, labels, duplicate_rules).items():
+    for index, (rule, detail) in find_drops(hashes, labels, duplicate_rules, raw.ids, raw.class_names).items():
         drop.iloc[index] = True
         log.append((raw.ids[index], rule, "dropped", detail))
     if raw.task == "classification" and duplicate_rules.drop_label_conflicts:
-        for index, (rule, detail) in find_drops(feature_hashes, labels.astype(int), duplicate_rules).items():
+        for index, (rule, detail) in find_drops(feature_hashes, labels.astype(int), duplicate_rules, raw.ids,
+                                                   raw.class_names).items():
             if rule == "drop_label_conflicts" and not drop.iloc[index]:
                 drop.iloc[index] = True
                 log.append((raw.ids[index], rule, "dropped", detail))

@@ -62,20 +62,24 @@ def check_ledger(config: config_module.Config, manifest_sha: str, reuse_test: bo
                           f"{uses[0].get('procedure')} then, {fixed} now; the procedure stays fixed")
 
 
-def verify_test_items(split_folder: Path, x: np.ndarray, ids: np.ndarray) -> None:
-    """Every test item's content hash must match the split manifest.
+def verify_test_items(split_folder: Path, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
+    """Every test item's hash of content and label must match the split manifest.
 
     Raises:
-        DataError: naming the items whose content changed, or that are missing or unexpected.
+        DataError: naming the items whose content or label changed, or that are missing or unexpected.
     """
     manifest = workspace.read_json(split_folder / splits.MANIFEST)
-    expected = {item["id"]: item["sha256"] for item in manifest["items"] if item["split"] == "test"}
-    actual = {str(item_id): splits.item_hash(image) for item_id, image in zip(ids, x)}
-    changed = sorted(item for item in actual if item in expected and actual[item] != expected[item])
+    expected = {item["id"]: item for item in manifest["items"] if item["split"] == "test"}
+    actual = {str(item_id): (splits.item_hash(image, label.item()), label.item())
+              for item_id, image, label in zip(ids, x, y)}
+    changed = sorted(item for item in actual if item in expected and actual[item][0] != expected[item]["sha256"])
+    relabelled = [f"{item} (label {expected[item]['label']!r} -> {actual[item][1]!r})" for item in changed
+                  if actual[item][1] != expected[item]["label"]]
     missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
     if changed or missing or extra:
-        raise DataError(f"{split_folder}: test split does not match {splits.MANIFEST}: changed {changed[:10]}, "
-                         f"missing {missing[:10]}, unexpected {extra[:10]}; evaluation stopped")
+        raise DataError(f"{split_folder}: test split does not match {splits.MANIFEST}: changed {changed[:10]} "
+                        f"(labels changed: {relabelled[:10]}), missing {missing[:10]}, unexpected {extra[:10]}; "
+                        "evaluation stopped")
 
 
 def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], folder: Path) -> None:
@@ -157,7 +161,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
 
     def body(folder: Path) -> dict:
         x, y, ids = workspace.load_arrays(split_folder, "test", "x", "y", "ids")
-        verify_test_items(split_folder, x, ids)
+        verify_test_items(split_folder, x, y, ids)
         classification = dataset["task"] == "classification"
         outputs = {"keras": tracking.load_champion(config, version).predict(x.astype(np.float32), verbose=0),
                    variant: edge.LiteRTModel(export_folder / f"{variant}.tflite").predict(x)}

@@ -71,7 +71,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         dataset = workspace.read_json(clean_folder / "dataset.json")
         x, y, ids, cluster, groups, times = _load_clean(clean_folder, dataset)
         is_table = dataset["kind"] == "table"
-        raw_hashes = tables.row_hashes(x, pd.Series(y)) if is_table else [splits.item_hash(image) for image in x]
+        raw_hashes = tables.row_hashes(x, pd.Series(y)) if is_table else [splits.content_hash(image) for image in x]
         column_groups = groups if config.split.group == "column" else None
         grouping = splits.group_ids(raw_hashes, cluster, column_groups)
         stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
@@ -90,7 +90,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         for name in splits.SPLITS:
             index = parts[name]
             workspace.save_arrays(folder, name, x=x[index], y=y[index], ids=ids[index])
-        manifest = _manifest(ids, y, [splits.item_hash(row) for row in x], raw_hashes if is_table else None, parts,
+        hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)]
+        manifest = _manifest(ids, y, hashes, raw_hashes if is_table else None, parts,
                              cluster, column_groups, times, fold_of)
         splits.check_leakage(manifest["items"], temporal=config.split.strategy == "temporal")
         workspace.write_json(folder / splits.MANIFEST, manifest)

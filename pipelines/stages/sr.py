@@ -28,6 +28,7 @@ import models.sr as sr_models
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
 from pipelines.core.errors import DataError
+from pipelines.data import duplicates
 from pipelines.training import fitting
 from pipelines.training.metrics import psnr
 
@@ -48,24 +49,21 @@ def photographs(names: tuple[str, ...]) -> dict[str, np.ndarray]:
     return loaded
 
 
-def check_held_out(training: dict[str, np.ndarray], held_out: dict[str, np.ndarray], max_distance: int = 6) -> None:
-    """Refuses a held-out photograph whose perceptual hash is within `max_distance` bits of a training one
-    (the config already refuses known twins by name; this catches a copy under another name).
+def check_held_out(training: dict[str, np.ndarray], held_out: dict[str, np.ndarray], tolerance: float) -> None:
+    """Refuses a held-out photograph that is a verified near-duplicate of a training one (the config already
+    refuses known twins by name; this catches a copy under another name).
 
     Raises:
-        ValueError: naming both photographs and their distance.
+        DataError: naming both photographs and their verification residual.
     """
     from PIL import Image
 
-    from pipelines.data import duplicates
-
     names = [*training, *held_out]
     images = [Image.fromarray((image * 255).astype(np.uint8)) for image in [*training.values(), *held_out.values()]]
-    bits = duplicates.perceptual_hashes(images)
-    for first, second, distance in duplicates.near_pairs(bits, np.ones(len(names), bool), max_distance):
+    for first, second, residual in duplicates.near_pairs(images, len(images) - 1, tolerance):
         if (first < len(training)) != (second < len(training)):
             raise DataError(f"sr: held-out photograph '{names[second]}' is a near-duplicate of training "
-                             f"photograph '{names[first]}' (perceptual hash distance {distance})")
+                            f"photograph '{names[first]}' (verification residual {residual})")
 
 
 def downscale(image: np.ndarray) -> np.ndarray:
@@ -305,7 +303,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         training = photographs(settings.train_images)
-        check_held_out(training, held_out)
+        check_held_out(training, held_out, config.data.near_duplicate_tolerance)
         mlflow.log_params({"sr.train_photos": ",".join(training), "sr.eval_photos": ",".join(held_out)})
         low, high = patches(list(training.values()), settings.patches, settings.patch_size, settings.seed)
         strategy = fitting.strategy(config.runtime)

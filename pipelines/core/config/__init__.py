@@ -27,7 +27,7 @@ from pipelines.core.config.data import (
 )
 from pipelines.core.config.deploy import EXPORT_VARIANTS, EvaluateConfig, ExportConfig
 from pipelines.core.config.generative import SR_PHOTOS, SR_TWINS, DenoiseConfig, GanConfig, SegmentConfig, SrConfig
-from pipelines.core.config.schema import get_path, non_empty, one_of, option, parse_overrides, to_dict
+from pipelines.core.config.schema import get_path, one_of, option, parse_overrides, plain_name, to_dict
 from pipelines.core.config.training import (
     PROJECT_BACKBONES,
     SEARCHABLE_KINDS,
@@ -58,7 +58,7 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    experiment: str = option("digits", "MLflow experiment and registered model name", non_empty)
+    experiment: str = option("digits", "MLflow experiment, registered model and workspace folder name", plain_name)
     data: DataConfig = field(default_factory=DataConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -44,10 +44,13 @@ class DataConfig:
     image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
     channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
     classes: tuple[str, ...] = option((), "keep only these classes, by name (empty: all); labels are renumbered")
-    near_duplicate_distance: int = option(
-        10, "largest perceptual-hash Hamming distance (of 64 bits) between near-duplicate images (both sides "
-        ">= 32 px; smaller images are compared by content hash only); 0 turns it off",
-        at_least(0))
+    near_duplicates: bool = option(True, "find near-duplicate images (sides >= 16 px; smaller ones by content hash "
+                                   "only) and keep each cluster in one split")
+    near_duplicate_candidates: int = option(8, "nearest images (by thumbnail) that each image is verified against",
+                                            at_least(1))
+    near_duplicate_tolerance: float = option(0.28, "largest verification residual of a near-duplicate pair (copies "
+                                             "measured <= 0.18, distinct drawings >= 0.38)", greater_than(0))
+    near_duplicate_flips: bool = option(False, "a mirrored copy counts as a near-duplicate")
     high_cardinality: int = option(50, "a categorical column with more distinct values is reported", at_least(2))
     columns: dict[str, ColumnRule] = option({}, "declared rules per table column")
 

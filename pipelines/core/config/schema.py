@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -41,6 +42,12 @@ def one_of(*choices: str) -> Rule:
         return None if not bad else f"must be one of {list(choices)}, got {bad[0]!r}"
 
     return check
+
+
+def plain_name(value: Any) -> str | None:
+    """A name that is safe as one folder: letters, digits, '-', '_' and '.', not starting with '.'."""
+    return None if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", value) else \
+        f"must be a plain name (letters, digits, '-', '_', '.'; not starting with '.'), got {value!r}"
 
 
 def non_empty(value: Any) -> str | None:
