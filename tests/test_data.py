@@ -127,6 +127,9 @@ def _customers(path, rows: int = 240):
     frame.loc[12, "score"] = "unknown"  # text in a numeric column
     frame.loc[14, "score"] = 150.0  # above the declared maximum: row dropped
     frame.loc[16, "ratio"] = np.inf
+    frame.loc[18, "city"] = "Null"  # missing-value tokens that pandas alone keeps as text
+    frame["ratio"] = frame["ratio"].astype(object)
+    frame.loc[19, "ratio"] = "n/a"
     frame.to_csv(path, index=False)
     return frame
 
@@ -155,8 +158,11 @@ def test_csv_analysis_and_cleaning_apply_every_rule(tmp_path):
     config = _csv_config(tmp_path, group="column")
     report = workspace.read_json(analyze.run(config).folder / "report.json")
     assert report["missing"]["age"] == 2 and report["missing"]["score"] == 1
-    assert report["violations"]["range"]["age"] == [3] and report["violations"]["range"]["score"] == [14]
-    assert report["violations"]["inconsistent"]["age"] == [3, 8]
+    assert report["missing"]["city"] == 1 and report["missing_tokens"]["city"] == {"Null": 1}
+    assert report["missing_tokens"]["ratio"] == {"n/a": 1} and report["dtypes"]["ratio"] == "float64"
+    # rows are named by their line in the file everywhere (the header is line 1)
+    assert report["violations"]["range"]["age"] == ["row-5"] and report["violations"]["range"]["score"] == ["row-16"]
+    assert report["violations"]["inconsistent"]["age"] == ["row-5", "row-10"]
     assert report["constant_columns"] == ["constant"]
     assert report["duplicate_columns"] == [["income", "income_copy"]]
     assert "customer_code" in report["high_cardinality"]
@@ -168,13 +174,17 @@ def test_csv_analysis_and_cleaning_apply_every_rule(tmp_path):
     result = clean.run(config)
     log = pd.read_csv(result.folder / "cleaning_log.csv")
     rules = dict(zip(log.id, log.rule))
-    assert rules["row-5"] == "columns.age.out_of_range=missing"
+    age_rules = list(log[log.id == "row-5"].rule)  # invalid by range, then derived, never left to the median
+    assert age_rules == ["columns.age.out_of_range=missing", "columns.age.impute=derive"]
+    detail = log[(log.id == "row-5") & (log.rule == "columns.age.out_of_range=missing")].detail.item()
+    assert detail.startswith("age=-4 outside [0, 120]") and "np." not in " ".join(log.detail)
     assert rules["row-16"] == "columns.score.out_of_range=drop"
     assert rules["row-12"] == "columns.income.out_of_range=clip"
     assert rules["column:constant"] == "drop_constant_columns"
-    assert set(log[log.rule == "columns.age.impute=derive"].id) == {"row-7", "row-8"}
+    assert set(log[log.rule == "columns.age.impute=derive"].id) == {"row-5", "row-7", "row-8"}
     table = pd.read_parquet(result.folder / "table.parquet").set_index("__id")
     assert table.loc["row-7", "age"] == 2024 - table.loc["row-7", "birth_year"]
+    assert table.loc["row-5", "age"] == 2024 - table.loc["row-5", "birth_year"]
     assert table.loc["row-12", "income"] == 0.0 and "row-16" not in table.index and "constant" not in table
 
     manifest = workspace.read_json(split.run(config).folder / splits.MANIFEST)
@@ -197,7 +207,9 @@ def test_temporal_split_puts_the_latest_rows_in_test(tmp_path):
     assert len(fitted["income"]["bin_edges"]) == 5 and fitted["city"]["categories"] == ["east", "north", "south"]
     assert fitted["score"]["impute"] == "median" and "scale" in fitted["score"]
     imputed = pd.read_csv(manifest_folder / "imputation_log.csv")
-    assert "row-14" in set(imputed.id) and (imputed.rule == "impute=median").all()
+    rules = dict(zip(imputed.id, imputed.rule))
+    assert rules["row-14"] == "impute=median" and rules["row-20"] == "impute=most_frequent"  # 'unknown', 'Null'
+    assert set(imputed.id) == {"row-14", "row-18", "row-20", "row-21"}  # text, inf, 'Null', 'n/a'; nothing else
     folds = {item["fold"] for item in manifest["items"] if item["split"] != "test"}
     assert folds == {0, 1, 2} and all("fold" not in item for item in manifest["items"] if item["split"] == "test")
 

@@ -51,6 +51,7 @@ class RawTable:
     groups: pd.Series | None = None
     times: pd.Series | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    missing_tokens: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # column -> token -> count
     kind: str = "table"
 
 
@@ -181,7 +182,8 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
         raise DataError(f"{path}: CSV file not found")
     _check_field_counts(path)
     try:
-        frame = pd.read_csv(path)
+        text = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, na_values=list(data.missing_values), keep_default_na=False)
     except pd.errors.ParserError as error:  # e.g. "Expected 4 fields in line 7, saw 5"
         raise DataError(f"{path}: {error}") from None
     except pd.errors.EmptyDataError:
@@ -212,10 +214,14 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     elif not pd.api.types.is_numeric_dtype(target):
         raise DataError(f"{path}: regression target '{data.target}' is not numeric")
     excluded = [column for column in (data.target, data.group_column, data.time_column) if column]
+    tokens = {column: {token: int(count) for token, count in text[column].value_counts().items()
+                       if token in data.missing_values} for column in text.columns}
+    # Rows are named by their line in the file (the header is line 1), in every report and log.
     return RawTable(frame.drop(columns=excluded), target.reset_index(drop=True),
                     tuple(f"row-{index + 2}" for index in range(len(frame))), task, f"CSV file {path}",
                     class_names, frame[data.group_column] if data.group_column else None,
-                    frame[data.time_column] if data.time_column else None, warnings)
+                    frame[data.time_column] if data.time_column else None, warnings,
+                    {column: found for column, found in tokens.items() if found})
 
 
 def _read(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:

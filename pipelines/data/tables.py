@@ -50,6 +50,14 @@ def violations(frame: pd.DataFrame, rules: dict[str, config_module.ColumnRule]) 
     return found
 
 
+def plain(value) -> str:
+    """A number as people write it (39, 0.5, 'n/a'), never a NumPy repr such as np.float64(39.0)."""
+    if value is None or isinstance(value, str):
+        return str(value)
+    value = value.item() if isinstance(value, np.generic) else value
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def profile(raw: sources.RawTable, data: config_module.DataConfig) -> dict:
     frame = raw.features
     _check_columns(frame, data.columns, raw.origin)
@@ -81,7 +89,9 @@ def profile(raw: sources.RawTable, data: config_module.DataConfig) -> dict:
                              if frame[column].nunique() > data.high_cardinality},
         "top_correlations": [[a, b, float(value)] for value, a, b in pairs[:10]],
         "duplicate_rows": int(rows.duplicated().sum()),
-        "violations": violations(frame, data.columns),
+        "missing_tokens": raw.missing_tokens,
+        "violations": {kind: {column: [raw.ids[row] for row in rows] for column, rows in found.items()}
+                       for kind, found in violations(frame, data.columns).items()},
         "warnings": raw.warnings,
     }
     if raw.task == "classification":

@@ -101,15 +101,10 @@ def clean_images(raw: sources.RawImages, config: config_module.Config, folder: P
 
 
 def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list) -> pd.Series:
-    """Derived values and declared ranges; returns the mask of rows to drop."""
+    """Declared ranges, then derived values (so a value the range rule invalidates is derived too, before any
+    imputation); returns the mask of rows to drop."""
     drop = pd.Series(False, index=frame.index)
     for name, rule in rules.items():
-        if rule.impute == "derive":
-            missing = frame[name].isna() & tables._derived(frame, rule).notna()
-            frame.loc[missing, name] = tables._derived(frame, rule)[missing]
-            log += [(ids[row], f"columns.{name}.impute=derive", "changed",
-                     f"missing {name} = {rule.derive_offset:g} + {rule.derive_scale:g} * {rule.derive_from}")
-                    for row in np.flatnonzero(missing)]
         for row in tables.violations(frame, {name: rule})["range"].get(name, []):
             value = frame.at[row, name]
             if rule.out_of_range == "drop":
@@ -123,7 +118,15 @@ def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list)
                 frame.at[row, name] = np.nan
                 action, result = "changed", "set missing (imputed after the split)"
             log.append((ids[row], f"columns.{name}.out_of_range={rule.out_of_range}", action,
-                        f"{name}={value!r} outside [{rule.min}, {rule.max}]: {result}"))
+                        f"{name}={tables.plain(value)} outside [{tables.plain(rule.min)}, {tables.plain(rule.max)}]: "
+                        f"{result}"))
+        if rule.impute == "derive":
+            derived = tables._derived(frame, rule)
+            missing = frame[name].isna() & derived.notna() & ~drop
+            frame.loc[missing, name] = derived[missing]
+            log += [(ids[row], f"columns.{name}.impute=derive", "changed",
+                     f"missing {name} = {rule.derive_offset:g} + {rule.derive_scale:g} * {rule.derive_from} = "
+                     f"{tables.plain(frame.at[row, name])}") for row in np.flatnonzero(missing)]
     return drop
 
 

@@ -51,6 +51,8 @@ class DataConfig:
     near_duplicate_tolerance: float = option(0.28, "largest verification residual of a near-duplicate pair (copies "
                                              "measured <= 0.18, distinct drawings >= 0.38)", greater_than(0))
     near_duplicate_flips: bool = option(False, "a mirrored copy counts as a near-duplicate")
+    missing_values: tuple[str, ...] = option(("", "NA", "N/A", "n/a", "null", "Null", "NULL", "None", "NaN", "nan",
+                                               "-"), "CSV cells read as missing (analyze counts them per column)")
     high_cardinality: int = option(50, "a categorical column with more distinct values is reported", at_least(2))
     columns: dict[str, ColumnRule] = option({}, "declared rules per table column")
 
