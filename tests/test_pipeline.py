@@ -184,13 +184,16 @@ def test_second_run_skips_and_test_split_is_used_once(ran):
     assert manifests["train"]["config"]["train"]["epochs"] == 2
     assert manifests["tune"]["inputs"]["train"] == workspace.sha256_file(
         workspace.stage_dir(root, config.experiment, "train") / workspace.MANIFEST)
-    with pytest.raises(evaluate.TestSetUsed, match="already evaluated on .* by MLflow run"):
+    first = [run for run in after if run.data.tags.get("stage") == "evaluate"][0].info.run_id
+    with pytest.raises(evaluate.TestSetUsed, match=f"first evaluated on .* by MLflow run {first} \\(1 use"):
         evaluate.run(tiny_config(root, "train.epochs=2"), force=True)
 
     assert _cli(root, "evaluate", "--set", "train.epochs=2", "--reuse-test", "--force") == 0
     _, runs = _runs(config)
     reused = [run for run in runs if run.data.tags.get("test_reused") == "true"]
     assert len(reused) == 1 and reused[0].data.metrics["test/uses"] == 2
+    with pytest.raises(evaluate.TestSetUsed, match=f"by MLflow run {first} \\(2 use"):  # still the first use
+        evaluate.run(tiny_config(root, "train.epochs=2"), force=True)
 
 
 def test_changed_procedure_or_tampered_test_item_stops_evaluation(ran):

@@ -151,6 +151,8 @@ def test_killed_training_resumes_and_its_run_is_not_left_running(tmp_path):
     steps = [point.step for point in client.get_metric_history(runs[0].info.run_id, "train/loss")]
     assert steps and min(steps) > 0  # the rerun started after the last completed epoch
     assert runs[0].data.metrics["val/accuracy"] > 0.6  # 60 epochs on 8x8 digits; chance 0.1
+    processed = workspace.stage_dir(tmp_path, config.experiment, "train").parent
+    assert not list(processed.glob(".train.*.tmp"))  # the killed run's staging folder is gone too
 
 
 MIRRORED = """

@@ -141,6 +141,10 @@ def staging(folder: Path) -> Iterator[Path]:
     """Yields an empty temporary folder that replaces `folder` when the block succeeds."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed mid-stage (SIGKILL, power loss) leaves its staging folder; the workspace lock says no
+    # other run is writing here now, so what is left is debris.
+    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         yield temporary

@@ -52,10 +52,10 @@ def procedure(config: config_module.Config, task: str) -> dict:
 def check_ledger(config: config_module.Config, manifest_sha: str, reuse_test: bool, fixed: dict) -> None:
     uses = previous_uses(config, manifest_sha)
     if uses and not reuse_test:
-        last = uses[-1]
+        first = uses[0]
         raise TestSetUsed(
-            f"the test split (manifest sha256 {manifest_sha[:12]}) was already evaluated on {last['time']} by "
-            f"MLflow run {last['run_id']} ({len(uses)} use(s)); the test set is used once. "
+            f"the test split (manifest sha256 {manifest_sha[:12]}) was first evaluated on {first['time']} by "
+            f"MLflow run {first['run_id']} ({len(uses)} use(s) so far); the test set is used once. "
             "Pass --reuse-test to evaluate again, tagged test_reused=true.")
     if uses and uses[0].get("procedure") != fixed:
         raise TestSetUsed(f"the evaluation procedure changed since the first use of this test split: "
