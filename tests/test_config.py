@@ -46,6 +46,8 @@ def test_defaults_and_shipped_config_load():
          "search.space.train.learning_rate.kind: must be one of"),
         ({"export": {"variants": ["float32", "int4"]}}, "export.variants: must be one of"),
         ({"data": 3}, "data: must be a mapping, got 3"),
+        ({"experiment": "../../etc"}, "experiment: must be a plain name (letters, digits, '-', '_', '.'"),
+        ({"experiment": ".hidden"}, "experiment: must be a plain name"),
     ],
 )
 def test_bad_values_name_the_key_and_rule(values, message):
