@@ -36,9 +36,11 @@ pipeline: setup ## every stage on $(CONFIG) as one MLflow parent run
 $(STAGE_TARGETS): setup
 	$(RUN) $(call stage_of,$@) --config $(CONFIG) $(ARGS)
 
-ui: setup ## MLflow UI over the project's store on http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
+UI_PORT ?= 5000
+ui: setup ## MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT) (one worker, no job queue)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --workers 1 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
 
 test: setup ## every test (what CI runs)
 	$(PY) -m pytest $(ARGS)

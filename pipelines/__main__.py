@@ -43,14 +43,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_all(config: config_module.Config, force: bool, options: dict) -> list:
     """Every stage of `all` under one MLflow parent run; the test metrics are repeated on the parent."""
+    import mlflow
+
     from pipelines.core import tracking
 
     results = []
     with tracking.run(config, "pipeline"):
         for stage in pipeline():
             results.append(stage.run(config, force, **options))
-        tracking.log_metrics({key: value for result in results for key, value in result.metrics.items()
-                              if isinstance(value, (int, float)) and key.startswith("test/")})
+        if all(result.skipped for result in results):  # say so, rather than repeat old scores as new ones
+            mlflow.set_tags({"skipped": "true", "mlflow.runName": "pipeline (nothing changed, every stage skipped)"})
+        else:
+            tracking.log_metrics({key: value for result in results for key, value in result.metrics.items()
+                                  if isinstance(value, (int, float)) and key.startswith("test/")})
     return results
 
 

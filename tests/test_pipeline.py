@@ -272,3 +272,31 @@ def test_edge_predictor_runs_in_a_virtual_environment_without_tensorflow(ran, tm
                             capture_output=True, text=True, cwd=tmp_path)
     assert output.returncode == 0, output.stderr[-2000:]
     assert [line.split("\t")[1] for line in output.stdout.splitlines()] == expected
+
+
+def test_the_mlflow_ui_shows_the_numbers_that_chose_each_model(ran):
+    """What the runs table shows is the latest step of each metric: it must be the score that decided."""
+    import mlflow
+
+    root, config = ran
+    client, runs = _runs(config)
+    experiment = client.get_experiment_by_name(config.experiment)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on its runs
+    versions = client.search_model_versions(f"name = '{config.experiment}'")
+    champion = tracking.champion_version(config)
+    for version in versions:
+        info = mlflow.models.get_model_info(f"models:/{config.experiment}/{version.version}")
+        assert info.signature is not None and info.saved_input_example_info is not None, version.version
+        assert version.tags["split_manifest"] and version.tags["config_sha256"] and version.description
+        shown = client.get_run(version.run_id).data.metrics["val/accuracy"]
+        assert shown == pytest.approx(float(version.tags["val/accuracy"])), version.version
+    assert champion in {str(version.version) for version in versions}
+    tune = workspace.read_json(workspace.stage_dir(root, config.experiment, "tune") / "trials.json")
+    for trial in tune["trials"]:
+        run = client.get_run(trial["run_id"])
+        assert run.data.metrics["val/accuracy"] == pytest.approx(trial["val/accuracy"])
+        seconds = (run.info.end_time - run.info.start_time) / 1000
+        assert seconds == pytest.approx(trial["seconds"], abs=0.5)  # the trial's own duration, not the logging's
+    by_stage = {run.data.tags.get("stage"): run for run in runs}
+    for stage in ("export", "evaluate"):
+        assert by_stage[stage].data.tags["champion_version"] == champion

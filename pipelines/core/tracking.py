@@ -23,6 +23,8 @@ from pipelines.core import config as config_module
 from pipelines.core.errors import StageError
 
 CHAMPION = "champion"
+# The experiment's kind, as MLflow 3's UI reads it: without it an experiment opens on its GenAI traces page.
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 # The user's tracking server, read once: `mlflow.set_tracking_uri` writes MLFLOW_TRACKING_URI into this
@@ -42,10 +44,13 @@ def configure(config: config_module.Config) -> str:
     mlflow.set_registry_uri(tracking_uri(config.root))
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
+            MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         return experiment.experiment_id
     artifacts = (config.root / "mlruns" / "artifacts" / config.experiment).as_uri()
     try:
-        return mlflow.create_experiment(config.experiment, artifact_location=artifacts)
+        return mlflow.create_experiment(config.experiment, artifact_location=artifacts,
+                                        tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -102,16 +107,30 @@ def close_stale_runs(experiment_id: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def run(config: config_module.Config, name: str, tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run, nested under the active one if any, that logs the resolved config."""
+def run(config: config_module.Config, name: str, tags: dict | None = None,
+        span: tuple[float, float] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run, nested under the active one if any, that logs the resolved config.
+
+    Args:
+        span: (start, end) in seconds since the epoch, for a run logged after the work it records (a search
+            trial that ran in a worker process), so that the UI shows the work's real duration.
+    """
     experiment_id = configure(config)
-    nested = mlflow.active_run() is not None
-    if not nested:
+    parent = mlflow.active_run()
+    if parent is None:
         close_stale_runs(experiment_id)
-    with mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested) as active:
+    run_id = None
+    if span is not None:
+        created = MlflowClient().create_run(experiment_id, start_time=int(span[0] * 1000), run_name=name,
+                                            tags={"mlflow.parentRunId": parent.info.run_id} if parent else {})
+        run_id = created.info.run_id
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, experiment_id=experiment_id,
+                          nested=parent is not None) as active:
         mlflow.set_tags({"stage": name, "pid": str(os.getpid()), "host": socket.gethostname(), **(tags or {})})
         log_config(config)
         yield active
+    if span is not None:
+        MlflowClient().set_terminated(active.info.run_id, "FINISHED", end_time=int(span[1] * 1000))
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -126,6 +145,10 @@ def register(config: config_module.Config, model_uri: str, tags: dict[str, str])
     finally:
         logging_utils.enable_logging()
     return str(version.version)
+
+
+def describe_version(config: config_module.Config, version: str, text: str) -> None:
+    MlflowClient().update_model_version(config.experiment, version, description=text)
 
 
 def set_champion(config: config_module.Config, version: str) -> None:

@@ -62,7 +62,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         metrics = {key: scores[key], "val/loss": scores["val/loss"], "train/epochs_run": scores["epochs"],
                    "train/fit_seconds": scores["fit_seconds"], "model/params": model.count_params()}
         metrics.update({name: value for name, value in scores.items() if name.startswith("phase1/")})
-        tracking.log_metrics(metrics)
+        tracking.log_metrics(metrics, step=len(history["loss"]))  # after the last epoch: what the UI shows
         workspace.write_json(folder / "model.json", {"registered_model": config.experiment, "version": version,
                                                      "params": model.count_params()})
         shutil.rmtree(backup, ignore_errors=True)  # finished: the next run starts afresh

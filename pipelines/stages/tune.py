@@ -44,15 +44,19 @@ def _log_trial(config: config_module.Config, trial: dict, key: str) -> str:
     """One nested MLflow run per trial: params, the validation curve, the result, phase, time, pruning."""
     tags = {"phase": trial["phase"], "pruned": str(bool(trial.get("pruned_at"))).lower(),
             "resumed": str(trial.get("resumed", False)).lower(), "diverged": str("diverged" in trial).lower()}
-    with tracking.run(apply(config, trial["params"]), f"trial-{trial['number']}", tags=tags) as active:
+    span = (trial["started"], trial["started"] + trial["seconds"]) if "started" in trial else None
+    with tracking.run(apply(config, trial["params"]), f"trial-{trial['number']}", tags=tags, span=span) as active:
         mlflow.log_params({f"trial.{path}": value for path, value in trial["params"].items()})
-        for epoch, value in enumerate(trial.get("curve", [])):
+        curve = trial.get("curve", [])
+        for epoch, value in enumerate(curve):
             mlflow.log_metric(key, value, step=epoch)
         final = {key: trial[key], "trial/seconds": trial["seconds"]}
         final.update({name: trial[name] for name in ("val/loss", "spread", "epochs") if name in trial})
         if trial.get("pruned_at"):
             final["trial/pruned_at_epoch"] = trial["pruned_at"]
-        tracking.log_metrics({name: value for name, value in final.items() if math.isfinite(value)})
+        # After the curve's last step, so that the runs table (which shows the latest step) shows the result.
+        tracking.log_metrics({name: value for name, value in final.items() if math.isfinite(value)},
+                             step=len(curve))
         return active.info.run_id
 
 
@@ -102,6 +106,8 @@ def _plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
     for axis, name in zip(axes[0], names):
         for phase, marker in (("random", "o"), ("grid", "x")):
             chosen = [trial for trial in trials if trial["phase"] == phase]
+            if not chosen:  # no legend entry for a phase that did not run
+                continue
             axis.scatter([trial["params"][name] for trial in chosen], [trial[key] for trial in chosen],
                          marker=marker, label=f"{phase} trials")
         axis.axhline(baseline[key], color="grey", linestyle="--", label="train stage")
@@ -149,7 +155,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         best_config, final = apply(config, best_params), None
         if best:  # the best configuration, trained with the full epoch budget; the champion rule decides
             with tracking.run(best_config, "best", tags={"phase": "final"}):
-                model, _, final = recipes.fit_model(best_config, data, inputs["split"])
+                model, history, final = recipes.fit_model(best_config, data, inputs["split"])
+                tracking.log_metrics({key: final[key], "val/loss": final["val/loss"]}, step=len(history["loss"]))
                 champion.register(best_config, model, final, inputs["split"], data.task, data.x["val"][:2])
         version = tracking.champion_version(config)
         workspace.write_text(folder / "best_config.yaml",

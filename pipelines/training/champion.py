@@ -66,6 +66,10 @@ def register(config: config_module.Config, model: keras.Model, scores: dict, spl
     incumbent = tracking.champion_version(config)
     promoted = takes_over(scores, split_digest, tracking.version_tags(config, incumbent) if incumbent else None,
                           objective)
+    state = "the champion" if promoted else f"not the champion (version {incumbent} stays)"
+    tracking.describe_version(config, version, f"{config.model.architecture} on split {split_digest[:12]}: "
+                                               f"{objective.key} {scores[objective.key]:.4f}, val/loss "
+                                               f"{scores['val/loss']:.4f}; {state} when registered")
     if promoted:
         tracking.set_champion(config, version)
         print(f"[champion] version {version} ({objective.key} {scores[objective.key]:.4f}) is the champion")

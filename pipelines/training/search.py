@@ -146,12 +146,13 @@ def run_trial(config_tree: dict, params: dict, split_folder: str, split_digest: 
     config = config_module.replace_path(config, "train.epochs", config.search.epochs)
     data = splits.load_split(Path(split_folder))  # train and val only: the test split is never read here
     objective = fitting.objective(data.task)
-    started = time.perf_counter()
+    started, wall = time.perf_counter(), time.time()
     if config.search.objective == "cv":
         scores = [recipes.fit_model(config, fold, split_digest, log_to_mlflow=False)[2][objective.key]
                   for fold in splits.fold_views(Path(split_folder), data)]
         return {"params": params, objective.key: float(np.mean(scores)), "spread": float(np.std(scores)),
-                "fold_scores": scores, "curve": [], "pruned_at": None, "seconds": time.perf_counter() - started}
+                "fold_scores": scores, "curve": [], "pruned_at": None, "seconds": time.perf_counter() - started,
+                "started": wall}
     rule = median_rule(previous_curves, objective, prune_warmup) if prune_warmup else None
     try:
         _, history, result = recipes.fit_model(config, data, split_digest, log_to_mlflow=False,
@@ -159,7 +160,7 @@ def run_trial(config_tree: dict, params: dict, split_folder: str, split_digest: 
     except fitting.TrainingDiverged as error:  # a legitimate outcome of a bad region: the worst score
         return {"params": params, objective.key: objective.worst(), "val/loss": float("inf"),
                 "epochs": 0, "curve": [], "pruned_at": None, "diverged": str(error),
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "started": wall}
     return {"params": params, objective.key: result[objective.key], "val/loss": result["val/loss"],
             "epochs": result["epochs"], "curve": [float(value) for value in history.get(objective.log_name, [])],
-            "pruned_at": rule.pruned_at if rule else None, "seconds": time.perf_counter() - started}
+            "pruned_at": rule.pruned_at if rule else None, "seconds": time.perf_counter() - started, "started": wall}
