@@ -38,6 +38,8 @@ $(STAGE_TARGETS): setup
 
 UI_PORT ?= 5000
 ui: setup ## MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT) (one worker, no job queue)
+	@echo "runs of experiment 1: http://127.0.0.1:$(UI_PORT)/#/experiments/1/runs?workflowType=machine_learning"
+	@echo "(MLflow 3 opens experiments on its GenAI pages; the 'Model training' switch in the sidebar shows runs)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)

@@ -23,7 +23,8 @@ PIP_REQUIREMENTS = ["tensorflow==2.21.0", "tf-keras==2.21.0"]
 SPLIT_TAG = "split_manifest"
 
 
-def log_keras_model(model: keras.Model, config: config_module.Config, example: np.ndarray) -> str:
+def log_keras_model(model: keras.Model, config: config_module.Config, example: np.ndarray,
+                    tags: dict[str, str] | None = None) -> str:
     """Logs the model to the active run with MLflow's TensorFlow flavor, a signature and an input example;
     returns its URI. A model with a TF-Hub layer gets `hub.KerasLayer` as a custom object, so it loads back
     as a Keras model."""
@@ -33,7 +34,8 @@ def log_keras_model(model: keras.Model, config: config_module.Config, example: n
     try:
         info = mlflow.tensorflow.log_model(model, name=f"{config.experiment}-{config.model.architecture}",
                                            signature=signature, input_example=example,
-                                           pip_requirements=PIP_REQUIREMENTS, custom_objects=backbones.CUSTOM_OBJECTS)
+                                           pip_requirements=PIP_REQUIREMENTS, custom_objects=backbones.CUSTOM_OBJECTS,
+                                           tags=tags)
     finally:
         keras.utils.enable_interactive_logging()
     return info.model_uri
@@ -62,7 +64,7 @@ def register(config: config_module.Config, model: keras.Model, scores: dict, spl
     tags = {SPLIT_TAG: split_digest, objective.key: repr(float(scores[objective.key])),
             "val/loss": repr(float(scores["val/loss"])),
             "config_sha256": workspace.fingerprint(config_module.to_dict(config))}
-    version = tracking.register(config, log_keras_model(model, config, example), tags)
+    version = tracking.register(config, log_keras_model(model, config, example, tags), tags)
     incumbent = tracking.champion_version(config)
     promoted = takes_over(scores, split_digest, tracking.version_tags(config, incumbent) if incumbent else None,
                           objective)
