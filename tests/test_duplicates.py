@@ -74,6 +74,7 @@ def test_a_mirrored_copy_counts_only_when_the_config_says_so():
                for member in mirrored)
 
 
+@pytest.mark.slow
 def test_clean_digits_give_no_cluster_larger_than_three():
     images, _, _ = _dirty(32, distinct=1797, groups=0)
     sizes = np.bincount(duplicates.image_groups(images, _settings())["cluster"])

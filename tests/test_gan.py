@@ -64,6 +64,7 @@ def test_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, 
     assert [item.path for item in artifacts] == ["samples/samples_epoch_003.png"]
 
 
+@pytest.mark.slow
 def test_conditional_gan_takes_labels_and_reports_label_accuracy(tmp_path):
     config = tiny_config(tmp_path, *GAN, "gan.conditional=true", "gan.epochs=2")
     clean.run(config)
