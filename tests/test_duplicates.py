@@ -81,8 +81,9 @@ def test_clean_digits_give_no_cluster_larger_than_three():
     assert sizes.max() <= 3
 
 
-def test_planted_groups_never_cross_splits(tmp_path):
-    images, labels, origin = _dirty(32, distinct=300, groups=10)
+@pytest.mark.parametrize("side", [32, pytest.param(128, marks=pytest.mark.slow)])
+def test_planted_groups_never_cross_splits(tmp_path, side):
+    images, labels, origin = _dirty(side, distinct=300, groups=10)
     folder = tmp_path / "raw"
     for index, (image, label) in enumerate(zip(images, labels)):
         (folder / str(label)).mkdir(parents=True, exist_ok=True)
