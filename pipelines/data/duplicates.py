@@ -7,10 +7,11 @@ Near-duplicates are found in two steps, so that a cheap descriptor never decides
    `data.near_duplicate_flips` the mirrored image is a query too;
 2. verification on the images themselves, at 32x32 grey: the shift of up to two pixels that correlates them
    best, then, inside a two-pixel frame (where a shifted or wrapped copy differs), how well one image is a
-   function of the other (a per-intensity mean, so brightening, darkening,
-   contrast, clipping and JPEG noise are all allowed, but another drawing is not). The residual is the mean of
-   the worst 5% of pixels over the image's spread; a pair is confirmed at or below
-   `data.near_duplicate_tolerance`. Copies shifted by a pixel or two, brightened, darkened, re-encoded as
+   function of the other (a per-intensity mean, so brightening, darkening, contrast, clipping and JPEG noise
+   are all allowed, but another drawing is not). The residual is the mean of the worst 5% of pixels over the
+   image's spread; a pair is confirmed at or below `data.near_duplicate_tolerance`. A pair of images of 64 px
+   or more that correlates closely but fails is verified again at up to 128 px: there a shift of a pixel or
+   two is whole again, while at 32 px it is a fraction of a pixel that a detailed photograph does not survive. Copies shifted by a pixel or two, brightened, darkened, re-encoded as
    JPEG or resized measured at most 0.18 on digits at 32 and 128 px; distinct drawings of one digit at least
    0.38 (their nearest neighbours, 1,200 pairs).
 Clusters are built from exact duplicates and confirmed pairs only, so two different images never chain
