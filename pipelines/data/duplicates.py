@@ -169,11 +169,12 @@ def residuals(images: list, grey: np.ndarray, pairs: np.ndarray, tolerance: floa
                            & (np.minimum(sides[pairs[:, 0]], sides[pairs[:, 1]]) >= 2 * SIDE))
     if len(again):
         side = int(min(FULL, np.minimum(sides[pairs[again, 0]], sides[pairs[again, 1]]).min()))
-        involved = np.unique(pairs[again, :2])
-        large = np.zeros((len(images), side, side), np.float32)
-        for index in involved:
-            large[index] = edge.canonical_image(images[index], (side, side), 1)[..., 0]
-        residual[again] = np.minimum(residual[again], _verify(large, pairs[again], max(1, chunk // 16))[0])
+        involved = np.unique(pairs[again, :2])  # full-size views of these images only
+        large = np.stack([edge.canonical_image(images[index], (side, side), 1)[..., 0] for index in involved])
+        compact = np.column_stack([np.searchsorted(involved, pairs[again, 0]),
+                                   np.searchsorted(involved, pairs[again, 1]), pairs[again, 2]])
+        residual[again] = np.minimum(residual[again],
+                                     _verify(large.astype(np.float32), compact, max(1, chunk // 16))[0])
     return residual
 
 
