@@ -14,7 +14,7 @@ STAGE_TARGETS := $(foreach pair,$(STAGE_PAIRS),$(firstword $(subst :, ,$(pair)))
 stage_of = $(lastword $(subst :, ,$(filter $(1):%,$(STAGE_PAIRS))))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup pipeline $(STAGE_TARGETS) ui test test-fast bench lint clean
+.PHONY: help setup pipeline $(STAGE_TARGETS) ui server test test-fast bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -37,12 +37,17 @@ $(STAGE_TARGETS): setup
 	$(RUN) $(call stage_of,$@) --config $(CONFIG) $(ARGS)
 
 UI_PORT ?= 5000
-ui: setup ## MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT) (one worker, no job queue)
-	@echo "runs of experiment 1: http://127.0.0.1:$(UI_PORT)/#/experiments/1/runs?workflowType=machine_learning"
-	@echo "(MLflow 3 opens experiments on its GenAI pages; the 'Model training' switch in the sidebar shows runs)"
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --workers 1 \
-		--backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(UI_PORT)
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5000
+BACKEND_STORE_URI ?=
+SERVER_ALLOWED_HOSTS ?=
+ui: setup ## MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT), printing each experiment's runs link
+	$(RUN) server --config $(CONFIG) --port $(UI_PORT) $(ARGS)
+
+server: setup ## tracking server for many machines: SERVER_HOST, SERVER_PORT, BACKEND_STORE_URI (default: mlruns/)
+	$(RUN) server --config $(CONFIG) --host $(SERVER_HOST) --port $(SERVER_PORT) \
+		$(if $(BACKEND_STORE_URI),--backend $(BACKEND_STORE_URI)) \
+		$(if $(SERVER_ALLOWED_HOSTS),--allowed-hosts $(SERVER_ALLOWED_HOSTS)) $(ARGS)
 
 test: setup ## every test (what CI runs)
 	$(PY) -m pytest $(ARGS)

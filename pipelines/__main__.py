@@ -17,6 +17,7 @@ from pipelines.core.errors import PipelineError
 from pipelines.stages import BY_NAME, STAGES, pipeline
 
 ALL = "every stage of the pipeline in order, as one MLflow parent run with a nested run per stage"
+SERVER = "the MLflow tracking server and UI over the project's store, serving artifacts (make ui, make server)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
         for option in options:
             sub.add_argument(option.flag, action="store_true", help=option.help)
+    sub = commands.add_parser("server", help=SERVER, description=SERVER)
+    sub.add_argument("--config", help="experiment YAML file; its runtime.root holds the store")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    sub.add_argument("--port", type=int, default=5000)
+    sub.add_argument("--backend", default="", metavar="URI",
+                     help="database URI of the store (default: the project's SQLite file in mlruns/)")
+    sub.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1)")
+    sub.add_argument("--allowed-hosts", default="", metavar="HOSTS",
+                     help="Host headers the server admits besides localhost, comma-separated (e.g. tracker.lan:5000)")
     return parser
 
 
@@ -73,12 +84,20 @@ def _summary(config: config_module.Config, results: list, seconds: float) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    debug = args.debug or os.environ.get("PIPELINES_DEBUG", "") not in ("", "0")
+    debug = getattr(args, "debug", False) or os.environ.get("PIPELINES_DEBUG", "") not in ("", "0")
     try:
         config = config_module.load(args.config, args.overrides)
     except config_module.ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
+    if args.stage == "server":
+        from pipelines.core import server
+
+        try:
+            server.serve(config.root, args.host, args.port, args.backend, args.workers, args.allowed_hosts)
+        except PipelineError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     import models
 
     models.load_tensorflow()  # before MLflow and the stages import it, so its start-up chatter stays quiet

@@ -66,3 +66,64 @@ def png(path: Path, size: tuple[int, int]) -> None:
 @pytest.fixture
 def tiny(tmp_path):
     return tiny_config(tmp_path)
+
+
+REPO = Path(__file__).resolve().parent.parent
+# Tests that need a program from Debian (chromium, postgresql) skip where it is missing, except under CI
+# (`.ci/run` installs them and sets REQUIRE_SYSTEM_TOOLS=1), where a missing program is a failure.
+REQUIRE_SYSTEM_TOOLS = os.environ.get("REQUIRE_SYSTEM_TOOLS", "") not in ("", "0")
+
+
+def system_tool(name: str, *candidates: str) -> str:
+    """The path of a system program, or a skip (a failure under CI) naming the Debian package."""
+    import shutil
+
+    for candidate in (name, *candidates):
+        found = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
+        if found:
+            return found
+    message = f"'{name}' is not installed (Debian package; .ci/run installs it)"
+    if REQUIRE_SYSTEM_TOOLS:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 90) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the server exited with {process.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stops a server started with start_new_session=True, with every process it forked."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def artifacts_folder() -> Path:
+    """Where tests leave files for people to look at (screenshots): $TEST_ARTIFACTS or test-artifacts/."""
+    folder = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

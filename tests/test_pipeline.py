@@ -300,3 +300,64 @@ def test_the_mlflow_ui_shows_the_numbers_that_chose_each_model(ran):
     by_stage = {run.data.tags.get("stage"): run for run in runs}
     for stage in ("export", "evaluate"):
         assert by_stage[stage].data.tags["champion_version"] == champion
+
+
+@pytest.mark.slow
+def test_make_ui_opens_on_the_runs_table_with_the_champions_true_score(ran):
+    """A real browser over `make ui`: the printed link opens the runs table (not the GenAI traces page), and
+    the champion's row shows the validation score that made it champion."""
+    import os
+    import re
+
+    from tests.conftest import REPO, artifacts_folder, free_port, stop, system_tool, wait_for_port
+
+    chromium = system_tool("chromium", "chromium-browser", "/usr/bin/chromium")
+    from playwright import sync_api
+    root, config = ran
+    champion = tracking.champion_version(config)
+    client, _ = _runs(config)
+    version = client.get_model_version(config.experiment, champion)
+    score, run = float(version.tags["val/accuracy"]), client.get_run(version.run_id)
+    ancestors = []  # the runs to expand, outermost first, to reach the champion's run in the tree
+    while "mlflow.parentRunId" in run.data.tags:
+        run = client.get_run(run.data.tags["mlflow.parentRunId"])
+        ancestors.insert(0, run.info.run_name)
+    run_name = client.get_run(version.run_id).info.run_name
+    port = free_port()
+    server = subprocess.Popen(["make", "-s", "ui", f"UI_PORT={port}", f"ARGS=--set runtime.root={root}"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                              env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    try:
+        printed = [server.stdout.readline() for _ in range(2)]
+        link = re.search(rf"{config.experiment}: (http://\S+)", "".join(printed))
+        assert link, printed
+        wait_for_port(port, server)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 2400, "height": 900})  # a fresh profile: a first visit
+            page.goto(link.group(1), wait_until="load")
+            page.get_by_text("Run Name").first.wait_for(timeout=60_000)
+            assert "/runs" in page.url and page.get_by_text("Start tracing").count() == 0
+            page.get_by_role("button", name="Columns").click()  # what a user does to see a metric's column
+            page.get_by_text("val/accuracy", exact=True).click()
+            page.keyboard.press("Escape")
+
+            def row_named(name):
+                return page.locator("[role=row]").filter(has=page.get_by_role("link", name=name, exact=True)).first
+
+            for name in ancestors:
+                row_named(name).locator("button[data-component-id*=runnamecellrenderer]").click()
+            named = row_named(run_name)
+            named.wait_for(timeout=30_000)
+            index = named.get_attribute("row-index")  # the grid draws a row's name and values apart
+            parts = page.locator(f"[role=row][row-index='{index}']")
+            values = parts.filter(has_text=f"v{champion}").first  # the part with the Models and metric columns
+            values.wait_for(timeout=30_000)
+            cells = values.inner_text().split()
+            assert page.get_by_role("columnheader", name="val/accuracy", exact=True).count() >= 1
+            page.screenshot(path=str(artifacts_folder() / "mlflow-ui-runs.png"))
+            browser.close()
+        shown = float(cells[-1])  # the val/accuracy column, the last one added
+        assert shown == pytest.approx(score, abs=1e-6), cells
+    finally:
+        stop(server)

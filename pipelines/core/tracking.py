@@ -47,7 +47,10 @@ def configure(config: config_module.Config) -> str:
         if experiment.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
             MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         return experiment.experiment_id
-    artifacts = (config.root / "mlruns" / "artifacts" / config.experiment).as_uri()
+    # Through a tracking server the server places artifacts (`mlflow-artifacts:/`, relative to its artifact
+    # destination); a local store keeps them beside its database, as an absolute path MLflow writes down.
+    served = tracking_uri(config.root).startswith(("http://", "https://"))
+    artifacts = None if served else (config.root / "mlruns" / "artifacts" / config.experiment).as_uri()
     try:
         return mlflow.create_experiment(config.experiment, artifact_location=artifacts,
                                         tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})
