@@ -14,7 +14,7 @@ STAGE_TARGETS := $(foreach pair,$(STAGE_PAIRS),$(firstword $(subst :, ,$(pair)))
 stage_of = $(lastword $(subst :, ,$(filter $(1):%,$(STAGE_PAIRS))))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup pipeline $(STAGE_TARGETS) ui server test test-fast bench lint clean
+.PHONY: help setup pipeline $(STAGE_TARGETS) ui server tune-worker test test-fast bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ pipeline: setup ## every stage on $(CONFIG) as one MLflow parent run
 
 $(STAGE_TARGETS): setup
 	$(RUN) $(call stage_of,$@) --config $(CONFIG) $(ARGS)
+
+tune-worker: setup ## join a running search (make tune, same CONFIG) from another shell or machine
+	$(RUN) tune-worker --config $(CONFIG) $(ARGS)
 
 UI_PORT ?= 5000
 SERVER_HOST ?= 127.0.0.1

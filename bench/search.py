@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 from pipelines.core import config as config_module
-from pipelines.core import workspace
-from pipelines.stages import clean, split, tune
+from pipelines.stages import clean, split, train, tune
 from pipelines.training import search
 
 WORK = Path(__file__).parent / ".work" / "search"
@@ -27,17 +26,18 @@ def run() -> dict:
     tree["search"].update({"space": SPACE, "n_trials": BUDGET // 2, "grid_points": 3, "top_k": 2,
                            "max_trials": BUDGET, "epochs": 6, "seed": 0})
     config = config_module.from_dict(tree)
-    clean.run(config)
-    split.run(config)
-    folder = workspace.stage_dir(WORK, config.experiment, "split")
+    for stage in (clean, split, train):
+        stage.run(config)
     started = time.perf_counter()
-    chained = tune.search_trials(config, folder, "bench", "val/accuracy", True, search.Ledger(WORK / "chained"))
+    chained = tune.search_trials(tune.Search(config))
     chained_seconds = time.perf_counter() - started
     plan = search.full_grid(config.search.space, 6)  # 36 >= 4 * BUDGET
-    budget = {"trials": len(plan), "used": 0, "started": time.monotonic()}
-    unlimited = config_module.replace_path(config, "search.max_trials", 0)
-    exhaustive = tune.run_phase(unlimited, "exhaustive", plan, search.Ledger(WORK / "grid"), {}, budget, folder,
-                                "bench", "val/accuracy")
+    exhaustive_config = config_module.replace_path(config, "search.max_trials", 0)
+    job = tune.Search(exhaustive_config)
+    study = job.study()
+    study.set_user_attr("deadline", float("inf"))
+    tune.run_phase(job, study, "exhaustive", plan)
+    exhaustive = search.records(study, "val/accuracy", config.search.space)
     return {"random_then_grid_best": max(trial["val/accuracy"] for trial in chained),
             "random_then_grid_trials": len(chained), "grid_best": max(trial["val/accuracy"] for trial in exhaustive),
             "grid_trials": len(exhaustive), "random_then_grid_seconds": round(chained_seconds, 1)}

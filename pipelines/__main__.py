@@ -17,6 +17,7 @@ from pipelines.core.errors import PipelineError
 from pipelines.stages import BY_NAME, STAGES, pipeline
 
 ALL = "every stage of the pipeline in order, as one MLflow parent run with a nested run per stage"
+WORKER = "join a running search (make tune) from another shell or machine: takes its trials until it closes"
 SERVER = "the MLflow tracking server and UI over the project's store, serving artifacts (make ui, make server)"
 
 
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
         for option in options:
             sub.add_argument(option.flag, action="store_true", help=option.help)
+    sub = commands.add_parser("tune-worker", help=WORKER, description=WORKER)
+    sub.add_argument("--config", help="the same experiment YAML file as the search's")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    sub.add_argument("--idle", type=float, default=600.0, metavar="SECONDS",
+                     help="stop after this long with no trial waiting or running (default: 600)")
+    sub.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = commands.add_parser("server", help=SERVER, description=SERVER)
     sub.add_argument("--config", help="experiment YAML file; its runtime.root holds the store")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
@@ -106,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.core import workspace
 
     options = {name: value for name, value in vars(args).items()
-               if name not in ("stage", "config", "overrides", "force", "wait", "debug")}
+               if name not in ("stage", "config", "overrides", "force", "wait", "debug", "idle")}
     started = time.perf_counter()
     try:
+        if args.stage == "tune-worker":  # no workspace lock: the search it joins holds it
+            from pipelines.stages import tune
+
+            tune.work(config, args.idle)
+            return 0
         with workspace.locked(config.root, config.experiment, timeout=args.wait):
             if args.stage == "all":
                 results = run_all(config, args.force, options)

@@ -127,3 +127,38 @@ def artifacts_folder() -> Path:
     folder = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server (Debian's `postgresql`) in a temporary data folder on a free loopback port,
+    stopped and removed after the session. Run as the `postgres` user when the tests run as root."""
+    import glob
+    import shutil
+    import tempfile
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    initdb = system_tool(*(f"{folder}/initdb" for folder in reversed(binaries)), "initdb")
+    folder = Path(initdb).parent
+    base = Path(tempfile.mkdtemp(prefix="pg-"))
+    data, port = base / "data", free_port()
+    as_user = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(base, "postgres", "postgres")
+        base.chmod(0o755)
+        as_user = ["runuser", "-u", "postgres", "--"]
+
+    def run(*argv):
+        done = subprocess.run([*as_user, *argv], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{argv[0]}: {done.stderr[-1500:]}"
+
+    run(str(folder / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(str(folder / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "server.log"), "-o",
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        run(str(folder / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "search")
+        yield f"postgresql://postgres@127.0.0.1:{port}/search"
+    finally:
+        subprocess.run([*as_user, str(folder / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)

@@ -320,9 +320,8 @@ def test_make_ui_opens_on_the_runs_table_with_the_champions_true_score(ran):
     score, run = float(version.tags["val/accuracy"]), client.get_run(version.run_id)
     ancestors = []  # the runs to expand, outermost first, to reach the champion's run in the tree
     while "mlflow.parentRunId" in run.data.tags:
-        run = client.get_run(run.data.tags["mlflow.parentRunId"])
-        ancestors.insert(0, run.info.run_name)
-    run_name = client.get_run(version.run_id).info.run_name
+        ancestors.insert(0, run.data.tags["mlflow.parentRunId"])
+        run = client.get_run(ancestors[0])
     port = free_port()
     server = subprocess.Popen(["make", "-s", "ui", f"UI_PORT={port}", f"ARGS=--set runtime.root={root}"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
@@ -338,18 +337,19 @@ def test_make_ui_opens_on_the_runs_table_with_the_champions_true_score(ran):
             page.goto(link.group(1), wait_until="load")
             page.get_by_text("Run Name").first.wait_for(timeout=60_000)
             assert "/runs" in page.url and page.get_by_text("Start tracing").count() == 0
-            page.get_by_role("button", name="Columns").click()  # what a user does to see a metric's column
+            page.get_by_role("button", name="Columns", exact=True).click()  # what a user does to see a metric's column
             page.get_by_text("val/accuracy", exact=True).click()
             page.keyboard.press("Escape")
 
-            def row_named(name):
-                return page.locator("[role=row]").filter(has=page.get_by_role("link", name=name, exact=True)).first
+            def row_of(run_id):  # the row whose name links to the run's page
+                return page.locator("[role=row]").filter(has=page.locator(f"a[href*='{run_id}']")).first
 
-            for name in ancestors:
-                row_named(name).locator("button[data-component-id*=runnamecellrenderer]").click()
-            named = row_named(run_name)
+            for run_id in ancestors:
+                row_of(run_id).locator("button[data-component-id*=runnamecellrenderer]").click()
+            named = row_of(version.run_id)
             named.wait_for(timeout=30_000)
             index = named.get_attribute("row-index")  # the grid draws a row's name and values apart
+            page.screenshot(path=str(artifacts_folder() / "mlflow-ui-runs.png"))
             parts = page.locator(f"[role=row][row-index='{index}']")
             values = parts.filter(has_text=f"v{champion}").first  # the part with the Models and metric columns
             values.wait_for(timeout=30_000)

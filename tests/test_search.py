@@ -1,11 +1,20 @@
-"""Search: random then grid, budgets, the median rule, resume after a kill, parallel trials, test unreachable."""
+"""Search on Optuna: random then grid, budgets, the median pruner, workers sharing a study (SQLite and a real
+PostgreSQL), a killed worker, the test split unreachable."""
+
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import optuna
 import pytest
+import yaml
+from optuna.trial import TrialState
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
-from pipelines.stages import clean, split, tune
+from pipelines.stages import clean, split, train, tune
 from pipelines.training import fitting, search
 from tests.conftest import tiny_config
 
@@ -26,29 +35,23 @@ def test_grid_spans_the_top_trials_region():
     assert {params["train.optimizer"] for params in search.grid_around(SPACE, top, 2)} == {"adam", "sgd"}
 
 
-def test_median_rule_stops_a_trial_below_the_median_after_warmup():
-    curves = [[0.5, 0.8, 0.9], [0.4, 0.7, 0.85], [0.6, 0.9, 0.95]]
-    rule = search.median_rule(curves, fitting.objective("classification"), warmup=2)
+def test_median_pruner_stops_a_trial_below_the_median_after_warmup(tmp_path):
+    study = search.open_study(f"sqlite:///{tmp_path / 'optuna.db'}", "s", higher=True, prune_warmup=2)
+    for curve in ([0.5, 0.8, 0.9], [0.4, 0.7, 0.85], [0.6, 0.9, 0.95]):
+        trial = study.ask()
+        for step, value in enumerate(curve):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    report = search._Report(study.ask(), fitting.objective("classification"))
 
     class Model:
         stop_training = False
 
-    rule.set_model(Model())
-    rule.on_epoch_end(0, {"val_accuracy": 0.1})  # warm-up: never pruned
-    assert rule.pruned_at is None
-    rule.on_epoch_end(1, {"val_accuracy": 0.75})  # median at epoch 2 is 0.8
-    assert rule.pruned_at == 2 and rule.model.stop_training
-
-
-def _fake_trial(calls, kill_after=None):
-    def run_trial(tree, params, split_folder, digest, curves, warmup):
-        if kill_after is not None and len(calls) == kill_after:
-            raise KeyboardInterrupt("killed")
-        calls.append(params)
-        score = 1.0 - abs(np.log10(params["train.learning_rate"]) + 2.5)  # best near 10^-2.5
-        return {"params": params, "val/accuracy": score, "val/loss": 1 - score, "curve": [score], "seconds": 0.0,
-                "epochs": 1, "pruned_at": None}
-    return run_trial
+    report.set_model(Model())
+    report.on_epoch_end(0, {"val_accuracy": 0.1})  # warm-up: never pruned
+    assert report.pruned_at is None
+    report.on_epoch_end(1, {"val_accuracy": 0.75})  # median at epoch 2 is 0.8
+    assert report.pruned_at == 2 and report.model.stop_training
 
 
 def _search_config(root, folds: int = 0, **search_settings):
@@ -59,37 +62,32 @@ def _search_config(root, folds: int = 0, **search_settings):
     return config_module.from_dict(tree)
 
 
-def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeypatch, capsys):
-    config = _search_config(tmp_path, n_trials=4, grid_points=4, top_k=2)
-    ledger = search.Ledger(tmp_path / "ledger")
-    calls = []
-    monkeypatch.setattr(search, "run_trial", _fake_trial(calls, kill_after=3))
-    with pytest.raises(KeyboardInterrupt):
-        tune.search_trials(config, tmp_path, "digest", "val/accuracy", True, ledger)
-    assert len(calls) == 3 and len(ledger.load()) == 3
-    monkeypatch.setattr(search, "run_trial", _fake_trial(calls))
-    trials = tune.search_trials(config, tmp_path, "digest", "val/accuracy", True, ledger)
-    assert "3 trial(s) already finished in an interrupted run, not redone" in capsys.readouterr().out
-    # three before the kill; after it, one random and the two inner grid points (the grid's ends are the top
-    # two random trials themselves, which are not run again)
-    assert len(calls) == 4 + 2
-    assert [trial["phase"] for trial in trials].count("grid") == 2
-    assert len({search.key(params) for params in calls}) == len(calls)  # no trial ran twice
+def _prepared(root, **search_settings):
+    """A tiny config with its clean, split and train stages done (what tune reads)."""
+    config = _search_config(root, **search_settings)
+    for stage in (clean, split, train):
+        stage.run(config)
+    return config
 
 
-def test_budget_caps_the_trials(tmp_path, monkeypatch, capsys):
-    config = _search_config(tmp_path, n_trials=4, grid_points=6, max_trials=5)
-    calls = []
-    monkeypatch.setattr(search, "run_trial", _fake_trial(calls))
-    trials = tune.search_trials(config, tmp_path, "digest", "val/accuracy", True, search.Ledger(tmp_path / "l"))
-    assert len(calls) == len(trials) == 5
-    assert "budget reached (5 trials" in capsys.readouterr().out
+def _grid_keys(trials):
+    return [search.key(trial["params"]) for trial in trials if trial["phase"] == "grid"]
 
 
-def test_real_search_in_parallel_never_reads_the_test_split(tmp_path, monkeypatch):
-    config = _search_config(tmp_path, n_trials=2, grid_points=0, n_jobs=2, epochs=2)
-    clean.run(config)
-    split.run(config)
+def test_the_search_plans_both_phases_once_and_keeps_the_budget(tmp_path, capsys):
+    config = _prepared(tmp_path, n_trials=3, grid_points=6, top_k=2, max_trials=6, epochs=1)
+    trials = tune.search_trials(tune.Search(config))
+    assert len(trials) == 6 and [trial["phase"] for trial in trials].count("random") == 3
+    assert len(set(_grid_keys(trials))) == len(_grid_keys(trials)) == 3  # no grid point twice
+    assert "budget reached (6 trials)" in capsys.readouterr().out
+    study = optuna.load_study(study_name=tune.Search(config).name, storage=tune.Search(config).url)
+    assert study.user_attrs["closed"] and study.user_attrs["planned:random"] == 3
+    assert all(trial["params"] == tune.sample(config.search)[index]
+               for index, trial in enumerate(sorted(trials, key=lambda t: t["number"])[:3]))
+
+
+def test_real_search_never_reads_the_test_split(tmp_path, monkeypatch):
+    config = _prepared(tmp_path, n_trials=2, grid_points=0, epochs=2)
     real_load = workspace.load_arrays
 
     def guarded(folder, prefix, *names):
@@ -97,12 +95,9 @@ def test_real_search_in_parallel_never_reads_the_test_split(tmp_path, monkeypatc
         return real_load(folder, prefix, *names)
 
     monkeypatch.setattr(workspace, "load_arrays", guarded)
-    folder = workspace.stage_dir(tmp_path, config.experiment, "split")
-    trials = tune.search_trials(config, folder, "digest", "val/accuracy", True, search.Ledger(tmp_path / "l"))
+    trials = tune.search_trials(tune.Search(config))
     assert len(trials) == 2 and all(0 <= trial["val/accuracy"] <= 1 and trial["curve"] for trial in trials)
-    # the same trial in this process, where the guard is active
-    result = search.run_trial(config_module.to_dict(config), trials[0]["params"], str(folder), "digest", [], 0)
-    assert result["epochs"] <= 2
+    assert all(trial["epochs"] <= 2 and trial["state"] == "complete" for trial in trials)
 
 
 def test_grid_runs_nearest_the_best_trial_first():
@@ -114,13 +109,12 @@ def test_grid_runs_nearest_the_best_trial_first():
 
 def test_cross_validated_objective_reports_mean_and_spread_over_the_folds(tmp_path):
     config = _search_config(tmp_path, folds=3, n_trials=1, objective="cv", epochs=1)
-    clean.run(config)
-    split.run(config)
-    folder = workspace.stage_dir(tmp_path, config.experiment, "split")
-    result = search.run_trial(config_module.to_dict(config), {"train.learning_rate": 1e-3}, str(folder), "d", [], 0)
-    assert len(result["fold_scores"]) == 3
-    assert result["val/accuracy"] == pytest.approx(np.mean(result["fold_scores"]))
-    assert result["spread"] == pytest.approx(np.std(result["fold_scores"]))
+    for stage in (clean, split, train):
+        stage.run(config)
+    trials = tune.search_trials(tune.Search(config))
+    assert len(trials) == 1 and len(trials[0]["fold_scores"]) == 3
+    assert trials[0]["val/accuracy"] == pytest.approx(np.mean(trials[0]["fold_scores"]))
+    assert trials[0]["spread"] == pytest.approx(np.std(trials[0]["fold_scores"]))
 
 
 def test_augmentation_strength_scales_every_probability():
@@ -130,3 +124,73 @@ def test_augmentation_strength_scales_every_probability():
                                            strength=1.5)
     compose = augment.build(settings)
     assert [transform.p for transform in compose.transforms] == [0.75, 1.0]
+
+
+def _study(config):
+    job = tune.Search(config)
+    return optuna.load_study(study_name=job.name, storage=job.url)
+
+
+def _wait(condition, timeout=300, what="a condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _finished_by(study, worker_pids):
+    return [trial for trial in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if int(trial.user_attrs["worker"].rsplit(":", 1)[1]) in worker_pids]
+
+
+def _running_in(study, pid):
+    return any(trial.user_attrs.get("worker", ":0").endswith(f":{pid}")
+               for trial in study.get_trials(states=(TrialState.RUNNING,)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_share_a_study_and_a_kill_loses_only_the_running_trials(tmp_path, backend, request):
+    """The tune stage and a `tune-worker` on one study; both are SIGKILLed mid-trial; a rerun finishes the
+    study: exactly the planned trials, no point run twice, only the two running trials lost (and retried)."""
+    storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    config = _prepared(tmp_path, n_trials=6, grid_points=5, top_k=2, epochs=12, storage=storage)
+    resolved = tmp_path / "search.yaml"
+    resolved.write_text(yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
+    command = [sys.executable, "-m", "pipelines"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    coordinator = subprocess.Popen([*command, "tune", "--config", str(resolved)], **quiet)
+    job = tune.Search(config)
+    _wait(lambda: job.name in [s.study_name for s in optuna.get_all_study_summaries(job.url)], what="the study")
+    worker = subprocess.Popen([*command, "tune-worker", "--config", str(resolved)], **quiet)
+    try:
+        study = _study(config)
+        _wait(lambda: _finished_by(study, {worker.pid}) and _running_in(study, worker.pid), what="the worker")
+        worker.send_signal(signal.SIGKILL)
+        _wait(lambda: _finished_by(study, {coordinator.pid}) and _running_in(study, coordinator.pid),
+              what="the coordinator")
+        coordinator.send_signal(signal.SIGKILL)
+        worker.wait(), coordinator.wait()
+    finally:
+        for process in (worker, coordinator):
+            process.kill()
+    before = {trial.number: trial.params for trial in _finished_by(study, {worker.pid, coordinator.pid})}
+    assert {trial.state for trial in study.get_trials(states=(TrialState.RUNNING,))} == {TrialState.RUNNING}
+
+    rerun = subprocess.run([*command, "tune", "--config", str(resolved)], capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    trials = study.get_trials()
+    finished = [trial for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    planned = study.user_attrs["planned:random"] + study.user_attrs["planned:grid"]
+    assert len(finished) == planned  # together, exactly the plan
+    assert len({search.key(trial.params) for trial in finished}) == len(finished)  # nothing ran twice
+    assert all(trial.params == before[trial.number] for trial in finished if trial.number in before)
+    lost = [trial for trial in trials if trial.state == TrialState.FAIL]
+    assert len(lost) == 2  # the two trials running at the kills, and nothing else
+    assert {search.key(trial.params) for trial in lost} <= {search.key(trial.params) for trial in finished}
+    assert not [trial for trial in trials if trial.state in (TrialState.WAITING, TrialState.RUNNING)]
+    report = workspace.read_json(workspace.stage_dir(tmp_path, config.experiment, "tune") / "trials.json")
+    assert len(report["trials"]) == planned and report["study"] == job.name

@@ -1,33 +1,38 @@
-"""tune: random search first, then a grid around the best region, on validation data only.
+"""tune: random search first, then a grid around the best region, on validation data only, on Optuna.
 
-Phase 1 samples `search.n_trials` parameter sets from `search.space` (scikit-learn's ParameterSampler).
-Phase 2 spans a grid (`ParameterGrid`, `search.grid_points` values per numeric parameter, log-spaced where
-the distribution is) over the region of the `search.top_k` best random trials, nearest the best trial first.
-The objective is the validation metric, or the mean and spread over k folds of train+val
-(`search.objective: cv`); the test split is never read. Budgets: `search.max_trials` and
-`search.max_seconds`; `search.prune_warmup` stops unpromising trials by the median rule. Trials run in
-`search.n_jobs` processes (joblib); every finished trial is appended to a ledger that survives a kill, so a
-rerun continues without redoing them. Each trial is a nested MLflow run. The best configuration is written to
-`best_config.yaml`, trained in full and registered; it becomes `champion` if it beats the champion on the
-same split (the one rule of pipelines/training/champion.py).
+Phase 1 samples `search.n_trials` parameter sets from `search.space` (Optuna's seeded RandomSampler).
+Phase 2 spans a grid (`search.grid_points` values per numeric parameter, log-spaced where the distribution is)
+over the region of the `search.top_k` best random trials, nearest the best trial first. This stage plans each
+phase in an Optuna study (enqueued trials, each handed out once) and works on it with `search.n_jobs - 1` local
+worker processes; `make tune-worker` joins from another shell or machine that sees the same workspace and
+storage (`search.storage`). The objective is the validation metric, or the mean and spread over k folds of
+train+val (`search.objective: cv`); the test split is never read. Budgets: `search.max_trials` and
+`search.max_seconds`; `search.prune_warmup` prunes by Optuna's MedianPruner. A killed search keeps its finished
+trials in the study, and a rerun continues it. Each trial is a nested MLflow run. The best configuration is
+written to `best_config.yaml`, trained in full and registered; it becomes `champion` if it beats the champion on
+the same split (the one rule of pipelines/training/champion.py).
 """
 
 from __future__ import annotations
 
 import math
-import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
+import optuna
 import yaml
-from joblib import Parallel, delayed
 
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
+from pipelines.core.errors import StageError
 from pipelines.data import splits
 from pipelines.training import champion, fitting, recipes, search
+
+SECTIONS = (*recipes.SECTIONS, "search")
 
 
 def apply(config: config_module.Config, params: dict) -> config_module.Config:
@@ -43,8 +48,9 @@ def sample(settings: config_module.SearchConfig) -> list[dict]:
 def _log_trial(config: config_module.Config, trial: dict, key: str) -> str:
     """One nested MLflow run per trial: params, the validation curve, the result, phase, time, pruning."""
     tags = {"phase": trial["phase"], "pruned": str(bool(trial.get("pruned_at"))).lower(),
-            "resumed": str(trial.get("resumed", False)).lower(), "diverged": str("diverged" in trial).lower()}
-    span = (trial["started"], trial["started"] + trial["seconds"]) if "started" in trial else None
+            "state": trial["state"], "diverged": str("diverged" in trial).lower(), "worker": str(trial["worker"]),
+            "optuna_trial": str(trial["number"])}
+    span = (trial["started"], trial["started"] + trial["seconds"]) if trial.get("started") else None
     with tracking.run(apply(config, trial["params"]), f"trial-{trial['number']}", tags=tags, span=span) as active:
         mlflow.log_params({f"trial.{path}": value for path, value in trial["params"].items()})
         curve = trial.get("curve", [])
@@ -60,44 +66,129 @@ def _log_trial(config: config_module.Config, trial: dict, key: str) -> str:
         return active.info.run_id
 
 
-def run_phase(config, phase: str, plan: list[dict], ledger: search.Ledger, done: dict, budget: dict,
-              split_folder: Path, digest: str, key: str) -> list[dict]:
-    """Runs the planned trials not in the ledger yet, `n_jobs` at a time, within the budget."""
-    settings, results = config.search, []
-    pending = []
-    for params in plan:
-        previous = done.get(f"{phase}:{search.key(params)}")
-        if previous:
-            results.append({**previous, "resumed": True})
-        else:
-            pending.append(params)
-    if results:
-        print(f"[tune] {phase}: {len(results)} trial(s) already finished in an interrupted run, not redone")
-    tree = config_module.to_dict(config)
-    while pending:
-        room = budget["trials"] - budget["used"] if settings.max_trials else len(pending)
-        if room <= 0 or (settings.max_seconds and time.monotonic() - budget["started"] > settings.max_seconds):
-            print(f"[tune] budget reached ({budget['used']} trials, {time.monotonic() - budget['started']:.0f}s): "
-                  f"{len(pending)} planned {phase} trial(s) not run")
-            break
-        batch, pending = pending[:min(settings.n_jobs, room)], pending[min(settings.n_jobs, room):]
-        curves = [trial["curve"] for trial in results if trial.get("curve")]
-        finished = Parallel(n_jobs=len(batch))(
-            delayed(search.run_trial)(tree, params, str(split_folder), digest, curves, settings.prune_warmup)
-            for params in batch) if len(batch) > 1 else [
-            search.run_trial(tree, batch[0], str(split_folder), digest, curves, settings.prune_warmup)]
-        for trial in finished:
-            trial.update({"phase": phase, "number": budget["used"]})
-            budget["used"] += 1
-            ledger.append(trial)
-            if trial.get("pruned_at"):
-                print(f"[tune] trial {trial['number']} pruned at epoch {trial['pruned_at']} (median rule)")
-            if trial.get("diverged"):
-                print(f"[tune] trial {trial['number']} diverged: {trial['diverged']}")
-            results.append(trial)
-    for trial in results:
-        trial["run_id"] = _log_trial(config, trial, key)
-    return results
+class Search:
+    """The study of one tune fingerprint: where it lives, what it is called, and the data it trains on."""
+
+    def __init__(self, config: config_module.Config):
+        self.config = config
+        self.split_folder, _ = stage.upstream(config, "split", "tune")
+        self.train_folder, self.train_manifest = stage.upstream(config, "train", "tune")
+        self.inputs = {"split": stage.manifest_digest(self.split_folder),
+                       "train": stage.manifest_digest(self.train_folder)}
+        self.fingerprint = stage.fingerprint(config, "tune", SECTIONS, self.inputs)
+        self.name = f"{config.experiment}-tune-{self.fingerprint[:12]}"
+        folder = workspace.stage_dir(config.root, config.experiment, "tune").parent
+        self.url = config.search.storage or f"sqlite:///{folder / 'optuna.db'}"
+        self.objective = fitting.objective(workspace.read_json(self.split_folder / "dataset.json")["task"])
+
+    def study(self) -> optuna.Study:
+        return search.open_study(self.url, self.name, self.objective.higher, self.config.search.prune_warmup)
+
+    def work(self, study: optuna.Study, done) -> int:
+        def said(trial):
+            state = trial.state.name.lower()
+            value = f"{trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("diverged", "")
+            pruned = f" at epoch {trial.user_attrs['pruned_at']} (median rule)" if "pruned_at" in trial.user_attrs \
+                else ""
+            print(f"[tune] trial {trial.number} ({trial.user_attrs.get('phase')}) {state}{pruned} {value}")
+
+        return search.work(study, self.config, self.split_folder, self.inputs["split"], done, said)
+
+
+def _local_workers(config: config_module.Config, count: int, folder: Path) -> list[subprocess.Popen]:
+    """`count` worker processes on this machine, on the resolved config."""
+    if count <= 0:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = folder / "worker_config.yaml"
+    resolved.write_text(yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
+    return [subprocess.Popen([sys.executable, "-m", "pipelines", "tune-worker", "--config", str(resolved)],
+                             stdout=open(folder / f"worker-{index}.log", "w"), stderr=subprocess.STDOUT)
+            for index in range(count)]
+
+
+def run_phase(job: Search, study: optuna.Study, phase: str, plan: list[dict]) -> None:
+    """Plans the phase once and works until none of its trials waits or runs (or the time budget is spent)."""
+    planned = search.plan(study, phase, plan, job.config.search.space)
+    waiting, running = search.outstanding(study, phase)
+    if planned and waiting + running < planned:
+        print(f"[tune] {phase}: {planned - waiting - running} of {planned} trial(s) finished earlier, not redone")
+
+    def done() -> bool:
+        waiting, running = search.outstanding(study, phase)
+        expired = time.time() >= study.user_attrs["deadline"]
+        return running == 0 and (waiting == 0 or expired)
+
+    job.work(study, done)
+    waiting, _ = search.outstanding(study, phase)
+    if waiting:
+        print(f"[tune] budget reached (search.max_seconds): {waiting} planned {phase} trial(s) not run")
+
+
+def search_trials(job: Search, fresh: bool = False) -> list[dict]:
+    """Both phases on the study; returns every finished trial (now or in an interrupted run)."""
+    settings, key, higher = job.config.search, job.objective.key, job.objective.higher
+    if fresh:  # a forced rerun searches afresh; a killed one (not closed) resumes
+        try:
+            if search.open_study(job.url, job.name, higher, 0).user_attrs.get("closed"):
+                optuna.delete_study(study_name=job.name, storage=job.url)
+        except KeyError:
+            pass
+    study = job.study()
+    if study.user_attrs.get("closed"):
+        optuna.delete_study(study_name=job.name, storage=job.url)
+        study = job.study()
+    study.set_user_attr("closed", False)
+    study.set_user_attr("deadline", time.time() + settings.max_seconds if settings.max_seconds else math.inf)
+    budget = settings.max_trials or math.inf
+    random_plan = sample(settings)[: int(min(settings.n_trials, budget))]
+    workers = _local_workers(job.config, settings.n_jobs - 1, stage.backup_dir(job.config, "tune", job.fingerprint))
+    try:
+        run_phase(job, study, "random", random_plan)
+        trials = search.records(study, key, settings.space)
+        ranked = [trial for trial in trials if trial["phase"] == "random" and trial["state"] == "complete"]
+        ranked = sorted(ranked, key=lambda trial: trial[key], reverse=higher)[: settings.top_k]
+        room = budget - len(random_plan)
+        if settings.grid_points and ranked and room > 0:
+            plan = search.grid_around(settings.space, [trial["params"] for trial in ranked], settings.grid_points)
+            tried = {search.key(trial["params"]) for trial in trials}
+            plan = search.nearest_first(settings.space, [params for params in plan
+                                                         if search.key(params) not in tried], ranked[0]["params"])
+            if len(plan) > room:
+                print(f"[tune] budget reached ({settings.max_trials} trials): {len(plan) - int(room)} planned grid "
+                      "trial(s) not run")
+            run_phase(job, study, "grid", plan[: int(min(len(plan), room))])
+    finally:
+        study.set_user_attr("closed", True)  # the workers stop taking trials and exit
+        for worker in workers:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return search.records(study, key, settings.space)
+
+
+def work(config: config_module.Config, idle_seconds: float = 600.0) -> int:
+    """`make tune-worker`: joins the search of this config's tune stage, which must be running or resumable,
+    and takes its trials until the search closes (or nothing happens for `idle_seconds`)."""
+    job = Search(config)
+    try:
+        optuna.load_study(study_name=job.name, storage=job.url)
+    except KeyError:
+        raise StageError(f"no search {job.name} in {job.url}: start `make tune` first (same config)") from None
+    study = job.study()
+    last = [time.monotonic()]
+
+    def done() -> bool:
+        if study.user_attrs.get("closed"):
+            return True
+        if search.outstanding(study, "random") != (0, 0) or search.outstanding(study, "grid") != (0, 0):
+            last[0] = time.monotonic()
+        return time.monotonic() - last[0] > idle_seconds
+
+    ran = job.work(study, done)
+    print(f"[tune-worker] ran {ran} trial(s) of {job.name}")
+    return ran
 
 
 def _plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
@@ -119,65 +210,48 @@ def _plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
     figures.save(figure, path)
 
 
-def search_trials(config, split_folder: Path, digest: str, key: str, higher: bool, ledger: search.Ledger) -> list:
-    """Both phases; returns every trial (finished now or earlier)."""
-    done = ledger.load()
-    budget = {"trials": config.search.max_trials, "used": 0, "started": time.monotonic()}
-    trials = run_phase(config, "random", sample(config.search), ledger, done, budget, split_folder, digest, key)
-    if config.search.grid_points and trials:
-        ranked = sorted(trials, key=lambda trial: trial[key], reverse=higher)[: config.search.top_k]
-        plan = search.grid_around(config.search.space, [trial["params"] for trial in ranked],
-                                  config.search.grid_points)
-        tried = {search.key(trial["params"]) for trial in trials}
-        plan = search.nearest_first(config.search.space, [params for params in plan if search.key(params) not in
-                                                          tried], ranked[0]["params"])
-        trials += run_phase(config, "grid", plan, ledger, done, budget, split_folder, digest, key)
-    return trials
-
-
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Searches on validation data; the best configuration's model becomes `champion` if it beats it."""
-    split_folder, _ = stage.upstream(config, "split", "tune")
-    train_folder, train_manifest = stage.upstream(config, "train", "tune")
-    inputs = {"split": stage.manifest_digest(split_folder), "train": stage.manifest_digest(train_folder)}
-    sections = (*recipes.SECTIONS, "search")
-    ledger = search.Ledger(stage.backup_dir(config, "tune", stage.fingerprint(config, "tune", sections, inputs)))
+    job = Search(config)
 
     def body(folder: Path) -> dict:
-        data = splits.load_split(split_folder)
-        objective = fitting.objective(data.task)
-        key, higher = objective.key, objective.higher
-        baseline = {name: train_manifest["metrics"][name] for name in (key, "val/loss")}
-        trials = search_trials(config, split_folder, inputs["split"], key, higher, ledger)
-        ranked = sorted(trials, key=lambda trial: trial[key], reverse=higher)
+        data = splits.load_split(job.split_folder)
+        key, higher = job.objective.key, job.objective.higher
+        baseline = {name: job.train_manifest["metrics"][name] for name in (key, "val/loss")}
+        trials = search_trials(job, fresh=force)
+        ranked = sorted([trial for trial in trials if trial["state"] == "complete"], key=lambda trial: trial[key],
+                        reverse=higher)
         best = ranked[0] if ranked else None
         best_params = best["params"] if best else {}
         best_config, final = apply(config, best_params), None
         if best:  # the best configuration, trained with the full epoch budget; the champion rule decides
             with tracking.run(best_config, "best", tags={"phase": "final"}):
-                model, history, final = recipes.fit_model(best_config, data, inputs["split"])
+                model, history, final = recipes.fit_model(best_config, data, job.inputs["split"])
                 tracking.log_metrics({key: final[key], "val/loss": final["val/loss"]}, step=len(history["loss"]))
-                champion.register(best_config, model, final, inputs["split"], data.task, data.x["val"][:2])
+                champion.register(best_config, model, final, job.inputs["split"], data.task, data.x["val"][:2])
+        for trial in trials:
+            trial["run_id"] = _log_trial(config, trial, key)
         version = tracking.champion_version(config)
         workspace.write_text(folder / "best_config.yaml",
                              yaml.safe_dump(config_module.to_dict(best_config), sort_keys=False))
         workspace.write_json(folder / "trials.json", {"baseline": baseline, "trials": trials, "final": final,
-                                                      "champion_version": version})
+                                                      "champion_version": version, "study": job.name,
+                                                      "storage": job.url})
         _plot(trials, baseline, key, folder / "trials.png")
         for name in ("best_config.yaml", "trials.json", "trials.png"):
             mlflow.log_artifact(str(folder / name))
         mlflow.log_params({f"best.{path}": value for path, value in best_params.items()})
-        name = objective.metric
+        mlflow.set_tags({"optuna_study": job.name})
+        name = job.objective.metric
         metrics = {f"tune/best_trial_val_{name}": best[key] if best else baseline[key],
                    f"tune/baseline_val_{name}": baseline[key], "tune/trials": len(trials),
                    "tune/grid_trials": sum(trial["phase"] == "grid" for trial in trials),
-                   "tune/pruned": sum(bool(trial.get("pruned_at")) for trial in trials)}
+                   "tune/pruned": sum(trial["state"] == "pruned" for trial in trials)}
         if final:
             metrics[f"tune/final_val_{name}"] = final[key]
         tracking.log_metrics(metrics)
-        shutil.rmtree(ledger.path.parent, ignore_errors=True)  # finished: a forced rerun searches afresh
         return {**metrics, "model_version": version}
 
     return stage.execute(
-        config, "tune", sections, inputs, body, force,
+        config, "tune", SECTIONS, job.inputs, body, force,
         still_valid=lambda manifest: tracking.champion_version(config) == manifest["metrics"]["model_version"])

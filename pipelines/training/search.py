@@ -1,49 +1,86 @@
-"""Hyperparameter search: random sampling first, then a grid around the best region, on validation data only.
+"""Hyperparameter search on Optuna: random sampling first, then a grid around the best region, on validation
+data only.
 
-Sampling and grids come from scikit-learn (`ParameterSampler`, `ParameterGrid`); parallel trials from joblib.
-This module holds the parts that do not touch MLflow: the trial plan, the median pruning rule, the resumable
-trial ledger, and the trial itself (which reads only the training side of the split).
+A study per experiment and fingerprint lives in Optuna's RDB storage (a SQLite file in the workspace by default,
+`search.storage` for a PostgreSQL URL that several machines share). Each phase is planned in full by the
+coordinator (the tune stage) and enqueued in the study: the random phase sampled by Optuna's seeded
+`RandomSampler`, the grid phase the refined grid below. Workers (the stage itself, `search.n_jobs - 1` local
+processes, `make tune-worker` elsewhere) take enqueued trials, each handed out once (the storage's compare-and-set
+of WAITING to RUNNING), so no point runs twice and the phases finish exactly their plan. Pruning is Optuna's
+`MedianPruner`. Heartbeats mark the trial of a killed worker failed after a grace period, and Optuna's
+`RetryFailedTrialCallback` enqueues it again: a kill loses only the running trial. This module does not touch
+MLflow; the stage logs one nested run per trial after the search.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import optuna
 import tf_keras as keras
-from scipy import stats
-from sklearn.model_selection import ParameterGrid, ParameterSampler
+from optuna.trial import TrialState
+from sklearn.model_selection import ParameterGrid
 
 from pipelines.core import config as config_module
 from pipelines.data import splits
 from pipelines.training import fitting, recipes
 
-
-def distributions(space: dict[str, config_module.ParamSpace]) -> dict:
-    """search.space -> what ParameterSampler samples from."""
-    converted = {}
-    for path, param in space.items():
-        if param.kind == "log_uniform":
-            converted[path] = stats.loguniform(param.low, param.high)
-        elif param.kind == "uniform":
-            converted[path] = stats.uniform(param.low, param.high - param.low)
-        elif param.kind == "int":
-            converted[path] = stats.randint(int(param.low), int(param.high) + 1)
-        else:
-            converted[path] = list(param.values)
-    return converted
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage prints one line per trial itself
+HEARTBEAT_SECONDS, GRACE_SECONDS = 2, 20  # a worker silent for 20 s is taken for dead
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+PRIMITIVE = (str, int, float, bool, type(None))
 
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _encode(value):
+    """A choice as Optuna stores it: primitives as they are, anything else (a list of filters) as JSON."""
+    return value if isinstance(value, PRIMITIVE) else json.dumps(value)
+
+
+def distributions(space: dict[str, config_module.ParamSpace]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """search.space -> Optuna's distributions."""
+    converted = {}
+    for path, param in space.items():
+        if param.kind in ("log_uniform", "uniform"):
+            converted[path] = optuna.distributions.FloatDistribution(param.low, param.high,
+                                                                     log=param.kind == "log_uniform")
+        elif param.kind == "int":
+            converted[path] = optuna.distributions.IntDistribution(int(param.low), int(param.high))
+        else:
+            converted[path] = optuna.distributions.CategoricalDistribution([_encode(v) for v in param.values])
+    return converted
+
+
+def decode(space: dict[str, config_module.ParamSpace], params: dict) -> dict:
+    """Optuna's stored parameters -> config values."""
+    decoded = {}
+    for path, value in params.items():
+        if space[path].kind == "choice":
+            value = next(choice for choice in space[path].values if _encode(choice) == value)
+        decoded[path] = _plain(value)
+    return decoded
+
+
 def sample(space: dict[str, config_module.ParamSpace], count: int, seed: int) -> list[dict]:
-    """Phase 1: `count` random parameter sets, as plain Python values."""
-    sampler = ParameterSampler(distributions(space), n_iter=count, random_state=seed)
-    return [{path: _plain(value) for path, value in params.items()} for params in sampler]
+    """Phase 1: `count` parameter sets drawn by Optuna's RandomSampler with `seed`, as config values."""
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    plan = []
+    for _ in range(count):
+        trial = scratch.ask(distributions(space))
+        plan.append(decode(space, trial.params))
+        scratch.tell(trial, 0.0)
+    return plan
 
 
 def axis(param: config_module.ParamSpace, low: float, high: float, points: int) -> list:
@@ -96,71 +133,187 @@ def key(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-class Ledger:
-    """Finished trials, one JSON line each, in a folder that survives a killed search (resume)."""
-
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / "trials.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> dict[str, dict]:
-        if not self.path.is_file():
-            return {}
-        trials = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        return {f"{trial['phase']}:{key(trial['params'])}": trial for trial in trials}
-
-    def append(self, trial: dict) -> None:
-        with open(self.path, "a") as stream:  # one line per finished trial; a torn last line is ignored
-            stream.write(json.dumps(trial, sort_keys=True) + "\n")
+def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.Study:
+    """The study `name` in the storage at `url`, created on first use (by any process: creation is atomic)."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    storage = optuna.storages.RDBStorage(
+        url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+    # The median rule from `prune_warmup` epochs on: Optuna counts steps from 0, the config counts epochs.
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(prune_warmup - 1, 0)) \
+        if prune_warmup else optuna.pruners.NopPruner()
+    return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, pruner=pruner,
+                               direction="maximize" if higher else "minimize")
 
 
-def median_rule(previous_curves: list[list[float]], objective: fitting.Objective, warmup: int):
-    """A Keras callback that stops a trial whose validation objective after `warmup` epochs is worse than the
-    median of the earlier trials' objectives at the same epoch (the median stopping rule)."""
-
-    class MedianStop(keras.callbacks.Callback):
-        pruned_at = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(objective.log_name)
-            others = [curve[epoch] for curve in previous_curves if len(curve) > epoch]
-            if value is None or epoch + 1 < warmup or len(others) < 2:
-                return
-            median = float(np.median(others))
-            if (value < median) if objective.higher else (value > median):
-                self.pruned_at = epoch + 1
-                self.model.stop_training = True
-
-    return MedianStop()
+def plan(study: optuna.Study, phase: str, plan_: list[dict], space: dict[str, config_module.ParamSpace]) -> int:
+    """Enqueues a phase once (a resumed search finds it planned); returns how many trials it holds."""
+    planned = study.user_attrs.get(f"planned:{phase}")
+    if planned is not None:
+        return planned
+    for params in plan_:
+        study.enqueue_trial({path: _encode(value) for path, value in params.items()}, user_attrs={"phase": phase},
+                            skip_if_exists=False)
+    study.set_user_attr(f"planned:{phase}", len(plan_))
+    return len(plan_)
 
 
-def run_trial(config_tree: dict, params: dict, split_folder: str, split_digest: str, previous_curves: list,
-              prune_warmup: int) -> dict:
-    """Trains one trial on the training split and scores it on validation (or k folds of train+val).
+def pop(study: optuna.Study) -> int | None:
+    """Takes one enqueued trial for this process, or None. The storage's WAITING -> RUNNING update succeeds
+    for one taker only, so concurrent workers never get the same trial (unlike `Study.ask`, this never
+    invents a trial when the queue is empty)."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                return trial._trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
 
-    Runs in a worker process under joblib, so it takes and returns plain data.
-    """
-    config = config_module.from_dict(config_tree)
+
+class _Heartbeat:
+    """Records the running trial's heartbeat in the storage until the trial ends."""
+
+    def __init__(self, study: optuna.Study, trial_id: int):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, args=(study._storage, trial_id), daemon=True)
+
+    def _beat(self, storage, trial_id):
+        while not self.stop.is_set():
+            storage.record_heartbeat(trial_id)
+            self.stop.wait(HEARTBEAT_SECONDS)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+class _Report(keras.callbacks.Callback):
+    """Reports each epoch's validation objective to the trial; stops training when Optuna's pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, objective: fitting.Objective):
+        super().__init__()
+        self.trial, self.objective, self.pruned_at = trial, objective, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.objective.log_name)
+        if value is None or not np.isfinite(value):
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+
+
+def _suggest(trial: optuna.Trial, path: str, distribution):
+    """The trial's value of one parameter: the enqueued one (Optuna returns the fixed parameter)."""
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(path, distribution.low, distribution.high, log=distribution.log)
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(path, distribution.low, distribution.high)
+    return trial.suggest_categorical(path, distribution.choices)
+
+
+def run_trial(study: optuna.Study, trial_id: int, config: config_module.Config, split_folder: Path,
+              split_digest: str) -> None:
+    """Trains trial `trial_id` (taken with `pop`) on the training split, scores it on validation (or on k folds
+    of train+val) and tells the study. Reads only the training side of the split."""
+    trial = optuna.Trial(study, trial_id)
+    space = config.search.space
+    params = decode(space, {path: _suggest(trial, path, distribution)
+                            for path, distribution in distributions(space).items()})
     for path, value in params.items():
         config = config_module.replace_path(config, path, value)
     config = config_module.replace_path(config, "train.epochs", config.search.epochs)
     data = splits.load_split(Path(split_folder))  # train and val only: the test split is never read here
     objective = fitting.objective(data.task)
-    started, wall = time.perf_counter(), time.time()
-    if config.search.objective == "cv":
-        scores = [recipes.fit_model(config, fold, split_digest, log_to_mlflow=False)[2][objective.key]
-                  for fold in splits.fold_views(Path(split_folder), data)]
-        return {"params": params, objective.key: float(np.mean(scores)), "spread": float(np.std(scores)),
-                "fold_scores": scores, "curve": [], "pruned_at": None, "seconds": time.perf_counter() - started,
-                "started": wall}
-    rule = median_rule(previous_curves, objective, prune_warmup) if prune_warmup else None
-    try:
-        _, history, result = recipes.fit_model(config, data, split_digest, log_to_mlflow=False,
-                                               callbacks=[rule] if rule else None)
-    except fitting.TrainingDiverged as error:  # a legitimate outcome of a bad region: the worst score
-        return {"params": params, objective.key: objective.worst(), "val/loss": float("inf"),
-                "epochs": 0, "curve": [], "pruned_at": None, "diverged": str(error),
-                "seconds": time.perf_counter() - started, "started": wall}
-    return {"params": params, objective.key: result[objective.key], "val/loss": result["val/loss"],
-            "epochs": result["epochs"], "curve": [float(value) for value in history.get(objective.log_name, [])],
-            "pruned_at": rule.pruned_at if rule else None, "seconds": time.perf_counter() - started, "started": wall}
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("started", time.time())
+    started = time.perf_counter()
+    with _Heartbeat(study, trial_id):
+        try:
+            if config.search.objective == "cv":
+                scores = [recipes.fit_model(config, fold, split_digest, log_to_mlflow=False)[2][objective.key]
+                          for fold in splits.fold_views(Path(split_folder), data)]
+                trial.set_user_attr("fold_scores", [float(score) for score in scores])
+                trial.set_user_attr("spread", float(np.std(scores)))
+                trial.set_user_attr("seconds", time.perf_counter() - started)
+                study.tell(trial, float(np.mean(scores)))
+                return
+            report = _Report(trial, objective)
+            _, history, result = recipes.fit_model(config, data, split_digest, log_to_mlflow=False,
+                                                   callbacks=[report])
+        except fitting.TrainingDiverged as error:  # a legitimate outcome of a bad region: recorded, not retried
+            trial.set_user_attr("diverged", str(error))
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        trial.set_user_attr("curve", [float(value) for value in history.get(objective.log_name, [])])
+        trial.set_user_attr("val/loss", float(result["val/loss"]))
+        trial.set_user_attr("epochs", int(result["epochs"]))
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        if report.pruned_at:
+            trial.set_user_attr("pruned_at", report.pruned_at)
+            trial.set_user_attr("score", float(result[objective.key]))  # the best before it stopped
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, float(result[objective.key]))
+
+
+def work(study: optuna.Study, config: config_module.Config, split_folder: Path, split_digest: str,
+         done: Callable[[], bool], on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> int:
+    """Takes and runs enqueued trials until `done()`; returns how many this process ran. Before the study's
+    `deadline` (the time budget) only: after it, planned trials stay unrun."""
+    ran = 0
+    while not done():
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and enqueued again
+        deadline = study.user_attrs.get("deadline")
+        trial_id = pop(study) if deadline is None or time.time() < deadline else None
+        if trial_id is None:
+            time.sleep(0.5)
+            continue
+        run_trial(study, trial_id, config, split_folder, split_digest)
+        ran += 1
+        if on_trial:
+            on_trial(study._storage.get_trial(trial_id))
+    return ran
+
+
+def outstanding(study: optuna.Study, phase: str) -> tuple[int, int]:
+    """(waiting, running) trials of a phase."""
+    trials = [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+              if trial.user_attrs.get("phase") == phase]
+    return (sum(trial.state == TrialState.WAITING for trial in trials),
+            sum(trial.state == TrialState.RUNNING for trial in trials))
+
+
+def records(study: optuna.Study, objective_key: str, space: dict[str, config_module.ParamSpace]) -> list[dict]:
+    """The finished trials as plain records (trials.json, MLflow, the plot). A trial that failed because its
+    worker died is left out: its retry stands for it."""
+    space_trials = []
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        attrs = trial.user_attrs
+        if trial.state == TrialState.FAIL and "diverged" not in attrs:
+            continue
+        record = {"number": trial.number, "phase": attrs.get("phase", "?"), "params": decode(space, trial.params),
+                  "state": trial.state.name.lower(), "seconds": attrs.get("seconds", 0.0),
+                  "started": attrs.get("started"), "worker": attrs.get("worker"),
+                  "curve": attrs.get("curve", []), "pruned_at": attrs.get("pruned_at")}
+        if trial.state == TrialState.COMPLETE:
+            record[objective_key] = trial.value
+        elif trial.state == TrialState.PRUNED:
+            record[objective_key] = attrs.get("score", np.nan)
+        else:
+            record[objective_key] = float("-inf") if study.direction.name == "MAXIMIZE" else float("inf")
+            record["diverged"] = attrs["diverged"]
+        record.update({name: attrs[name] for name in ("val/loss", "epochs", "spread", "fold_scores") if name in attrs})
+        if "failed_trial" in trial.system_attrs:
+            record["retry_of"] = trial.system_attrs["failed_trial"]
+        space_trials.append(record)
+    return space_trials

@@ -138,7 +138,9 @@ class SearchConfig:
     objective: str = option("val", "val (the validation split) or cv (k folds of train+val, split.folds)",
                             one_of("val", "cv"))
     prune_warmup: int = option(0, "median stopping rule after this many epochs (0: no pruning)", at_least(0))
-    n_jobs: int = option(1, "trials run in parallel processes", at_least(1))
+    n_jobs: int = option(1, "local workers taking trials (this process and n_jobs - 1 more)", at_least(1))
+    storage: str = option("", "Optuna storage URL shared by every worker, e.g. postgresql://user@host/db "
+                          "(default: the SQLite file optuna.db beside the stage folders)")
     epochs: int = option(40, "maximum epochs per trial", at_least(1))
     seed: int = option(0, "seed of the parameter sampler")
     space: dict[str, ParamSpace] = option(
@@ -150,6 +152,9 @@ class SearchConfig:
     )
 
     def check(self, config: Config) -> None:
+        if self.storage and not self.storage.startswith(("sqlite:///", "postgresql://", "postgresql+", "mysql")):
+            raise ConfigError(f"search.storage: an Optuna RDB URL (sqlite:///..., postgresql://...), got "
+                              f"{self.storage!r}")
         if self.objective == "cv" and config.split.folds < 2:
             raise ConfigError(f"search.objective: 'cv' needs split.folds >= 2, got split.folds={config.split.folds}")
         for path, space in self.space.items():
