@@ -8,6 +8,7 @@ one line; any other error is a bug, and `--debug` (or `PIPELINES_DEBUG=1`) shows
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     models.load_tensorflow()  # before MLflow and the stages import it, so its start-up chatter stays quiet
     from mlflow.exceptions import MlflowException
 
-    from pipelines.core import workspace
+    from pipelines.core import cluster, workspace
 
     options = {name: value for name, value in vars(args).items()
                if name not in ("stage", "config", "overrides", "force", "wait", "debug", "idle")}
@@ -121,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
 
             tune.work(config, args.idle)
             return 0
-        with workspace.locked(config.root, config.experiment, timeout=args.wait):
+        if config.runtime.strategy == "multi_worker":
+            from pipelines.training import fitting
+
+            fitting.strategy(config.runtime)  # before any other TensorFlow op, as collective ops require
+        # One lock per workspace; a multi-worker cluster's other workers run beside their chief, writing nowhere.
+        lock = workspace.locked(config.root, config.experiment, timeout=args.wait) \
+            if cluster.is_chief(config.runtime.strategy) else contextlib.nullcontext()
+        with lock:
             if args.stage == "all":
                 results = run_all(config, args.force, options)
             else:

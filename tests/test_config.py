@@ -1,5 +1,6 @@
 import dataclasses
 import importlib
+import json
 import re
 from pathlib import Path
 
@@ -131,3 +132,21 @@ def test_folds_and_the_cross_validated_objective_must_agree_at_load():
     with pytest.raises(ConfigError, match=r"search.objective: 'cv' needs split.folds >= 2, got split.folds=0"):
         config_module.from_dict({"search": {"objective": "cv"}})
     assert config_module.from_dict({"split": {"folds": 3}, "search": {"objective": "cv"}}).split.folds == 3
+
+
+def test_multi_worker_needs_a_cluster_in_tf_config_and_names_the_chief(monkeypatch):
+    from pipelines.core import cluster
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="'multi_worker' needs TF_CONFIG"):
+        config_module.load(None, ["runtime.strategy=multi_worker"])
+    spec = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(spec))
+    with pytest.raises(ConfigError, match="task index 2 is outside cluster.worker"):
+        config_module.load(None, ["runtime.strategy=multi_worker"])
+    for task, chief in (({"type": "worker", "index": 0}, True), ({"type": "worker", "index": 1}, False)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({**spec, "task": task}))
+        assert cluster.is_chief("multi_worker") is chief
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert not cluster.is_chief("multi_worker") and cluster.is_chief("default")

@@ -220,3 +220,41 @@ def test_source_task_backbone_must_not_see_the_target_classes():
     with pytest.raises(config_module.ConfigError, match="disjoint from model.backbone.source_classes"):
         config_module.load(None, ["model.architecture=transfer", "model.backbone.kind=project_source_task",
                                   "data.classes=['3', '5']"])
+
+
+@pytest.mark.slow
+def test_two_workers_train_one_model_under_multi_worker_and_only_the_chief_writes(tmp_path):
+    """`make train` under runtime.strategy: multi_worker on a loopback cluster of two processes (TF_CONFIG):
+    they train in step; the chief writes the stage folder, logs the one MLflow run and registers the model."""
+    import json
+
+    from tests.conftest import free_port
+
+    settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=6", "train.patience=6"]
+    config = tiny_config(tmp_path, "train.epochs=6", "train.patience=6")
+    clean.run(config)
+    split.run(config)
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = []
+    for index in range(2):
+        environment = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                              "task": {"type": "worker", "index": index}})}
+        command = stage_command("train", [*settings, "runtime.strategy=multi_worker"])
+        workers.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True))
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-2000:]
+    folder = workspace.stage_dir(tmp_path, config.experiment, "train")
+    manifest = workspace.read_manifest(folder)
+    assert manifest["metrics"]["val/accuracy"] > 0.3  # 6 epochs; chance is 0.1
+    assert manifest["metrics"]["train/replicas"] == 2  # one replica per worker, in step
+    tracking.configure(config)
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(config.experiment).experiment_id],
+                              "tags.stage = 'train'")
+    assert [run.info.run_id for run in runs] == [manifest["run_id"]]  # one run: the chief's
+    assert runs[0].data.params["runtime.strategy"] == "multi_worker"
+    versions = client.search_model_versions(f"name = '{config.experiment}'")
+    assert [version.run_id for version in versions] == [manifest["run_id"]]
+    assert not list(tmp_path.glob("**/train-worker-*"))  # the worker's folder was temporary

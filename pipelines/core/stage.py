@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 
+from pipelines.core import cluster, tracking, workspace
 from pipelines.core import config as config_module
-from pipelines.core import tracking, workspace
 from pipelines.core.errors import StageError
 
 
@@ -86,7 +87,10 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
     if guard is not None:
         guard()
     print(f"[{stage}] running")
-    with tracking.run(config, stage) as active, workspace.staging(folder) as staged:
+    chief = cluster.is_chief(config.runtime.strategy)  # a multi-worker cluster's other workers write nowhere
+    staging = workspace.staging(folder) if chief else tempfile.TemporaryDirectory(prefix=f"{stage}-worker-")
+    with tracking.run(config, stage) as active, staging as staged:
+        staged = Path(staged)
         metrics = body(staged)
         manifest = workspace.write_manifest(staged, stage_fingerprint, inputs, resolved, active.info.run_id,
                                             metrics)

@@ -6,10 +6,13 @@ The store lives under `<root>/mlruns/` (SQLite database `mlflow.db` and artifact
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils import logging_utils
 
+from pipelines.core import cluster
 from pipelines.core import config as config_module
 from pipelines.core.errors import StageError
 
@@ -36,12 +40,28 @@ def tracking_uri(root: Path) -> str:
     return USER_TRACKING_URI or f"sqlite:///{Path(root).resolve() / 'mlruns' / 'mlflow.db'}"
 
 
+_WORKER_STORE: list[Path] = []
+
+
+def _store_root(config: config_module.Config) -> Path:
+    """The project's root, or for a non-chief worker of a multi-worker cluster a throwaway folder: only the
+    chief logs and registers (its runs are the record; the workers' would repeat them)."""
+    if cluster.is_chief(config.runtime.strategy):
+        return config.root
+    if not _WORKER_STORE:
+        _WORKER_STORE.append(Path(tempfile.mkdtemp(prefix="mlflow-worker-")))
+        atexit.register(shutil.rmtree, _WORKER_STORE[0], True)
+    return _WORKER_STORE[0]
+
+
 def configure(config: config_module.Config) -> str:
     """Points MLflow at the project's store and returns the experiment id (created on first use)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database-migration INFO lines
-    (config.root / "mlruns").mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(config.root))
-    mlflow.set_registry_uri(tracking_uri(config.root))
+    root = _store_root(config)
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(root) if root == config.root else f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is not None:
         if experiment.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
@@ -49,8 +69,8 @@ def configure(config: config_module.Config) -> str:
         return experiment.experiment_id
     # Through a tracking server the server places artifacts (`mlflow-artifacts:/`, relative to its artifact
     # destination); a local store keeps them beside its database, as an absolute path MLflow writes down.
-    served = tracking_uri(config.root).startswith(("http://", "https://"))
-    artifacts = None if served else (config.root / "mlruns" / "artifacts" / config.experiment).as_uri()
+    served = uri.startswith(("http://", "https://"))
+    artifacts = None if served else (root / "mlruns" / "artifacts" / config.experiment).as_uri()
     try:
         return mlflow.create_experiment(config.experiment, artifact_location=artifacts,
                                         tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})

@@ -60,7 +60,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         version, promoted = champion.register(config, model, scores, inputs["split"], data.task, data.x["val"][:2])
         key = fitting.objective(data.task).key
         metrics = {key: scores[key], "val/loss": scores["val/loss"], "train/epochs_run": scores["epochs"],
-                   "train/fit_seconds": scores["fit_seconds"], "model/params": model.count_params()}
+                   "train/fit_seconds": scores["fit_seconds"], "model/params": model.count_params(),
+                   "train/replicas": model.distribute_strategy.num_replicas_in_sync}
         metrics.update({name: value for name, value in scores.items() if name.startswith("phase1/")})
         tracking.log_metrics(metrics, step=len(history["loss"]))  # after the last epoch: what the UI shows
         workspace.write_json(folder / "model.json", {"registered_model": config.experiment, "version": version,

@@ -70,6 +70,9 @@ class Search:
     """The study of one tune fingerprint: where it lives, what it is called, and the data it trains on."""
 
     def __init__(self, config: config_module.Config):
+        if config.runtime.strategy == "multi_worker":  # workers take different trials: no collective steps
+            raise StageError("tune spreads its trials over machines with `make tune-worker`, each trial on one "
+                             "machine: run it with runtime.strategy 'default' (multi_worker is for train)")
         self.config = config
         self.split_folder, _ = stage.upstream(config, "split", "tune")
         self.train_folder, self.train_manifest = stage.upstream(config, "train", "tune")

@@ -58,9 +58,18 @@ def objective(task: str) -> Objective:
     return Objective("accuracy", True) if task == "classification" else Objective("mae", False)
 
 
+_MULTI_WORKER: list = []  # TensorFlow allows one MultiWorkerMirroredStrategy per process, made before other ops
+
+
 def strategy(runtime: config_module.RuntimeConfig) -> tf.distribute.Strategy:
+    """The configured `tf.distribute` strategy. `multi_worker` reads the cluster from TF_CONFIG; the CLI
+    creates it at start-up (collective ops must be configured before TensorFlow runs anything else)."""
     if runtime.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if runtime.strategy == "multi_worker":
+        if not _MULTI_WORKER:
+            _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+        return _MULTI_WORKER[0]
     return tf.distribute.get_strategy()
 
 
@@ -171,8 +180,9 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     y_train = _labels(data.y["train"], loss, data.num_outputs)
     y_val = _labels(data.y["val"], loss, data.num_outputs)
     compose = augmentation.build(config.augment) if augment else None
-    train = augmentation.dataset(data.x["train"], y_train, config.train.batch_size, config.train.seed, compose)
-    val = _dataset(data.x["val"], y_val, 256, None)
+    train = _sharded_by_data(augmentation.dataset(data.x["train"], y_train, config.train.batch_size,
+                                                  config.train.seed, compose))
+    val = _sharded_by_data(_dataset(data.x["val"], y_val, 256, None))
     if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
         print(f"[train] resuming from the backup of an interrupted run in {backup_dir}")
     extra = callbacks or []
@@ -197,6 +207,14 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) ->
     if seed is not None:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _sharded_by_data(data: tf.data.Dataset) -> tf.data.Dataset:
+    """Under a multi-worker strategy, each worker takes every n-th batch: arrays in memory have no files to
+    shard by (TensorFlow would otherwise try by file, then fall back with a warning)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options)
 
 
 def fit(config: config_module.Config, data: SplitData, epochs: int, log_to_mlflow: bool = True,

@@ -136,9 +136,11 @@ def key(params: dict) -> str:
 def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.Study:
     """The study `name` in the storage at `url`, created on first use (by any process: creation is atomic)."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    storage = optuna.storages.RDBStorage(
-        url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
     # The median rule from `prune_warmup` epochs on: Optuna counts steps from 0, the config counts epochs.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(prune_warmup - 1, 0)) \
         if prune_warmup else optuna.pruners.NopPruner()

@@ -52,8 +52,15 @@ __all__ = ["EXPORT_VARIANTS", "IMAGE_SOURCES", "PROJECT_BACKBONES", "SEARCHABLE_
 @dataclass(frozen=True)
 class RuntimeConfig:
     root: str = option(".", "project root under which data/, mlruns/ and deploy/bundles/ are written")
-    strategy: str = option("default", "tf.distribute strategy", one_of("default", "mirrored"))
+    strategy: str = option("default", "tf.distribute strategy: default (one device), mirrored (this machine's "
+                           "devices), multi_worker (the cluster in TF_CONFIG)", one_of("default", "mirrored",
+                                                                                       "multi_worker"))
     verbose: int = option(2, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)", one_of(0, 1, 2))
+
+    def check(self, config: Config) -> None:
+        from pipelines.core import cluster
+
+        cluster.task(self.strategy)  # multi_worker: TF_CONFIG must name this task in a cluster
 
 
 @dataclass(frozen=True)
