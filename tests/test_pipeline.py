@@ -361,3 +361,32 @@ def test_make_ui_opens_on_the_runs_table_with_the_champions_true_score(ran):
         assert shown == pytest.approx(score, abs=1e-6), cells
     finally:
         stop(server)
+
+
+def test_export_bundles_each_device_target_with_its_fit(ran):
+    from deploy import micro
+
+    root, config = ran
+    bundle = workspace.bundle_dir(root, config.experiment)
+    table = workspace.read_json(workspace.stage_dir(root, config.experiment, "export") / "export_table.json")
+    fits = json.loads((bundle / "fit.json").read_text())
+    assert set(fits) == {"cortex_m4", "raspberry_pi"}
+    m4 = fits["cortex_m4"]
+    chosen = m4["chosen"]
+    assert chosen and m4["variants"][chosen]["fits"] and m4["variants"][chosen]["ram_bytes"] <= 256 * 1024
+    variant = table["variants"][chosen]
+    assert variant["tflm_arena_bytes"] > 0 and variant["tflm_top1_agreement"] >= 0.95
+    assert variant["macs"] > 0 and variant["params"] > 0
+    flatbuffer = (workspace.stage_dir(root, config.experiment, "export") / f"{chosen}.tflite").read_bytes()
+    source = (bundle / "cortex_m4" / "model_data.cc").read_text()
+    assert micro.parse_c_array(source) == flatbuffer
+    header = (bundle / "cortex_m4" / "model_data.h").read_text()
+    assert f"kTensorArenaSize = {variant['tflm_arena_bytes']};" in header
+    assert (bundle / "cortex_m4" / "ops.txt").read_text().split() == micro.ops(flatbuffer)
+    exported_folder = workspace.stage_dir(root, config.experiment, "export")
+    assert (bundle / "raspberry_pi" / "model.tflite").read_bytes() == \
+        (exported_folder / f"{fits['raspberry_pi']['chosen']}.tflite").read_bytes()
+    client, runs = _runs(config)
+    exported = next(run for run in runs if run.data.tags.get("stage") == "export")
+    assert exported.data.tags["export.target.cortex_m4"] == chosen
+    assert exported.data.metrics[f"export/{chosen}/tflm_arena_bytes"] == variant["tflm_arena_bytes"]

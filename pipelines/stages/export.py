@@ -1,12 +1,17 @@
 """export: the champion model to TF-Lite variants, each measured on the LiteRT interpreter; the edge bundle.
 
 For each variant: size raw and gzipped, accuracy on validation and top-1 agreement with the Keras model,
-the largest probability difference, and batch-1 latency (warm-up, then median and p90). The smallest
-variant within `export.max_accuracy_drop` of the Keras model goes into `deploy/bundles/<experiment>/`.
+the largest probability difference, batch-1 latency (warm-up, then median and p90), multiply-accumulates and
+parameters counted from the flatbuffer, and a run on TensorFlow Lite for Microcontrollers (the arena it
+needed, agreement with LiteRT, or the operators it lacks). The smallest variant within
+`export.max_accuracy_drop` of the Keras model goes into `deploy/bundles/<experiment>/`; for each device target
+(`export.targets`), the smallest variant that also fits the target's flash and RAM and runs on its runtime goes
+into `deploy/bundles/<experiment>/<target>/` (a C array for a microcontroller), and the fit table says why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import shutil
 import time
@@ -16,7 +21,7 @@ import mlflow
 import numpy as np
 
 import deploy.edge.predict as edge
-from deploy import tflite
+from deploy import micro, tflite
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
@@ -106,20 +111,113 @@ def keras_score(data: splits.SplitData, outputs: np.ndarray) -> float:
     return float(np.abs(outputs[:, 0] - data.y["val"]).mean())
 
 
-def choose(table: dict, reference: float, settings: config_module.ExportConfig, task: str = "classification") -> str:
-    """The smallest variant within the allowed loss: accuracy drop, or relative MAE increase for regression."""
+def _losses(table: dict, reference: float, settings: config_module.ExportConfig, task: str):
     if task == "classification":
         losses = {name: reference - row["val_accuracy"] for name, row in table.items()}
-        limit, what = settings.max_accuracy_drop, "export.max_accuracy_drop"
-    else:
-        losses = {name: (row["val_mae"] - reference) / max(reference, 1e-12) for name, row in table.items()}
-        limit, what = settings.max_mae_increase, "export.max_mae_increase"
+        return losses, settings.max_accuracy_drop, "export.max_accuracy_drop"
+    losses = {name: (row["val_mae"] - reference) / max(reference, 1e-12) for name, row in table.items()}
+    return losses, settings.max_mae_increase, "export.max_mae_increase"
+
+
+def choose(table: dict, reference: float, settings: config_module.ExportConfig, task: str = "classification") -> str:
+    """The smallest variant within the allowed loss: accuracy drop, or relative MAE increase for regression."""
+    losses, limit, what = _losses(table, reference, settings, task)
     eligible = [name for name, loss in losses.items() if loss <= limit + 1e-12]
     if not eligible:
         raise StageError(f"no TF-Lite variant within {what}={limit} of the Keras model's validation score "
                            f"{reference:.4f}: " + ", ".join(f"{name} loses {value:.4f}"
                                                             for name, value in losses.items()))
     return min(eligible, key=lambda name: table[name]["size_bytes"])
+
+
+def on_device(flatbuffer: bytes, model: edge.LiteRTModel, items: np.ndarray) -> dict:
+    """Cost from the flatbuffer, LiteRT's working memory, and the same items on TFLite Micro against LiteRT."""
+    cost = micro.cost(flatbuffer)
+    row = {"macs": cost["macs"], "params": cost["params"],
+           "litert_activation_bytes": micro.activation_bytes(flatbuffer)}
+    tensors = np.stack([model.quantize(item)[0] for item in items])
+    reference = np.stack([model.run(tensor[None])[0] for tensor in tensors])
+    try:
+        outputs, arena = micro.tflm_run(flatbuffer, tensors)
+    except micro.Unsupported as error:
+        return {**row, "tflm_error": str(error), "tflm_missing_ops": error.ops}, cost
+    scale = model.output["quantization"][0] or 1.0
+    row.update({"tflm_arena_bytes": arena, "tflm_exact_outputs": float((outputs == reference).mean()),
+                "tflm_max_output_diff": float(np.abs(outputs.astype(np.float64) - reference).max() * scale)})
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        row["tflm_top1_agreement"] = float((outputs.argmax(axis=1) == reference.argmax(axis=1)).mean())
+    return row, cost
+
+
+def fit_table(table: dict, targets: list[micro.Target], allowed: set[str]) -> dict:
+    """Per target and variant: flash and RAM needed against the budget, the verdict, and the bundled choice
+    (the smallest variant that runs there, fits and is within the allowed accuracy loss)."""
+    result = {}
+    for target in targets:
+        rows = {}
+        for name, row in table.items():
+            if target.runtime == "tflm" and "tflm_arena_bytes" not in row:
+                rows[name] = {"fits": False, "verdict": f"does not run: {row.get('tflm_error', 'not run on TFLM')}"}
+                continue
+            ram = row["tflm_arena_bytes"] if target.runtime == "tflm" else \
+                row["litert_activation_bytes"] + row["size_bytes"]
+            cell = micro.fit(target, row["size_bytes"], ram)
+            short = [f"{what} by {-cell[f'{what}_margin_bytes']:,} B" for what in ("flash", "ram")
+                     if cell[f"{what}_margin_bytes"] < 0]
+            cell["verdict"] = "fits" if cell["fits"] else "does not fit: " + ", ".join(short)
+            if cell["fits"] and name not in allowed:
+                cell["verdict"] = "fits, but loses more accuracy than allowed"
+            rows[name] = cell
+        eligible = [name for name, cell in rows.items() if cell["fits"] and name in allowed]
+        result[target.name] = {"target": dataclasses.asdict(target), "variants": rows,
+                               "runtime_flash_bytes": target.runtime_flash_bytes,
+                               "runtime_ram_bytes": target.runtime_ram_bytes,
+                               "chosen": min(eligible, key=lambda name: table[name]["size_bytes"]) if eligible
+                               else None}
+    return result
+
+
+def _fit_text(fits: dict) -> str:
+    lines = ["| target | runtime | variant | flash needed / budget | RAM needed / budget | verdict |",
+             "|---|---|---|---|---|---|"]
+    for name, entry in fits.items():
+        target = entry["target"]
+        for variant, cell in entry["variants"].items():
+            chosen = " **(bundled)**" if variant == entry["chosen"] else ""
+            flash = f"{cell['flash_bytes']:,} / {target['flash_bytes']:,}" if "flash_bytes" in cell else "-"
+            ram = f"{cell['ram_bytes']:,} / {target['ram_bytes']:,}" if "ram_bytes" in cell else "-"
+            lines.append(f"| {name} | {target['runtime']} | {variant}{chosen} | {flash} | {ram} | {cell['verdict']} |")
+    lines.append("")
+    lines.append("Flash: model bytes plus the runtime's allowance; RAM: TFLM's measured arena (tflm) or LiteRT's "
+                 "tensors and model (litert), plus the runtime's allowance (deploy/micro.py states both: "
+                 + ", ".join(f"{runtime} {micro.RUNTIME_FLASH[runtime]:,} B flash, {micro.RUNTIME_RAM[runtime]:,} B RAM"
+                             for runtime in micro.RUNTIME_FLASH) + ").")
+    return "\n".join(lines)
+
+
+def _target_bundle(staged: Path, entry: dict, folder: Path, data: splits.SplitData, table: dict,
+                   config: config_module.Config, split_folder: Path, version: str) -> None:
+    """deploy/bundles/<experiment>/<target>/: a C array for a microcontroller, the .tflite for a device."""
+    chosen, target = entry["chosen"], entry["target"]
+    place = staged / target["name"]
+    place.mkdir()
+    flatbuffer = (folder / f"{chosen}.tflite").read_bytes()
+    model = edge.LiteRTModel(flatbuffer)
+    labels = data.class_names or ["value"]
+    (place / "labels.txt").write_text("\n".join(labels) + "\n")
+    if target["runtime"] == "tflm":
+        scale, zero_point = model.input["quantization"]
+        cc, header = micro.c_array(flatbuffer, table[chosen]["tflm_arena_bytes"], micro.ops(flatbuffer), labels,
+                                   (float(scale), int(zero_point)))
+        (place / "model_data.cc").write_text(cc)
+        (place / "model_data.h").write_text(header)
+        (place / "ops.txt").write_text("\n".join(micro.ops(flatbuffer)) + "\n")
+    else:
+        (place / "model.tflite").write_bytes(flatbuffer)
+        shutil.copyfile(edge.__file__, place / "predict.py")
+        workspace.write_json(place / "metadata.json", _metadata(model, data, chosen, table[chosen], config,
+                                                               split_folder, version))
+    workspace.write_json(place / "fit.json", {"variant": chosen, **entry})
 
 
 def _table_text(table: dict) -> str:
@@ -185,13 +283,32 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                 reference - table["int8"]["val_accuracy"] > config.export.triage_drop:
             triage(model, data, representative, keras_outputs, table, folder, config)
         chosen = choose(table, reference, config.export, data.task)
+        costs, items = {}, data.x["val"][: config.export.micro_samples]
+        for variant in table:
+            flatbuffer = (folder / f"{variant}.tflite").read_bytes()
+            device_row, costs[variant] = on_device(flatbuffer, edge.LiteRTModel(flatbuffer), items)
+            table[variant].update(device_row)
+        losses, limit, _ = _losses(table, reference, config.export, data.task)
+        allowed = {name for name, loss in losses.items() if loss <= limit + 1e-12}
+        fits = fit_table(table, [micro.resolve(item) for item in config.export.targets], allowed)
         score_name = fitting.objective(data.task).log_name
+        largest = {variant: sorted(cost["layers"], key=lambda layer: -layer["macs"])[:5]
+                   for variant, cost in costs.items()}
         workspace.write_json(folder / "export_table.json", {f"keras_{score_name}": reference, "variants": table,
-                                                            "chosen": chosen})
-        text = f"Keras {score_name} {reference:.4f}; bundled variant: {chosen}\n\n{_table_text(table)}\n"
+                                                            "chosen": chosen, "targets": fits,
+                                                            "largest_layers": largest})
+        scalar = {name: {key: value for key, value in row.items() if not isinstance(value, (list, str))}
+                  for name, row in table.items()}
+        text = (f"Keras {score_name} {reference:.4f}; bundled variant: {chosen}\n\n{_table_text(scalar)}\n\n"
+                f"Will it fit? (export.targets)\n\n{_fit_text(fits)}\n")
         workspace.write_text(folder / "export_table.md", text)
+        workspace.write_text(folder / "fit_table.md", _fit_text(fits) + "\n")
         print(text)
         with workspace.staging(bundle) as staged:
+            for entry in fits.values():
+                if entry["chosen"]:
+                    _target_bundle(staged, entry, folder, data, table, config, split_folder, version)
+            workspace.write_json(staged / "fit.json", fits)
             shutil.copyfile(folder / f"{chosen}.tflite", staged / "model.tflite")
             (staged / "labels.txt").write_text("\n".join(data.class_names or ["value"]) + "\n")
             metadata = _metadata(edge.LiteRTModel(folder / f"{chosen}.tflite"), data, chosen, table[chosen], config,
@@ -200,10 +317,16 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             shutil.copyfile(edge.__file__, staged / "predict.py")
         mlflow.log_artifacts(str(bundle), "bundle")
         mlflow.log_artifact(str(folder / "export_table.md"))
-        mlflow.set_tags({"export.chosen_variant": chosen, "champion_version": version})
+        mlflow.log_artifact(str(folder / "fit_table.md"))
+        mlflow.set_tags({"export.chosen_variant": chosen, "champion_version": version,
+                         **{f"export.target.{name}": entry["chosen"] or "none fits" for name, entry in fits.items()}})
+        for variant, row in table.items():
+            if "tflm_error" in row:
+                mlflow.set_tag(f"export.{variant}.tflm", row["tflm_error"][:500])
         metrics = {f"export/keras/{score_name}": reference}
         for variant, row in table.items():
-            metrics.update({f"export/{variant}/{key}": value for key, value in row.items()})
+            metrics.update({f"export/{variant}/{key}": value for key, value in row.items()
+                            if isinstance(value, (int, float)) and not isinstance(value, bool)})
         tracking.log_metrics(metrics)
         return {**metrics, "chosen": chosen, "champion_version": version}
 

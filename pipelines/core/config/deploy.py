@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.core.config.schema import at_least, below, greater_than, one_of, option
+from pipelines.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    pass
+    from pipelines.core.config import Config
 
 EXPORT_VARIANTS = ("float32", "dynamic_range", "float16", "int8", "qat_int8", "pruned_int8", "pqat_int8",
                    "clustered_int8")
@@ -30,6 +31,22 @@ class ExportConfig:
     max_mae_increase: float = option(0.05, "regression: largest relative val MAE increase allowed for the bundle",
                                      at_least(0))
     latency_runs: int = option(50, "batch-1 invocations timed per variant", at_least(1))
+    targets: tuple[Any, ...] = option(
+        ("cortex_m4", "raspberry_pi"), "device targets, each a preset (cortex_m4, cortex_m7, esp32_s3, "
+        "raspberry_pi) or {name, ram_bytes, flash_bytes, runtime: tflm or litert, cores}; see deploy/micro.py")
+    micro_samples: int = option(100, "validation items run on TFLite Micro and compared with LiteRT", at_least(1))
+
+    def check(self, config: Config) -> None:
+        from deploy import micro
+
+        names = []
+        for index, item in enumerate(self.targets):
+            try:
+                names.append(micro.resolve(item).name)
+            except ValueError as error:
+                raise ConfigError(f"export.targets[{index}]: {error}") from None
+        if len(set(names)) != len(names):
+            raise ConfigError(f"export.targets: names must differ, got {names}")
 
 
 @dataclass(frozen=True)
