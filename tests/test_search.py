@@ -194,3 +194,13 @@ def test_two_workers_share_a_study_and_a_kill_loses_only_the_running_trials(tmp_
     assert not [trial for trial in trials if trial.state in (TrialState.WAITING, TrialState.RUNNING)]
     report = workspace.read_json(workspace.stage_dir(tmp_path, config.experiment, "tune") / "trials.json")
     assert len(report["trials"]) == planned and report["study"] == job.name
+
+
+@pytest.mark.slow
+def test_n_jobs_starts_local_workers_that_share_the_plan(tmp_path):
+    config = _prepared(tmp_path, n_trials=6, grid_points=0, epochs=6, n_jobs=2)
+    trials = tune.search_trials(tune.Search(config))
+    assert len(trials) == 6 and len({search.key(trial["params"]) for trial in trials}) == 6
+    assert len({trial["worker"] for trial in trials}) == 2  # this process and the one it started
+    logs = list(tmp_path.glob("**/.backup/tune-*/worker-0.log"))
+    assert logs and "[tune-worker] ran" in logs[0].read_text()
