@@ -11,6 +11,7 @@ class ModelSettings(Protocol):
     dense_units: int
     hidden_layers: int  # mlp only
     bottleneck: int  # filters of a 1x1 convolution before the head (0: none)
+    separable_from: int  # small_cnn: input side from which blocks are depthwise-separable and pooled globally
     batch_norm: bool
     initializer: str
     dropout_rate: float

@@ -140,3 +140,20 @@ def test_denoise_stage_reports_psnr_examples_and_the_latent_scatter(tmp_path):
     client = MlflowClient()
     assert len(client.get_metric_history(result.run_id, "denoise/train/loss")) == 2
     assert len(client.get_metric_history(result.run_id, "latent/train/loss")) == 1
+
+
+def test_the_default_image_model_is_edge_sized_at_224_px_and_unchanged_for_small_digits():
+    import models
+    from pipelines.core import config as config_module
+
+    settings = config_module.load(None, []).model
+    build = models.architectures()["small_cnn"]
+    large = build(settings, (224, 224, 3), 5, {"mean": [0.0] * 3, "variance": [1.0] * 3})
+    kinds = [type(layer).__name__ for layer in large.layers]
+    assert large.count_params() < 500_000 and "Flatten" not in kinds
+    assert "SeparableConv2D" in kinds and "GlobalAveragePooling2D" in kinds
+    small = build(settings, (16, 16, 1), 10, {"mean": [0.0], "variance": [1.0]})
+    assert "Flatten" in [type(layer).__name__ for layer in small.layers]  # digits keep their measured model
+    never = config_module.load(None, ["model.separable_from=0"]).model
+    assert "Flatten" in [type(layer).__name__ for layer in build(never, (64, 64, 1), 2, {"mean": [0.0],
+                                                                                        "variance": [1.0]}).layers]

@@ -38,6 +38,9 @@ class ModelConfig:
     dense_units: int = option(128, "units of each hidden dense layer", at_least(1))
     hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
     bottleneck: int = option(0, "filters of a 1x1 convolution before the head (0: none)", at_least(0))
+    separable_from: int = option(64, "small_cnn: from this input side on, blocks after the first are depthwise-"
+                                 "separable and the head pools globally instead of flattening (0: never)",
+                                 at_least(0))
     batch_norm: bool = option(False, "batch normalization after each convolution")
     initializer: str = option("he_normal", "kernel initializer",
                               one_of("he_normal", "he_uniform", "glorot_uniform", "glorot_normal"))
