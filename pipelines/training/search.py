@@ -8,8 +8,8 @@ coordinator (the tune stage) and enqueued in the study: the random phase sampled
 processes, `make tune-worker` elsewhere) take enqueued trials, each handed out once (the storage's compare-and-set
 of WAITING to RUNNING), so no point runs twice and the phases finish exactly their plan. Pruning is Optuna's
 `MedianPruner`. Heartbeats mark the trial of a killed worker failed after a grace period, and Optuna's
-`RetryFailedTrialCallback` enqueues it again: a kill loses only the running trial. This module does not touch
-MLflow; the stage logs one nested run per trial after the search.
+`RetryHeartbeatStaleTrialCallback` enqueues it again: a kill loses only the running trial. This module does
+not touch MLflow; the stage logs one nested run per trial after the search.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.S
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
     # The median rule from `prune_warmup` epochs on: Optuna counts steps from 0, the config counts epochs.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(prune_warmup - 1, 0)) \
         if prune_warmup else optuna.pruners.NopPruner()
