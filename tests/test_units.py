@@ -145,3 +145,24 @@ def test_frechet_distance_is_zero_for_one_gaussian_and_grows_with_the_mean_shift
     assert fid.frechet_distance(samples, samples) == pytest.approx(0.0, abs=1e-6)
     shifted = samples + np.array([2.0, 0.0, 0.0])
     assert fid.frechet_distance(samples, shifted) == pytest.approx(4.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("scope", ["per_channel", "global"])
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+def test_the_normalizer_pass_over_chunks_matches_the_whole_array(monkeypatch, scope, method):
+    from pipelines.data import splits
+
+    x = np.random.default_rng(0).integers(0, 256, (300, 20, 20, 3), dtype=np.uint8)
+    monkeypatch.setattr(splits, "CHUNK_BYTES", 8 * 20 * 20 * 3 * 7)  # 43 chunks of 7 items, the last short
+    settings = config_module.load(None, [f"normalize.scope={scope}", f"normalize.method={method}"]).normalize
+    fitted = splits.normalizer(x, settings, per_feature=False)
+    values, axis = x.astype(np.float64), (0, 1, 2) if scope == "per_channel" else None
+    if method == "zscore":
+        expected = values.mean(axis=axis), values.var(axis=axis)
+    else:
+        expected = values.min(axis=axis), (values.max(axis=axis) - values.min(axis=axis)) ** 2
+    assert np.allclose(fitted["mean"], np.atleast_1d(expected[0]), rtol=1e-12)
+    assert np.allclose(fitted["variance"], np.atleast_1d(expected[1]), rtol=1e-12)
+    table = np.random.default_rng(1).normal(5, 2, (101, 4))
+    per_feature = splits.normalizer(table, settings, per_feature=True)
+    assert len(per_feature["mean"]) == 4

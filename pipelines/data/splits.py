@@ -142,17 +142,31 @@ def check_leakage(items: list[dict], temporal: bool = False) -> None:
         raise LeakageError(f"leakage check failed ({len(problems)} problem(s)): " + "; ".join(problems[:10]))
 
 
+CHUNK_BYTES = 64 * 1024 * 1024  # float64 working memory of the normalizer's pass
+
+
 def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per_feature: bool) -> dict:
     """Statistics for a Keras Normalization layer, fitted on the training split only.
 
+    One pass over chunks of items, in float64 (Chan's pairwise combination of chunk means and squared
+    deviations), so the working memory is one chunk, not a float64 copy of the split (8 bytes per pixel).
     Tables are scaled in their fitted preprocessing instead (see tables.preprocessor), so their model needs none.
     """
     axis = tuple(range(x_train.ndim - 1)) if per_feature or settings.scope == "per_channel" else None
-    values = x_train.astype(np.float64)
+    rows = max(1, CHUNK_BYTES // max(1, 8 * int(np.prod(x_train.shape[1:]))))
+    count, mean, squares, low, high = 0, 0.0, 0.0, None, None
+    for start in range(0, len(x_train), rows):
+        chunk = x_train[start:start + rows].astype(np.float64)
+        size = chunk.size // (np.size(chunk.mean(axis=axis)) if axis is not None else 1)
+        chunk_mean = chunk.mean(axis=axis)
+        delta, total = chunk_mean - mean, count + size
+        squares = squares + chunk.var(axis=axis) * size + delta ** 2 * count * size / total
+        mean, count = mean + delta * size / total, total
+        low = chunk.min(axis=axis) if low is None else np.minimum(low, chunk.min(axis=axis))
+        high = chunk.max(axis=axis) if high is None else np.maximum(high, chunk.max(axis=axis))
     if settings.method == "zscore":
-        mean, variance = values.mean(axis=axis), values.var(axis=axis)
+        variance = squares / max(count, 1)
     else:
-        low, high = values.min(axis=axis), values.max(axis=axis)
         mean, variance = low, (high - low) ** 2
     variance = np.where(np.asarray(variance) > 0, variance, 1.0)
     return {"fitted_on": "train", "method": settings.method, "scope": "per_feature" if per_feature else settings.scope,
