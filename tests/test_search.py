@@ -204,3 +204,11 @@ def test_n_jobs_starts_local_workers_that_share_the_plan(tmp_path):
     assert len({trial["worker"] for trial in trials}) == 2  # this process and the one it started
     logs = list(tmp_path.glob("**/.backup/tune-*/worker-0.log"))
     assert logs and "[tune-worker] ran" in logs[0].read_text()
+
+
+def test_a_tune_worker_without_a_running_search_says_so(tmp_path):
+    from pipelines.core.errors import StageError
+
+    config = _prepared(tmp_path, n_trials=1, epochs=1)
+    with pytest.raises(StageError, match="start `make tune` first"):
+        tune.work(config, idle_seconds=1)

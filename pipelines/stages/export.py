@@ -299,8 +299,12 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                                                             "largest_layers": largest})
         scalar = {name: {key: value for key, value in row.items() if not isinstance(value, (list, str))}
                   for name, row in table.items()}
+        layers = "\n".join(f"| {layer['index']} | {layer['op']} | {layer['output']} | {layer['macs']:,} | "
+                            f"{layer['params']:,} |" for layer in largest[chosen])
         text = (f"Keras {score_name} {reference:.4f}; bundled variant: {chosen}\n\n{_table_text(scalar)}\n\n"
-                f"Will it fit? (export.targets)\n\n{_fit_text(fits)}\n")
+                f"Largest layers of {chosen} ({costs[chosen]['macs']:,} MACs, {costs[chosen]['params']:,} "
+                f"parameters in all)\n\n| op index | op | output | MACs | parameters |\n|---|---|---|---|---|\n"
+                f"{layers}\n\nWill it fit? (export.targets)\n\n{_fit_text(fits)}\n")
         workspace.write_text(folder / "export_table.md", text)
         workspace.write_text(folder / "fit_table.md", _fit_text(fits) + "\n")
         print(text)
