@@ -90,9 +90,9 @@ def test_real_search_never_reads_the_test_split(tmp_path, monkeypatch):
     config = _prepared(tmp_path, n_trials=2, grid_points=0, epochs=2)
     real_load = workspace.load_arrays
 
-    def guarded(folder, prefix, *names):
+    def guarded(folder, prefix, *names, **options):
         assert prefix != "test", "the search read the test split"
-        return real_load(folder, prefix, *names)
+        return real_load(folder, prefix, *names, **options)
 
     monkeypatch.setattr(workspace, "load_arrays", guarded)
     trials = tune.search_trials(tune.Search(config))

@@ -215,7 +215,9 @@ def save_arrays(folder: Path, prefix: str, **arrays: Any) -> None:
                 np.save(stream, np.asarray(array), allow_pickle=False)
 
 
-def load_arrays(folder: Path, prefix: str, *names: str) -> tuple:
+def load_arrays(folder: Path, prefix: str, *names: str, mmap: bool = False) -> tuple:
+    """Loads `<prefix>_<name>.npy` arrays; `mmap` maps them copy-on-write instead of reading them into memory
+    (pages are read when used; writes stay private to the process)."""
     import numpy as np
 
     arrays = []
@@ -223,5 +225,5 @@ def load_arrays(folder: Path, prefix: str, *names: str) -> tuple:
         path = Path(folder) / f"{prefix}_{name}.npy"
         if not path.is_file():
             raise StageError(f"{path}: missing; rerun the stage that writes it with --force")
-        arrays.append(np.load(path, allow_pickle=False))
+        arrays.append(np.load(path, allow_pickle=False, mmap_mode="c" if mmap else None))
     return tuple(arrays)

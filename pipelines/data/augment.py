@@ -51,14 +51,36 @@ def apply_batch(compose: A.Compose, images: np.ndarray) -> np.ndarray:
     return out
 
 
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None,
+            transform=None) -> tf.data.Dataset:
+    """Batches of (float32 items, labels) gathered from `x` and `y` by index, one `tf.numpy_function` call
+    per batch.
+
+    Only indices pass through tf.data (8 bytes per item, shuffled over the whole split when `seed` is given:
+    the same permutation `shuffle(len(x), seed)` of the items themselves would give), so `x` can be a
+    memory-mapped array of any size: the working memory is a few batches, not a copy of the split.
+    `transform(batch) -> batch` runs on each gathered uint8 batch (augmentation).
+    """
+    order = tf.data.Dataset.range(len(x))
+    if seed is not None:
+        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def gather(indices: np.ndarray):
+        items = np.asarray(x[np.sort(indices)])[np.argsort(np.argsort(indices))]  # sorted reads of a memmap
+        if transform is not None:
+            items = transform(items)
+        return items.astype(np.float32), np.asarray(y[indices])
+
+    def load(indices):
+        items, labels = tf.numpy_function(gather, [indices], [tf.float32, tf.as_dtype(y.dtype)])
+        return tf.ensure_shape(items, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y.shape[1:]))
+
+    # Gathering is thread-safe; a seeded augmentation is not (one random stream), so it stays on one thread.
+    parallel = 1 if transform is not None else tf.data.AUTOTUNE
+    return order.batch(batch_size).map(load, num_parallel_calls=parallel, deterministic=True) \
+        .prefetch(tf.data.AUTOTUNE)
+
+
 def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, compose: A.Compose | None) -> tf.data.Dataset:
     """Shuffled training batches, augmented when a pipeline is given, as float32 images."""
-    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
-    if compose is not None:
-        def augment(images, labels):
-            augmented = tf.numpy_function(lambda batch: apply_batch(compose, batch), [images], images.dtype)
-            return tf.ensure_shape(augmented, images.shape), labels
-
-        data = data.map(augment, num_parallel_calls=1, deterministic=True)
-    return data.map(lambda images, labels: (tf.cast(images, tf.float32), labels)).prefetch(tf.data.AUTOTUNE)
+    return batches(x, y, batch_size, seed, None if compose is None else lambda batch: apply_batch(compose, batch))

@@ -194,10 +194,12 @@ class SplitData:
 
 
 def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val")) -> SplitData:
-    """Training-side splits only by default: nothing before evaluate reads the test split."""
+    """Training-side splits only by default: nothing before evaluate reads the test split. The items are
+    memory-mapped (copy-on-write): pages are read as batches use them, so a split larger than memory loads."""
     x, y = {}, {}
     for name in splits:
-        x[name], y[name] = workspace.load_arrays(folder, name, "x", "y")
+        x[name], = workspace.load_arrays(folder, name, "x", mmap=True)
+        y[name], = workspace.load_arrays(folder, name, "y")
     return SplitData(x, y, workspace.read_json(folder / "dataset.json"),
                      workspace.read_json(folder / "normalizer.json"))
 

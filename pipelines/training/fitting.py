@@ -203,10 +203,7 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
 
 
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y))
-    if seed is not None:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return augmentation.batches(x, y, batch_size, seed)
 
 
 def _sharded_by_data(data: tf.data.Dataset) -> tf.data.Dataset:
