@@ -69,11 +69,12 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = No
         items = np.asarray(x[np.sort(indices)])[np.argsort(np.argsort(indices))]  # sorted reads of a memmap
         if transform is not None:
             items = transform(items)
-        return items.astype(np.float32), np.asarray(y[indices])
+        return items, np.asarray(y[indices])
 
     def load(indices):
-        items, labels = tf.numpy_function(gather, [indices], [tf.float32, tf.as_dtype(y.dtype)])
-        return tf.ensure_shape(items, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y.shape[1:]))
+        items, labels = tf.numpy_function(gather, [indices], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)])
+        items = tf.cast(tf.ensure_shape(items, (None, *x.shape[1:])), tf.float32)
+        return items, tf.ensure_shape(labels, (None, *y.shape[1:]))
 
     # Gathering is thread-safe; a seeded augmentation is not (one random stream), so it stays on one thread.
     parallel = 1 if transform is not None else tf.data.AUTOTUNE
