@@ -215,6 +215,24 @@ def save_arrays(folder: Path, prefix: str, **arrays: Any) -> None:
                 np.save(stream, np.asarray(array), allow_pickle=False)
 
 
+def save_rows(folder: Path, prefix: str, name: str, source: Any, index: Any, chunk_bytes: int = 64 << 20) -> None:
+    """Saves `source[index]` as `<prefix>_<name>.npy`, gathering `chunk_bytes` at a time into the file (the
+    same bytes as `np.save(source[index])`, without holding that copy in memory; `source` may be a memmap)."""
+    import numpy as np
+
+    index = np.asarray(index)
+    rows = max(1, chunk_bytes // max(1, source.itemsize * int(np.prod(source.shape[1:]))))
+    with atomic_path(Path(folder) / f"{prefix}_{name}.npy") as temporary:
+        target = np.lib.format.open_memmap(temporary, mode="w+", dtype=source.dtype,
+                                           shape=(len(index), *source.shape[1:]))
+        for start in range(0, len(index), rows):
+            chunk = index[start:start + rows]
+            order = np.argsort(chunk, kind="stable")  # sorted reads of a memmap, written back in place
+            target[start + order] = source[chunk[order]]
+        target.flush()
+        del target
+
+
 def load_arrays(folder: Path, prefix: str, *names: str, mmap: bool = False) -> tuple:
     """Loads `<prefix>_<name>.npy` arrays; `mmap` maps them copy-on-write instead of reading them into memory
     (pages are read when used; writes stay private to the process)."""

@@ -33,7 +33,8 @@ def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) ->
 def _load_clean(folder: Path, dataset: dict) -> tuple:
     """(x or frame, y, ids, cluster, column groups, times) from the clean stage."""
     if dataset["kind"] == "images":
-        x, y, ids, cluster = workspace.load_arrays(folder, "clean", "x", "y", "ids", "cluster")
+        x, = workspace.load_arrays(folder, "clean", "x", mmap=True)  # read as needed, never copied whole
+        y, ids, cluster = workspace.load_arrays(folder, "clean", "y", "ids", "cluster")
         return x, y, ids, cluster, None, None
     table = pd.read_parquet(folder / "table.parquet")
     groups = np.array(table["__group"].astype(str).tolist(), dtype=str) if "__group" in table else None
@@ -89,13 +90,18 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         fold_of = splits.fold_numbers(parts, stratify, grouping, config.split) if config.split.folds else {}
         for name in splits.SPLITS:
             index = parts[name]
-            workspace.save_arrays(folder, name, x=x[index], y=y[index], ids=ids[index])
+            if is_table:
+                workspace.save_arrays(folder, name, x=x[index])
+            else:  # gathered in chunks straight into the file
+                workspace.save_rows(folder, name, "x", x, index)
+            workspace.save_arrays(folder, name, y=y[index], ids=ids[index])
         hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)]
         manifest = _manifest(ids, y, hashes, raw_hashes if is_table else None, parts,
                              cluster, column_groups, times, fold_of)
         splits.check_leakage(manifest["items"], temporal=config.split.strategy == "temporal")
         workspace.write_json(folder / splits.MANIFEST, manifest)
-        statistics = (splits.normalizer(x[parts["train"]], config.normalize, per_feature=False) if not is_table else
+        train_x = None if is_table else workspace.load_arrays(folder, "train", "x", mmap=True)[0]
+        statistics = (splits.normalizer(train_x, config.normalize, per_feature=False) if not is_table else
                       {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
                        "mean": [0.0], "variance": [1.0]})
         workspace.write_json(folder / "normalizer.json", statistics)
