@@ -212,3 +212,32 @@ def test_a_tune_worker_without_a_running_search_says_so(tmp_path):
     config = _prepared(tmp_path, n_trials=1, epochs=1)
     with pytest.raises(StageError, match="start `make tune` first"):
         tune.work(config, idle_seconds=1)
+
+
+def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a trial: the study stays open, the trial goes back to the queue, and the rerun
+    runs only what is left (no training here: the objective is a formula of the learning rate)."""
+    config = _prepared(tmp_path, n_trials=4, grid_points=4, top_k=2, epochs=1)
+    calls = []
+
+    def fake_trial(study, trial_id, config, split_folder, digest, interrupt_at=None):
+        trial = optuna.Trial(study, trial_id)
+        params = {path: search._suggest(trial, path, distribution)
+                  for path, distribution in search.distributions(config.search.space).items()}
+        calls.append(search.key(params))
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        trial.set_user_attr("seconds", 0.0)
+        study.tell(trial, 1.0 - abs(np.log10(params["train.learning_rate"]) + 2.5))
+
+    monkeypatch.setattr(search, "run_trial", lambda *args: fake_trial(*args, interrupt_at=3))
+    with pytest.raises(KeyboardInterrupt):
+        tune.search_trials(tune.Search(config))
+    study = _study(config)
+    assert not study.user_attrs["closed"] and study.user_attrs["stopped"]
+    monkeypatch.setattr(search, "run_trial", fake_trial)
+    trials = tune.search_trials(tune.Search(config))
+    planned = study.user_attrs["planned:random"] + study.user_attrs["planned:grid"]
+    assert len(trials) == planned and study.user_attrs["closed"]
+    assert len(calls) == planned + 1  # every planned trial once, and the interrupted one a second time
+    assert calls.count(calls[2]) == 2 and len(set(calls)) == planned

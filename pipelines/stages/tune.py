@@ -142,6 +142,7 @@ def search_trials(job: Search, fresh: bool = False) -> list[dict]:
         optuna.delete_study(study_name=job.name, storage=job.url)
         study = job.study()
     study.set_user_attr("closed", False)
+    study.set_user_attr("stopped", False)
     study.set_user_attr("deadline", time.time() + settings.max_seconds if settings.max_seconds else math.inf)
     budget = settings.max_trials or math.inf
     random_plan = sample(settings)[: int(min(settings.n_trials, budget))]
@@ -161,8 +162,10 @@ def search_trials(job: Search, fresh: bool = False) -> list[dict]:
                 print(f"[tune] budget reached ({settings.max_trials} trials): {len(plan) - int(room)} planned grid "
                       "trial(s) not run")
             run_phase(job, study, "grid", plan[: int(min(len(plan), room))])
+        study.set_user_attr("closed", True)  # finished: the workers exit; a forced rerun starts afresh
     finally:
-        study.set_user_attr("closed", True)  # the workers stop taking trials and exit
+        # Interrupted (Ctrl-C, an error): the workers stop too, and the study stays open for a rerun to resume.
+        study.set_user_attr("stopped", True)
         for worker in workers:
             try:
                 worker.wait(timeout=60)
@@ -183,7 +186,7 @@ def work(config: config_module.Config, idle_seconds: float = 600.0) -> int:
     last = [time.monotonic()]
 
     def done() -> bool:
-        if study.user_attrs.get("closed"):
+        if study.user_attrs.get("closed") or study.user_attrs.get("stopped"):
             return True
         if search.outstanding(study, "random") != (0, 0) or search.outstanding(study, "grid") != (0, 0):
             last[0] = time.monotonic()

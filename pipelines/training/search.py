@@ -280,11 +280,26 @@ def work(study: optuna.Study, config: config_module.Config, split_folder: Path, 
         if trial_id is None:
             time.sleep(0.5)
             continue
-        run_trial(study, trial_id, config, split_folder, split_digest)
+        try:
+            run_trial(study, trial_id, config, split_folder, split_digest)
+        except BaseException:  # Ctrl-C or an error: hand the trial back before going
+            _requeue(study, trial_id)
+            raise
         ran += 1
         if on_trial:
             on_trial(study._storage.get_trial(trial_id))
     return ran
+
+
+def _requeue(study: optuna.Study, trial_id: int) -> None:
+    """An interrupted trial: failed, and enqueued again with its parameters and phase (what the heartbeat
+    callback does for a killed worker, at once)."""
+    frozen = study._storage.get_trial(trial_id)
+    if frozen.state != TrialState.RUNNING:
+        return
+    study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    study.enqueue_trial(frozen.system_attrs.get("fixed_params", frozen.params),
+                        user_attrs={"phase": frozen.user_attrs.get("phase")}, skip_if_exists=False)
 
 
 def outstanding(study: optuna.Study, phase: str) -> tuple[int, int]:
