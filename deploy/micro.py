@@ -143,7 +143,10 @@ def tflm_run(flatbuffer: bytes, inputs: np.ndarray) -> tuple[np.ndarray, int]:
 
     with NativeOutput() as native:
         try:
-            interpreter = runtime.Interpreter.from_bytes(flatbuffer, arena_size=max(len(flatbuffer) * 10, 1 << 20))
+            # The arena holds tensors, not weights: room for every activation without reuse, plus headroom for
+            # the interpreter's own structures; what it used is measured below.
+            arena = max(2 * activation_bytes(flatbuffer) + (256 << 10), 1 << 20)
+            interpreter = runtime.Interpreter.from_bytes(flatbuffer, arena_size=arena)
             outputs = []
             for item in inputs:
                 interpreter.set_input(item[None].astype(interpreter.get_input_details(0)["dtype"]), 0)
@@ -227,7 +230,8 @@ def activation_bytes(flatbuffer: bytes) -> int:
 
     interpreter = Interpreter(model_content=flatbuffer)
     details = interpreter.get_tensor_details()
-    constants = _constants(details, interpreter._get_ops_details())
+    inputs = {detail["index"] for detail in interpreter.get_input_details()}
+    constants = _constants(details, interpreter._get_ops_details()) - inputs
     return sum(int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize for detail in details
                if detail["index"] not in constants)
 

@@ -84,6 +84,11 @@ def test_the_search_plans_both_phases_once_and_keeps_the_budget(tmp_path, capsys
     assert study.user_attrs["closed"] and study.user_attrs["planned:random"] == 3
     assert all(trial["params"] == tune.sample(config.search)[index]
                for index, trial in enumerate(sorted(trials, key=lambda t: t["number"])[:3]))
+    again = tune.search_trials(tune.Search(config))  # finished: its trials stand, nothing runs again
+    assert [trial["number"] for trial in again] == [trial["number"] for trial in trials]
+    assert "finished earlier: its 6 trial(s) stand" in capsys.readouterr().out
+    fresh = tune.search_trials(tune.Search(config), fresh=True)  # forced: a new study, the same plan
+    assert [trial["params"] for trial in fresh][:3] == [trial["params"] for trial in trials][:3]
 
 
 def test_real_search_never_reads_the_test_split(tmp_path, monkeypatch):

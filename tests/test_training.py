@@ -235,11 +235,12 @@ def test_two_workers_train_one_model_under_multi_worker_and_only_the_chief_write
     clean.run(config)
     split.run(config)
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    workers = []
+    workers, launched = [], []
     for index in range(2):
         environment = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
                                                               "task": {"type": "worker", "index": index}})}
         command = stage_command("train", [*settings, "runtime.strategy=multi_worker"])
+        launched.append((command, environment))
         workers.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True))
     outputs = [worker.communicate(timeout=600) for worker in workers]
@@ -258,3 +259,8 @@ def test_two_workers_train_one_model_under_multi_worker_and_only_the_chief_write
     versions = client.search_model_versions(f"name = '{config.experiment}'")
     assert [version.run_id for version in versions] == [manifest["run_id"]]
     assert not list(tmp_path.glob("**/train-worker-*"))  # the worker's folder was temporary
+    reruns = [subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for command, environment in launched]
+    for rerun in reruns:  # nothing changed: the chief and the worker both skip (neither waits for the other)
+        out, err = rerun.communicate(timeout=180)
+        assert rerun.returncode == 0 and "[train] skipped" in out, err[-2000:]

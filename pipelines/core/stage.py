@@ -77,9 +77,12 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
     folder = workspace.stage_dir(config.root, config.experiment, stage)
     resolved = resolved_sections(config, sections)
     stage_fingerprint = fingerprint(config, stage, sections, inputs)
+    chief = cluster.is_chief(config.runtime.strategy)
     if not force and workspace.is_fresh(folder, stage_fingerprint):
         manifest = workspace.read_manifest(folder)
-        if still_valid is None or still_valid(manifest):
+        # A multi-worker cluster's other workers follow the chief's folder alone: their MLflow store is a
+        # throwaway one, and a different decision would leave the chief or them waiting in a collective step.
+        if still_valid is None or not chief or still_valid(manifest):
             print(f"[{stage}] skipped: inputs and config unchanged since run {manifest['run_id']} "
                   f"(outputs in {folder}; --force reruns it)")
             return StageResult(stage, folder, manifest["metrics"], manifest["run_id"], skipped=True,
@@ -87,7 +90,7 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
     if guard is not None:
         guard()
     print(f"[{stage}] running")
-    chief = cluster.is_chief(config.runtime.strategy)  # a multi-worker cluster's other workers write nowhere
+    # a multi-worker cluster's other workers write nowhere
     staging = workspace.staging(folder) if chief else tempfile.TemporaryDirectory(prefix=f"{stage}-worker-")
     with tracking.run(config, stage) as active, staging as staged:
         staged = Path(staged)

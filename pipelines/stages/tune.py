@@ -95,7 +95,8 @@ class Search:
                 else ""
             print(f"[tune] trial {trial.number} ({trial.user_attrs.get('phase')}) {state}{pruned} {value}")
 
-        return search.work(study, self.config, self.split_folder, self.inputs["split"], done, said)
+        return search.work(study, self.config, self.split_folder, self.inputs["split"], done, said,
+                           search.claim_lock(self.url))
 
 
 def _local_workers(config: config_module.Config, count: int, folder: Path) -> list[subprocess.Popen]:
@@ -105,9 +106,12 @@ def _local_workers(config: config_module.Config, count: int, folder: Path) -> li
     folder.mkdir(parents=True, exist_ok=True)
     resolved = folder / "worker_config.yaml"
     resolved.write_text(yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
-    return [subprocess.Popen([sys.executable, "-m", "pipelines", "tune-worker", "--config", str(resolved)],
-                             stdout=open(folder / f"worker-{index}.log", "w"), stderr=subprocess.STDOUT)
-            for index in range(count)]
+    workers = []
+    for index in range(count):
+        with open(folder / f"worker-{index}.log", "w") as log:  # the child keeps its own descriptor
+            workers.append(subprocess.Popen([sys.executable, "-m", "pipelines", "tune-worker", "--config",
+                                             str(resolved)], stdout=log, stderr=subprocess.STDOUT))
+    return workers
 
 
 def run_phase(job: Search, study: optuna.Study, phase: str, plan: list[dict]) -> None:
@@ -131,14 +135,13 @@ def run_phase(job: Search, study: optuna.Study, phase: str, plan: list[dict]) ->
 def search_trials(job: Search, fresh: bool = False) -> list[dict]:
     """Both phases on the study; returns every finished trial (now or in an interrupted run)."""
     settings, key, higher = job.config.search, job.objective.key, job.objective.higher
-    if fresh:  # a forced rerun searches afresh; a killed one (not closed) resumes
-        try:
-            if search.open_study(job.url, job.name, higher, 0).user_attrs.get("closed"):
-                optuna.delete_study(study_name=job.name, storage=job.url)
-        except KeyError:
-            pass
     study = job.study()
-    if study.user_attrs.get("closed"):
+    if study.user_attrs.get("closed"):  # finished earlier; an interrupted (or killed) one is resumed below
+        if not fresh:  # e.g. the final training was interrupted, or the champion moved: the trials stand
+            trials = search.records(study, key, settings.space)
+            print(f"[tune] search {job.name} finished earlier: its {len(trials)} trial(s) stand "
+                  "(--force searches afresh)")
+            return trials
         optuna.delete_study(study_name=job.name, storage=job.url)
         study = job.study()
     study.set_user_attr("closed", False)
@@ -166,11 +169,13 @@ def search_trials(job: Search, fresh: bool = False) -> list[dict]:
     finally:
         # Interrupted (Ctrl-C, an error): the workers stop too, and the study stays open for a rerun to resume.
         study.set_user_attr("stopped", True)
+        deadline = time.monotonic() + 60  # a worker ends with its current trial; then it is stopped
         for worker in workers:
             try:
-                worker.wait(timeout=60)
+                worker.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
     return search.records(study, key, settings.space)
 
 

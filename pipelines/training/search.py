@@ -14,6 +14,7 @@ not touch MLflow; the stage logs one nested run per trial after the search.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -160,16 +161,30 @@ def plan(study: optuna.Study, phase: str, plan_: list[dict], space: dict[str, co
     return len(plan_)
 
 
-def pop(study: optuna.Study) -> int | None:
-    """Takes one enqueued trial for this process, or None. The storage's WAITING -> RUNNING update succeeds
-    for one taker only, so concurrent workers never get the same trial (unlike `Study.ask`, this never
-    invents a trial when the queue is empty)."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                return trial._trial_id
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+def claim_lock(url: str):
+    """What makes taking a trial atomic across processes. PostgreSQL's row lock (`SELECT ... FOR UPDATE`, which
+    Optuna's state update takes) does; SQLite ignores row locks, so two processes could both read WAITING and
+    both set RUNNING: there, an exclusive lock file beside the database serializes the claim."""
+    if url.startswith("sqlite:///"):
+        import filelock
+
+        return filelock.FileLock(url[len("sqlite:///"):] + ".claim.lock")
+    return contextlib.nullcontext()
+
+
+def pop(study: optuna.Study, lock=None) -> int | None:
+    """Takes one enqueued trial for this process, or None. The storage's WAITING -> RUNNING update, under
+    `lock` (see `claim_lock`), succeeds for one taker only, so concurrent workers never get the same trial
+    (unlike `Study.ask`, this never invents a trial when the queue is empty). The first heartbeat is recorded
+    at once, so a worker killed right after taking a trial leaves a trial that goes stale (and is retried)."""
+    with lock if lock is not None else contextlib.nullcontext():
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                    study._storage.record_heartbeat(trial._trial_id)
+                    return trial._trial_id
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
     return None
 
 
@@ -182,7 +197,10 @@ class _Heartbeat:
 
     def _beat(self, storage, trial_id):
         while not self.stop.is_set():
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a busy database or a dropped connection: try again at the next beat
+                pass
             self.stop.wait(HEARTBEAT_SECONDS)
 
     def __enter__(self):
@@ -199,15 +217,20 @@ class _Report(keras.callbacks.Callback):
 
     def __init__(self, trial: optuna.Trial, objective: fitting.Objective):
         super().__init__()
-        self.trial, self.objective, self.pruned_at = trial, objective, None
+        self.trial, self.objective, self.pruned_at, self.step = trial, objective, None, 0
 
     def on_epoch_end(self, epoch, logs=None):
+        # Steps count every epoch this callback saw: fine-tuning's second fit goes on from the first's last step.
+        step, self.step = self.step, self.step + 1
         value = (logs or {}).get(self.objective.log_name)
+        if self.pruned_at is not None:
+            self.model.stop_training = True  # pruned in an earlier fit: the next one stops at once
+            return
         if value is None or not np.isfinite(value):
             return
-        self.trial.report(float(value), epoch)
+        self.trial.report(float(value), step)
         if self.trial.should_prune():
-            self.pruned_at = epoch + 1
+            self.pruned_at = step + 1
             self.model.stop_training = True
 
 
@@ -267,21 +290,25 @@ def run_trial(study: optuna.Study, trial_id: int, config: config_module.Config, 
 
 
 def work(study: optuna.Study, config: config_module.Config, split_folder: Path, split_digest: str,
-         done: Callable[[], bool], on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> int:
+         done: Callable[[], bool], on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+         lock=None) -> int:
     """Takes and runs enqueued trials until `done()`; returns how many this process ran. Before the study's
-    `deadline` (the time budget) only: after it, planned trials stay unrun."""
+    `deadline` (the time budget) only: after it, planned trials stay unrun. `lock`: see `claim_lock`."""
     ran = 0
     while not done():
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with warnings.catch_warnings(), lock if lock is not None else contextlib.nullcontext():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # "experimental" since 2.9
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and enqueued again
         deadline = study.user_attrs.get("deadline")
-        trial_id = pop(study) if deadline is None or time.time() < deadline else None
+        trial_id = pop(study, lock) if deadline is None or time.time() < deadline else None
         if trial_id is None:
             time.sleep(0.5)
             continue
         try:
             run_trial(study, trial_id, config, split_folder, split_digest)
+        except optuna.exceptions.UpdateFinishedTrialError:  # taken as stale and finished elsewhere meanwhile
+            print(f"[tune] trial {study._storage.get_trial(trial_id).number} was finished by another worker")
+            continue
         except BaseException:  # Ctrl-C or an error: hand the trial back before going
             _requeue(study, trial_id)
             raise
