@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import sys
 import tempfile
 
 import numpy as np
+
+import models
 
 # What the runtime itself takes besides the model and its tensors: a stated allowance, not a measurement.
 # TFLM: interpreter and the reference or CMSIS-NN kernels of a small CNN on a Cortex-M, about 60-100 KB of
@@ -95,15 +95,13 @@ class NativeOutput:
     """Captures what native code writes to file descriptor 2 during the block (`.text` afterwards)."""
 
     def __enter__(self):
-        sys.stderr.flush()
         self.file = tempfile.TemporaryFile()
-        self.saved = os.dup(2)
-        os.dup2(self.file.fileno(), 2)
+        self.redirect = models.native_stderr_to(self.file.fileno())
+        self.redirect.__enter__()
         return self
 
     def __exit__(self, *exc):
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
+        self.redirect.__exit__(*exc)
         self.file.seek(0)
         self.text = self.file.read().decode(errors="replace")
         self.file.close()
@@ -130,7 +128,7 @@ def resolver_call(op: str) -> str:
     return "Add" + "".join(part if part[:1].isdigit() else part.capitalize() for part in op.split("_")) + "()"
 
 
-def tflm_run(flatbuffer: bytes, inputs: np.ndarray) -> tuple[np.ndarray, int]:
+def tflm_run(flatbuffer: bytes, inputs: np.ndarray, activations: int | None = None) -> tuple[np.ndarray, int]:
     """Runs raw (already quantized) inputs one at a time on the TFLM interpreter.
 
     Returns:
@@ -145,7 +143,9 @@ def tflm_run(flatbuffer: bytes, inputs: np.ndarray) -> tuple[np.ndarray, int]:
         try:
             # The arena holds tensors, not weights: room for every activation without reuse, plus headroom for
             # the interpreter's own structures; what it used is measured below.
-            arena = max(2 * activation_bytes(flatbuffer) + (256 << 10), 1 << 20)
+            if activations is None:
+                activations = activation_bytes(flatbuffer)
+            arena = max(2 * activations + (256 << 10), 1 << 20)
             interpreter = runtime.Interpreter.from_bytes(flatbuffer, arena_size=arena)
             outputs = []
             for item in inputs:

@@ -42,18 +42,29 @@ def architectures() -> dict:
 
 
 @contextlib.contextmanager
-def native_stderr_silenced():
-    """Sends what C++ code writes to file descriptor 2 to /dev/null for the block: TensorFlow's start-up
-    chatter (the absl pre-init banner, oneDNN and CUDA-probe lines on a CPU machine) and the TF-Lite
-    converter's progress lines. Python exceptions still propagate, with their messages, after the block."""
+def native_stderr_to(fd: int):
+    """Sends what C++ code writes to file descriptor 2 to `fd` for the block (Python's own stderr is flushed
+    first); restores it after, whatever happens."""
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+    saved = os.dup(2)
+    os.dup2(fd, 2)
     try:
         yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Sends what C++ code writes to file descriptor 2 to /dev/null for the block: TensorFlow's start-up
+    chatter (the absl pre-init banner, oneDNN and CUDA-probe lines on a CPU machine) and the TF-Lite
+    converter's progress lines. Python exceptions still propagate, with their messages, after the block."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with native_stderr_to(devnull):
+            yield
+    finally:
         os.close(devnull)
 
 

@@ -246,3 +246,13 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path,
     assert len(trials) == planned and study.user_attrs["closed"]
     assert len(calls) == planned + 1  # every planned trial once, and the interrupted one a second time
     assert calls.count(calls[2]) == 2 and len(set(calls)) == planned
+
+
+def test_the_study_outlives_a_change_of_workers_or_storage_but_not_of_the_search(tmp_path):
+    from pipelines.core import stage
+
+    def fingerprint(*overrides):
+        return stage.fingerprint(tiny_config(tmp_path, *overrides), "tune", tune.SECTIONS, {"split": "s"})
+
+    assert fingerprint() == fingerprint("search.n_jobs=3", "search.storage=postgresql://u@db/x")
+    assert fingerprint() != fingerprint("search.seed=1") and fingerprint() != fingerprint("search.epochs=5")

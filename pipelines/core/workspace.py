@@ -215,6 +215,17 @@ def save_arrays(folder: Path, prefix: str, **arrays: Any) -> None:
                 np.save(stream, np.asarray(array), allow_pickle=False)
 
 
+def gather_rows(source: Any, index: Any) -> Any:
+    """`source[index]` in the order of `index`, read in ascending order (sequential pages of a memmap)."""
+    import numpy as np
+
+    index = np.asarray(index)
+    order = np.argsort(index, kind="stable")
+    rows = np.empty((len(index), *source.shape[1:]), dtype=source.dtype)
+    rows[order] = source[index[order]]
+    return rows
+
+
 def save_rows(folder: Path, prefix: str, name: str, source: Any, index: Any, chunk_bytes: int = 64 << 20) -> None:
     """Saves `source[index]` as `<prefix>_<name>.npy`, gathering `chunk_bytes` at a time into the file (the
     same bytes as `np.save(source[index])`, without holding that copy in memory; `source` may be a memmap)."""
@@ -226,9 +237,7 @@ def save_rows(folder: Path, prefix: str, name: str, source: Any, index: Any, chu
         target = np.lib.format.open_memmap(temporary, mode="w+", dtype=source.dtype,
                                            shape=(len(index), *source.shape[1:]))
         for start in range(0, len(index), rows):
-            chunk = index[start:start + rows]
-            order = np.argsort(chunk, kind="stable")  # sorted reads of a memmap, written back in place
-            target[start + order] = source[chunk[order]]
+            target[start:start + rows] = gather_rows(source, index[start:start + rows])
         target.flush()
         del target
 

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.core import config as config_module
+from pipelines.core import workspace
 from pipelines.core.errors import ConfigError
 
 
@@ -66,7 +67,7 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = No
         order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
 
     def gather(indices: np.ndarray):
-        items = np.asarray(x[np.sort(indices)])[np.argsort(np.argsort(indices))]  # sorted reads of a memmap
+        items = workspace.gather_rows(x, indices)
         if transform is not None:
             items = transform(items)
         return items, np.asarray(y[indices])

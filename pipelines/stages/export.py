@@ -138,7 +138,7 @@ def on_device(flatbuffer: bytes, model: edge.LiteRTModel, items: np.ndarray) -> 
     tensors = np.stack([model.quantize(item)[0] for item in items])
     reference = np.stack([model.run(tensor[None])[0] for tensor in tensors])
     try:
-        outputs, arena = micro.tflm_run(flatbuffer, tensors)
+        outputs, arena = micro.tflm_run(flatbuffer, tensors, row["litert_activation_bytes"])
     except micro.Unsupported as error:
         return {**row, "tflm_error": str(error), "tflm_missing_ops": error.ops}, cost
     scale = model.output["quantization"][0] or 1.0
@@ -207,11 +207,12 @@ def _target_bundle(staged: Path, entry: dict, folder: Path, data: splits.SplitDa
     (place / "labels.txt").write_text("\n".join(labels) + "\n")
     if target["runtime"] == "tflm":
         scale, zero_point = model.input["quantization"]
-        cc, header = micro.c_array(flatbuffer, table[chosen]["tflm_arena_bytes"], micro.ops(flatbuffer), labels,
+        ops = micro.ops(flatbuffer)
+        cc, header = micro.c_array(flatbuffer, table[chosen]["tflm_arena_bytes"], ops, labels,
                                    (float(scale), int(zero_point)))
         (place / "model_data.cc").write_text(cc)
         (place / "model_data.h").write_text(header)
-        (place / "ops.txt").write_text("\n".join(micro.ops(flatbuffer)) + "\n")
+        (place / "ops.txt").write_text("\n".join(ops) + "\n")
     else:
         (place / "model.tflite").write_bytes(flatbuffer)
         shutil.copyfile(edge.__file__, place / "predict.py")

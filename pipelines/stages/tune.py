@@ -15,6 +15,7 @@ the same split (the one rule of pipelines/training/champion.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -32,7 +33,10 @@ from pipelines.core.errors import StageError
 from pipelines.data import splits
 from pipelines.training import champion, fitting, recipes, search
 
-SECTIONS = (*recipes.SECTIONS, "search")
+# Every search field but where the study lives and how many local workers take its trials: neither changes
+# the result, so changing them continues the same study.
+SECTIONS = (*recipes.SECTIONS, *(f"search.{field.name}" for field in dataclasses.fields(config_module.SearchConfig)
+                                 if field.name not in ("storage", "n_jobs")))
 
 
 def apply(config: config_module.Config, params: dict) -> config_module.Config:
