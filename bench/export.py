@@ -15,6 +15,7 @@ from PIL import Image
 from deploy.edge.predict import LiteRTModel
 from pipelines import __main__ as cli
 from pipelines.core import workspace
+from pipelines.data import splits
 
 WORK = Path(__file__).parent / ".work" / "export"
 VARIANTS = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, pqat_int8, clustered_int8]"
@@ -23,7 +24,7 @@ VARIANTS = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, pqat_
 def _edge_agreement(bundle: Path, split_folder: Path) -> float:
     """Share of test images on which `python -m deploy.edge.predict` (files on disk) gives the label that the
     pipeline's own LiteRT evaluation of the bundled model gives."""
-    x, = workspace.load_arrays(split_folder, "test", "x")
+    x = np.asarray(splits.split_items(split_folder, "test"))
     images = WORK / "test_images"
     images.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
+from pipelines.data import splits
 from pipelines.stages import clean, gan, split, sr
 from pipelines.training import fitting
 
@@ -48,7 +49,8 @@ def run() -> dict:
     split.run(conditional)
     labelled = gan.run(conditional).metrics
     photos = sr.run(base).metrics
-    images, labels = workspace.load_arrays(workspace.stage_dir(WORK, "digits", "split"), "train", "x", "y")
+    folder = workspace.stage_dir(WORK, "digits", "split")
+    images, (labels,) = np.asarray(splits.split_items(folder, "train")), workspace.load_arrays(folder, "train", "y")
     return {"fd_generated": plain["gan/fid"], "fd_untrained": plain["gan/fid_untrained_generator"],
             "fd_real": plain["gan/fid_real_train_vs_val"],
             "fd_ratio_generated_to_untrained": plain["gan/fid"] / plain["gan/fid_untrained_generator"],

@@ -1,7 +1,6 @@
 """Benchmark `memory`: peak resident memory and time of training (`fitting.fit`, 2 epochs, a small CNN) on
-generated splits of 2,000 and 20,000 RGB images at 64 px, each in its own process, above the same process's
-memory before it loads the split. The split files are memory-mapped; their pages count in the peak (page cache
-the kernel can drop)."""
+generated splits of 2,000 and 20,000 RGB images at 64 px in shards, each in its own process, above the same
+process's memory before it loads the split. The images stream from their shards (see pipelines/data/shards.py)."""
 
 from __future__ import annotations
 
@@ -18,19 +17,17 @@ import json, resource, sys, time
 from pathlib import Path
 import numpy as np
 folder, n, side = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-if not (folder / "train_x.npy").is_file():
-    folder.mkdir(parents=True, exist_ok=True)
+if not (folder / "dataset.json").is_file():
+    from pipelines.data import shards
     rng = np.random.default_rng(0)
+    writer = shards.Writer(folder / "shards", (side, side, 3))
     for name, count in (("train", n), ("val", max(200, n // 10))):
         y = rng.integers(0, 5, count)
-        x = np.lib.format.open_memmap(folder / f"{name}_x.npy", "w+", np.uint8, (count, side, side, 3))
-        for start in range(0, count, 1000):
-            part = y[start:start + 1000]
-            x[start:start + 1000] = rng.integers(0, 40, (len(part), side, side, 3)) + part[:, None, None, None] * 40
-        x.flush()
-        del x
+        keys = [writer.write((rng.integers(0, 40, (side, side, 3)) + label * 40).astype(np.uint8)) for label in y]
+        np.save(folder / f"{name}_keys.npy", np.array(keys))
         np.save(folder / f"{name}_y.npy", y)
-    (folder / "dataset.json").write_text(json.dumps({"kind": "images", "task": "classification",
+    writer.close()
+    (folder / "dataset.json").write_text(json.dumps({"kind": "images", "task": "classification", "shards": "shards",
         "class_names": [str(i) for i in range(5)], "input_shape": [side, side, 3]}))
     (folder / "normalizer.json").write_text(json.dumps({"mean": [100.0] * 3, "variance": [3000.0] * 3}))
     sys.exit(0)

@@ -41,10 +41,14 @@ def _clone(model: keras.Model, wrap) -> keras.Model:
     return clone
 
 
-def _finetune(model: keras.Model, loss: str, x: np.ndarray, y: np.ndarray, epochs: int, learning_rate: float,
+def _finetune(model: keras.Model, loss: str, x, y: np.ndarray | None, epochs: int, learning_rate: float,
               callbacks: list) -> None:
+    """`x`, `y` arrays, or `x` a `tf.data.Dataset` of (inputs, labels) batches and `y` None."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-    model.fit(x.astype(np.float32), y, batch_size=32, epochs=epochs, callbacks=callbacks, verbose=0)
+    if y is None:
+        model.fit(x, epochs=epochs, callbacks=callbacks, verbose=0)
+    else:
+        model.fit(x.astype(np.float32), y, batch_size=32, epochs=epochs, callbacks=callbacks, verbose=0)
 
 
 def prune(model: keras.Model, loss: str, x, y, sparsity: float, epochs: int, learning_rate: float) -> keras.Model:

@@ -63,6 +63,45 @@ def png(path: Path, size: tuple[int, int]) -> None:
         assert np.asarray(image.convert("L"), float).std() > 5, f"{path} is blank"
 
 
+def split_arrays(folder: Path, name: str, *names: str) -> tuple:
+    """A split's arrays as tests read them: "x" is the split's images, read whole from the shards."""
+    import numpy as np
+
+    from pipelines.core import workspace
+    from pipelines.data import splits
+
+    return tuple(np.asarray(splits.split_items(folder, name)) if item == "x" else
+                 workspace.load_arrays(folder, name, item)[0] for item in names)
+
+
+def tamper_shard(split_folder: Path, name: str, position: int, resign: bool = False) -> None:
+    """Inverts the pixels of item `position` of a split inside its shard file, as an edit on disk would;
+    `resign` also updates the shard's checksum in the index (a deliberate edit that only the split
+    manifest's item hashes can catch)."""
+    import json
+
+    import numpy as np
+
+    from pipelines.data import splits
+
+    items = splits.split_items(split_folder, name, verify=False)
+    shards = items.shards
+    number, record = divmod(int(items.keys[position]), shards.per_shard)
+    path = Path(shards.path(number))
+    data = bytearray(path.read_bytes())
+    start = record * shards.record_bytes + 12 + 8
+    data[start:start + shards.pixels] = (255 - np.frombuffer(bytes(data[start:start + shards.pixels]), np.uint8)
+                                         ).tobytes()
+    path.write_bytes(bytes(data))
+    if resign:
+        import hashlib
+
+        index_path = path.parent / "shards.json"
+        index = json.loads(index_path.read_text())
+        index["files"][number]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+        index_path.write_text(json.dumps(index))
+
+
 @pytest.fixture
 def tiny(tmp_path):
     return tiny_config(tmp_path)

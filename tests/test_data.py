@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
-from pipelines.data import splits
+from pipelines.data import shards, splits
 from pipelines.stages import analyze, clean, split
 from tests.conftest import png, tiny_config
 
@@ -79,7 +79,8 @@ def test_image_folder_clean_and_split_keep_near_duplicates_together(image_folder
     assert dropped == {"a/truncated.jpg": "drop_unreadable", "b/notes.txt": "drop_unreadable",
                        "b/clock_copy.png": "drop_exact_duplicates", "a/coins_conflict.png": "drop_label_conflicts",
                        "b/coins.png": "drop_label_conflicts"}
-    x, = workspace.load_arrays(result.folder, "clean", "x")
+    keys, = workspace.load_arrays(result.folder, "clean", "key")
+    x = shards.open_shards(result.folder / "shards").read(keys)
     assert x.shape == (19, 16, 16, 3) and x.dtype == np.uint8  # 24 files, 5 dropped
     report = workspace.read_json(result.folder / "near_duplicates.json")
     family = sorted(f"a/astronaut{suffix}" for suffix in (".png", "_shifted.png", "_brighter.png",

@@ -14,7 +14,7 @@ from pipelines import __main__ as cli
 from pipelines.core import tracking, workspace
 from pipelines.data import splits
 from pipelines.stages import evaluate, pipeline, split
-from tests.conftest import TINY, png, tiny_config
+from tests.conftest import TINY, png, split_arrays, tamper_shard, tiny_config
 
 STAGE_NAMES = [stage.name for stage in pipeline()]
 
@@ -55,7 +55,7 @@ def test_every_stage_wrote_a_manifest_and_the_bundle(ran):
     variant = report["record"]["tflite_variant"]
     assert variant == metadata["variant"] and set(report["results"]) == {"keras", variant}
     keras_row = report["results"]["keras"]
-    x_test, y_test = workspace.load_arrays(workspace.stage_dir(root, config.experiment, "split"), "test", "x", "y")
+    x_test, y_test = split_arrays(workspace.stage_dir(root, config.experiment, "split"), "test", "x", "y")
     assert keras_row["accuracy"] > 0.3 and keras_row["roc_auc"] > 0.7  # chance: 0.1 and 0.5; tiny config ~0.45
     confusion = np.array(keras_row["confusion_matrix"])
     assert (confusion.sum(axis=1) == np.bincount(y_test, minlength=10)).all()
@@ -105,7 +105,7 @@ def test_champion_loads_back_as_a_keras_model(ran):
     root, config = ran
     model = tracking.load_champion(config)
     assert isinstance(model, keras.Model)
-    x, y = workspace.load_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x", "y")
+    x, y = split_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x", "y")
     accuracy = (model.predict(x.astype(np.float32), verbose=0).argmax(axis=1) == y).mean()
     table = workspace.read_json(workspace.stage_dir(root, config.experiment, "export") / "export_table.json")
     assert accuracy > 0.3 and accuracy == pytest.approx(table["keras_val_accuracy"], abs=1e-6)
@@ -130,16 +130,18 @@ def test_split_manifest_is_byte_identical_for_the_same_config(ran, tmp_path):
 def test_changed_test_item_is_refused_naming_it(ran):
     root, config = ran
     folder = workspace.stage_dir(root, config.experiment, "split")
-    x, y, ids = workspace.load_arrays(folder, "test", "x", "y", "ids")
-    evaluate.verify_test_items(folder, x, y, ids)  # as split wrote them: accepted
+    x, y, ids = split_arrays(folder, "test", "x", "y", "ids")
+    hashes = lambda images, labels: [splits.item_hash(image, label.item())  # noqa: E731
+                                     for image, label in zip(images, labels)]
+    evaluate.verify_test_items(folder, hashes(x, y), y, ids)  # as split wrote them: accepted
     edited = x.copy()
     edited[3] = 255 - edited[3]
     with pytest.raises(ValueError, match=rf"changed \['{ids[3]}'\]"):
-        evaluate.verify_test_items(folder, edited, y, ids)
+        evaluate.verify_test_items(folder, hashes(edited, y), y, ids)
     relabelled = y.copy()
     relabelled[5] = (y[5] + 1) % 10  # a label changed on disk, pixels untouched
     with pytest.raises(ValueError, match=rf"labels changed: \['{ids[5]} \(label {y[5]} -> {relabelled[5]}\)'\]"):
-        evaluate.verify_test_items(folder, x, relabelled, ids)
+        evaluate.verify_test_items(folder, hashes(x, relabelled), relabelled, ids)
 
 
 def _val_images_and_labels(root, config, folder, count: int) -> tuple[list, list[str]]:
@@ -147,7 +149,7 @@ def _val_images_and_labels(root, config, folder, count: int) -> tuple[list, list
     from deploy.edge.predict import LiteRTModel
 
     bundle = workspace.bundle_dir(root, config.experiment)
-    x, = workspace.load_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x")
+    x, = split_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x")
     paths = []
     for index in range(count):
         paths.append(folder / f"val{index}.png")
@@ -202,11 +204,14 @@ def test_changed_procedure_or_tampered_test_item_stops_evaluation(ran):
     with pytest.raises(evaluate.TestSetUsed, match="the evaluation procedure changed"):
         evaluate.run(tiny_config(root, *settings), reuse_test=True)
     folder = workspace.stage_dir(root, config.experiment, "split")
-    x, ids = workspace.load_arrays(folder, "test", "x", "ids")
-    x[0] = 255 - x[0]
-    workspace.save_arrays(folder, "test", x=x)  # a test image edited after the split
+    ids, = workspace.load_arrays(folder, "test", "ids")
+    tamper_shard(folder, "test", 0)  # a test image edited in its shard after the split
     assert _cli(root, "evaluate", "--set", "train.epochs=2", "--reuse-test", "--force") == 1
-    with pytest.raises(ValueError, match=rf"changed \['{ids[0]}'\]"):
+    with pytest.raises(ValueError, match=r"part-00000.tfrecord: shard fails its SHA-256 checksum"):
+        evaluate.run(tiny_config(root, "train.epochs=2"), force=True, reuse_test=True)
+    tamper_shard(folder, "test", 1, resign=True)  # and one whose shard checksum was updated to match
+    first, second = sorted(ids[:2])
+    with pytest.raises(ValueError, match=rf"changed \['{first}', '{second}'\]"):
         evaluate.run(tiny_config(root, "train.epochs=2"), force=True, reuse_test=True)
 
 
@@ -250,7 +255,7 @@ def test_int8_triage_reports_the_worst_layers_and_adds_a_selective_variant(tmp_p
     assert (folder / "int8_selective.tflite").stat().st_size == selective["size_bytes"]
     from deploy.edge.predict import LiteRTModel
 
-    (x_val,) = workspace.load_arrays(workspace.stage_dir(tmp_path, "digits", "split"), "val", "x")
+    (x_val,) = split_arrays(workspace.stage_dir(tmp_path, "digits", "split"), "val", "x")
     assert LiteRTModel(folder / "int8_selective.tflite").predict(x_val[:4]).shape == (4, 10)
 
 

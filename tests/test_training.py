@@ -16,7 +16,7 @@ from pipelines.core import stage, tracking, workspace
 from pipelines.data import augment, splits
 from pipelines.stages import clean, split
 from pipelines.training import fitting
-from tests.conftest import TINY, sigkill_after_first_checkpoint, stage_command, tiny_config
+from tests.conftest import TINY, sigkill_after_first_checkpoint, split_arrays, stage_command, tiny_config
 
 
 def _split_data(root, *overrides):
@@ -211,7 +211,7 @@ def test_transfer_pipeline_end_to_end_registers_a_hub_model_that_loads_back(tmp_
     assert 15.5 < pretrain["pretrain/val_psnr_noisy_db"] < 19.5  # noise std 40 on 0-255, as in the denoise test
     from deploy.edge.predict import LiteRTModel
 
-    (x_val,) = workspace.load_arrays(workspace.stage_dir(tmp_path, config.experiment, "split"), "val", "x")
+    (x_val,) = split_arrays(workspace.stage_dir(tmp_path, config.experiment, "split"), "val", "x")
     bundle = workspace.bundle_dir(tmp_path, config.experiment)
     assert LiteRTModel(bundle / "model.tflite").predict(x_val[:4]).shape == (4, 10)
 
@@ -230,8 +230,9 @@ def test_two_workers_train_one_model_under_multi_worker_and_only_the_chief_write
 
     from tests.conftest import free_port
 
-    settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=6", "train.patience=6"]
-    config = tiny_config(tmp_path, "train.epochs=6", "train.patience=6")
+    # six shard files: each worker reads its own (auto-sharding by file)
+    settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=6", "train.patience=6", "data.shard_records=300"]
+    config = tiny_config(tmp_path, "train.epochs=6", "train.patience=6", "data.shard_records=300")
     clean.run(config)
     split.run(config)
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}

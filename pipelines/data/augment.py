@@ -2,11 +2,14 @@
 
 `augment.transforms` is a list of {name: <albumentations class>, <its arguments>}; `augment.strength` scales
 every transform's probability (a single knob the search can tune); the pipeline is seeded
-(`augment.seed`) and applied batch by batch in one `tf.numpy_function`, so a given seed gives the same
-augmented stream.
+(`augment.seed`) and applied batch by batch in one `tf.numpy_function`, several batches at once, each with a
+seed drawn from one seeded stream, so a given seed gives the same augmented stream.
 """
 
 from __future__ import annotations
+
+import copy
+import threading
 
 import albumentations as A
 import numpy as np
@@ -15,6 +18,7 @@ import tensorflow as tf
 from pipelines.core import config as config_module
 from pipelines.core import workspace
 from pipelines.core.errors import ConfigError
+from pipelines.data import shards
 
 
 def build(settings: config_module.AugmentConfig) -> A.Compose | None:
@@ -52,37 +56,50 @@ def apply_batch(compose: A.Compose, images: np.ndarray) -> np.ndarray:
     return out
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None,
-            transform=None) -> tf.data.Dataset:
-    """Batches of (float32 items, labels) gathered from `x` and `y` by index, one `tf.numpy_function` call
-    per batch.
+def batches(x, y: np.ndarray, batch_size: int, seed: int | None = None, transform=None) -> tf.data.Dataset:
+    """Batches of (float32 items, labels). Images in shards (`shards.Items`) stream through their own
+    pipeline; arrays (tables, generated data) are gathered by index, one `tf.numpy_function` call per batch.
 
-    Only indices pass through tf.data (8 bytes per item, shuffled over the whole split when `seed` is given:
-    the same permutation `shuffle(len(x), seed)` of the items themselves would give), so `x` can be a
-    memory-mapped array of any size: the working memory is a few batches, not a copy of the split.
-    `transform(batch) -> batch` runs on each gathered uint8 batch (augmentation).
+    For arrays only indices pass through tf.data (8 bytes per item, shuffled over the whole split when `seed`
+    is given), so `x` can be a memory-mapped array of any size. `transform(batch, batch_seed) -> batch` runs on
+    each uint8 batch (augmentation), in parallel, each batch seeded from one seeded stream.
     """
+    if isinstance(x, shards.Items):
+        return x.dataset(batch_size, y, seed, transform)
     order = tf.data.Dataset.range(len(x))
     if seed is not None:
         order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
 
-    def gather(indices: np.ndarray):
+    def gather(indices: np.ndarray, batch_seed: np.ndarray):
         items = workspace.gather_rows(x, indices)
         if transform is not None:
-            items = transform(items)
+            items = transform(items, batch_seed)
         return items, np.asarray(y[indices])
 
-    def load(indices):
-        items, labels = tf.numpy_function(gather, [indices], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)])
+    def load(indices, batch_seed):
+        items, labels = tf.numpy_function(gather, [indices, batch_seed], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)])
         items = tf.cast(tf.ensure_shape(items, (None, *x.shape[1:])), tf.float32)
         return items, tf.ensure_shape(labels, (None, *y.shape[1:]))
 
-    # Gathering is thread-safe; a seeded augmentation is not (one random stream), so it stays on one thread.
-    parallel = 1 if transform is not None else tf.data.AUTOTUNE
-    return order.batch(batch_size).map(load, num_parallel_calls=parallel, deterministic=True) \
-        .prefetch(tf.data.AUTOTUNE)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((order.batch(batch_size), seeds)) \
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, compose: A.Compose | None) -> tf.data.Dataset:
+class _Seeded:
+    """`compose` applied to a batch with a given seed; each thread has its own copy of the pipeline (one
+    albumentations pipeline holds one random state), so batches can be augmented in parallel."""
+
+    def __init__(self, compose: A.Compose):
+        self.compose, self.local = compose, threading.local()
+
+    def __call__(self, images: np.ndarray, batch_seed) -> np.ndarray:
+        if not hasattr(self.local, "compose"):
+            self.local.compose = copy.deepcopy(self.compose)
+        self.local.compose.set_random_seed(int(batch_seed) % (2 ** 32))
+        return apply_batch(self.local.compose, images)
+
+
+def dataset(x, y: np.ndarray, batch_size: int, seed: int, compose: A.Compose | None) -> tf.data.Dataset:
     """Shuffled training batches, augmented when a pipeline is given, as float32 images."""
-    return batches(x, y, batch_size, seed, None if compose is None else lambda batch: apply_batch(compose, batch))
+    return batches(x, y, batch_size, seed, None if compose is None else _Seeded(compose))

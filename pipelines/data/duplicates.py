@@ -1,31 +1,39 @@
 """Exact and near-duplicate images: content hashes, verified near-duplicate pairs and their clusters.
 
 Near-duplicates are found in two steps, so that a cheap descriptor never decides alone:
-1. candidates: each image's nearest neighbours (`data.near_duplicate_candidates`, scikit-learn's
-   NearestNeighbors) by two descriptors normalized for brightness and contrast, its 8x8 thumbnail and the
-   magnitudes of its lowest spatial frequencies (which a shift leaves alone); with
-   `data.near_duplicate_flips` the mirrored image is a query too;
+1. candidates: by each of two descriptors normalized for brightness and contrast (the 8x8 thumbnail and the
+   magnitudes of the lowest spatial frequencies, which a shift leaves alone), each image's nearest neighbours
+   (`data.near_duplicate_candidates`) among the images whose 64-bit hash of that descriptor is within
+   `data.near_duplicate_radius` bits of its own; with `data.near_duplicate_flips` the mirrored image is a query
+   too. The hashes are searched by multi-index hashing (`HashIndex`), so on varied images the search grows
+   about linearly with their number instead of comparing every pair; a dense family of look-alikes (thousands
+   of one digit) still costs the pairs within the radius;
 2. verification on the images themselves, at 32x32 grey: the shift of up to two pixels that correlates them
    best, then, inside a two-pixel frame (where a shifted or wrapped copy differs), how well one image is a
    function of the other (a per-intensity mean, so brightening, darkening, contrast, clipping and JPEG noise
    are all allowed, but another drawing is not). The residual is the mean of the worst 5% of pixels over the
    image's spread; a pair is confirmed at or below `data.near_duplicate_tolerance`. A pair of images of 64 px
    or more that correlates closely but fails is verified again at up to 128 px: there a shift of a pixel or
-   two is whole again, while at 32 px it is a fraction of a pixel that a detailed photograph does not survive. Copies shifted by a pixel or two, brightened, darkened, re-encoded as
-   JPEG or resized measured at most 0.18 on digits at 32 and 128 px; distinct drawings of one digit at least
-   0.38 (their nearest neighbours, 1,200 pairs).
+   two is whole again, while at 32 px it is a fraction of a pixel that a detailed photograph does not survive.
+   Copies shifted by a pixel or two, brightened, darkened, re-encoded as JPEG or resized measured at most 0.18
+   on digits at 32 and 128 px; distinct drawings of one digit at least 0.38 (their nearest neighbours, 1,200
+   pairs).
 Clusters are built from exact duplicates and confirmed pairs only, so two different images never chain
 through a third that merely looks alike. Images smaller than 16 px on a side are compared by content hash
-only: a 32x32 view of an 8x8 image holds too little to tell a copy from a look-alike.
+only: a 32x32 view of an 8x8 image holds too little to tell a copy from a look-alike. Nothing here holds the
+decoded images: `image_groups_from` takes what one streaming pass keeps per image (its content hash and
+32x32 view) and re-opens an image only for the second look at up to 128 px.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
-from sklearn.neighbors import NearestNeighbors
 
 import deploy.edge.predict as edge
 from pipelines.data import sources
@@ -38,6 +46,10 @@ BINS = 32  # intensity bins of the function fit
 WORST = 0.05  # share of pixels whose residual counts
 RECHECK_CORRELATION = 0.9  # a failed pair of large images correlating this well is looked at again
 FULL = 128  # side of that second look, at most
+RADIUS = 8  # default Hamming radius of the candidate search (data.near_duplicate_radius)
+BANDS = 4  # a 64-bit hash is indexed as four 16-bit bands (see HashIndex)
+BAND_BITS = 64 // BANDS
+CHUNK = 512  # query images per step of the candidate search
 
 
 def exact_groups(hashes: list[str | None]) -> list[list[int]]:
@@ -59,41 +71,188 @@ def views(images: list[Image.Image | None]) -> tuple[np.ndarray, np.ndarray]:
     return grey, usable
 
 
+def _band_values(hashes: np.ndarray) -> np.ndarray:
+    """(BANDS, N) int64: each band of each uint64 hash, lowest bits first."""
+    shifts = np.arange(BANDS, dtype=np.uint64)[:, None] * np.uint64(BAND_BITS)
+    return ((hashes[None, :] >> shifts) & np.uint64((1 << BAND_BITS) - 1)).astype(np.int64)
+
+
+def band_radii(radius: int) -> list[int]:
+    """How far each band is searched so that no pair within `radius` bits is missed. With radius = BANDS * s + a
+    (a < BANDS): the first a + 1 bands within s bits, the others within s - 1 (-1: not searched), because a
+    pair beyond that in every band differs in at least (a + 1)(s + 1) + (BANDS - a - 1) s = radius + 1 bits
+    (Norouzi et al., "Fast search in Hamming space with multi-index hashing", CVPR 2012)."""
+    share, rest = divmod(radius, BANDS)
+    return [share if band <= rest else share - 1 for band in range(BANDS)]
+
+
+@functools.cache
+def _flips(radius: int) -> np.ndarray:
+    """Every band value with at most `radius` bits set: XORed with a key, the keys within `radius` bits."""
+    return np.flatnonzero(np.bitwise_count(np.arange(1 << BAND_BITS)) <= radius)
+
+
+@dataclasses.dataclass(frozen=True)
+class HashIndex:
+    """Multi-index hashing over 64-bit hashes: per band, the rows sorted by that band's value and where each
+    value's rows begin, so a query looks up the few values near each of its bands instead of every row.
+
+    Why four 16-bit bands: on random hashes a band value holds N / 65536 rows, so a query at the default radius
+    8 (one band searched within 2 bits, three within 1: 137 + 3 x 17 = 188 values, see `band_radii`) checks
+    about 188 x N / 65536 rows, 29 at 10,000 hashes and 287 at 100,000, next to its 188 look-ups: the work grows
+    close to linearly up to a few hundred thousand hashes. Wider bands would check fewer rows but look up more
+    values (C(21, <= 2) = 232 per band) in tables of millions of entries; narrower ones check N / 4096 rows.
+    """
+
+    hashes: np.ndarray  # (N,) uint64
+    order: np.ndarray  # (BANDS, N) rows sorted by each band's value
+    ordered: np.ndarray  # (BANDS, N) the hashes in that order
+    starts: np.ndarray  # (BANDS, 2**BAND_BITS + 1) where each band value's rows begin in `order`
+
+    @classmethod
+    def build(cls, hashes: np.ndarray) -> HashIndex:
+        values = _band_values(hashes)
+        order = np.argsort(values, axis=1, kind="stable")
+        counts = [np.bincount(band, minlength=1 << BAND_BITS) for band in values]
+        starts = np.stack([np.concatenate([[0], np.cumsum(count)]) for count in counts])
+        return cls(hashes, order, hashes[order], starts)
+
+    def within(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """(query, row) index arrays of every pair of a query hash and an indexed hash within `radius` bits,
+        each pair once (from the first band that finds it)."""
+        radii, found = band_radii(radius), []
+        for band, (keys, band_radius) in enumerate(zip(_band_values(queries), radii)):
+            if band_radius < 0:
+                continue
+            flips = _flips(band_radius)
+            probes = (keys[:, None] ^ flips[None, :]).ravel()
+            begin, counts = self.starts[band][probes], self.starts[band][probes + 1] - self.starts[band][probes]
+            offsets = np.arange(counts.sum()) + np.repeat(begin - np.cumsum(counts) + counts, counts)
+            per_query = counts.reshape(len(queries), len(flips)).sum(axis=1)
+            difference = np.repeat(queries, per_query) ^ self.ordered[band][offsets]
+            near = np.flatnonzero(np.bitwise_count(difference) <= radius)
+            query = np.searchsorted(np.cumsum(per_query), near, side="right")  # whose run each offset is in
+            row, difference = self.order[band][offsets[near]], difference[near]
+            first, bands = np.ones(len(near), bool), _band_values(difference)
+            for earlier in range(band):
+                first &= np.bitwise_count(bands[earlier]) > radii[earlier]
+            found.append((query[first], row[first]))
+        return np.concatenate([query for query, _ in found]), np.concatenate([row for _, row in found])
+
+
+def hamming_pairs(hashes: np.ndarray, radius: int, chunk: int = 4096) -> np.ndarray:
+    """(P, 2) int64 array of every pair (i, j), i < j, of uint64 hashes (N,) within `radius` bits, sorted."""
+    index, found = HashIndex.build(hashes), []
+    for start in range(0, len(hashes), chunk):
+        query, row = index.within(hashes[start:start + chunk], radius)
+        query += start
+        found.append(np.column_stack([query, row])[query < row])
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def hamming_pairs_exhaustive(hashes: np.ndarray, radius: int, chunk: int = 1024) -> np.ndarray:
+    """The same pairs as `hamming_pairs`, by comparing every pair (chunk x N at a time): the reference."""
+    found = [np.zeros((0, 2), np.int64)]
+    for start in range(0, len(hashes), chunk):
+        first, second = np.nonzero(np.bitwise_count(hashes[start:start + chunk, None] ^ hashes[None, :]) <= radius)
+        first += start
+        found.append(np.column_stack([first, second])[first < second])
+    return np.concatenate(found)
+
+
 def _normalized(rows: np.ndarray) -> np.ndarray:
     rows = rows - rows.mean(axis=1, keepdims=True)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
 
 
-def descriptors(grey: np.ndarray, mirrored: bool = False) -> list[np.ndarray]:
-    """Two candidate descriptors per view, each normalized for brightness and contrast: the 8x8 thumbnail
-    (close for copies that keep the layout: re-encoded, resized, brightened, shifted into empty margin) and the
-    magnitudes of the lowest spatial frequencies on a log scale (a shift changes only their phases, so close
-    for copies moved across the frame)."""
-    views_ = grey[:, :, ::-1] if mirrored else grey
-    step = SIDE // LOW
-    thumbs = views_.reshape(len(grey), LOW, step, LOW, step).mean(axis=(2, 4)).reshape(len(grey), -1)
-    spectrum = np.abs(np.fft.rfft2(views_ - views_.mean(axis=(1, 2), keepdims=True)))
+def _lowest_frequencies(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column in an rfft2 spectrum of SIDE x SIDE of the `count` lowest spatial frequencies but the
+    constant, one of each pair that a real image's spectrum holds twice (F(-u, -v) is F(u, v) conjugated)."""
+    half = [(row, column) for row in range(-LOW + 1, LOW) for column in range(LOW) if column > 0 or row > 0]
+    half.sort(key=lambda frequency: frequency[0] ** 2 + frequency[1] ** 2)
+    rows, columns = np.array(half[:count]).T
+    return rows % SIDE, columns
+
+
+FREQUENCY_ROWS, FREQUENCY_COLUMNS = _lowest_frequencies(64)  # the bits of the frequency hash
+
+
+def _median_bits(values: np.ndarray) -> np.ndarray:
+    """(N,) uint64: bit k set where values[:, k] (64 per row) is above its row's median."""
+    bits = np.packbits(values > np.median(values, axis=1, keepdims=True), axis=1, bitorder="little")
+    return np.ascontiguousarray(bits).view("<u8")[:, 0]
+
+
+def signatures(grey: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Two candidate descriptors per view, each normalized for brightness and contrast, and a 64-bit hash of
+    each: the 8x8 thumbnail (close for copies that keep the layout: re-encoded, resized, brightened, shifted
+    into empty margin), hashed by which cells are brighter than its median cell; and the magnitudes of the
+    lowest spatial frequencies on a log scale (a shift changes only their phases, so close for copies moved
+    across the frame), hashed by which of the 64 lowest are stronger than their median.
+
+    Returns:
+        (2, N) uint64 hashes, and the float32 descriptors [thumbnail (N, 64), frequencies (N, 120)].
+    """
+    grey, count, step = grey.astype(np.float32), len(grey), SIDE // LOW
+    thumbs = grey.reshape(count, LOW, step, LOW, step).mean(axis=(2, 4)).reshape(count, -1)
+    spectrum = np.abs(np.fft.rfft2(grey - grey.mean(axis=(1, 2), keepdims=True)))
     low = np.concatenate([spectrum[:, :LOW, :LOW], spectrum[:, -LOW + 1:, :LOW]], axis=1)
-    return [_normalized(thumbs), _normalized(np.log1p(low).reshape(len(grey), -1))]
+    hashes = np.stack([_median_bits(thumbs), _median_bits(spectrum[:, FREQUENCY_ROWS, FREQUENCY_COLUMNS])])
+    return hashes, [_normalized(thumbs).astype(np.float32),
+                    _normalized(np.log1p(low).reshape(count, -1)).astype(np.float32)]
 
 
-def candidates(grey: np.ndarray, usable: np.ndarray, neighbors: int, flips: bool) -> np.ndarray:
-    """(P, 3) int array of candidate pairs (i, j, mirrored) with i < j: each image's nearest neighbours by
-    either descriptor (and, with flips, by its mirror's)."""
+def _nearest(query: np.ndarray, partner: np.ndarray, distance: np.ndarray, count: int) -> np.ndarray:
+    """Mask of the `count` nearest partners of each query (ties by partner index)."""
+    order = np.lexsort((partner, distance, query))
+    rank = np.empty(len(query), np.int64)
+    rank[order] = np.arange(len(query)) - np.searchsorted(query[order], query[order])
+    return rank < count
+
+
+def _partners(index: HashIndex, hashes: np.ndarray, own: np.ndarray, neighbors: int,
+              radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query, row) index arrays: each query hash's indexed rows (but its own row `own[query]`) within the
+    smallest of 0 or 1, ..., radius - 2, radius bits that holds `neighbors` of them, so that an image among
+    thousands of look-alikes stops at a small radius instead of collecting them all. (Hashes by the median
+    move two bits at a time: a cell that rises above it pushes another below.)"""
+    pending, found = np.arange(len(hashes)), []
+    for level in range(radius % 2, radius + 1, 2):
+        query, row = index.within(hashes[pending], level)
+        query = pending[query]
+        query, row = query[row != own[query]], row[row != own[query]]
+        done = (np.bincount(query, minlength=len(hashes)) >= neighbors) | (level == radius)
+        found.append((query[done[query]], row[done[query]]))
+        pending = pending[~done[pending]]
+    return np.concatenate([query for query, _ in found]), np.concatenate([row for _, row in found])
+
+
+def candidates(grey: np.ndarray, usable: np.ndarray, neighbors: int, radius: int, flips: bool) -> np.ndarray:
+    """(P, 3) int array of candidate pairs (i, j, mirrored) with i < j: by either descriptor, each image's
+    `neighbors` nearest among the images whose hash of that descriptor is near its own (and, with flips, its
+    mirror's): within `radius` bits, or less where that already holds `neighbors` of them (see `_partners`).
+    Works through CHUNK query images at a time; only the hashes and descriptors of all images are held."""
     members = np.flatnonzero(usable)
     if len(members) < 2:
         return np.zeros((0, 3), int)
-    count = min(neighbors + 1, len(members))
-    indexes = [NearestNeighbors(n_neighbors=count).fit(table) for table in descriptors(grey[members])]
-    found = set()
+    parts = [signatures(grey[members[start:start + CHUNK]]) for start in range(0, len(members), CHUNK)]
+    indexes = [HashIndex.build(hashes) for hashes in np.concatenate([hashes for hashes, _ in parts], axis=1)]
+    tables = [np.concatenate([descriptors[kind] for _, descriptors in parts]) for kind in range(2)]
+    found = [np.zeros((0, 3), np.int64)]
     for mirrored in (False, True) if flips else (False,):
-        for index, queries in zip(indexes, descriptors(grey[members], mirrored)):
-            for row, columns in enumerate(index.kneighbors(queries, return_distance=False)):
-                for column in columns:
-                    first, second = members[row], members[column]
-                    if first != second:
-                        found.add((min(first, second), max(first, second), int(mirrored)))
-    return np.array(sorted(found), dtype=int).reshape(-1, 3)
+        for start in range(0, len(members), CHUNK):
+            views_ = grey[members[start:start + CHUNK]]
+            hashes, descriptors = signatures(views_[:, :, ::-1] if mirrored else views_)
+            for index, query_hashes, queries, table in zip(indexes, hashes, descriptors, tables):
+                own = np.arange(start, start + len(views_))
+                query, partner = _partners(index, query_hashes, own, neighbors, radius)
+                closeness = np.einsum("ij,ij->i", queries[query], table[partner])
+                keep = _nearest(query, partner, -closeness, neighbors)
+                first, second = members[own[query[keep]]], members[partner[keep]]
+                found.append(np.column_stack([np.minimum(first, second), np.maximum(first, second),
+                                              np.full(len(first), int(mirrored))]))
+    return np.unique(np.concatenate(found), axis=0)
 
 
 def _correlation(first: np.ndarray, window: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -158,37 +317,51 @@ def _verify(grey: np.ndarray, pairs: np.ndarray, chunk: int) -> tuple[np.ndarray
     return residual, correlation
 
 
-def residuals(images: list, grey: np.ndarray, pairs: np.ndarray, tolerance: float, chunk: int = 1024) -> np.ndarray:
+def residuals(grey: np.ndarray, pairs: np.ndarray, sides: np.ndarray, reload: Callable[[int], Image.Image],
+              tolerance: float, chunk: int = 1024) -> np.ndarray:
     """The verification residual of each candidate pair: on the 32x32 views first; a pair of larger images that
     correlates closely there but fails is looked at again at up to FULL px, where a shift of a pixel or two is
     a whole-pixel shift again (at 32 px it is a fraction of a pixel, and a detailed photograph no longer
-    matches itself)."""
+    matches itself). `sides` holds each image's smaller side; `reload(index)` re-opens an image for that second
+    look, a few pairs at a time."""
     residual, correlation = _verify(grey, pairs, chunk)
-    sides = np.array([min(image.size) if image is not None else 0 for image in images])
+    sides = np.asarray(sides)
     again = np.flatnonzero((residual > tolerance) & (correlation >= RECHECK_CORRELATION)
                            & (np.minimum(sides[pairs[:, 0]], sides[pairs[:, 1]]) >= 2 * SIDE))
     if len(again):
         side = int(min(FULL, np.minimum(sides[pairs[again, 0]], sides[pairs[again, 1]]).min()))
-        involved = np.unique(pairs[again, :2])  # full-size views of these images only
-        large = np.stack([edge.canonical_image(images[index], (side, side), 1)[..., 0] for index in involved])
-        compact = np.column_stack([np.searchsorted(involved, pairs[again, 0]),
-                                   np.searchsorted(involved, pairs[again, 1]), pairs[again, 2]])
-        residual[again] = np.minimum(residual[again],
-                                     _verify(large.astype(np.float32), compact, max(1, chunk // 16))[0])
+        step = max(1, chunk // 16)
+        for part in (again[start:start + step] for start in range(0, len(again), step)):
+            involved = np.unique(pairs[part, :2])  # full-size views of these images only
+            large = np.stack([edge.canonical_image(reload(index), (side, side), 1)[..., 0] for index in involved])
+            compact = np.column_stack([np.searchsorted(involved, pairs[part, 0]),
+                                       np.searchsorted(involved, pairs[part, 1]), pairs[part, 2]])
+            residual[part] = np.minimum(residual[part], _verify(large.astype(np.float32), compact, step)[0])
     return residual
 
 
-def near_pairs(images: list[Image.Image | None], neighbors: int, tolerance: float,
-               flips: bool = False) -> list[tuple[int, int, float]]:
-    """(i, j, residual) with i < j for every confirmed near-duplicate pair."""
-    grey, usable = views(images)
-    proposed = candidates(grey, usable, neighbors, flips)
-    scores = residuals(images, grey, proposed, tolerance)
+def near_pairs_from(grey: np.ndarray, usable: np.ndarray, sides: np.ndarray, reload: Callable[[int], Image.Image],
+                    neighbors: int, radius: int, tolerance: float, flips: bool) -> list[tuple[int, int, float]]:
+    """(i, j, residual) with i < j for every confirmed near-duplicate pair, from the views (see `candidates` and
+    `residuals` for the other arguments)."""
+    proposed = candidates(grey, usable, neighbors, radius, flips)
+    scores = residuals(grey, proposed, sides, reload, tolerance)
     best: dict[tuple[int, int], float] = {}
     for (first, second, _), score in zip(proposed.tolist(), scores.tolist()):
         if score <= tolerance:
             best[(first, second)] = min(score, best.get((first, second), np.inf))
     return [(first, second, round(score, 4)) for (first, second), score in sorted(best.items())]
+
+
+def near_pairs(images: list[Image.Image | None], neighbors: int, tolerance: float, flips: bool = False,
+               radius: int = RADIUS) -> list[tuple[int, int, float]]:
+    """(i, j, residual) with i < j for every confirmed near-duplicate pair of a list of images."""
+    grey, usable = views(images)
+    return near_pairs_from(grey, usable, _sides(images), images.__getitem__, neighbors, radius, tolerance, flips)
+
+
+def _sides(images: list[Image.Image | None]) -> np.ndarray:
+    return np.array([min(image.size) if image is not None else 0 for image in images])
 
 
 def clusters(count: int, pairs: list[tuple]) -> np.ndarray:
@@ -208,17 +381,35 @@ def clusters(count: int, pairs: list[tuple]) -> np.ndarray:
     return np.array([find(item) for item in range(count)])
 
 
-def image_groups(images: list[Image.Image | None], settings) -> dict:
-    """Content hashes, exact-duplicate groups, confirmed near-duplicate pairs and the cluster of every image.
+def image_groups_from(hashes: list[str | None], grey: np.ndarray, usable: np.ndarray, sides: np.ndarray,
+                      reload: Callable[[int], Image.Image], settings) -> dict:
+    """Content hashes, exact-duplicate groups, confirmed near-duplicate pairs and the cluster of every image,
+    from what one streaming pass keeps per image (never the decoded images).
 
     Args:
-        settings: the data section (`near_duplicates`, `near_duplicate_candidates`,
+        hashes: each image's content hash (`sources.pixel_hash`), None where unreadable.
+        grey: (N, SIDE, SIDE) uint8 or float32 grey views by the canonical conversion (any value where not usable).
+        usable: (N,) bool, readable and at least MIN_SIDE px on both sides.
+        sides: (N,) each image's smaller side in pixels.
+        reload: index -> the PIL image, re-opened only for the second look at up to FULL px (see `residuals`).
+        settings: the data section (`near_duplicates`, `near_duplicate_candidates`, `near_duplicate_radius`,
             `near_duplicate_tolerance`, `near_duplicate_flips`).
+
+    Returns:
+        {"hashes": the content hashes, "exact": exact-duplicate groups, "near_pairs": [(i, j, residual)],
+        "cluster": (N,) cluster id per image (its smallest member's index)}.
     """
-    hashes = [sources.pixel_hash(image) if image is not None else None for image in images]
     exact = exact_groups(hashes)
-    pairs = near_pairs(images, settings.near_duplicate_candidates, settings.near_duplicate_tolerance,
-                       settings.near_duplicate_flips) if settings.near_duplicates else []
+    pairs = near_pairs_from(grey, usable, sides, reload, settings.near_duplicate_candidates,
+                            settings.near_duplicate_radius, settings.near_duplicate_tolerance,
+                            settings.near_duplicate_flips) if settings.near_duplicates else []
     exact_pairs = [(group[0], other) for group in exact for other in group[1:]]
     return {"hashes": hashes, "exact": exact, "near_pairs": pairs,
             "cluster": clusters(len(hashes), exact_pairs + pairs)}
+
+
+def image_groups(images: list[Image.Image | None], settings) -> dict:
+    """`image_groups_from` for a list of decoded images (None where unreadable)."""
+    grey, usable = views(images)
+    hashes = [sources.pixel_hash(image) if image is not None else None for image in images]
+    return image_groups_from(hashes, grey, usable, _sides(images), images.__getitem__, settings)

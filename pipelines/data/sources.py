@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +28,44 @@ from pipelines.core.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
+class ImageSequence:
+    """Images read on demand, one at a time: `sequence[i]` decodes item i (None when it cannot be read), so a
+    folder of any size is never held in memory. Items are files, or rows of an array (embedded data)."""
+
+    def __init__(self, paths: list[Path] | None = None, pixels: np.ndarray | None = None):
+        self.paths, self.pixels = paths, pixels
+
+    def __len__(self) -> int:
+        return len(self.paths) if self.paths is not None else len(self.pixels)
+
+    def load(self, index: int) -> tuple[Image.Image | None, str | None]:
+        """(image, None), or (None, why it cannot be read)."""
+        if self.paths is None:
+            return Image.fromarray(self.pixels[index]), None
+        path = self.paths[index]
+        image, problem = _open_image(path)
+        if problem and path.suffix.lower() not in IMAGE_SUFFIXES:
+            problem = f"not an image file ({path.suffix or 'no suffix'}): {problem}"
+        return image, problem
+
+    def __getitem__(self, index: int) -> Image.Image | None:
+        return self.load(int(index))[0]
+
+    def subset(self, indices) -> ImageSequence:
+        if self.paths is None:
+            return ImageSequence(pixels=self.pixels[np.asarray(indices, dtype=int)])
+        return ImageSequence(paths=[self.paths[index] for index in indices])
+
+
 @dataclasses.dataclass
 class RawImages:
-    images: list  # PIL images (decoded), None where the file could not be read
+    images: ImageSequence  # decoded on demand; `scan` is the one pass that reads them all
     labels: np.ndarray  # (N,) int
     class_names: tuple[str, ...]
     ids: tuple[str, ...]
     value_max: float  # the value that maps to 255 in the canonical uint8 form
     origin: str
-    problems: dict[int, str] = dataclasses.field(default_factory=dict)  # index -> why unreadable
+    problems: dict[int, str] = dataclasses.field(default_factory=dict)  # index -> why unreadable (after scan)
     kind: str = "images"
     task: str = "classification"
 
@@ -91,7 +121,7 @@ def _digits() -> RawImages:
     # The 0-16 grey levels are stored as 8-bit pixels scaled to 0-255, the form every other image source has.
     pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     return RawImages(
-        images=[Image.fromarray(image) for image in pixels],
+        images=ImageSequence(pixels=pixels),
         labels=bunch.target.astype(np.int64),
         class_names=tuple(str(name) for name in bunch.target_names),
         ids=tuple(f"digits-{index:04d}" for index in range(len(pixels))),
@@ -116,22 +146,33 @@ def _image_folder(root: Path) -> RawImages:
     if not classes:
         raise DataError(f"{root}: no class sub-folders (expected one folder per class, as in "
                          "image_dataset_from_directory)")
-    images, labels, ids, problems = [], [], [], {}
-    from tqdm import tqdm
-
     files = [(label, path) for label, name in enumerate(classes) for path in sorted((root / name).rglob("*"))
              if path.is_file() and not path.name.startswith(".")]
-    for label, path in tqdm(files, desc="reading images", disable=len(files) < 2000):
-        image, problem = _open_image(path)
-        if problem and path.suffix.lower() not in IMAGE_SUFFIXES:
-            problem = f"not an image file ({path.suffix or 'no suffix'}): {problem}"
-        if problem:
-            problems[len(images)] = problem
-        images.append(image)
-        labels.append(label)
-        ids.append(str(path.relative_to(root)))
-    return RawImages(images, np.array(labels, dtype=np.int64), tuple(classes), tuple(ids), 255.0,
-                     f"image folder {root}", problems)
+    return RawImages(ImageSequence(paths=[path for _, path in files]),
+                     np.array([label for label, _ in files], dtype=np.int64), tuple(classes),
+                     tuple(str(path.relative_to(root)) for _, path in files), 255.0, f"image folder {root}")
+
+
+def scan(raw: RawImages, desc: str, workers: int = 2) -> Iterator[tuple[int, Image.Image]]:
+    """The one pass over the images: yields (index, decoded image) in order for every readable item and
+    records the others in `raw.problems`. Files are decoded by `workers` threads (Pillow releases the GIL
+    while decoding), a chunk at a time, so memory holds one chunk, not the dataset; a progress bar shows
+    images per second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    count, chunk = len(raw.images), 64
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=count, desc=desc, unit="img",
+                                                   disable=count < 2000) as progress:
+        for start in range(0, count, chunk):
+            indices = range(start, min(start + chunk, count))
+            for index, (image, problem) in zip(indices, pool.map(raw.images.load, indices)):
+                if problem:
+                    raw.problems[index] = problem
+                else:
+                    yield index, image
+            progress.update(len(indices))
 
 
 def _embedded_table(name: str) -> RawTable:
@@ -177,17 +218,29 @@ def _check_field_counts(path: Path) -> None:
                                  f"{len(header)}")
 
 
+def _typed(text: pd.DataFrame, missing: tuple[str, ...]) -> pd.DataFrame:
+    """The text cells as typed columns: missing tokens become NaN; a column whose present cells all parse as
+    numbers becomes numeric (int64, or float64 with missing values), as `pd.read_csv` would infer it."""
+    frame = text.mask(text.isin(list(missing)))
+    for column in frame.columns:
+        try:
+            frame[column] = pd.to_numeric(frame[column])
+        except (ValueError, TypeError):
+            pass
+    return frame
+
+
 def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found")
     _check_field_counts(path)
-    try:
+    try:  # read once, as text; the dtypes follow from it (numbers where every present cell is one)
         text = pd.read_csv(path, dtype=str, keep_default_na=False)
-        frame = pd.read_csv(path, na_values=list(data.missing_values), keep_default_na=False)
     except pd.errors.ParserError as error:  # e.g. "Expected 4 fields in line 7, saw 5"
         raise DataError(f"{path}: {error}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty CSV file") from None
+    frame = _typed(text, data.missing_values)
     for column in (data.target, data.group_column, data.time_column):
         if column and column not in frame.columns:
             raise DataError(f"{path}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})")
@@ -246,7 +299,7 @@ def keep_classes(raw: RawImages | RawTable, names: tuple[str, ...]) -> RawImages
     ids = tuple(raw.ids[index] for index in keep)
     if isinstance(raw, RawImages):
         problems = {position: raw.problems[index] for position, index in enumerate(keep) if index in raw.problems}
-        return dataclasses.replace(raw, images=[raw.images[index] for index in keep], labels=renumbered, ids=ids,
+        return dataclasses.replace(raw, images=raw.images.subset(keep), labels=renumbered, ids=ids,
                                    class_names=tuple(names), problems=problems)
     pick = lambda series: None if series is None else series.iloc[keep].reset_index(drop=True)  # noqa: E731
     return dataclasses.replace(raw, features=raw.features.iloc[keep].reset_index(drop=True),
@@ -262,12 +315,21 @@ def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
     """
     raw = _read(data, root)
     raw = keep_classes(raw, data.classes) if data.classes else raw
+    check_present(raw)
+    return raw
+
+
+def check_present(raw: RawImages | RawTable) -> None:
+    """At least two classes with readable items (before `scan`, with any file; after it, with readable ones).
+
+    Raises:
+        DataError: naming the classes that have items.
+    """
     if raw.task == "classification":
         present = [name for name in raw.class_names if name not in empty_classes(raw)]
         if len(present) < 2:
             raise DataError(f"{raw.origin}: {len(present)} class(es) with readable items ({', '.join(present)}); "
                             "classification needs at least two")
-    return raw
 
 
 def empty_classes(raw: RawImages | RawTable) -> list[str]:

@@ -9,6 +9,8 @@ train+val, and `item_hash` is the hash of content and label that the manifest re
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,11 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
+import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core import workspace
 from pipelines.core.errors import DataError, StageError
-from pipelines.data import duplicates
+from pipelines.data import duplicates, shards
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "split_manifest.json"
@@ -154,9 +157,11 @@ def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per
     """
     axis = tuple(range(x_train.ndim - 1)) if per_feature or settings.scope == "per_channel" else None
     rows = max(1, CHUNK_BYTES // max(1, 8 * int(np.prod(x_train.shape[1:]))))
+    parts = (images for _, images in x_train.chunks(rows)) if isinstance(x_train, shards.Items) else (
+        x_train[start:start + rows] for start in range(0, len(x_train), rows))
     count, mean, squares, low, high = 0, 0.0, 0.0, None, None
-    for start in range(0, len(x_train), rows):
-        chunk = x_train[start:start + rows].astype(np.float64)
+    for part in parts:
+        chunk = part.astype(np.float64)
         size = chunk.size // (np.size(chunk.mean(axis=axis)) if axis is not None else 1)
         chunk_mean = chunk.mean(axis=axis)
         delta, total = chunk_mean - mean, count + size
@@ -193,12 +198,50 @@ class SplitData:
         return len(self.class_names) if self.task == "classification" else 1
 
 
+def split_items(folder: Path, name: str, verify: bool = True):
+    """One split's inputs: images as `shards.Items` (read from clean's shards, checked against their
+    checksums), tables as an array."""
+    folder = Path(folder)
+    dataset = workspace.read_json(folder / "dataset.json")
+    if dataset["kind"] != "images":
+        return workspace.load_arrays(folder, name, "x")[0]
+    location = dataset["shards"]
+    location = location if "://" in location else os.path.normpath(folder / location)
+    keys, = workspace.load_arrays(folder, name, "keys")
+    return shards.Items(shards.open_shards(location, verify), keys)
+
+
+def chunks(x, rows: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, items) covering a split's inputs once, `rows` at a time: shard by shard for images, in
+    order for arrays. What a pass over a whole split (predictions, hashes) iterates."""
+    if isinstance(x, shards.Items):
+        yield from x.chunks(rows)
+        return
+    for start in range(0, len(x), rows):
+        yield np.arange(start, min(start + rows, len(x))), np.asarray(x[start:start + rows])
+
+
+def predict(predictors: dict, x, each=None) -> dict[str, np.ndarray]:
+    """Every predictor's outputs over a whole split in the split's order, from one streaming pass; Keras
+    models get float32 batches, LiteRT models (`edge.LiteRTModel`) quantize their own inputs.
+    `each(positions, items)` sees every chunk too (hashes computed on the same pass)."""
+    outputs = {}
+    for positions, items in chunks(x):
+        if each is not None:
+            each(positions, items)
+        for name, model in predictors.items():
+            out = model.predict(items) if isinstance(model, edge.LiteRTModel) else \
+                model.predict_on_batch(items.astype(np.float32))
+            outputs.setdefault(name, np.zeros((len(x), *np.shape(out)[1:]), np.float32))[positions] = out
+    return outputs
+
+
 def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val")) -> SplitData:
-    """Training-side splits only by default: nothing before evaluate reads the test split. The items are
-    memory-mapped (copy-on-write): pages are read as batches use them, so a split larger than memory loads."""
+    """Training-side splits only by default: nothing before evaluate reads the test split. Images stay in
+    their shards (read as they stream), so a split larger than memory loads."""
     x, y = {}, {}
-    for name in splits:
-        x[name], = workspace.load_arrays(folder, name, "x", mmap=True)
+    for number, name in enumerate(splits):
+        x[name] = split_items(folder, name, verify=number == 0)  # the shards are checked once
         y[name], = workspace.load_arrays(folder, name, "y")
     return SplitData(x, y, workspace.read_json(folder / "dataset.json"),
                      workspace.read_json(folder / "normalizer.json"))
@@ -211,8 +254,12 @@ def fold_views(split_folder: Path, data: SplitData) -> list[SplitData]:
     if any(value is None for value in fold_of.values()):
         raise StageError(f"{split_folder / MANIFEST}: no fold numbers; rerun split with split.folds >= 2")
     ids = np.concatenate([workspace.load_arrays(split_folder, name, "ids")[0] for name in ("train", "val")])
-    x = np.concatenate([data.x["train"], data.x["val"]])
+    first, second = data.x["train"], data.x["val"]
+    joined = isinstance(first, shards.Items)
+    x = shards.Items(first.shards, np.concatenate([first.keys, second.keys])) if joined else np.concatenate(
+        [first, second])
+    pick = (lambda mask: x.subset(mask)) if joined else (lambda mask: x[mask])  # noqa: E731
     y = np.concatenate([data.y["train"], data.y["val"]])
     number = np.array([fold_of[str(item)] for item in ids])
-    return [dataclasses.replace(data, x={"train": x[number != k], "val": x[number == k]},
+    return [dataclasses.replace(data, x={"train": pick(number != k), "val": pick(number == k)},
                                 y={"train": y[number != k], "val": y[number == k]}) for k in sorted(set(number))]

@@ -38,17 +38,23 @@ def _odd(values: dict[str, str]) -> dict[str, list[str]]:
     return dict(odd)
 
 
-def image_profile(raw: sources.RawImages) -> dict:
-    """Balance, sizes and modes (naming the files of every odd one), unreadable files, exact duplicates and
-    label conflicts. Near-duplicates are verified and clustered once, by clean (near_duplicates.json)."""
-    readable = {raw.ids[index]: image for index, image in enumerate(raw.images) if image is not None}
-    hashes = [sources.pixel_hash(image) if image is not None else None for image in raw.images]
+def image_profile(raw: sources.RawImages, seed: int) -> dict:
+    """Balance, sizes and modes (naming the files of every odd one), unreadable files, exact duplicates, label
+    conflicts and the baseline, from one pass over the files that keeps a small record per image (its size,
+    mode, bands, content hash and a 16x16 grey thumbnail for the baseline). Near-duplicates are verified and
+    clustered once, by clean (near_duplicates.json)."""
+    sizes, modes, bands, hashes, thumbs = {}, {}, collections.Counter(), [None] * len(raw.images), {}
+    for index, image in sources.scan(raw, "analyze"):
+        item = raw.ids[index]
+        sizes[item], modes[item] = f"{image.size[0]}x{image.size[1]}", image.mode
+        bands[str(len(image.getbands()))] += 1
+        hashes[index] = sources.pixel_hash(image)
+        thumbs[index] = np.asarray(image.convert("L").resize((16, 16)), dtype=np.uint8).ravel()
+    sources.check_present(raw)
     exact = duplicates.exact_groups(hashes)
     names, labels = raw.class_names, raw.labels
     conflicts = [group for group in exact if len(set(labels[group].tolist())) > 1]
     counts = np.bincount(labels, minlength=len(names))
-    sizes = {item: f"{image.size[0]}x{image.size[1]}" for item, image in readable.items()}
-    modes = {item: image.mode for item, image in readable.items()}
     return {
         "source": raw.origin, "kind": "images", "task": raw.task, "items": len(raw.images),
         "class_counts": {name: int(count) for name, count in zip(names, counts)},
@@ -58,22 +64,22 @@ def image_profile(raw: sources.RawImages) -> dict:
         "odd_sizes": _odd(sizes),
         "modes": dict(collections.Counter(modes.values())),
         "odd_modes": _odd(modes),
-        "channels": dict(collections.Counter(str(len(image.getbands())) for image in readable.values())),
+        "channels": dict(bands),
         "unreadable": {raw.ids[index]: problem for index, problem in sorted(raw.problems.items())},
         "exact_duplicate_groups": [[raw.ids[index] for index in group] for group in exact],
         "exact_duplicate_extra_items": int(sum(len(group) - 1 for group in exact)),
         "label_conflicts": [[f"{raw.ids[index]} ({names[labels[index]]})" for index in group]
                             for group in conflicts],
+        "baseline": image_baseline(thumbs, labels, seed),
     }
 
 
-def image_baseline(raw: sources.RawImages, seed: int) -> dict:
+def image_baseline(thumbs: dict[int, np.ndarray], labels: np.ndarray, seed: int) -> dict:
     """Logistic regression on small flattened greyscale images (16x16), 3-fold cross-validated accuracy."""
-    keep = [index for index, image in enumerate(raw.images) if image is not None]
-    features = np.stack([np.asarray(raw.images[index].convert("L").resize((16, 16)), dtype=np.float32).ravel()
-                         for index in keep])
+    keep = sorted(thumbs)
+    features = np.stack([thumbs[index] for index in keep]).astype(np.float32)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, random_state=seed))
-    scores = cross_val_score(model, features, raw.labels[keep], cv=3)
+    scores = cross_val_score(model, features, labels[keep], cv=3)
     return {"model": "logistic regression on 16x16 grey pixels", "metric": "accuracy", "cv_folds": 3,
             "score_mean": float(scores.mean()), "score_std": float(scores.std())}
 
@@ -107,7 +113,7 @@ def _sample_grid(raw: sources.RawImages, path: Path) -> None:
     rows = min(len(raw.class_names), 10)
     figure, axes = plt.subplots(rows, 8, figsize=(8, rows), squeeze=False)
     for row in range(rows):
-        members = [index for index in np.flatnonzero(raw.labels == row) if raw.images[index] is not None][:8]
+        members = [index for index in np.flatnonzero(raw.labels == row) if index not in raw.problems][:8]
         for column in range(8):
             axes[row, column].axis("off")
             if column < len(members):
@@ -147,8 +153,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         raw = sources.load(config.data, config.root)
         if raw.kind == "images":
-            report = image_profile(raw)
-            report["baseline"] = image_baseline(raw, config.split.seed)
+            report = image_profile(raw, config.split.seed)
             _sample_grid(raw, folder / "samples.png")
         else:
             report = tables.profile(raw, config.data)

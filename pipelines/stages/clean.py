@@ -1,7 +1,8 @@
 """clean: raw -> canonical form, by the declarative rules of the config, with a cleaning log.
 
-Images become uint8 squares of the configured size and channel count; unreadable files, exact duplicates and
-label conflicts are dropped. Tables get the row-level rules (declared ranges, values derived from another
+Images become uint8 squares of the configured size and channel count, written to TFRecord shards in one
+pass over the files (see pipelines/data/shards.py); unreadable files, exact duplicates and label conflicts are
+dropped. Tables get the row-level rules (declared ranges, values derived from another
 column, duplicate rows and conflicts, constant columns); fitted imputation and encoding happen in split, on
 the training split only. Every dropped or changed item is listed in `cleaning_log.csv` with the rule that did
 it: nothing vanishes silently. Raw data is never modified.
@@ -16,11 +17,10 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
-from pipelines.data import duplicates, sources, tables
+from pipelines.data import duplicates, shards, sources, splits, tables
 
 
 def find_drops(hashes: list, labels: np.ndarray, rules: config_module.CleanConfig, ids, class_names=()
@@ -78,26 +78,46 @@ def cluster_grid(raw: sources.RawImages, clusters: list[list[int]], path: Path) 
 
 
 def clean_images(raw: sources.RawImages, config: config_module.Config, folder: Path) -> tuple[list, dict]:
-    sources.require_every_class(raw)
+    """One pass over the files: each image is decoded once, hashed, reduced to its near-duplicate view and
+    written in canonical form to the shards; the drop rules then pick the items (`clean_key` names their
+    records). Memory holds a small record per image, never the images."""
     size, channels = config.data.image_size, config.data.channels
-    groups = duplicates.image_groups(raw.images, config.data)
+    count = len(raw.images)
+    hashes, content, sha = [None] * count, [""] * count, [""] * count
+    keys, sides = np.full(count, -1, np.int64), np.zeros(count, np.int64)
+    grey = np.zeros((count, duplicates.SIDE, duplicates.SIDE), np.uint8)
+    changed = {}
+    writer = shards.Writer(folder / "shards", (size, size, channels), config.data.shard_records)
+    for index, image in sources.scan(raw, "clean"):
+        hashes[index], sides[index] = sources.pixel_hash(image), min(image.size)
+        canonical = sources.to_canonical(image, size, channels)
+        keys[index] = writer.write(canonical)
+        content[index] = splits.content_hash(canonical)
+        sha[index] = splits.item_hash(canonical, raw.labels[index].item())
+        if sides[index] >= duplicates.MIN_SIDE:
+            grey[index] = sources.to_canonical(image, duplicates.SIDE, 1)[..., 0]
+        if image.size != (size, size) or image.mode != ("L" if channels == 1 else "RGB"):
+            changed[index] = (f"{image.mode} {image.size[0]}x{image.size[1]} -> {size}x{size}x{channels} uint8"
+                              + "".join(f"; {rule}" for rule in sources.conversion_rules(image)))
+    writer.close()
+    sources.check_present(raw)
+    sources.require_every_class(raw)
+    usable = (keys >= 0) & (sides >= duplicates.MIN_SIDE)
+    groups = duplicates.image_groups_from(hashes, grey, usable, sides, raw.images.__getitem__, config.data)
     drops = {index: ("drop_unreadable", problem) for index, problem in raw.problems.items()}
     drops.update({index: rule for index, rule in find_drops(groups["hashes"], raw.labels, config.clean, raw.ids,
                                                             raw.class_names).items() if index not in drops})
-    keep = [index for index in range(len(raw.images)) if index not in drops]
-    images = np.stack([sources.to_canonical(raw.images[index], size, channels)
-                       for index in tqdm(keep, desc="canonical images", disable=len(keep) < 2000)])
+    keep = np.array([index for index in range(count) if index not in drops], dtype=np.int64)
     log = [(raw.ids[index], rule, "dropped", detail) for index, (rule, detail) in sorted(drops.items())]
-    changed = [index for index in keep if raw.images[index].size != (size, size)
-               or raw.images[index].mode != ("L" if channels == 1 else "RGB")]
-    log += [(raw.ids[index], "canonical_form", "changed", f"{raw.images[index].mode} "
-             f"{raw.images[index].size[0]}x{raw.images[index].size[1]} -> {size}x{size}x{channels} uint8"
-             + "".join(f"; {rule}" for rule in sources.conversion_rules(raw.images[index]))) for index in changed]
+    log += [(raw.ids[index], "canonical_form", "changed", detail) for index, detail in sorted(changed.items())
+            if index not in drops]
     # Near-duplicate clusters are found here, once, on the raw images, and travel to split as groups.
-    workspace.save_arrays(folder, "clean", x=images, y=raw.labels[keep], ids=np.array(raw.ids, dtype=str)[keep],
-                          cluster=groups["cluster"][keep])
-    return log, {"items_in": len(raw.images), "items_out": len(keep), "dropped": len(drops),
-                 "changed": len(changed), **near_duplicate_report(raw, groups, folder)}
+    workspace.save_arrays(folder, "clean", key=keys[keep], y=raw.labels[keep], ids=np.array(raw.ids, dtype=str)[keep],
+                          cluster=groups["cluster"][keep], content=np.array(content, dtype=str)[keep],
+                          sha256=np.array(sha, dtype=str)[keep])
+    return log, {"items_in": count, "items_out": len(keep), "dropped": len(drops),
+                 "changed": sum(index not in drops for index in changed),
+                 **near_duplicate_report(raw, groups, folder)}
 
 
 def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list) -> pd.Series:

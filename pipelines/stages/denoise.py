@@ -20,6 +20,7 @@ import tf_keras as keras
 from models import autoencoder
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
+from pipelines.data import splits
 from pipelines.training import autoencoders, metrics
 
 
@@ -50,9 +51,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     inputs = {"split": stage.manifest_digest(split_folder)}
 
     def body(folder: Path) -> dict:
-        (x_train,), (x_val, y_val) = (workspace.load_arrays(split_folder, "train", "x"),
-                                      workspace.load_arrays(split_folder, "val", "x", "y"))
-        x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
+        # The autoencoder trains in memory (digits-sized data): the splits are read whole from the shards.
+        x_train, x_val = (splits.split_items(split_folder, name).astype(np.float32) for name in ("train", "val"))
+        y_val, = workspace.load_arrays(split_folder, "val", "y")
         keras.utils.set_random_seed(settings.seed)
         model, _ = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)
         fit = {"batch_size": settings.batch_size, "learning_rate": settings.learning_rate,

@@ -62,16 +62,16 @@ def check_ledger(config: config_module.Config, manifest_sha: str, reuse_test: bo
                           f"{uses[0].get('procedure')} then, {fixed} now; the procedure stays fixed")
 
 
-def verify_test_items(split_folder: Path, x: np.ndarray, y: np.ndarray, ids: np.ndarray) -> None:
-    """Every test item's hash of content and label must match the split manifest.
+def verify_test_items(split_folder: Path, hashes: list[str], y: np.ndarray, ids: np.ndarray) -> None:
+    """Every test item's hash of content and label (`splits.item_hash`, computed as the items stream) must
+    match the split manifest.
 
     Raises:
         DataError: naming the items whose content or label changed, or that are missing or unexpected.
     """
     manifest = workspace.read_json(split_folder / splits.MANIFEST)
     expected = {item["id"]: item for item in manifest["items"] if item["split"] == "test"}
-    actual = {str(item_id): (splits.item_hash(image, label.item()), label.item())
-              for item_id, image, label in zip(ids, x, y)}
+    actual = {str(item_id): (digest, label.item()) for item_id, digest, label in zip(ids, hashes, y)}
     changed = sorted(item for item in actual if item in expected and actual[item][0] != expected[item]["sha256"])
     relabelled = [f"{item} (label {expected[item]['label']!r} -> {actual[item][1]!r})" for item in changed
                   if actual[item][1] != expected[item]["label"]]
@@ -160,11 +160,18 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         variant = workspace.read_json(export_folder / "export_table.json")["chosen"]
 
     def body(folder: Path) -> dict:
-        x, y, ids = workspace.load_arrays(split_folder, "test", "x", "y", "ids")
-        verify_test_items(split_folder, x, y, ids)
+        y, ids = workspace.load_arrays(split_folder, "test", "y", "ids")
+        hashes = [""] * len(y)
+
+        def hash_items(positions, items):
+            for position, item in zip(positions, items):
+                hashes[position] = splits.item_hash(item, y[position].item())
+
+        outputs = splits.predict({"keras": tracking.load_champion(config, version),
+                                  variant: edge.LiteRTModel(export_folder / f"{variant}.tflite")},
+                                 splits.split_items(split_folder, "test"), hash_items)
+        verify_test_items(split_folder, hashes, y, ids)
         classification = dataset["task"] == "classification"
-        outputs = {"keras": tracking.load_champion(config, version).predict(x.astype(np.float32), verbose=0),
-                   variant: edge.LiteRTModel(export_folder / f"{variant}.tflite").predict(x)}
         results = {name: metrics.classification(y, output, dataset["class_names"]) if classification
                    else metrics.regression(y, output[:, 0]) for name, output in outputs.items()}
         intervals = {name: metrics.bootstrap(y, output if classification else output[:, 0], dataset["task"],

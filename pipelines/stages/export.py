@@ -25,13 +25,13 @@ from deploy import micro, tflite
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
-from pipelines.data import splits
+from pipelines.data import augment, shards, splits
 from pipelines.training import fitting
 
 
 def measure(model: edge.LiteRTModel, data: splits.SplitData, keras_outputs: np.ndarray, runs: int) -> dict:
     """Validation score, agreement with Keras and batch-1 latency of one TF-Lite variant on LiteRT."""
-    outputs = model.predict(data.x["val"])
+    outputs = splits.predict({"lite": model}, data.x["val"])["lite"]
     row = {"max_score_diff": float(np.abs(outputs - keras_outputs).max())}
     if data.task == "classification":
         predicted = outputs.argmax(axis=1)
@@ -75,6 +75,8 @@ def optimized(model, variant: str, data: splits.SplitData, config: config_module
     settings, loss = config.export, fitting.loss_for(config, data.task)
     rate = config.train.learning_rate
     x, y = data.x["train"], data.y["train"]
+    if isinstance(x, shards.Items):  # streamed like training, never loaded whole
+        x, y = augment.batches(x, fitting.labels(y, loss, data.num_outputs), 32, config.train.seed), None
     if variant == "pruned_int8":
         pruned = optimize.prune(model, loss, x, y, settings.prune_sparsity, settings.optimize_epochs, rate)
         return pruned, {"sparsity": optimize.sparsity(pruned)}
@@ -268,7 +270,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         model = tracking.load_champion(config, version)
         data = splits.load_split(split_folder)
-        keras_outputs = model.predict(data.x["val"].astype(np.float32), verbose=0)
+        keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
         reference = keras_score(data, keras_outputs)
         representative = data.x["train"][: config.export.representative_samples]
         table = {}

@@ -22,6 +22,7 @@ from tqdm import tqdm
 import models.gan as gan_models
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
+from pipelines.data import splits
 from pipelines.training import fitting
 
 
@@ -189,8 +190,8 @@ def quality(config: config_module.Config, generator: keras.Model, split_folder: 
     against the conditioning labels is logged."""
     from pipelines.training import fid
 
-    (x_train, y_train), (x_val, _) = (workspace.load_arrays(split_folder, name, "x", "y") for name in ("train",
-                                                                                                      "val"))
+    x_train, x_val = (np.asarray(splits.split_items(split_folder, name)) for name in ("train", "val"))
+    y_train, = workspace.load_arrays(split_folder, "train", "y")
     classes = int(y_train.max()) + 1
     features, classifier = fid.feature_classifier(x_train, y_train, classes, config.gan.seed)
     count = len(x_val)
@@ -240,7 +241,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
     def body(folder: Path) -> dict:
-        images, labels = workspace.load_arrays(split_folder, "train", "x", "y")
+        # GANs train in memory (digits-sized data): the training split is read whole from the shards.
+        images, (labels,) = np.asarray(splits.split_items(split_folder, "train")), workspace.load_arrays(
+            split_folder, "train", "y")
         losses = train(config, images, labels, folder, checkpoint_dir)
         generator = keras.models.load_model(folder / "generator.keras")
         scores = quality(config, generator, split_folder, folder)

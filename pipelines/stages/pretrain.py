@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from models import autoencoder, backbones
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
-from pipelines.data import sources
+from pipelines.data import sources, splits
 from pipelines.training import autoencoders, fitting, transfer
 
 
@@ -34,7 +34,7 @@ def _fit_classifier(model: keras.Model, x, y, validation, settings: config_modul
 def pretrain_autoencoder(config: config_module.Config, split_folder: Path) -> tuple[keras.Model, dict]:
     """Denoising autoencoder on the training split's images (their labels are not used)."""
     settings = config.model.backbone
-    (x_train,), (x_val,) = (workspace.load_arrays(split_folder, name, "x") for name in ("train", "val"))
+    x_train, x_val = (np.asarray(splits.split_items(split_folder, name)) for name in ("train", "val"))
     keras.utils.set_random_seed(config.train.seed)
     model, encoder = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)
     x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
@@ -49,10 +49,11 @@ def pretrain_source_task(config: config_module.Config) -> tuple[keras.Model, dic
     settings = config.model.backbone
     names = tuple(str(item) for item in settings.source_classes)
     raw = sources.load(dataclasses.replace(config.data, classes=names), config.root)
-    keep = [index for index in range(len(raw.images)) if index not in raw.problems]
-    x = np.stack([sources.to_canonical(raw.images[index], config.data.image_size, config.data.channels)
-                  for index in keep]).astype(np.float32)
-    y = raw.labels[keep]
+    keep, images = [], []
+    for index, image in sources.scan(raw, "source task"):
+        keep.append(index)
+        images.append(sources.to_canonical(image, config.data.image_size, config.data.channels))
+    x, y = np.stack(images).astype(np.float32), raw.labels[keep]
     x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.15, stratify=y, random_state=config.split.seed)
     keras.utils.set_random_seed(config.train.seed)
     encoder = autoencoder.build_encoder(settings.filters, x.shape[1:])

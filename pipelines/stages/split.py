@@ -9,6 +9,7 @@ Table preprocessing (imputation, bins, one-hot) and the normalizer are fitted on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -17,7 +18,7 @@ import pandas as pd
 
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
-from pipelines.data import splits, tables
+from pipelines.data import shards, splits, tables
 
 
 def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) -> str:
@@ -32,16 +33,19 @@ def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) ->
 
 def _load_clean(folder: Path, dataset: dict) -> tuple:
     """(x or frame, y, ids, cluster, column groups, times) from the clean stage."""
-    if dataset["kind"] == "images":
-        x, = workspace.load_arrays(folder, "clean", "x", mmap=True)  # read as needed, never copied whole
-        y, ids, cluster = workspace.load_arrays(folder, "clean", "y", "ids", "cluster")
-        return x, y, ids, cluster, None, None
+    if dataset["kind"] == "images":  # keys into clean's shards: the pixels stay there
+        return workspace.load_arrays(folder, "clean", "key", "y", "ids", "cluster") + (None, None)
     table = pd.read_parquet(folder / "table.parquet")
     groups = np.array(table["__group"].astype(str).tolist(), dtype=str) if "__group" in table else None
     times = table["__time"].to_numpy() if "__time" in table else None
     frame = table.drop(columns=[c for c in ("__target", "__id", "__group", "__time") if c in table])
     ids = np.array(table["__id"].astype(str).tolist(), dtype=str)
     return frame, table["__target"].to_numpy(), ids, None, groups, times
+
+
+def image_shape(clean_folder: Path) -> tuple[int, ...]:
+    """The canonical image shape, from the shard index."""
+    return shards.open_shards(clean_folder / "shards", verify=False).shape
 
 
 def _manifest(ids, labels, hashes, content, parts, cluster, groups, times, fold_of) -> dict:
@@ -72,7 +76,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         dataset = workspace.read_json(clean_folder / "dataset.json")
         x, y, ids, cluster, groups, times = _load_clean(clean_folder, dataset)
         is_table = dataset["kind"] == "table"
-        raw_hashes = tables.row_hashes(x, pd.Series(y)) if is_table else [splits.content_hash(image) for image in x]
+        content, item_hashes = (None, None) if is_table else workspace.load_arrays(clean_folder, "clean", "content",
+                                                                                   "sha256")
+        raw_hashes = tables.row_hashes(x, pd.Series(y)) if is_table else content.tolist()
         column_groups = groups if config.split.group == "column" else None
         grouping = splits.group_ids(raw_hashes, cluster, column_groups)
         stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
@@ -90,22 +96,23 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         fold_of = splits.fold_numbers(parts, stratify, grouping, config.split) if config.split.folds else {}
         for name in splits.SPLITS:
             index = parts[name]
-            if is_table:
-                workspace.save_arrays(folder, name, x=x[index])
-            else:  # gathered in chunks straight into the file
-                workspace.save_rows(folder, name, "x", x, index)
-            workspace.save_arrays(folder, name, y=y[index], ids=ids[index])
-        hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)]
+            workspace.save_arrays(folder, name, **({"x": x[index]} if is_table else {"keys": x[index]}),
+                                  y=y[index], ids=ids[index])
+        hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)] if is_table else \
+            item_hashes.tolist()
         manifest = _manifest(ids, y, hashes, raw_hashes if is_table else None, parts,
                              cluster, column_groups, times, fold_of)
         splits.check_leakage(manifest["items"], temporal=config.split.strategy == "temporal")
         workspace.write_json(folder / splits.MANIFEST, manifest)
-        train_x = None if is_table else workspace.load_arrays(folder, "train", "x", mmap=True)[0]
-        statistics = (splits.normalizer(train_x, config.normalize, per_feature=False) if not is_table else
+        if not is_table:  # clean's shards, from here; a relative path, so the project can move
+            dataset["shards"] = os.path.relpath(clean_folder / "shards", folder)
+            workspace.write_json(folder / "dataset.json", dataset)
+        statistics = (splits.normalizer(splits.split_items(folder, "train"), config.normalize, per_feature=False)
+                      if not is_table else
                       {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
                        "mean": [0.0], "variance": [1.0]})
         workspace.write_json(folder / "normalizer.json", statistics)
-        dataset["input_shape"] = list(x.shape[1:])
+        dataset["input_shape"] = list(x.shape[1:]) if is_table else list(image_shape(clean_folder))
         workspace.write_json(folder / "dataset.json", dataset)
         for name in (splits.MANIFEST, "normalizer.json", "dataset.json"):
             mlflow.log_artifact(str(folder / name))

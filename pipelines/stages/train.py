@@ -14,7 +14,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 from sklearn import metrics as sk_metrics
 
 from pipelines.core import config as config_module
@@ -24,7 +23,7 @@ from pipelines.training import champion, fitting, recipes
 
 
 def _val_confusion(model, data: splits.SplitData, path: Path) -> None:
-    predicted = model.predict(data.x["val"].astype(np.float32), verbose=0).argmax(axis=1)
+    predicted = splits.predict({"keras": model}, data.x["val"])["keras"].argmax(axis=1)
     figure, axis = plt.subplots(figsize=(5.5, 5))
     sk_metrics.ConfusionMatrixDisplay.from_predictions(data.y["val"], predicted, display_labels=data.class_names,
                                                        ax=axis, colorbar=False)

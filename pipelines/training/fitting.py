@@ -17,6 +17,7 @@ from pipelines.core import config as config_module
 from pipelines.core import figures
 from pipelines.core.errors import ConfigError
 from pipelines.data import augment as augmentation
+from pipelines.data import shards
 from pipelines.data.splits import SplitData
 
 OPTIMIZERS = {
@@ -131,7 +132,7 @@ def compile_model(model: keras.Model, config: config_module.Config, task: str, l
                   metrics=["accuracy" if task == "classification" else "mae"])
 
 
-def _labels(y: np.ndarray, loss: str, classes: int) -> np.ndarray:
+def labels(y: np.ndarray, loss: str, classes: int) -> np.ndarray:
     """One-hot labels for the losses that need them."""
     if loss in ("categorical_crossentropy", "binary_crossentropy"):
         return np.eye(classes, dtype=np.float32)[y]
@@ -177,19 +178,22 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
         TrainingDiverged: the loss became NaN or infinite; the message says at which epoch and batch.
     """
     loss = loss_for(config, data.task)
-    y_train = _labels(data.y["train"], loss, data.num_outputs)
-    y_val = _labels(data.y["val"], loss, data.num_outputs)
+    y_train = labels(data.y["train"], loss, data.num_outputs)
+    y_val = labels(data.y["val"], loss, data.num_outputs)
     compose = augmentation.build(config.augment) if augment else None
-    train = _sharded_by_data(augmentation.dataset(data.x["train"], y_train, config.train.batch_size,
-                                                  config.train.seed, compose))
-    val = _sharded_by_data(_dataset(data.x["val"], y_val, 256, None))
+    train = _distributed(augmentation.dataset(data.x["train"], y_train, config.train.batch_size,
+                                              config.train.seed, compose), data.x["train"])
+    val = _distributed(augmentation.batches(data.x["val"], y_val, 256), data.x["val"])
+    steps = config.train.steps_per_epoch or None
+    if steps:
+        train = train.repeat()
     if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
         print(f"[train] resuming from the backup of an interrupted run in {backup_dir}")
     extra = callbacks or []
     callbacks, guard = _callbacks(config, folder, backup_dir, offset, log_to_mlflow)
     callbacks += extra
     started = time.perf_counter()
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+    history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
                         class_weight=class_weights(config, data), verbose=config.runtime.verbose)
     seconds = time.perf_counter() - started
     if guard.where:
@@ -202,15 +206,14 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
                              "epochs": len(history.history["loss"]), "fit_seconds": seconds}
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
-    return augmentation.batches(x, y, batch_size, seed)
-
-
-def _sharded_by_data(data: tf.data.Dataset) -> tf.data.Dataset:
-    """Under a multi-worker strategy, each worker takes every n-th batch: arrays in memory have no files to
-    shard by (TensorFlow would otherwise try by file, then fall back with a warning)."""
+def _distributed(data: tf.data.Dataset, x) -> tf.data.Dataset:
+    """Under a multi-worker strategy each worker reads its own part: shards by file (TensorFlow falls back to
+    every n-th batch when there are fewer files than workers); arrays in memory, which have no files, by
+    every n-th batch."""
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.AUTO if isinstance(x, shards.Items)
+        else tf.data.experimental.AutoShardPolicy.DATA)
     return data.with_options(options)
 
 

@@ -25,6 +25,7 @@ from models import backbones, transfer
 from pipelines.core import config as config_module
 from pipelines.core import stage, workspace
 from pipelines.core.errors import ConfigError, StageError
+from pipelines.data import augment, splits
 from pipelines.data.splits import SplitData
 from pipelines.training import fitting
 
@@ -62,13 +63,23 @@ def cached_features(config: config_module.Config, backbone, data: SplitData, spl
     folder = workspace.stage_dir(config.root, config.experiment, "feature_cache") / key
     if not (folder / "val_features.npy").is_file():
         with workspace.staging(folder) as staged:
-            for name in ("train", "val"):
-                features = backbone(tf.constant(data.x[name], tf.float32), training=False).numpy()
+            for name in ("train", "val"):  # streamed through the backbone a batch at a time
+                features = splits.predict({"backbone": _Batched(backbone)}, data.x[name])["backbone"]
                 workspace.save_arrays(staged, name, features=features)
         print(f"[train] cached backbone features in {folder}")
     else:
         print(f"[train] backbone features read from the cache {folder}")
     return {name: workspace.load_arrays(folder, name, "features")[0] for name in ("train", "val")}
+
+
+class _Batched:
+    """A backbone layer called like a Keras model's `predict_on_batch` (inference mode)."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+
+    def predict_on_batch(self, items: np.ndarray) -> np.ndarray:
+        return self.backbone(tf.constant(items, tf.float32), training=False).numpy()
 
 
 def load_backbone(config: config_module.Config, input_shape: tuple[int, ...]):
@@ -111,7 +122,7 @@ def train(config: config_module.Config, data: SplitData, folder: Path | None, ba
         history, scores = fitting.fit_compiled(head, config, cache, config.train.epochs, augment=False,
                                                backup_dir=backup("head"), **options)
         fitting.compile_model(model, config, data.task, config.train.learning_rate)
-        return model, history, _validate(model, data, scores)
+        return model, history, _validate(model, data, scores, config)
     fitting.compile_model(model, config, data.task, config.train.learning_rate)
     history, scores = fitting.fit_compiled(model, config, data, config.train.epochs, backup_dir=backup("frozen"),
                                            **options)
@@ -128,9 +139,11 @@ def train(config: config_module.Config, data: SplitData, folder: Path | None, ba
     return model, history, scores
 
 
-def _validate(model: keras.Model, data: SplitData, scores: dict) -> dict:
+def _validate(model: keras.Model, data: SplitData, scores: dict, config: config_module.Config) -> dict:
     """The assembled image model must score what the head scored on the cached features."""
-    loss, score = model.evaluate(data.x["val"].astype(np.float32), data.y["val"], verbose=0, batch_size=256)
+    val = augment.batches(data.x["val"], fitting.labels(data.y["val"], fitting.loss_for(config, data.task),
+                                                        data.num_outputs), 256)
+    loss, score = model.evaluate(val, verbose=0)
     key = fitting.objective(data.task).key
     if abs(score - scores[key]) > 1e-3:
         raise StageError(f"the assembled model scores {score:.4f} on val, the head on cached features "

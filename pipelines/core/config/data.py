@@ -43,11 +43,18 @@ class DataConfig:
     time_column: str = option("", "CSV column that orders rows in time (split.strategy: temporal)")
     image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
     channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
+    shard_records: int = option(0, "images per shard file written by clean (0: about 32 MB a file); more files "
+                                "than workers let each multi-worker replica read its own", at_least(0))
     classes: tuple[str, ...] = option((), "keep only these classes, by name (empty: all); labels are renumbered")
     near_duplicates: bool = option(True, "find near-duplicate images (sides >= 16 px; smaller ones by content hash "
                                    "only) and keep each cluster in one split")
-    near_duplicate_candidates: int = option(8, "nearest images (by thumbnail) that each image is verified against",
-                                            at_least(1))
+    near_duplicate_candidates: int = option(8, "nearest images by each descriptor (8x8 thumbnail, low-frequency "
+                                            "magnitudes) that each image is verified against, among those within "
+                                            "near_duplicate_radius", at_least(1))
+    near_duplicate_radius: int = option(8, "largest Hamming distance between the 64-bit hashes of two images' "
+                                        "descriptors for them to be candidates (larger: slower search, more "
+                                        "look-alikes ranked; the planted copies of the tests need 8)",
+                                        at_least(0), below(16))
     near_duplicate_tolerance: float = option(0.28, "largest verification residual of a near-duplicate pair (copies "
                                              "measured <= 0.18, distinct drawings >= 0.38)", greater_than(0))
     near_duplicate_flips: bool = option(False, "a mirrored copy counts as a near-duplicate")

@@ -81,6 +81,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = option(60, "maximum number of epochs", at_least(1))
+    steps_per_epoch: int = option(0, "batches per epoch, the training stream repeating as needed (0: one pass "
+                                  "over the training split)", at_least(0))
     batch_size: int = option(32, "examples per gradient step", at_least(1))
     learning_rate: float = option(1e-3, "initial learning rate", greater_than(0))
     optimizer: str = option("adam", "adam, sgd (momentum 0.9, Nesterov), rmsprop or adagrad",

@@ -1,0 +1,270 @@
+"""The image input pipeline: canonical images in TFRecord shards, read by every stage through `tf.data`.
+
+Format. Clean writes `shards/part-NNNNN.tfrecord`, each record the 8-byte little-endian key of one canonical
+image (its number in write order) followed by its raw uint8 pixels (H x W x C). Raw tensors, not PNG: the
+images are already decoded and resized, so reading is a copy (no decode on the training path), and every
+record has the same length, so record k sits at a known offset (random access for the few items a stage
+looks at). TFRecord because `tf.data` reads it natively: interleave over files, auto-sharding by file under
+`tf.distribute`, any path `tf.io.gfile` opens (a local folder or a bucket), and a CRC on every record.
+`shards.json` lists the files with their record count, size and SHA-256, which `open` checks before anything
+reads them. Split writes which keys go where (`<split>_keys.npy`), never copies of the pixels.
+
+Readers: `Items` is one split's images (keys into the shards); `Items.dataset` is the streaming `tf.data`
+pipeline (interleave over shards, keep the split's records, bounded shuffle buffer, batch, transform in
+parallel, prefetch); `Items.chunks` streams numpy chunks for statistics; indexing reads single records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.core import workspace
+from pipelines.core.errors import DataError
+
+INDEX = "shards.json"
+SHARD_BYTES = 32 << 20  # about 32 MB a file: enough files to interleave and to shard across workers
+SHUFFLE_BUFFER = 2048  # records held for shuffling (at 128 px RGB about 100 MB)
+KEY_BYTES = 8
+FRAME_BYTES = 16  # TFRecord framing: length (8), its CRC (4), then the data, then the data's CRC (4)
+
+
+class Writer:
+    """Appends canonical images to shard files in `folder`; `close` writes the index. The folder is a stage's
+    staging folder, so a killed run leaves no half-written shard set behind (the stage renames it at the end)."""
+
+    def __init__(self, folder: Path, shape: tuple[int, ...], per_shard: int = 0):
+        import tensorflow as tf
+
+        self._tf, self.folder, self.shape = tf, Path(folder), tuple(int(side) for side in shape)
+        self.pixels = int(np.prod(self.shape))
+        self.per_shard = per_shard or max(1, SHARD_BYTES // (self.pixels + KEY_BYTES + FRAME_BYTES))
+        self.count, self._writer, self._files = 0, None, []
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, image: np.ndarray) -> int:
+        """Appends one image (uint8, `shape`); returns its key."""
+        if image.shape != self.shape or image.dtype != np.uint8:
+            raise ValueError(f"shard image {image.shape} {image.dtype}, expected {self.shape} uint8")
+        if self.count % self.per_shard == 0:
+            self._close_file()
+            name = f"part-{len(self._files):05d}.tfrecord"
+            self._files.append(name)
+            self._writer = self._tf.io.TFRecordWriter(str(self.folder / name))
+        self._writer.write(self.count.to_bytes(KEY_BYTES, "little") + np.ascontiguousarray(image).tobytes())
+        self.count += 1
+        return self.count - 1
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> dict:
+        self._close_file()
+        files = []
+        for index, name in enumerate(self._files):
+            records = min(self.per_shard, self.count - index * self.per_shard)
+            files.append({"name": name, "records": records, "bytes": (self.folder / name).stat().st_size,
+                          "sha256": workspace.sha256_file(self.folder / name)})
+        index = {"format": "tfrecord, record = key (int64 little-endian) + raw uint8 pixels",
+                 "shape": list(self.shape), "dtype": "uint8", "count": self.count, "per_shard": self.per_shard,
+                 "files": files}
+        workspace.write_json(self.folder / INDEX, index)
+        return index
+
+
+@dataclasses.dataclass(frozen=True)
+class Shards:
+    """An opened shard set: its folder (any path `tf.io.gfile` reads) and index."""
+
+    folder: str
+    shape: tuple[int, ...]
+    count: int
+    per_shard: int
+    files: tuple[dict, ...]
+
+    @property
+    def pixels(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def record_bytes(self) -> int:
+        return FRAME_BYTES + KEY_BYTES + self.pixels
+
+    def path(self, shard: int) -> str:
+        return f"{self.folder.rstrip('/')}/{self.files[shard]['name']}"
+
+    def read(self, keys) -> np.ndarray:
+        """The images of `keys`, in that order, each read at its offset (for a few items; stream for many)."""
+        import tensorflow as tf
+
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        out = np.empty((len(keys), *self.shape), np.uint8)
+        order = np.argsort(keys, kind="stable")
+        handles = {}
+        try:
+            for position in order:
+                shard, record = divmod(int(keys[position]), self.per_shard)
+                if shard not in handles:
+                    handles[shard] = tf.io.gfile.GFile(self.path(shard), "rb")
+                handles[shard].seek(record * self.record_bytes + 12 + KEY_BYTES)
+                data = handles[shard].read(self.pixels)
+                if len(data) != self.pixels:
+                    raise DataError(f"{self.path(shard)}: shard ends before record {record}; rerun clean --force")
+                out[position] = np.frombuffer(data, np.uint8).reshape(self.shape)
+        finally:
+            for handle in handles.values():
+                handle.close()
+        return out
+
+    def chunks(self, keys, rows: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions in `keys`, images) for every key, reading each shard that holds one once, in order."""
+        import tensorflow as tf
+
+        keys = np.asarray(keys, dtype=np.int64)
+        shard_of = keys // self.per_shard
+        for shard in np.unique(shard_of):
+            positions = np.flatnonzero(shard_of == shard)
+            with tf.io.gfile.GFile(self.path(int(shard)), "rb") as stream:
+                data = np.frombuffer(stream.read(), np.uint8)
+            records = data.reshape(-1, self.record_bytes)[:, 12 + KEY_BYTES:12 + KEY_BYTES + self.pixels]
+            local = keys[positions] - shard * self.per_shard
+            for start in range(0, len(positions), rows):
+                part = slice(start, start + rows)
+                yield positions[part], records[local[part]].reshape(-1, *self.shape)
+            del data, records
+
+
+def open_shards(folder: str | Path, verify: bool = True) -> Shards:
+    """Reads the index and, with `verify`, checks every shard's size and SHA-256.
+
+    Raises:
+        DataError: a shard missing or failing its checksum, named, with what to do.
+    """
+    import tensorflow as tf
+
+    folder = str(folder)
+    index_path = f"{folder.rstrip('/')}/{INDEX}"
+    if not tf.io.gfile.exists(index_path):
+        raise DataError(f"{index_path}: missing; rerun clean with --force")
+    with tf.io.gfile.GFile(index_path) as stream:
+        import json
+
+        index = json.loads(stream.read())
+    shards = Shards(folder, tuple(index["shape"]), int(index["count"]), int(index["per_shard"]),
+                    tuple(index["files"]))
+    for number, entry in enumerate(shards.files if verify else ()):
+        path = shards.path(number)
+        if not tf.io.gfile.exists(path):
+            raise DataError(f"{path}: shard missing; rerun clean with --force")
+        digest = hashlib.sha256()
+        with tf.io.gfile.GFile(path, "rb") as stream:
+            for block in iter(lambda: stream.read(16 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != entry["sha256"]:
+            raise DataError(f"{path}: shard fails its SHA-256 checksum (changed or corrupted on disk); "
+                            "rerun clean with --force")
+    return shards
+
+
+class Items:
+    """One split's images: keys into a shard set, in the split's order. Behaves like a read-only uint8 array
+    where code needs one (`len`, `shape`, indexing reads those records, `np.asarray` reads them all), and
+    streams where the data may be large (`dataset`, `chunks`)."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, shards: Shards, keys: np.ndarray):
+        self.shards, self.keys = shards, np.asarray(keys, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.keys), *self.shards.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self.shards.read([self.keys[index]])[0]
+        return self.shards.read(self.keys[index])
+
+    def subset(self, index) -> Items:
+        """The items at `index` (positions or a mask), still in their shards."""
+        return Items(self.shards, self.keys[index])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, np.uint8)
+        for positions, images in self.chunks():
+            out[positions] = images
+        return out if dtype is None else out.astype(dtype)
+
+    def astype(self, dtype) -> np.ndarray:
+        return np.asarray(self).astype(dtype)
+
+    def chunks(self, rows: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, uint8 images) covering the split once, shard by shard."""
+        return self.shards.chunks(self.keys, rows)
+
+    def dataset(self, batch_size: int, labels: np.ndarray | None = None, seed: int | None = None,
+                transform=None, parallel_transform: bool = True):
+        """The streaming pipeline: (float32 images, labels) batches, or (float32 images, positions) without
+        labels (to put predictions back in the split's order).
+
+        Only the shards that hold an item of this split are read, `cycle_length` at a time, interleaved
+        record by record; records of other splits are dropped by key before decoding. With `seed`, the
+        shard order and a bounded shuffle buffer (`SHUFFLE_BUFFER` records) are reshuffled every epoch, and
+        `transform(uint8 batch, seed) -> batch` (augmentation) gets a seed per batch from a seeded stream, so
+        it can run on several batches at once and still give the same stream for the same seed.
+        """
+        import tensorflow as tf
+
+        shards = self.shards
+        lookup = np.full(shards.count, -1, np.int64)
+        lookup[self.keys] = np.arange(len(self.keys))
+        used = np.unique(self.keys // shards.per_shard)
+        files = tf.data.Dataset.from_tensor_slices([shards.path(int(number)) for number in used])
+        if seed is not None:
+            files = files.shuffle(len(used), seed=seed, reshuffle_each_iteration=True)
+        records = files.interleave(lambda path: tf.data.TFRecordDataset(path, buffer_size=1 << 20),
+                                   cycle_length=int(min(len(used), 4)), num_parallel_calls=tf.data.AUTOTUNE,
+                                   deterministic=True)
+        lookup_tensor = tf.constant(lookup)
+        shape, pixels = shards.shape, shards.pixels
+
+        def position(record):
+            key = tf.io.decode_raw(tf.strings.substr(record, 0, KEY_BYTES), tf.int64)[0]
+            return tf.gather(lookup_tensor, key), record
+
+        items = records.map(position, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
+            .filter(lambda index, _: index >= 0)
+        if seed is not None:
+            items = items.shuffle(min(len(self), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        targets = tf.constant(labels) if labels is not None else None
+
+        def decode(index, record):
+            image = tf.reshape(tf.io.decode_raw(tf.strings.substr(record, KEY_BYTES, pixels), tf.uint8), shape)
+            return image, (tf.gather(targets, index) if targets is not None else index)
+
+        batches = items.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+        if transform is not None:
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+            def apply(pair, batch_seed):
+                images, second = pair
+                images = tf.numpy_function(transform, [images, batch_seed], tf.uint8)
+                return tf.ensure_shape(images, (None, *shape)), second
+
+            batches = tf.data.Dataset.zip((batches, seeds)).map(
+                apply, num_parallel_calls=tf.data.AUTOTUNE if parallel_transform else 1, deterministic=True)
+        return batches.map(lambda images, second: (tf.cast(images, tf.float32), second),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
