@@ -18,7 +18,8 @@ from pathlib import Path
 
 from pipelines.core import workspace
 
-BENCHMARKS = ("pipeline", "data", "memory", "transfer", "search", "export", "latency", "gan", "architectures")
+BENCHMARKS = ("pipeline", "data", "memory", "scale", "transfer", "search", "export", "latency", "gan",
+              "architectures")
 RESULTS = Path(__file__).parent / "results.json"
 
 

@@ -41,6 +41,11 @@ def _clone(model: keras.Model, wrap) -> keras.Model:
     return clone
 
 
+def _batches(x, y: np.ndarray | None) -> int:
+    """Batches per epoch: of 32 for arrays; a dataset's own count (it must know its cardinality)."""
+    return int(x.cardinality()) if y is None else int(np.ceil(len(x) / 32))
+
+
 def _finetune(model: keras.Model, loss: str, x, y: np.ndarray | None, epochs: int, learning_rate: float,
               callbacks: list) -> None:
     """`x`, `y` arrays, or `x` a `tf.data.Dataset` of (inputs, labels) batches and `y` None."""
@@ -53,7 +58,7 @@ def _finetune(model: keras.Model, loss: str, x, y: np.ndarray | None, epochs: in
 
 def prune(model: keras.Model, loss: str, x, y, sparsity: float, epochs: int, learning_rate: float) -> keras.Model:
     """Low-magnitude pruning with a polynomial schedule to `sparsity`, fine-tuned, then `strip_pruning`."""
-    steps = max(1, epochs * int(np.ceil(len(x) / 32)))
+    steps = max(1, epochs * _batches(x, y))
     end = max(1, steps * 3 // 4)  # reach the target, then fine-tune a quarter of the steps at it
     schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end,
                                                     frequency=max(1, end // 10))

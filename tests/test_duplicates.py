@@ -8,7 +8,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from sklearn.datasets import load_digits
 
 from pipelines.core import workspace
-from pipelines.data import duplicates, splits
+from pipelines.data import duplicates, sources, splits
 from pipelines.stages import clean, split
 from tests.conftest import tiny_config
 
@@ -53,6 +53,58 @@ def _dirty(side: int, distinct: int, groups: int, seed: int = 0):
 
 def _settings(flips: bool = True):
     return tiny_config("/tmp", "data.near_duplicate_flips=true" if flips else "data.near_duplicate_flips=false").data
+
+
+def _planted(radius: int, count: int = 3000, seed: int = 0) -> tuple[np.ndarray, list, list]:
+    """Random uint64 hashes with planted copies at 0 to radius + 1 bits: the flipped bits drawn at random, spread
+    evenly over the four 16-bit bands, or packed into one band. Returns the hashes and the planted pairs within
+    and just beyond the radius."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64, count, dtype=np.uint64)
+    within, beyond, copy = [], [], count // 2
+    for distance in range(radius + 2):
+        for placement in ("random", "spread", "one band"):
+            if placement == "one band" and distance > 16:
+                continue
+            bits = {"random": rng.choice(64, distance, replace=False),
+                    "spread": [(bit % 4) * 16 + bit // 4 for bit in range(distance)],
+                    "one band": 16 * rng.integers(4) + rng.choice(16, distance, replace=False)}[placement]
+            source = int(rng.integers(count // 2))
+            hashes[copy] = hashes[source] ^ np.uint64(sum(1 << int(bit) for bit in bits))
+            (within if distance <= radius else beyond).append((source, copy))
+            copy += 1
+    return hashes, within, beyond
+
+
+@pytest.mark.parametrize("radius", [0, 3, 5, duplicates.RADIUS, 11, 15])
+def test_hash_search_finds_exactly_the_pairs_of_an_exhaustive_search(radius):
+    hashes, within, beyond = _planted(radius)
+    found = duplicates.hamming_pairs(hashes, radius)
+    assert np.array_equal(found, duplicates.hamming_pairs_exhaustive(hashes, radius))
+    pairs = {tuple(pair) for pair in found.tolist()}
+    assert set(within) <= pairs and not set(beyond) & pairs
+
+
+def test_streaming_groups_match_the_images_and_reopen_only_large_ones():
+    images, _, _ = _dirty(128, distinct=80, groups=4)
+    images[:0] = [Image.new("L", (12, 12)), None]  # too small for a view; unreadable
+    reopened = []
+
+    def reload(index: int) -> Image.Image:
+        reopened.append(index)
+        return images[index]
+
+    usable = np.array([image is not None and min(image.size) >= duplicates.MIN_SIDE for image in images])
+    grey = np.zeros((len(images), duplicates.SIDE, duplicates.SIDE), np.uint8)  # what a streaming pass keeps
+    for index in np.flatnonzero(usable):
+        grey[index] = sources.to_canonical(images[index], duplicates.SIDE, 1)[..., 0]
+    hashes = [sources.pixel_hash(image) if image is not None else None for image in images]
+    sides = [min(image.size) if image is not None else 0 for image in images]
+    streamed = duplicates.image_groups_from(hashes, grey, usable, sides, reload, _settings())
+    expected = duplicates.image_groups(images, _settings())
+    assert np.array_equal(streamed["cluster"], expected["cluster"])
+    assert [pair[:2] for pair in streamed["near_pairs"]] == [pair[:2] for pair in expected["near_pairs"]]
+    assert reopened and all(sides[index] >= 2 * duplicates.SIDE for index in reopened)
 
 
 @pytest.mark.parametrize("side", [32, 128])

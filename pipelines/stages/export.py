@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import tensorflow as tf
 
 import deploy.edge.predict as edge
 from deploy import micro, tflite
@@ -76,7 +77,8 @@ def optimized(model, variant: str, data: splits.SplitData, config: config_module
     rate = config.train.learning_rate
     x, y = data.x["train"], data.y["train"]
     if isinstance(x, shards.Items):  # streamed like training, never loaded whole
-        x, y = augment.batches(x, fitting.labels(y, loss, data.num_outputs), 32, config.train.seed), None
+        batches = augment.batches(x, fitting.labels(y, loss, data.num_outputs), 32, config.train.seed)
+        x, y = batches.apply(tf.data.experimental.assert_cardinality(-(-len(x) // 32))), None
     if variant == "pruned_int8":
         pruned = optimize.prune(model, loss, x, y, settings.prune_sparsity, settings.optimize_epochs, rate)
         return pruned, {"sparsity": optimize.sparsity(pruned)}

@@ -183,8 +183,12 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     compose = augmentation.build(config.augment) if augment else None
     train = _distributed(augmentation.dataset(data.x["train"], y_train, config.train.batch_size,
                                               config.train.seed, compose), data.x["train"])
-    val = _distributed(augmentation.batches(data.x["val"], y_val, 256), data.x["val"])
+    val = _distributed(augmentation.batches(data.x["val"], y_val, 256), None)
     steps = config.train.steps_per_epoch or None
+    if not steps and config.runtime.strategy == "multi_worker" and isinstance(data.x["train"], shards.Items):
+        # each worker reads its own shards, which hold different numbers of the split's items: a fixed step
+        # count over a repeated stream keeps the workers in step
+        steps = -(-len(data.x["train"]) // config.train.batch_size)
     if steps:
         train = train.repeat()
     if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
@@ -207,9 +211,10 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
 
 
 def _distributed(data: tf.data.Dataset, x) -> tf.data.Dataset:
-    """Under a multi-worker strategy each worker reads its own part: shards by file (TensorFlow falls back to
-    every n-th batch when there are fewer files than workers); arrays in memory, which have no files, by
-    every n-th batch."""
+    """Under a multi-worker strategy each worker reads its own part: training images in shards by file
+    (TensorFlow falls back to every n-th batch when there are fewer files than workers); arrays in memory,
+    which have no files, and validation (`x` None: every worker must run the same number of steps) by every
+    n-th batch."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.AUTO if isinstance(x, shards.Items)

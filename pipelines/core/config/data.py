@@ -51,9 +51,10 @@ class DataConfig:
     near_duplicate_candidates: int = option(8, "nearest images by each descriptor (8x8 thumbnail, low-frequency "
                                             "magnitudes) that each image is verified against, among those within "
                                             "near_duplicate_radius", at_least(1))
-    near_duplicate_radius: int = option(8, "largest Hamming distance between the 64-bit hashes of two images' "
-                                        "descriptors for them to be candidates (larger: slower search, more "
-                                        "look-alikes ranked; the planted copies of the tests need 8)",
+    near_duplicate_radius: int = option(8, "most bits in which the 64-bit hashes of a descriptor of two images may "
+                                        "differ for them to be candidates (less where that already holds "
+                                        "near_duplicate_candidates images); larger finds more, searches longer "
+                                        "(copies of a 32 px digit shifted 2 px measured up to 8)",
                                         at_least(0), below(16))
     near_duplicate_tolerance: float = option(0.28, "largest verification residual of a near-duplicate pair (copies "
                                              "measured <= 0.18, distinct drawings >= 0.38)", greater_than(0))
