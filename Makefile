@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# aeon only for the sensor datasets inside its wheel (read as files, never imported): its pins (numba<0.64,
+	# pandas<3.1) exclude ours, so it comes without its dependencies (see pipelines/data/signals.py)
+	$(PY) -m pip install --quiet --no-deps aeon==1.6.0
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (quick when done)

@@ -8,8 +8,10 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 import models
+from models import sequence
 
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 
@@ -24,6 +26,8 @@ def convert(model, variant: str, representative: np.ndarray | None = None) -> by
     """
     if variant not in VARIANTS:
         raise ValueError(f"export variant must be one of {VARIANTS}, got {variant!r}")
+    if any(isinstance(layer, keras.layers.RNN) for layer in model.layers):
+        model = sequence.fixed_batch(model)  # an open batch dimension stops the converter at TensorListReserve
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if variant in ("dynamic_range", "float16"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -36,9 +36,11 @@ _limit_malloc_arenas()
 
 def architectures() -> dict:
     """Builders by name (imported on use, so importing `models` does not load TensorFlow)."""
-    from models import cnn, mlp, resnet
+    from models import cnn, mlp, resnet, sequence
 
-    return {"small_cnn": cnn.build_small_cnn, "resnet": resnet.build_resnet, "mlp": mlp.build_mlp}
+    return {"small_cnn": cnn.build_small_cnn, "resnet": resnet.build_resnet, "mlp": mlp.build_mlp,
+            "cnn1d": sequence.build_cnn1d,
+            "recurrent": lambda config, *args: sequence.build_recurrent(config, *args, cell=config.cell)}
 
 
 @contextlib.contextmanager

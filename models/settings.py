@@ -12,6 +12,7 @@ class ModelSettings(Protocol):
     hidden_layers: int  # mlp only
     bottleneck: int  # filters of a 1x1 convolution before the head (0: none)
     separable_from: int  # small_cnn: input side from which blocks are depthwise-separable and pooled globally
+    cell: str  # recurrent: lstm or gru
     batch_norm: bool
     initializer: str
     dropout_rate: float

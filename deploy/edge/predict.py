@@ -132,6 +132,30 @@ def encode_row(row: dict, columns: list[dict]) -> np.ndarray:
     return np.array(features, dtype=np.float32)
 
 
+def _windows(path: str, preprocessing: dict):
+    """(file@start, window) for each window of a CSV recording (one column per channel, raw sensor values),
+    cut as in training: `window` samples every `stride`."""
+    import csv
+
+    with open(path, newline="") as stream:
+        reader = csv.DictReader(stream)
+        missing = [name for name in preprocessing["channels"] if name not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: no channel column(s) {missing}")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            try:
+                rows.append([float(row[name]) for name in preprocessing["channels"]])
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: row {number}: a channel value is not a number") from None
+    samples, length = np.array(rows, dtype=np.float32).reshape(-1, len(preprocessing["channels"])), \
+        preprocessing["window"]
+    if len(samples) < length:
+        raise ValueError(f"{path}: {len(samples)} samples, shorter than one window ({length})")
+    for start in range(0, len(samples) - length + 1, preprocessing["stride"]):
+        yield f"{path}@{start}", samples[start:start + length]
+
+
 def _items(paths: list[str], preprocessing: dict):
     """(name, model input) for each image file, or for each row of each CSV file for a table model."""
     import csv
@@ -139,6 +163,9 @@ def _items(paths: list[str], preprocessing: dict):
     for path in paths:
         if preprocessing["kind"] == "image":
             yield str(path), load_image(path, preprocessing)
+            continue
+        if preprocessing["kind"] == "signal":
+            yield from _windows(path, preprocessing)
             continue
         with open(path, newline="") as stream:
             for number, row in enumerate(csv.DictReader(stream), start=2):
@@ -168,7 +195,8 @@ def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.edge.predict", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="bundle folder with model.tflite, labels.txt, metadata.json")
-    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF), or CSV files for a table model")
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF), or CSV files for a table model "
+                        "(one item per row) or a sensor model (one recording per file, one column per channel)")
     args = parser.parse_args(argv)
     try:
         for path, label, score in predict(args.bundle, args.images):

@@ -1,10 +1,11 @@
-"""Data sources read into one of two representations: images or a table.
+"""Data sources read into one of three representations: images, a table, or sensor recordings.
 
 - embedded: datasets that ship inside scikit-learn (digits as images; breast_cancer and wine as
   classification tables; diabetes as a regression table);
 - image folder: one sub-folder per class (`image_dataset_from_directory`'s convention), PNG, JPEG, BMP, GIF,
   any size and mode;
-- CSV: a named target column, numeric and categorical features, optional group and time columns.
+- CSV: a named target column, numeric and categorical features, optional group and time columns;
+- sensor recordings (see pipelines/data/signals.py): BasicMotions embedded, or a user's sensor CSV files.
 Raw data is only read, never modified. Problems that make a file unusable are recorded per item (analyze
 reports them, clean drops and logs them); problems that make the whole source unusable raise `DataError`
 naming the file, row or column.
@@ -24,6 +25,7 @@ from PIL import Image
 import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core.errors import DataError
+from pipelines.data import signals
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -277,7 +279,18 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
                     {column: found for column, found in tokens.items() if found})
 
 
-def _read(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
+def _signals(data: config_module.DataConfig, root: Path) -> signals.Recordings:
+    if data.source != "sensor_csv":
+        return signals.load_embedded(data.source)
+    return signals.load_csv(Path(root) / data.path, data.signal_channels, data.window,
+                            time_column=data.time_column or None, recording_column=data.recording_column or None,
+                            label_column=data.target, sampling_rate_hz=data.sampling_rate or None,
+                            missing_values=data.missing_values)
+
+
+def _read(data: config_module.DataConfig, root: Path) -> RawImages | RawTable | signals.Recordings:
+    if data.is_signal:
+        return _signals(data, root)
     if data.source == "digits":
         return _digits()
     if data.source == "image_folder":
@@ -314,6 +327,9 @@ def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
         DataError: the source as a whole is unusable; the message names the file, row or column.
     """
     raw = _read(data, root)
+    if isinstance(raw, signals.Recordings):
+        signals.check_lengths(raw, data.window)  # a recording shorter than one window stops here, named
+        return raw
     raw = keep_classes(raw, data.classes) if data.classes else raw
     check_present(raw)
     return raw
@@ -370,8 +386,15 @@ def fingerprint(data: config_module.DataConfig, root: Path) -> str:
     digest = hashlib.sha256(data.source.encode())
     if data.source == "image_folder":
         digest.update(folder_fingerprint(Path(root) / data.path).encode())
-    elif data.source == "csv" and (Path(root) / data.path).is_file():
+    elif data.source in ("csv", "sensor_csv") and (Path(root) / data.path).is_file():
         digest.update((Path(root) / data.path).read_bytes())
+    elif data.source == "sensor_csv":
+        digest.update(folder_fingerprint(Path(root) / data.path).encode())
+    elif data.is_signal:
+        import importlib.metadata
+
+        signals.aeon_data_folder()  # the embedded files, by the version of the package they ship in
+        digest.update(importlib.metadata.version("aeon").encode())
     else:
         import sklearn
 

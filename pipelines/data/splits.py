@@ -137,10 +137,15 @@ def check_leakage(items: list[dict], temporal: bool = False) -> None:
             if len({item["split"] for item in members}) > 1:
                 named = ", ".join(f"{item['id']} ({item['split']})" for item in members[:6])
                 problems.append(f"{what} spans splits: {named}")
-    times = {name: [item["time"] for item in items if item["split"] == name and "time" in item] for name in SPLITS}
-    if temporal and times["train"] and times["test"] and max(times["train"]) > min(times["test"]):
-        late = [item["id"] for item in items if item["split"] == "train" and item["time"] > min(times["test"])]
-        problems.append(f"temporal order broken: train items {late[:6]} are later than the earliest test item")
+    streams: dict = {}  # one timeline, or one per stream (a recording) when items name theirs
+    for item in items:
+        streams.setdefault(item.get("stream"), []).append(item)
+    for members in streams.values():
+        times = {name: [item["time"] for item in members if item["split"] == name and "time" in item]
+                 for name in SPLITS}
+        if temporal and times["train"] and times["test"] and max(times["train"]) > min(times["test"]):
+            late = [item["id"] for item in members if item["split"] == "train" and item["time"] > min(times["test"])]
+            problems.append(f"temporal order broken: train items {late[:6]} are later than the earliest test item")
     if problems:
         raise LeakageError(f"leakage check failed ({len(problems)} problem(s)): " + "; ".join(problems[:10]))
 

@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
-from pipelines.data import duplicates, sources, tables
+from pipelines.data import duplicates, signals, sources, tables
 
 
 def _odd(values: dict[str, str]) -> dict[str, list[str]]:
@@ -122,6 +122,49 @@ def _sample_grid(raw: sources.RawImages, path: Path) -> None:
     figures.save(figure, path, dpi=80, tight=False)
 
 
+def signal_profile(raw: signals.Recordings, data: config_module.DataConfig, seed: int) -> dict:
+    """Per-channel ranges, missing samples, flat-lined and clipped stretches, sampling-rate jitter, and a
+    random forest on per-channel window statistics, cross-validated by recording (3 folds, no recording in
+    two folds)."""
+    from sklearn.model_selection import GroupKFold
+
+    windows = signals.windows(raw, data.window, data.stride)
+    report = {"source": raw.origin, "kind": "signals", "task": raw.task, "items": len(raw.ids),
+              "windows": int(len(windows.x)), "window": data.window, "stride": data.stride,
+              **signals.profile(raw)}
+    if raw.task == "classification":
+        counts = np.bincount(raw.labels, minlength=len(raw.class_names))
+        report["class_counts"] = {name: int(count) for name, count in zip(raw.class_names, counts)}
+        forest = RandomForestClassifier(n_estimators=100, random_state=seed)
+        scores = cross_val_score(forest, signals.summary_features(windows.x), windows.label,
+                                 groups=windows.recording, cv=GroupKFold(3))
+        report["baseline"] = {"model": "random forest on per-channel window statistics", "metric": "accuracy",
+                              "cv_folds": 3, "score_mean": float(scores.mean()), "score_std": float(scores.std())}
+    else:
+        report["baseline"] = {"model": "none (anomaly detection)", "metric": "-", "cv_folds": 0,
+                              "score_mean": float("nan"), "score_std": float("nan")}
+    return report
+
+
+def _signal_grid(raw: signals.Recordings, data: config_module.DataConfig, path: Path) -> None:
+    """One row per class, three example windows each, every channel a line."""
+    windows = signals.windows(raw, data.window, data.stride)
+    names = raw.class_names or ("windows",)
+    figure, axes = plt.subplots(len(names), 3, figsize=(10, 1.8 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        members = np.flatnonzero(windows.label == row)[:: max(1, int(np.sum(windows.label == row)) // 3)][:3]
+        for column in range(3):
+            axis = axes[row, column]
+            if column < len(members):
+                axis.plot(windows.x[members[column]], linewidth=0.8)
+            axis.set_title(f"{name}: {raw.ids[windows.recording[members[column]]]}" if column < len(members)
+                           else name, fontsize=7)
+            axis.tick_params(labelsize=6)
+    axes[0, -1].legend(raw.channels, fontsize=5, loc="upper right")
+    figure.suptitle(f"Example windows per class ({data.window} samples at {raw.sampling_rate_hz:g} Hz)")
+    figures.save(figure, path)
+
+
 def _correlation_plot(raw: sources.RawTable, path: Path) -> None:
     numeric = raw.features.select_dtypes("number")
     figure, axis = plt.subplots(figsize=(7, 6))
@@ -152,7 +195,10 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         raw = sources.load(config.data, config.root)
-        if raw.kind == "images":
+        if isinstance(raw, signals.Recordings):
+            report = signal_profile(raw, config.data, config.split.seed)
+            _signal_grid(raw, config.data, folder / "samples.png")
+        elif raw.kind == "images":
             report = image_profile(raw, config.split.seed)
             _sample_grid(raw, folder / "samples.png")
         else:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
-from pipelines.data import duplicates, shards, sources, splits, tables
+from pipelines.data import duplicates, shards, signals, sources, splits, tables
 
 
 def find_drops(hashes: list, labels: np.ndarray, rules: config_module.CleanConfig, ids, class_names=()
@@ -185,15 +185,40 @@ def clean_table(raw: sources.RawTable, config: config_module.Config, folder: Pat
                  "changed": sum(1 for row in log if row[2] == "changed")}
 
 
+def clean_signals(raw: signals.Recordings, config: config_module.Config, folder: Path) -> tuple[list, dict]:
+    """Recordings -> windows of `data.window` samples every `data.stride`: a window with a missing sample is
+    dropped and logged (missing samples are never invented); each window keeps its recording (the group split
+    keeps together) and its start (the order the temporal split keeps)."""
+    data = config.data
+    found = signals.windows(raw, data.window, data.stride)
+    log = [("-", "window", "changed", f"{len(raw.ids)} recordings -> {len(found.x)} windows of {data.window} "
+            f"samples every {data.stride} ({data.window / raw.sampling_rate_hz:g} s at {raw.sampling_rate_hz:g} Hz)")]
+    possible = sum(max(0, (len(signal) - data.window) // data.stride + 1) for signal in raw.signals)
+    for index, signal in enumerate(raw.signals):
+        missing = int(np.isnan(signal).any(axis=1).sum())
+        if missing:
+            log.append((raw.ids[index], "drop_windows_with_missing_samples", "dropped",
+                        f"{missing} missing samples; the windows that hold one are left out"))
+    ids = np.array([f"{raw.ids[owner]}@{start}" for owner, start in zip(found.recording, found.start)], dtype=str)
+    workspace.save_arrays(folder, "clean", x=found.x, y=found.label, ids=ids,
+                          recording=np.array(raw.ids, dtype=str)[found.recording], start=found.start)
+    return log, {"items_in": len(raw.ids), "items_out": len(found.x), "dropped": possible - len(found.x),
+                 "changed": len(raw.ids)}
+
+
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Applies the cleaning rules and writes the canonical data, `dataset.json` and `cleaning_log.csv`."""
 
     def body(folder: Path) -> dict:
         raw = sources.load(config.data, config.root)
-        cleaner = clean_images if raw.kind == "images" else clean_table
+        kind = "signals" if isinstance(raw, signals.Recordings) else raw.kind
+        cleaner = {"images": clean_images, "table": clean_table, "signals": clean_signals}[kind]
         log, counts = cleaner(raw, config, folder)
-        workspace.write_json(folder / "dataset.json", {
-            "kind": raw.kind, "task": raw.task, "class_names": list(raw.class_names), "origin": raw.origin})
+        dataset = {"kind": kind, "task": raw.task, "class_names": list(raw.class_names), "origin": raw.origin}
+        if kind == "signals":
+            dataset.update({"channels": list(raw.channels), "sampling_rate_hz": raw.sampling_rate_hz,
+                            "window": config.data.window, "stride": config.data.stride})
+        workspace.write_json(folder / "dataset.json", dataset)
         workspace.write_text(folder / "cleaning_log.csv", workspace.csv_text(workspace.LOG_HEADER, log))
         mlflow.log_artifact(str(folder / "cleaning_log.csv"))
         metrics = {f"clean/{key}": value for key, value in counts.items()}

@@ -244,6 +244,9 @@ def _metadata(model: edge.LiteRTModel, data: splits.SplitData, variant: str, row
     if data.dataset["kind"] == "images":
         preprocessing = {"kind": "image", "color_mode": "L" if data.x["val"].shape[-1] == 1 else "RGB",
                          "size": list(data.x["val"].shape[1:3]), "resample": "bicubic", "value_range": [0, 255]}
+    elif data.dataset["kind"] == "signals":  # raw sensor values in; the normalization is inside the model
+        preprocessing = {"kind": "signal", **{key: data.dataset[key] for key in ("channels", "sampling_rate_hz",
+                                                                                 "window", "stride")}}
     else:
         preprocessing = {"kind": "table", "feature_names": data.dataset["feature_names"],
                          "columns": workspace.read_json(split_folder / "preprocessing.json")}

@@ -9,6 +9,7 @@ Table preprocessing (imputation, bins, one-hot) and the normalizer are fitted on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
-from pipelines.data import shards, splits, tables
+from pipelines.data import shards, signals, splits, tables
 
 
 def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) -> str:
@@ -35,6 +36,9 @@ def _load_clean(folder: Path, dataset: dict) -> tuple:
     """(x or frame, y, ids, cluster, column groups, times) from the clean stage."""
     if dataset["kind"] == "images":  # keys into clean's shards: the pixels stay there
         return workspace.load_arrays(folder, "clean", "key", "y", "ids", "cluster") + (None, None)
+    if dataset["kind"] == "signals":  # windows, with their recording (group) and start (time)
+        x, y, ids, recording, start = workspace.load_arrays(folder, "clean", "x", "y", "ids", "recording", "start")
+        return x, y, ids, None, recording, start
     table = pd.read_parquet(folder / "table.parquet")
     groups = np.array(table["__group"].astype(str).tolist(), dtype=str) if "__group" in table else None
     times = table["__time"].to_numpy() if "__time" in table else None
@@ -48,7 +52,7 @@ def image_shape(clean_folder: Path) -> tuple[int, ...]:
     return shards.open_shards(clean_folder / "shards", verify=False).shape
 
 
-def _manifest(ids, labels, hashes, content, parts, cluster, groups, times, fold_of) -> dict:
+def _manifest(ids, labels, hashes, content, parts, cluster, groups, times, fold_of, streams=None) -> dict:
     items = []
     for name in splits.SPLITS:
         for index in parts[name]:
@@ -61,6 +65,8 @@ def _manifest(ids, labels, hashes, content, parts, cluster, groups, times, fold_
                 item["group"] = str(groups[index])
             if times is not None:
                 item["time"] = times[index].item() if hasattr(times[index], "item") else str(times[index])
+            if streams is not None:
+                item["stream"] = str(streams[index])
             if int(index) in fold_of:
                 item["fold"] = fold_of[int(index)]
             items.append(item)
@@ -75,17 +81,27 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         dataset = workspace.read_json(clean_folder / "dataset.json")
         x, y, ids, cluster, groups, times = _load_clean(clean_folder, dataset)
-        is_table = dataset["kind"] == "table"
-        content, item_hashes = (None, None) if is_table else workspace.load_arrays(clean_folder, "clean", "content",
-                                                                                   "sha256")
-        raw_hashes = tables.row_hashes(x, pd.Series(y)) if is_table else content.tolist()
-        column_groups = groups if config.split.group == "column" else None
-        grouping = splits.group_ids(raw_hashes, cluster, column_groups)
+        is_signal = dataset["kind"] == "signals"
+        is_table = dataset["kind"] == "table" or is_signal  # arrays, stored by split
         stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
-        parts = splits.assign(stratify, grouping, times, config.split)
-        if config.split.strategy != "temporal":
-            splits.check_ratios(parts, grouping, ids, config.split)
-        if is_table:
+        temporal = config.split.strategy == "temporal"
+        if is_signal:  # windows of one recording (and identical windows) stay together; or cut in time
+            raw_hashes = [splits.content_hash(window) for window in x]
+            grouping = splits.group_ids(raw_hashes, groups)
+            parts = signals.temporal_split(groups, times, x.shape[1], config.split.val_fraction,
+                                           config.split.test_fraction) if temporal else signals.grouped_split(
+                grouping, stratify, config.split.val_fraction, config.split.test_fraction, config.split.seed)
+            column_groups = None if temporal else groups
+        else:
+            content, item_hashes = (None, None) if is_table else workspace.load_arrays(clean_folder, "clean",
+                                                                                       "content", "sha256")
+            raw_hashes = tables.row_hashes(x, pd.Series(y)) if is_table else content.tolist()
+            column_groups = groups if config.split.group == "column" else None
+            grouping = splits.group_ids(raw_hashes, cluster, column_groups)
+            parts = splits.assign(stratify, grouping, times, config.split)
+            if not temporal:
+                splits.check_ratios(parts, grouping, ids, config.split)
+        if is_table and not is_signal:
             transformer = tables.preprocessor(x, config.data.columns, config.normalize).fit(x.iloc[parts["train"]])
             dataset["feature_names"] = [str(name) for name in transformer.get_feature_names_out()]
             fitted = tables.describe_fitted(transformer)
@@ -100,15 +116,16 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                                   y=y[index], ids=ids[index])
         hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)] if is_table else \
             item_hashes.tolist()
-        manifest = _manifest(ids, y, hashes, raw_hashes if is_table else None, parts,
-                             cluster, column_groups, times, fold_of)
-        splits.check_leakage(manifest["items"], temporal=config.split.strategy == "temporal")
+        manifest = _manifest(ids, y, hashes, raw_hashes if is_table else None, parts, cluster, column_groups,
+                             times, fold_of, streams=groups if is_signal and temporal else None)
+        splits.check_leakage(manifest["items"], temporal=temporal)
         workspace.write_json(folder / splits.MANIFEST, manifest)
         if not is_table:  # clean's shards, from here; a relative path, so the project can move
             dataset["shards"] = os.path.relpath(clean_folder / "shards", folder)
             workspace.write_json(folder / "dataset.json", dataset)
         statistics = (splits.normalizer(splits.split_items(folder, "train"), config.normalize, per_feature=False)
-                      if not is_table else
+                      if not is_table else splits.normalizer(x[parts["train"]], dataclasses.replace(
+                          config.normalize, scope="per_channel"), per_feature=False) if is_signal else
                       {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
                        "mean": [0.0], "variance": [1.0]})
         workspace.write_json(folder / "normalizer.json", statistics)

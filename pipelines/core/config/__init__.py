@@ -18,6 +18,7 @@ import yaml
 from pipelines.core.config import schema
 from pipelines.core.config.data import (
     IMAGE_SOURCES,
+    SIGNAL_SOURCES,
     TABLE_SOURCES,
     CleanConfig,
     ColumnRule,
@@ -41,11 +42,11 @@ from pipelines.core.config.training import (
 )
 from pipelines.core.errors import ConfigError
 
-__all__ = ["EXPORT_VARIANTS", "IMAGE_SOURCES", "PROJECT_BACKBONES", "SEARCHABLE_KINDS", "SR_PHOTOS", "SR_TWINS",
-           "TABLE_SOURCES", "AugmentConfig", "BackboneConfig", "CleanConfig", "ColumnRule", "Config", "ConfigError",
-           "DataConfig", "DenoiseConfig", "EvaluateConfig", "ExportConfig", "GanConfig", "ModelConfig",
-           "NormalizeConfig", "ParamSpace", "RuntimeConfig", "SearchConfig", "SegmentConfig", "SplitConfig",
-           "SrConfig", "TrainConfig", "TransferConfig", "describe", "from_dict", "get_path", "load",
+__all__ = ["EXPORT_VARIANTS", "IMAGE_SOURCES", "PROJECT_BACKBONES", "SEARCHABLE_KINDS", "SIGNAL_SOURCES",
+           "SR_PHOTOS", "SR_TWINS", "TABLE_SOURCES", "AugmentConfig", "BackboneConfig", "CleanConfig", "ColumnRule",
+           "Config", "ConfigError", "DataConfig", "DenoiseConfig", "EvaluateConfig", "ExportConfig", "GanConfig",
+           "ModelConfig", "NormalizeConfig", "ParamSpace", "RuntimeConfig", "SearchConfig", "SegmentConfig",
+           "SplitConfig", "SrConfig", "TrainConfig", "TransferConfig", "describe", "from_dict", "get_path", "load",
            "parse_overrides", "replace_path", "to_dict"]
 
 

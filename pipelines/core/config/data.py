@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 IMAGE_SOURCES = ("digits", "image_folder")
 TABLE_SOURCES = ("breast_cancer", "wine", "diabetes", "csv")
+SIGNAL_SOURCES = ("basic_motions", "sensor_csv")
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,11 @@ class ColumnRule:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = option("digits", "embedded dataset, or image_folder / csv under data.path",
-                         one_of(*IMAGE_SOURCES, *TABLE_SOURCES))
-    path: str = option("", "image folder (one sub-folder per class) or CSV file, relative to runtime.root")
-    target: str = option("", "CSV target column")
+    source: str = option("digits", "embedded dataset, or image_folder / csv / sensor_csv under data.path",
+                         one_of(*IMAGE_SOURCES, *TABLE_SOURCES, *SIGNAL_SOURCES))
+    path: str = option("", "image folder (one sub-folder per class), CSV file, or sensor CSV file or folder of "
+                       "CSV files (one recording each), relative to runtime.root")
+    target: str = option("", "CSV target column (sensor_csv: the label column)")
     task: str = option("auto", "classification or regression (auto: embedded sources know, CSV guesses)",
                        one_of("auto", "classification", "regression"))
     group_column: str = option("", "CSV column whose groups never cross splits")
@@ -46,6 +48,12 @@ class DataConfig:
     shard_records: int = option(0, "images per shard file written by clean (0: about 32 MB a file); more files "
                                 "than workers let each multi-worker replica read its own", at_least(0))
     classes: tuple[str, ...] = option((), "keep only these classes, by name (empty: all); labels are renumbered")
+    signal_channels: tuple[str, ...] = option((), "sensor_csv: the channel columns, in order")
+    recording_column: str = option("", "sensor_csv: the column naming each recording in one long file (empty: "
+                                   "one recording per file of a folder)")
+    sampling_rate: float = option(0.0, "sensor_csv: samples per second (0: from the time column)", at_least(0))
+    window: int = option(64, "signals: samples per window", at_least(4))
+    stride: int = option(32, "signals: samples between the starts of consecutive windows", at_least(1))
     near_duplicates: bool = option(True, "find near-duplicate images (sides >= 16 px; smaller ones by content hash "
                                    "only) and keep each cluster in one split")
     near_duplicate_candidates: int = option(8, "nearest images by each descriptor (8x8 thumbnail, low-frequency "
@@ -68,10 +76,13 @@ class DataConfig:
         if self.image_size % 4:
             raise ConfigError(f"data.image_size: must be a multiple of 4 (two 2x pooling or upsampling steps), "
                               f"got {self.image_size}")
-        if self.source in ("image_folder", "csv") and not self.path:
+        if self.source in ("image_folder", "csv", "sensor_csv") and not self.path:
             raise ConfigError(f"data.path: must name the {self.source.replace('_', ' ')} for source '{self.source}'")
         if self.source == "csv" and not self.target:
             raise ConfigError("data.target: must name the target column for source 'csv'")
+        if self.source == "sensor_csv" and not (self.target and self.signal_channels):
+            raise ConfigError("data.target and data.signal_channels: must name the label column and the channel "
+                              "columns for source 'sensor_csv'")
         for name, rule in self.columns.items():
             if rule.min is not None and rule.max is not None and rule.min > rule.max:
                 raise ConfigError(f"data.columns.{name}: min must be <= max, got {rule.min:g} > {rule.max:g}")
@@ -81,6 +92,10 @@ class DataConfig:
     @property
     def is_table(self) -> bool:
         return self.source in TABLE_SOURCES
+
+    @property
+    def is_signal(self) -> bool:
+        return self.source in SIGNAL_SOURCES
 
 
 @dataclass(frozen=True)

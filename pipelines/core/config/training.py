@@ -32,8 +32,9 @@ class BackboneConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: str = option("small_cnn", "name in models.architectures(): small_cnn, resnet, mlp (tables), "
-                               "transfer (a pretrained backbone and a head)",
-                               one_of("small_cnn", "resnet", "mlp", "transfer"))
+                               "transfer (a pretrained backbone and a head), cnn1d or recurrent (signals)",
+                               one_of("small_cnn", "resnet", "mlp", "transfer", "cnn1d", "recurrent"))
+    cell: str = option("lstm", "recurrent: the recurrent layer", one_of("lstm", "gru"))
     filters: tuple[int, ...] = option((32, 64), "convolution filters per block (resnet: per stage)", non_empty)
     dense_units: int = option(128, "units of each hidden dense layer", at_least(1))
     hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
@@ -54,6 +55,14 @@ class ModelConfig:
         if data.is_table and self.architecture != "mlp":
             raise ConfigError(f"model.architecture: table source '{data.source}' needs 'mlp', "
                               f"got '{self.architecture}'")
+        if self.architecture == "recurrent" and self.cell == "gru" and any(
+                variant.endswith("int8") for variant in config.export.variants):
+            raise ConfigError("model.cell: 'gru' becomes a WHILE loop whose int8 calibration crashes the TF 2.21 "
+                              "converter (tensorflow/tensorflow#75140); use 'lstm' (one UNIDIRECTIONAL_SEQUENCE_LSTM "
+                              "operator, int8 on LiteRT and TFLM) or export.variants without int8")
+        if data.is_signal != (self.architecture in ("cnn1d", "recurrent")):
+            raise ConfigError(f"model.architecture: '{self.architecture}' does not read source '{data.source}' "
+                              "(signals need cnn1d or recurrent, which read nothing else)")
         if not data.is_table and self.architecture == "mlp":
             raise ConfigError(f"model.architecture: image source '{data.source}' needs a convolutional model, "
                               "got 'mlp'")
@@ -119,6 +128,8 @@ class AugmentConfig:
     seed: int = option(0, "seed of the augmentation pipeline")
 
     def check(self, config: Config) -> None:
+        if self.transforms and config.data.is_signal:
+            raise ConfigError("augment.transforms: albumentations augments images; signals take none")
         for index, transform in enumerate(self.transforms):
             if not isinstance(transform, dict) or not isinstance(transform.get("name"), str):
                 raise ConfigError(f"augment.transforms[{index}]: must be a mapping with a 'name', got {transform!r}")

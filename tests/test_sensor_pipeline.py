@@ -1,0 +1,108 @@
+"""Sensor recordings through the stages: windows that never leak across splits, bad recordings named, and the
+BasicMotions preset end to end to an int8 bundle that fits a microcontroller."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import __main__ as cli
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+from pipelines.data import signals
+from pipelines.stages import clean, split
+
+
+def _recordings(folder, count: int = 12, length: int = 120, rate: float = 20.0):
+    """`count` CSV recordings of two channels (a sine whose frequency is the class) with a time column."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        label = ("slow", "fast")[index % 2]
+        time = np.arange(length) / rate
+        frequency = 1.0 if label == "slow" else 3.0
+        frame = pd.DataFrame({"t": time, "ax": np.sin(2 * np.pi * frequency * time) + rng.normal(0, 0.1, length),
+                              "ay": np.cos(2 * np.pi * frequency * time), "activity": label})
+        frame.to_csv(folder / f"rec{index:02d}.csv", index=False)
+
+
+def _config(root, *overrides):
+    return config_module.load(None, [f"runtime.root={root}", "data.source=sensor_csv", "data.path=recordings",
+                                     "data.target=activity", "data.time_column=t", "data.signal_channels=[ax, ay]",
+                                     "data.window=20", "data.stride=10", "model.architecture=cnn1d",
+                                     "split.val_fraction=0.25", "split.test_fraction=0.25", *overrides])
+
+
+def test_windows_of_one_recording_never_cross_splits(tmp_path):
+    _recordings(tmp_path / "recordings")
+    config = _config(tmp_path)
+    clean.run(config)
+    folder = split.run(config).folder
+    items = workspace.read_json(folder / "split_manifest.json")["items"]
+    assert len(items) == 12 * 11  # (120 - 20) / 10 + 1 windows per recording
+    split_of = {}
+    for item in items:
+        split_of.setdefault(item["group"], set()).add(item["split"])
+    assert all(len(found) == 1 for found in split_of.values())  # one split per recording
+    assert {name for found in split_of.values() for name in found} == {"train", "val", "test"}
+    assert (np.load(folder / "train_x.npy").shape[1:]) == (20, 2)
+    normalizer = workspace.read_json(folder / "normalizer.json")
+    assert len(normalizer["mean"]) == 2  # per channel, on train windows
+
+
+def test_the_temporal_option_puts_every_test_window_after_every_train_window_of_its_stream(tmp_path):
+    _recordings(tmp_path / "recordings", count=4, length=400)
+    config = _config(tmp_path, "split.strategy=temporal")
+    clean.run(config)
+    items = workspace.read_json(split.run(config).folder / "split_manifest.json")["items"]
+    for stream in {item["stream"] for item in items}:
+        member = [item for item in items if item["stream"] == stream]
+        train_end = max(item["time"] for item in member if item["split"] == "train") + 20
+        val = [item["time"] for item in member if item["split"] == "val"]
+        test = [item["time"] for item in member if item["split"] == "test"]
+        assert val and test and min(val) >= train_end and min(test) >= max(val) + 20  # windows end before
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda frame: frame.iloc[:15], r"rec03.*shorter than|rec03.*15 samples"),
+    (lambda frame: frame.drop(columns="ay"), r"rec03.csv.*'ay'"),
+    (lambda frame: frame.assign(ax=frame.ax.astype(object).where(frame.index != 7, "spike")),
+     r"rec03.csv.*(line|row) 9.*'ax'|rec03.csv.*'ax'.*(line|row) 9"),
+])
+def test_a_bad_recording_stops_clean_naming_the_file_and_row(tmp_path, capsys, edit, message):
+    _recordings(tmp_path / "recordings")
+    path = tmp_path / "recordings" / "rec03.csv"
+    edit(pd.read_csv(path)).to_csv(path, index=False)
+    arguments = ["clean", "--set", f"runtime.root={tmp_path}", "--set", "data.source=sensor_csv", "--set",
+                 "data.path=recordings", "--set", "data.target=activity", "--set", "data.time_column=t", "--set",
+                 "data.signal_channels=[ax, ay]", "--set", "data.window=20", "--set", "model.architecture=cnn1d"]
+    assert cli.main(arguments) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines  # one line, no traceback
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+    assert not workspace.stage_dir(tmp_path, config_module.load(None, []).experiment, "clean").exists()
+
+
+@pytest.mark.slow
+def test_basic_motions_runs_end_to_end_to_an_int8_bundle_that_fits_a_cortex_m4(tmp_path):
+    pytest.importorskip("aeon", reason="the embedded sensor data ship inside the aeon wheel (make setup)")
+    settings = ["--config", "configs/motions.yaml", "--set", f"runtime.root={tmp_path}", "--set", "train.epochs=25",
+                "--set", "search.n_trials=1", "--set", "search.max_trials=1", "--set", "search.epochs=3"]
+    assert cli.main(["all", *settings]) == 0
+    report = workspace.read_json(workspace.stage_dir(tmp_path, "motions", "evaluate") / "test_report.json")
+    keras_accuracy = report["results"]["keras"]["accuracy"]
+    variant = report["record"]["tflite_variant"]
+    assert keras_accuracy > 0.6  # four activities: chance is 0.25
+    assert abs(report["results"][variant]["accuracy"] - keras_accuracy) <= 0.05
+    table = workspace.read_json(workspace.stage_dir(tmp_path, "motions", "export") / "export_table.json")
+    assert table["targets"]["cortex_m4"]["variants"]["int8"]["verdict"] == "fits"  # ran on TFLM, in budget
+    bundle = workspace.bundle_dir(tmp_path, "motions")
+    metadata = workspace.read_json(bundle / "metadata.json")
+    assert metadata["preprocessing"]["kind"] == "signal" and metadata["preprocessing"]["window"] == 50
+    recordings = signals.load_embedded("basic_motions")  # the device path: a CSV recording in, labels out
+    pd.DataFrame(recordings.signals[0], columns=recordings.channels).to_csv(tmp_path / "one.csv", index=False)
+    from deploy.edge import predict
+
+    results = predict.predict(bundle, [str(tmp_path / "one.csv")])
+    assert len(results) == 6 and all(label in recordings.class_names for _, label, _ in results)

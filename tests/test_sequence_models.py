@@ -1,0 +1,104 @@
+"""Sequence models: they build edge-sized, train a few steps on sensor windows (BasicMotions when aeon's data
+files are installed, else synthetic sines), and the CNN and LSTM convert to full int8 and agree with Keras on
+LiteRT."""
+
+import importlib.util
+import types
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from deploy import micro, tflite
+from deploy.edge.predict import LiteRTModel
+from models import sequence
+from pipelines.data import signals
+
+LENGTH = 64
+SETTINGS = types.SimpleNamespace(filters=(8, 16), dense_units=16, batch_norm=False, initializer="he_normal",
+                                 dropout_rate=0.1, l1=0.0, l2=0.0)
+
+
+def _sines() -> signals.Recordings:
+    """40 recordings of 6 noisy sine channels at 10 Hz; the class is the frequency."""
+    rng = np.random.default_rng(0)
+    time = np.arange(100) / 10.0
+    labels = np.arange(40) % 4
+    waves = [np.stack([np.sin(2 * np.pi * (0.3 + 0.4 * label) * time + rng.uniform(0, 6)) * (1 + channel)
+                       for channel in range(6)], axis=1) + rng.normal(0, 0.2, (100, 6)) for label in labels]
+    return signals.Recordings([wave.astype(np.float32) for wave in waves], tuple(f"sine-{i}" for i in range(40)),
+                              tuple(f"c{i}" for i in range(6)), 10.0, "synthetic sines", labels=labels,
+                              class_names=("0.3 Hz", "0.7 Hz", "1.1 Hz", "1.5 Hz"))
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Train and val windows split by recording, and the per-channel normalizer of the training windows."""
+    recordings = signals.load_embedded("basic_motions") if importlib.util.find_spec("aeon") else _sines()
+    cut = signals.windows(recordings, LENGTH, 18)
+    parts = signals.grouped_split(cut.recording, cut.label, 0.2, 0.2, seed=0)
+    train = cut.x[parts["train"]]
+    normalizer = {"mean": train.mean(axis=(0, 1)).tolist(), "variance": train.var(axis=(0, 1)).tolist()}
+    return types.SimpleNamespace(x=train, y=cut.label[parts["train"]], x_val=cut.x[parts["val"]],
+                                 normalizer=normalizer, origin=recordings.origin)
+
+
+def _fit(model, x, y, epochs):
+    keras.utils.set_random_seed(0)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    return model.fit(x, y, batch_size=32, epochs=epochs, verbose=0).history["loss"]
+
+
+def test_the_cnn_is_edge_sized_with_the_default_filters(data):
+    defaults = types.SimpleNamespace(**{**vars(SETTINGS), "filters": (32, 64), "dense_units": 128})
+    model = sequence.build_cnn1d(defaults, (100, 6), 4, data.normalizer)
+    assert model.count_params() < 50_000
+    assert model.layers[1].name == "normalize"  # raw sensor values in; the model normalizes them
+    scores = model.predict(np.zeros((2, 100, 6), np.float32), verbose=0)
+    assert scores.shape == (2, 4) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("build", [
+    lambda normalizer: sequence.build_cnn1d(SETTINGS, (LENGTH, 6), 4, normalizer),
+    lambda normalizer: sequence.build_recurrent(SETTINGS, (LENGTH, 6), 4, normalizer, cell="lstm", units=8),
+    lambda normalizer: sequence.build_recurrent(SETTINGS, (LENGTH, 6), 4, normalizer, cell="gru", units=8),
+], ids=["cnn1d", "lstm", "gru"])
+def test_the_classifiers_train_a_few_steps(data, build):
+    losses = _fit(build(data.normalizer), data.x, data.y, epochs=4)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_the_autoencoder_reconstructs_the_normalized_window_and_scores_its_error(data):
+    autoencoder, scorer = sequence.build_conv_autoencoder1d(SETTINGS, (LENGTH, 6), data.normalizer)
+    target = autoencoder.get_layer("normalize")(data.x).numpy()
+    assert autoencoder.output_shape == (None, LENGTH, 6) and scorer.output_shape == (None, 1)
+    keras.utils.set_random_seed(0)
+    autoencoder.compile(keras.optimizers.Adam(0.01), "mse")
+    losses = autoencoder.fit(data.x, target, batch_size=32, epochs=4, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
+    error = ((autoencoder.predict(data.x_val, verbose=0) - autoencoder.get_layer("normalize")(data.x_val)) ** 2)
+    assert np.allclose(scorer.predict(data.x_val, verbose=0)[:, 0], error.numpy().mean(axis=(1, 2)), rtol=1e-4)
+    with pytest.raises(ValueError, match="window length 50 must be a multiple of 4"):
+        sequence.build_conv_autoencoder1d(SETTINGS, (50, 6), data.normalizer)
+
+
+def _agreement(model, flatbuffer, x) -> float:
+    litert = LiteRTModel(flatbuffer)
+    assert litert.input["dtype"] == np.int8 and litert.output["dtype"] == np.int8
+    return float((litert.predict(x).argmax(axis=1) == model.predict(x, verbose=0).argmax(axis=1)).mean())
+
+
+def test_the_cnn_converts_to_int8_and_agrees_with_keras_on_litert(data):
+    model = sequence.build_cnn1d(SETTINGS, (LENGTH, 6), 4, data.normalizer)
+    _fit(model, data.x, data.y, epochs=8)
+    flatbuffer = tflite.convert(model, "int8", data.x[:64])
+    assert "CONV_2D" in micro.ops(flatbuffer)  # Conv1D runs as EXPAND_DIMS + CONV_2D
+    assert _agreement(model, flatbuffer, data.x_val) >= 0.9
+
+
+def test_an_lstm_with_a_fixed_batch_converts_to_one_fused_int8_operator(data):
+    model = sequence.build_recurrent(SETTINGS, (LENGTH, 6), 4, data.normalizer, cell="lstm", units=8)
+    _fit(model, data.x, data.y, epochs=4)
+    flatbuffer = tflite.convert(sequence.fixed_batch(model), "int8", data.x[:64])
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in micro.ops(flatbuffer) and "WHILE" not in micro.ops(flatbuffer)
+    assert _agreement(model, flatbuffer, data.x_val) >= 0.9
