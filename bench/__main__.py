@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.core import workspace
 
-BENCHMARKS = ("pipeline", "data", "memory", "scale", "transfer", "search", "export", "latency", "gan",
+BENCHMARKS = ("pipeline", "data", "memory", "scale", "sensors", "transfer", "search", "export", "latency", "gan",
               "architectures")
 RESULTS = Path(__file__).parent / "results.json"
 

@@ -36,7 +36,8 @@ def test_defaults_and_shipped_config_load():
         ({"train": {"epochs": "ten"}}, "train.epochs: must be an integer, got 'ten'"),
         ({"train": {"epochs": 2.5}}, "train.epochs: must be an integer, got 2.5"),
         ({"model": {"architecture": "vgg"}},
-         "model.architecture: must be one of ['small_cnn', 'resnet', 'mlp', 'transfer', 'cnn1d', 'recurrent'], got 'vgg'"),
+         "model.architecture: must be one of ['small_cnn', 'resnet', 'mlp', 'transfer', 'cnn1d', 'recurrent', "
+         "'autoencoder1d'], got 'vgg'"),
         ({"model": {"dropout_rate": 1.0}}, "model.dropout_rate: must be < 1, got 1.0"),
         ({"clean": {"drop_exact_duplicates": "yes"}}, "clean.drop_exact_duplicates: must be true or false"),
         ({"split": {"val_fraction": 0.5, "test_fraction": 0.45}}, "split: val_fraction + test_fraction must be"),

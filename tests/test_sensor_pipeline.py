@@ -106,3 +106,35 @@ def test_basic_motions_runs_end_to_end_to_an_int8_bundle_that_fits_a_cortex_m4(t
 
     results = predict.predict(bundle, [str(tmp_path / "one.csv")])
     assert len(results) == 6 and all(label in recordings.class_names for _, label, _ in results)
+
+
+def test_the_threshold_is_the_best_f1_on_labelled_validation_else_a_normal_percentile():
+    from pipelines.training import anomaly
+
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 1.0])
+    cut, method = anomaly.threshold(scores, np.array([0, 0, 0, 0, 1, 1]), 99)
+    assert cut == 0.9 and method == "best F1 on validation"
+    cut, method = anomaly.threshold(scores[:4], np.zeros(4, int), 50)
+    assert cut == pytest.approx(0.25) and "50th percentile" in method
+    row = anomaly.report(np.array([0, 0, 0, 1, 1, 0]), scores, 0.35)  # flags 0.4 and 0.9 (anomalous), 1.0
+    assert (row["precision"], row["recall"], row["flagged"]) == (pytest.approx(2 / 3), 1.0, 3)
+    assert row["roc_auc"] == pytest.approx(6 / 8)  # 0.4 and 0.9 each above three of the four normal scores
+
+
+def test_the_anomaly_preset_trains_on_normal_windows_and_flags_the_labelled_anomaly(tmp_path):
+    pytest.importorskip("aeon", reason="the embedded series ships inside the aeon wheel (make setup)")
+    settings = ["--config", "configs/bleeding_anomaly.yaml", "--set", f"runtime.root={tmp_path}",
+                "--set", "train.epochs=20"]
+    assert cli.main(["all", *settings]) == 0
+    folder = workspace.stage_dir(tmp_path, "bleeding_anomaly", "anomaly")
+    report = workspace.read_json(folder / "anomaly_report.json")
+    for name in ("keras", "int8"):
+        assert report["results"][name]["anomalous_windows"] > 0  # the test split holds the anomaly
+        assert report["results"][name]["roc_auc"] > 0.9 and report["results"][name]["recall"] > 0.5
+    assert report["tflm_arena_bytes"] > 0  # the int8 autoencoder ran on TFLite Micro
+    metadata = workspace.read_json(workspace.bundle_dir(tmp_path, "bleeding_anomaly") / "metadata.json")
+    assert metadata["threshold"] == report["threshold"] == report["results"]["int8"]["threshold"]
+    items = workspace.read_json(workspace.stage_dir(tmp_path, "bleeding_anomaly", "split") /
+                                "split_manifest.json")["items"]
+    train_end = max(item["time"] for item in items if item["split"] == "train") + 64
+    assert min(item["time"] for item in items if item["split"] == "test") >= train_end

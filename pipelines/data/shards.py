@@ -241,21 +241,24 @@ class Items:
         lookup_tensor = tf.constant(lookup)
         shape, pixels = shards.shape, shards.pixels
 
-        def position(record):
-            key = tf.io.decode_raw(tf.strings.substr(record, 0, KEY_BYTES), tf.int64)[0]
-            return tf.gather(lookup_tensor, key), record
+        def members(records):  # a block of raw records -> (positions, records) of this split's items only
+            keys = tf.reshape(tf.io.decode_raw(tf.strings.substr(records, 0, KEY_BYTES), tf.int64), [-1])
+            positions = tf.gather(lookup_tensor, keys)
+            keep = positions >= 0
+            return tf.boolean_mask(positions, keep), tf.boolean_mask(records, keep)
 
-        items = records.map(position, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
-            .filter(lambda index, _: index >= 0)
+        # Per-record work is done on blocks of 256 (one op call per block, not per record), then unbatched.
+        items = records.batch(256).map(members, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
         if seed is not None:
             items = items.shuffle(min(len(self), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
         targets = tf.constant(labels) if labels is not None else None
 
-        def decode(index, record):
-            image = tf.reshape(tf.io.decode_raw(tf.strings.substr(record, KEY_BYTES, pixels), tf.uint8), shape)
-            return image, (tf.gather(targets, index) if targets is not None else index)
+        def decode(index, records):  # a batch: one decode for all its images
+            images = tf.io.decode_raw(tf.strings.substr(records, KEY_BYTES, pixels), tf.uint8)
+            images = tf.reshape(images, (-1, *shape))
+            return images, (tf.gather(targets, index) if targets is not None else index)
 
-        batches = items.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+        batches = items.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if transform is not None:
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 

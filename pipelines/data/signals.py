@@ -135,7 +135,20 @@ def _daphnet(folder: Path) -> Recordings:
                                f"wheel, {path})", class_names=("normal", "freeze"))
 
 
-EMBEDDED = {"basic_motions": _basic_motions, "daphnet_s06r02e0": _daphnet}
+def _internal_bleeding(folder: Path) -> Recordings:
+    # UCR anomaly archive series 135 (InternalBleeding16, a patient's arterial blood pressure): its TEST file is
+    # the whole series (the TRAIN file is its first 1,200 samples again, which the leakage check catches when
+    # both are read), with one labelled anomaly of 12 samples. The file gives sample numbers, not times: rates
+    # are per sample (1 "Hz").
+    path = folder / "KDD-TSAD_135" / "135_UCR_Anomaly_InternalBleeding16_TEST.csv"
+    recordings = load_csv(path, ("value",), 1, time_column="timestamp", label_column="is_anomaly",
+                          label_per="sample", anomaly_values=("1",), sampling_rate_hz=1.0)
+    return dataclasses.replace(recordings, ids=("InternalBleeding16",), class_names=("normal", "anomaly"),
+                               origin="UCR anomaly archive 135, InternalBleeding16 (KDD-TSAD; shipped inside the "
+                                      "aeon wheel)")
+
+
+EMBEDDED = {"basic_motions": _basic_motions, "daphnet_s06r02e0": _daphnet, "internal_bleeding": _internal_bleeding}
 
 
 def load_embedded(name: str) -> Recordings:

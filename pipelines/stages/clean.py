@@ -190,7 +190,7 @@ def clean_signals(raw: signals.Recordings, config: config_module.Config, folder:
     dropped and logged (missing samples are never invented); each window keeps its recording (the group split
     keeps together) and its start (the order the temporal split keeps)."""
     data = config.data
-    found = signals.windows(raw, data.window, data.stride)
+    found = signals.windows(raw, data.window, data.stride, data.anomaly_share)
     log = [("-", "window", "changed", f"{len(raw.ids)} recordings -> {len(found.x)} windows of {data.window} "
             f"samples every {data.stride} ({data.window / raw.sampling_rate_hz:g} s at {raw.sampling_rate_hz:g} Hz)")]
     possible = sum(max(0, (len(signal) - data.window) // data.stride + 1) for signal in raw.signals)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 IMAGE_SOURCES = ("digits", "image_folder")
 TABLE_SOURCES = ("breast_cancer", "wine", "diabetes", "csv")
-SIGNAL_SOURCES = ("basic_motions", "sensor_csv")
+SIGNAL_SOURCES = ("basic_motions", "internal_bleeding", "sensor_csv")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class DataConfig:
     sampling_rate: float = option(0.0, "sensor_csv: samples per second (0: from the time column)", at_least(0))
     window: int = option(64, "signals: samples per window", at_least(4))
     stride: int = option(32, "signals: samples between the starts of consecutive windows", at_least(1))
+    anomaly_share: float = option(0.5, "anomaly detection: a window is anomalous when at least this share of its "
+                                  "samples is (at most 1)", greater_than(0))
     near_duplicates: bool = option(True, "find near-duplicate images (sides >= 16 px; smaller ones by content hash "
                                    "only) and keep each cluster in one split")
     near_duplicate_candidates: int = option(8, "nearest images by each descriptor (8x8 thumbnail, low-frequency "
@@ -120,7 +122,7 @@ class SplitConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(f"split: val_fraction + test_fraction must be < 0.9, got "
                               f"{self.val_fraction + self.test_fraction:g}")
-        if self.strategy == "temporal" and not config.data.time_column:
+        if self.strategy == "temporal" and not config.data.time_column and not config.data.is_signal:
             raise ConfigError("split.strategy: 'temporal' needs data.time_column")
         if self.group == "column" and not config.data.group_column:
             raise ConfigError("split.group: 'column' needs data.group_column")

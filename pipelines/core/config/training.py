@@ -32,8 +32,10 @@ class BackboneConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: str = option("small_cnn", "name in models.architectures(): small_cnn, resnet, mlp (tables), "
-                               "transfer (a pretrained backbone and a head), cnn1d or recurrent (signals)",
-                               one_of("small_cnn", "resnet", "mlp", "transfer", "cnn1d", "recurrent"))
+                               "transfer (a pretrained backbone and a head), cnn1d or recurrent (signals), "
+                               "autoencoder1d (signal anomaly detection: the anomaly stage)",
+                               one_of("small_cnn", "resnet", "mlp", "transfer", "cnn1d", "recurrent",
+                                      "autoencoder1d"))
     cell: str = option("lstm", "recurrent: the recurrent layer", one_of("lstm", "gru"))
     filters: tuple[int, ...] = option((32, 64), "convolution filters per block (resnet: per stage)", non_empty)
     dense_units: int = option(128, "units of each hidden dense layer", at_least(1))
@@ -60,9 +62,9 @@ class ModelConfig:
             raise ConfigError("model.cell: 'gru' becomes a WHILE loop whose int8 calibration crashes the TF 2.21 "
                               "converter (tensorflow/tensorflow#75140); use 'lstm' (one UNIDIRECTIONAL_SEQUENCE_LSTM "
                               "operator, int8 on LiteRT and TFLM) or export.variants without int8")
-        if data.is_signal != (self.architecture in ("cnn1d", "recurrent")):
+        if data.is_signal != (self.architecture in ("cnn1d", "recurrent", "autoencoder1d")):
             raise ConfigError(f"model.architecture: '{self.architecture}' does not read source '{data.source}' "
-                              "(signals need cnn1d or recurrent, which read nothing else)")
+                              "(signals need cnn1d, recurrent or autoencoder1d, which read nothing else)")
         if not data.is_table and self.architecture == "mlp":
             raise ConfigError(f"model.architecture: image source '{data.source}' needs a convolutional model, "
                               "got 'mlp'")
@@ -90,6 +92,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = option(60, "maximum number of epochs", at_least(1))
+    anomaly_percentile: float = option(99.0, "anomaly stage: the threshold is this percentile of the normal "
+                                       "validation windows' scores when validation holds no anomaly",
+                                       greater_than(0), below(100))
     steps_per_epoch: int = option(0, "batches per epoch, the training stream repeating as needed (0: one pass "
                                   "over the training split)", at_least(0))
     batch_size: int = option(32, "examples per gradient step", at_least(1))

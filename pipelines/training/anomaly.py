@@ -1,0 +1,65 @@
+"""Reconstruction-error anomaly detection on sensor windows: the autoencoder is fitted on normal windows only,
+a window's score is its mean squared reconstruction error in the normalized space, and the threshold is chosen
+on validation data (the best F1 where validation anomalies are labelled, else a percentile of the normal
+windows' scores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tf_keras as keras
+from sklearn import metrics as sk_metrics
+
+from models import sequence
+from pipelines.core import config as config_module
+from pipelines.training import fitting
+
+
+def fit(config: config_module.Config, normal_train: np.ndarray, normal_val: np.ndarray, normalizer: dict,
+        log_to_mlflow: bool = True) -> tuple[keras.Model, dict]:
+    """The autoencoder trained to reconstruct normal windows (early-stopped on normal validation windows)."""
+    keras.utils.set_random_seed(config.train.seed)
+    model, _ = sequence.build_conv_autoencoder1d(config.model, normal_train.shape[1:], normalizer)
+    model.compile(keras.optimizers.Adam(config.train.learning_rate), "mse")
+    target = lambda windows: normalized(windows, normalizer)  # noqa: E731
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
+                                               restore_best_weights=True)]
+    if log_to_mlflow:
+        callbacks.append(fitting.MlflowEpochLogger())
+    history = model.fit(normal_train, target(normal_train), validation_data=(normal_val, target(normal_val)),
+                        epochs=config.train.epochs, batch_size=config.train.batch_size, callbacks=callbacks,
+                        verbose=config.runtime.verbose)
+    return model, history.history
+
+
+def normalized(windows: np.ndarray, normalizer: dict) -> np.ndarray:
+    """Windows in the normalized space the autoencoder reconstructs (per-channel statistics fitted on train)."""
+    mean, variance = np.asarray(normalizer["mean"]), np.asarray(normalizer["variance"])
+    return ((windows - mean) / np.sqrt(variance)).astype(np.float32)
+
+
+def scores(reconstructions: np.ndarray, windows: np.ndarray, normalizer: dict) -> np.ndarray:
+    """Each window's mean squared reconstruction error: its anomaly score."""
+    return ((np.asarray(reconstructions, np.float32) - normalized(windows, normalizer)) ** 2).mean(axis=(1, 2))
+
+
+def threshold(val_scores: np.ndarray, val_labels: np.ndarray, percentile: float) -> tuple[float, str]:
+    """(threshold, how it was chosen): the best F1 on validation when it holds both kinds of windows, else the
+    `percentile` of the normal validation windows' scores."""
+    if 0 < val_labels.sum() < len(val_labels):
+        precision, recall, cuts = sk_metrics.precision_recall_curve(val_labels, val_scores)
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        return float(cuts[int(np.argmax(f1))]), "best F1 on validation"
+    normal = val_scores[val_labels == 0]
+    return float(np.percentile(normal, percentile)), f"{percentile:g}th percentile of normal validation scores"
+
+
+def report(labels: np.ndarray, window_scores: np.ndarray, cut: float) -> dict:
+    """Precision, recall, F1 at the threshold, ROC-AUC and PR-AUC (average precision), with the counts."""
+    predicted = window_scores >= cut
+    both = 0 < labels.sum() < len(labels)
+    return {"precision": float(sk_metrics.precision_score(labels, predicted, zero_division=0)),
+            "recall": float(sk_metrics.recall_score(labels, predicted, zero_division=0)),
+            "f1": float(sk_metrics.f1_score(labels, predicted, zero_division=0)),
+            "roc_auc": float(sk_metrics.roc_auc_score(labels, window_scores)) if both else float("nan"),
+            "pr_auc": float(sk_metrics.average_precision_score(labels, window_scores)) if both else float("nan"),
+            "windows": int(len(labels)), "anomalous_windows": int(labels.sum()), "flagged": int(predicted.sum())}
