@@ -134,6 +134,8 @@ def test_the_anomaly_preset_trains_on_normal_windows_and_flags_the_labelled_anom
     assert report["tflm_arena_bytes"] > 0  # the int8 autoencoder ran on TFLite Micro
     metadata = workspace.read_json(workspace.bundle_dir(tmp_path, "bleeding_anomaly") / "metadata.json")
     assert metadata["threshold"] == report["threshold"] == report["results"]["int8"]["threshold"]
+    assert cli.main(["anomaly", *settings, "--force"]) == 1  # the test split is scored once (the ledger)
+    assert cli.main(["anomaly", *settings, "--force", "--reuse-test"]) == 0  # unless asked, and then tagged
     items = workspace.read_json(workspace.stage_dir(tmp_path, "bleeding_anomaly", "split") /
                                 "split_manifest.json")["items"]
     train_end = max(item["time"] for item in items if item["split"] == "train") + 64

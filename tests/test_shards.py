@@ -48,6 +48,21 @@ def test_records_are_read_by_key_and_streamed_once_each_with_their_labels(tmp_pa
     assert (items.subset(items.keys % 2 == 0).keys % 2 == 0).all()
 
 
+def test_shards_are_read_from_any_path_tf_io_gfile_opens(tmp_path):
+    import tensorflow as tf
+
+    _shard_set(tmp_path / "shards", count=100)
+    remote = f"ram://{tmp_path.name}/shards"  # TensorFlow's in-memory file system stands in for a bucket
+    tf.io.gfile.makedirs(remote)
+    for path in (tmp_path / "shards").iterdir():
+        tf.io.gfile.copy(str(path), f"{remote}/{path.name}", overwrite=True)
+    items = shards.Items(shards.open_shards(remote), np.arange(0, 100, 2))
+    assert (items[[4, 1]][:, 0, 0, 0] == [8, 2]).all()
+    streamed = sorted(int(image[0, 0, 0]) for images, _ in items.dataset(8, np.zeros(50, np.int64), seed=1)
+                      for image in images)
+    assert streamed == list(range(0, 100, 2))
+
+
 def test_parallel_augmentation_gives_the_same_stream_for_the_same_seed(tmp_path):
     _shard_set(tmp_path / "shards", count=200, side=16)
     items = shards.Items(shards.open_shards(tmp_path / "shards"), np.arange(200))

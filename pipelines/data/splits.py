@@ -22,6 +22,7 @@ from sklearn.model_selection import (
     StratifiedKFold,
     train_test_split,
 )
+from tqdm import tqdm
 
 import deploy.edge.predict as edge
 from pipelines.core import config as config_module
@@ -164,8 +165,10 @@ def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per
     rows = max(1, CHUNK_BYTES // max(1, 8 * int(np.prod(x_train.shape[1:]))))
     parts = (images for _, images in x_train.chunks(rows)) if isinstance(x_train, shards.Items) else (
         x_train[start:start + rows] for start in range(0, len(x_train), rows))
+    progress = tqdm(total=len(x_train), desc="normalizer", unit="img", disable=len(x_train) < 2000)
     count, mean, squares, low, high = 0, 0.0, 0.0, None, None
     for part in parts:
+        progress.update(len(part))
         chunk = part.astype(np.float64)
         size = chunk.size // (np.size(chunk.mean(axis=axis)) if axis is not None else 1)
         chunk_mean = chunk.mean(axis=axis)
@@ -174,6 +177,7 @@ def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per
         mean, count = mean + delta * size / total, total
         low = chunk.min(axis=axis) if low is None else np.minimum(low, chunk.min(axis=axis))
         high = chunk.max(axis=axis) if high is None else np.maximum(high, chunk.max(axis=axis))
+    progress.close()
     if settings.method == "zscore":
         variance = squares / max(count, 1)
     else:

@@ -61,7 +61,8 @@ STAGES = (
     Stage("denoise", "denoising autoencoder on the training images: PSNR gain, examples, 2-D latent plot", False),
     Stage("segment", "U-Net vs an encoder-decoder without skips on digits-on-canvas masks; int8 on LiteRT", False),
     Stage("anomaly", "signal anomaly detection: autoencoder on normal windows, threshold on val, int8 on LiteRT "
-          "and TFLM, the test split once (make pipeline runs it for model.architecture autoencoder1d)", False),
+          "and TFLM, the test split once (make pipeline runs it for model.architecture autoencoder1d)", False,
+          options=(REUSE_TEST,)),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}
 

@@ -12,6 +12,7 @@ autoencoder1d`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -21,7 +22,7 @@ import numpy as np
 import deploy.edge.predict as edge
 from deploy import micro, tflite
 from pipelines.core import config as config_module
-from pipelines.core import figures, stage, tracking, workspace
+from pipelines.core import figures, ledger, stage, tracking, workspace
 from pipelines.core.errors import StageError
 from pipelines.data import splits
 from pipelines.training import anomaly
@@ -40,9 +41,13 @@ def _histogram(window_scores: np.ndarray, labels: np.ndarray, cut: float, path: 
     figures.save(figure, path)
 
 
-def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
-    """Trains the autoencoder, sets the threshold on val, exports int8, evaluates the test split once."""
+def run(config: config_module.Config, force: bool = False, reuse_test: bool = False) -> stage.StageResult:
+    """Trains the autoencoder, sets the threshold on val, exports int8, evaluates the test split once (the
+    test ledger refuses a second use unless `reuse_test`)."""
     split_folder, _ = stage.upstream(config, "split", "anomaly")
+    manifest_sha = workspace.sha256_file(split_folder / splits.MANIFEST)
+    fixed = {"metrics": ["precision", "recall", "f1", "roc_auc", "pr_auc"], "threshold": "validation",
+             "percentile": config.train.anomaly_percentile}
     dataset = workspace.read_json(split_folder / "dataset.json")
     if dataset["task"] != "anomaly":
         raise StageError(f"the anomaly stage needs an anomaly-detection source; '{config.data.source}' is "
@@ -84,6 +89,11 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                 "normalization": data.normalizer, "input": {"shape": [1, *x["train"].shape[1:]]},
                 "preprocessing": {"kind": "signal", **{key: dataset[key] for key in
                                                        ("channels", "sampling_rate_hz", "window", "stride")}}})
+        uses = ledger.previous_uses(config, manifest_sha)
+        ledger.record(config, manifest_sha, {"run_id": mlflow.active_run().info.run_id, "stage": "anomaly",
+                                             "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "procedure": fixed,
+                                             "reused": bool(uses)})
+        mlflow.set_tags({"test_reused": str(bool(uses)).lower(), "test_uses": str(len(uses) + 1)})
         mlflow.log_artifacts(str(folder), "anomaly")
         metrics = {"anomaly/threshold": cut, "anomaly/epochs": len(history["loss"]),
                    "anomaly/int8_size_bytes": len(flatbuffer), **{f"anomaly/{key}": value for key, value in
@@ -94,5 +104,6 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         tracking.log_metrics(metrics)
         return metrics
 
-    inputs = {"split": stage.manifest_digest(split_folder)}
-    return stage.execute(config, "anomaly", ("model", "train", "export"), inputs, body, force)
+    inputs = {"split": manifest_sha}
+    return stage.execute(config, "anomaly", ("model", "train", "export"), inputs, body, force,
+                         guard=lambda: ledger.check_ledger(config, manifest_sha, reuse_test, fixed))

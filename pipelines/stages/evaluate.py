@@ -19,23 +19,11 @@ from sklearn import metrics as sk_metrics
 
 import deploy.edge.predict as edge
 from pipelines.core import config as config_module
-from pipelines.core import figures, stage, tracking, workspace
+from pipelines.core import figures, ledger, stage, tracking, workspace
 from pipelines.core.errors import ConfigError, DataError, StageError
+from pipelines.core.ledger import TestSetUsed, check_ledger, previous_uses  # noqa: F401 (TestSetUsed: what evaluate raises)
 from pipelines.data import splits
 from pipelines.training import metrics
-
-
-class TestSetUsed(StageError):
-    """The test split was already evaluated and reuse was not asked for, or the procedure changed."""
-
-
-def ledger_path(config: config_module.Config) -> Path:
-    return workspace.stage_dir(config.root, config.experiment, "split").parent / "test_ledger.json"
-
-
-def previous_uses(config: config_module.Config, manifest_sha: str) -> list[dict]:
-    path = ledger_path(config)
-    return workspace.read_json(path).get(manifest_sha, []) if path.is_file() else []
 
 
 def procedure(config: config_module.Config, task: str) -> dict:
@@ -47,19 +35,6 @@ def procedure(config: config_module.Config, task: str) -> dict:
         raise ConfigError(f"evaluate.metrics: {unknown} are not {task} metrics (choose from {list(default)})")
     return {"metrics": list(chosen), "bootstrap_resamples": settings.bootstrap_resamples,
             "confidence": settings.confidence, "seed": settings.seed}
-
-
-def check_ledger(config: config_module.Config, manifest_sha: str, reuse_test: bool, fixed: dict) -> None:
-    uses = previous_uses(config, manifest_sha)
-    if uses and not reuse_test:
-        first = uses[0]
-        raise TestSetUsed(
-            f"the test split (manifest sha256 {manifest_sha[:12]}) was first evaluated on {first['time']} by "
-            f"MLflow run {first['run_id']} ({len(uses)} use(s) so far); the test set is used once. "
-            "Pass --reuse-test to evaluate again, tagged test_reused=true.")
-    if uses and uses[0].get("procedure") != fixed:
-        raise TestSetUsed(f"the evaluation procedure changed since the first use of this test split: "
-                          f"{uses[0].get('procedure')} then, {fixed} now; the procedure stays fixed")
 
 
 def verify_test_items(split_folder: Path, hashes: list[str], y: np.ndarray, ids: np.ndarray) -> None:
@@ -189,9 +164,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
             "results": results, "intervals": intervals})
         workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, len(uses) + 1))
         mlflow.log_artifacts(str(folder), "evaluation")
-        ledger = workspace.read_json(ledger_path(config)) if ledger_path(config).is_file() else {}
-        ledger.setdefault(manifest_sha, []).append(record)
-        workspace.write_json(ledger_path(config), ledger)
+        ledger.record(config, manifest_sha, record)
         flat = {"test/uses": len(uses) + 1, **_flat_metrics(results, intervals)}
         tracking.log_metrics(flat)
         return flat
