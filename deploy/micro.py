@@ -149,6 +149,7 @@ def tflm_run(flatbuffer: bytes, inputs: np.ndarray, activations: int | None = No
             interpreter = runtime.Interpreter.from_bytes(flatbuffer, arena_size=arena)
             outputs = []
             for item in inputs:
+                interpreter.reset()  # variable tensors (a recurrent layer's state) start from zero per window
                 interpreter.set_input(item[None].astype(interpreter.get_input_details(0)["dtype"]), 0)
                 interpreter.invoke()
                 outputs.append(interpreter.get_output(0)[0].copy())

@@ -16,6 +16,14 @@ from models import sequence
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 
 
+def convertible(model):
+    """The model the converter can take: a batch-1 copy when it holds a recurrent layer (an open batch
+    dimension stops the converter at TensorListReserve), else the model itself."""
+    if any(isinstance(layer, keras.layers.RNN) for layer in model.layers):
+        return sequence.fixed_batch(model)
+    return model
+
+
 def convert(model, variant: str, representative: np.ndarray | None = None) -> bytes:
     """Converts a Keras model to a TF-Lite flatbuffer.
 
@@ -26,9 +34,7 @@ def convert(model, variant: str, representative: np.ndarray | None = None) -> by
     """
     if variant not in VARIANTS:
         raise ValueError(f"export variant must be one of {VARIANTS}, got {variant!r}")
-    if any(isinstance(layer, keras.layers.RNN) for layer in model.layers):
-        model = sequence.fixed_batch(model)  # an open batch dimension stops the converter at TensorListReserve
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(convertible(model))
     if variant in ("dynamic_range", "float16"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if variant == "float16":

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from deploy import tflite
+
 
 def _converter(model, representative: np.ndarray):
     samples = representative.astype(np.float32)
@@ -18,7 +20,7 @@ def _converter(model, representative: np.ndarray):
         for index in range(len(samples)):
             yield [samples[index : index + 1]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(tflite.convertible(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = dataset
     return converter, dataset

@@ -102,3 +102,25 @@ def test_an_lstm_with_a_fixed_batch_converts_to_one_fused_int8_operator(data):
     flatbuffer = tflite.convert(sequence.fixed_batch(model), "int8", data.x[:64])
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in micro.ops(flatbuffer) and "WHILE" not in micro.ops(flatbuffer)
     assert _agreement(model, flatbuffer, data.x_val) >= 0.9
+
+
+def test_a_converted_lstm_scores_every_window_on_its_own_on_litert_and_tflm(data, tmp_path):
+    """The fused LSTM keeps its state in variable tensors; each window must start from zero, as in Keras."""
+    model = sequence.build_recurrent(SETTINGS, (LENGTH, 6), 4, data.normalizer, cell="lstm", units=32)
+    _fit(model, data.x, data.y, epochs=2)
+    model.save(tmp_path / "lstm.keras")  # converted as export converts the registered champion: loaded back
+    model = keras.models.load_model(tmp_path / "lstm.keras")
+    windows = data.x_val[:24]
+    expected = model.predict(windows, verbose=0)
+    lite = LiteRTModel(tflite.convert(model, "float32"))  # convert takes the batch-1 copy itself
+    assert np.abs(lite.predict(windows) - expected).max() < 1e-4  # window 24 as window 1: no carried state
+    again = lite.predict(windows[::-1])[::-1]
+    assert np.abs(again - expected).max() < 1e-4  # the order does not matter
+    int8 = tflite.convert(model, "int8", data.x[:64])
+    quantized = LiteRTModel(int8)
+    tensors = np.stack([quantized.quantize(window)[0] for window in windows])
+    on_device, arena = micro.tflm_run(int8, tensors)
+    reference = np.stack([quantized.run(tensor[None])[0] for tensor in tensors])
+    steps = np.abs(on_device.astype(int) - reference.astype(int))  # TFLM's LSTM kernel rounds on its own
+    assert arena > 0 and steps.max() <= 3 and (steps == 0).mean() > 0.8
+    assert (on_device.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 0.9

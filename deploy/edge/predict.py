@@ -40,7 +40,9 @@ class LiteRTModel:
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """The interpreter alone: an input tensor from `quantize` -> the raw output tensor (what batch-1
-        latency measures)."""
+        latency measures). Variable tensors (a recurrent layer's state) are reset first: every input is a
+        window of its own, as in Keras."""
+        self.interpreter.reset_all_variables()
         self.interpreter.set_tensor(self.input["index"], tensor)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"])
