@@ -96,6 +96,7 @@ def test_the_cnn_converts_to_int8_and_agrees_with_keras_on_litert(data):
     assert _agreement(model, flatbuffer, data.x_val) >= 0.9
 
 
+@pytest.mark.slow
 def test_an_lstm_with_a_fixed_batch_converts_to_one_fused_int8_operator(data):
     model = sequence.build_recurrent(SETTINGS, (LENGTH, 6), 4, data.normalizer, cell="lstm", units=8)
     _fit(model, data.x, data.y, epochs=4)
@@ -104,6 +105,7 @@ def test_an_lstm_with_a_fixed_batch_converts_to_one_fused_int8_operator(data):
     assert _agreement(model, flatbuffer, data.x_val) >= 0.9
 
 
+@pytest.mark.slow
 def test_a_converted_lstm_scores_every_window_on_its_own_on_litert_and_tflm(data, tmp_path):
     """The fused LSTM keeps its state in variable tensors; each window must start from zero, as in Keras."""
     model = sequence.build_recurrent(SETTINGS, (LENGTH, 6), 4, data.normalizer, cell="lstm", units=32)

@@ -100,6 +100,7 @@ def _photos(folder, count: int, side: int = 96):
         Image.fromarray(pixels).save(folder / ("a", "b")[index % 2] / f"{index:04d}.png")
 
 
+@pytest.mark.slow
 def test_a_killed_clean_leaves_the_previous_shards_whole_and_no_debris_after_a_rerun(tmp_path):
     _photos(tmp_path / "photos", 16)
     settings = [f"runtime.root={tmp_path}", "data.source=image_folder", "data.path=photos", "data.image_size=64",

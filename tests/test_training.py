@@ -231,7 +231,8 @@ def test_two_workers_train_one_model_under_multi_worker_and_only_the_chief_write
     from tests.conftest import free_port
 
     # six shard files: each worker reads its own (auto-sharding by file)
-    settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=6", "train.patience=6", "data.shard_records=300"]
+    settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=6", "train.patience=6", "data.shard_records=300",
+                "data.in_memory_mb=0"]  # streamed, not read into memory
     config = tiny_config(tmp_path, "train.epochs=6", "train.patience=6", "data.shard_records=300")
     clean.run(config)
     split.run(config)

@@ -245,12 +245,16 @@ def predict(predictors: dict, x, each=None) -> dict[str, np.ndarray]:
     return outputs
 
 
-def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val")) -> SplitData:
+def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val"), in_memory_mb: float = 0) -> SplitData:
     """Training-side splits only by default: nothing before evaluate reads the test split. Images stay in
-    their shards (read as they stream), so a split larger than memory loads."""
+    their shards (read as they stream), so a split larger than memory loads; a split of at most `in_memory_mb`
+    is read into memory once (`data.in_memory_mb`: on small data an epoch is shorter than the streaming
+    pipeline's start)."""
     x, y = {}, {}
     for number, name in enumerate(splits):
         x[name] = split_items(folder, name, verify=number == 0)  # the shards are checked once
+        if isinstance(x[name], shards.Items) and np.prod(x[name].shape) <= in_memory_mb * (1 << 20):
+            x[name] = np.asarray(x[name])
         y[name], = workspace.load_arrays(folder, name, "y")
     return SplitData(x, y, workspace.read_json(folder / "dataset.json"),
                      workspace.read_json(folder / "normalizer.json"))

@@ -274,7 +274,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         model = tracking.load_champion(config, version)
-        data = splits.load_split(split_folder)
+        data = splits.load_split(split_folder, in_memory_mb=config.data.in_memory_mb)
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
         reference = keras_score(data, keras_outputs)
         representative = data.x["train"][: config.export.representative_samples]

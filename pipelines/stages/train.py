@@ -46,7 +46,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     backup = stage.backup_dir(config, "train", stage.fingerprint(config, "train", recipes.SECTIONS, inputs))
 
     def body(folder: Path) -> dict:
-        data = splits.load_split(split_folder)
+        data = splits.load_split(split_folder, in_memory_mb=config.data.in_memory_mb)
         mlflow.set_tag("augmentation", augment.describe(config.augment))
         model, history, scores = recipes.fit_model(config, data, inputs["split"], folder, backup)
         fitting.plot_learning_curves(history, folder / "learning_curves.png")

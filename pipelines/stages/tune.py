@@ -230,7 +230,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     job = Search(config)
 
     def body(folder: Path) -> dict:
-        data = splits.load_split(job.split_folder)
+        data = splits.load_split(job.split_folder, in_memory_mb=config.data.in_memory_mb)
         key, higher = job.objective.key, job.objective.higher
         baseline = {name: job.train_manifest["metrics"][name] for name in (key, "val/loss")}
         trials = search_trials(job, fresh=force)
