@@ -226,25 +226,8 @@ def gather_rows(source: Any, index: Any) -> Any:
     return rows
 
 
-def save_rows(folder: Path, prefix: str, name: str, source: Any, index: Any, chunk_bytes: int = 64 << 20) -> None:
-    """Saves `source[index]` as `<prefix>_<name>.npy`, gathering `chunk_bytes` at a time into the file (the
-    same bytes as `np.save(source[index])`, without holding that copy in memory; `source` may be a memmap)."""
-    import numpy as np
-
-    index = np.asarray(index)
-    rows = max(1, chunk_bytes // max(1, source.itemsize * int(np.prod(source.shape[1:]))))
-    with atomic_path(Path(folder) / f"{prefix}_{name}.npy") as temporary:
-        target = np.lib.format.open_memmap(temporary, mode="w+", dtype=source.dtype,
-                                           shape=(len(index), *source.shape[1:]))
-        for start in range(0, len(index), rows):
-            target[start:start + rows] = gather_rows(source, index[start:start + rows])
-        target.flush()
-        del target
-
-
-def load_arrays(folder: Path, prefix: str, *names: str, mmap: bool = False) -> tuple:
-    """Loads `<prefix>_<name>.npy` arrays; `mmap` maps them copy-on-write instead of reading them into memory
-    (pages are read when used; writes stay private to the process)."""
+def load_arrays(folder: Path, prefix: str, *names: str) -> tuple:
+    """Loads `<prefix>_<name>.npy` arrays (labels, ids, keys, windows, table rows: images live in shards)."""
     import numpy as np
 
     arrays = []
@@ -252,5 +235,5 @@ def load_arrays(folder: Path, prefix: str, *names: str, mmap: bool = False) -> t
         path = Path(folder) / f"{prefix}_{name}.npy"
         if not path.is_file():
             raise StageError(f"{path}: missing; rerun the stage that writes it with --force")
-        arrays.append(np.load(path, allow_pickle=False, mmap_mode="c" if mmap else None))
+        arrays.append(np.load(path, allow_pickle=False))
     return tuple(arrays)

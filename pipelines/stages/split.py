@@ -123,11 +123,14 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         if not is_table:  # clean's shards, from here; a relative path, so the project can move
             dataset["shards"] = os.path.relpath(clean_folder / "shards", folder)
             workspace.write_json(folder / "dataset.json", dataset)
-        statistics = (splits.normalizer(splits.split_items(folder, "train"), config.normalize, per_feature=False)
-                      if not is_table else splits.normalizer(x[parts["train"]], dataclasses.replace(
-                          config.normalize, scope="per_channel"), per_feature=False) if is_signal else
-                      {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
-                       "mean": [0.0], "variance": [1.0]})
+        if is_signal:  # one statistic per sensor channel, whatever normalize.scope says
+            per_channel = dataclasses.replace(config.normalize, scope="per_channel")
+            statistics = splits.normalizer(x[parts["train"]], per_channel, per_feature=False)
+        elif is_table:  # scaled inside the fitted preprocessing
+            statistics = {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
+                          "mean": [0.0], "variance": [1.0]}
+        else:  # one chunked pass over the training records in the shards
+            statistics = splits.normalizer(splits.split_items(folder, "train"), config.normalize, per_feature=False)
         workspace.write_json(folder / "normalizer.json", statistics)
         dataset["input_shape"] = list(x.shape[1:]) if is_table else list(image_shape(clean_folder))
         workspace.write_json(folder / "dataset.json", dataset)
