@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from pipelines import __main__ as cli
+from pipelines.core import stage as stage_module
 from pipelines.core import tracking, workspace
 from pipelines.data import splits
 from pipelines.stages import evaluate, pipeline, split
@@ -170,6 +171,29 @@ def test_edge_predictor_matches_the_pipeline_and_needs_no_tensorflow(ran, tmp_pa
     assert labels == [str(label) for label in expected]
 
 
+def test_an_identical_upstream_rerun_or_a_memory_knob_changes_nothing_downstream(ran):
+    root, config = ran
+    _, before = _runs(config)
+    champion = tracking.champion_version(config)
+    folders = {name: workspace.stage_dir(root, config.experiment, name) for name in STAGE_NAMES}
+    manifests = {name: workspace.read_manifest(folder) for name, folder in folders.items()}
+    assert _cli(root, "clean", "--force") == 0
+    rerun = workspace.read_manifest(folders["clean"])
+    assert rerun["run_id"] != manifests["clean"]["run_id"]  # a new run, byte-identical outputs
+    assert rerun["outputs"] == manifests["clean"]["outputs"]
+    assert _cli(root, "all") == 0
+    assert _cli(root, "all", "--set", "runtime.in_memory_mb=0") == 0  # speed and memory only
+    _, after = _runs(config)
+    new = [run.data.tags.get("stage") for run in after if run.info.run_id not in {old.info.run_id for old in before}]
+    assert sorted(new) == ["clean", "pipeline", "pipeline"]  # the forced clean, then two parents that skipped
+    assert tracking.champion_version(config) == champion
+    for name in STAGE_NAMES:
+        if name != "clean":
+            assert workspace.read_manifest(folders[name])["run_id"] == manifests[name]["run_id"], name
+    evaluations = [run for run in after if run.data.tags.get("stage") == "evaluate"]
+    assert len(evaluations) == 1
+
+
 def test_second_run_skips_and_test_split_is_used_once(ran):
     root, config = ran
     _, before = _runs(config)
@@ -184,8 +208,10 @@ def test_second_run_skips_and_test_split_is_used_once(ran):
     manifests = {stage: workspace.read_manifest(workspace.stage_dir(root, config.experiment, stage))
                  for stage in STAGE_NAMES}
     assert manifests["train"]["config"]["train"]["epochs"] == 2
-    assert manifests["tune"]["inputs"]["train"] == workspace.sha256_file(
-        workspace.stage_dir(root, config.experiment, "train") / workspace.MANIFEST)
+    # the search keys on the split and the search's own config, never on train's outputs
+    assert set(manifests["tune"]["inputs"]) == {"split"}
+    assert manifests["tune"]["inputs"]["split"] == stage_module.identity(workspace.stage_dir(root, config.experiment,
+                                                                                      "split"))
     first = [run for run in after if run.data.tags.get("stage") == "evaluate"][0].info.run_id
     with pytest.raises(evaluate.TestSetUsed, match=f"first evaluated on .* by MLflow run {first} \\(1 use"):
         evaluate.run(tiny_config(root, "train.epochs=2"), force=True)

@@ -256,3 +256,23 @@ def test_the_study_outlives_a_change_of_workers_or_storage_but_not_of_the_search
 
     assert fingerprint() == fingerprint("search.n_jobs=3", "search.storage=postgresql://u@db/x")
     assert fingerprint() != fingerprint("search.seed=1") and fingerprint() != fingerprint("search.epochs=5")
+
+
+def test_cv_search_where_train_streams_and_val_is_in_memory(tmp_path):
+    from pipelines.data import shards, splits
+
+    config = _search_config(tmp_path, folds=2, n_trials=1, objective="cv", epochs=1)
+    for stage in (clean, split):
+        stage.run(config)
+    folder = workspace.stage_dir(tmp_path, config.experiment, "split")
+    sizes = {name: np.prod(splits.split_items(folder, name).shape) / (1 << 20) for name in ("train", "val")}
+    between = (sizes["train"] + sizes["val"]) / 2  # train is larger than this, val smaller
+    config = config_module.replace_path(config, "runtime.in_memory_mb", between)
+    data = splits.load_split(folder, in_memory_mb=between)
+    assert isinstance(data.x["train"], shards.Items) and isinstance(data.x["val"], np.ndarray)
+    views = splits.fold_views(folder, data)
+    assert sum(len(view.x["val"]) for view in views) == len(data.y["train"]) + len(data.y["val"])
+    train.run(config)
+    trials = tune.search_trials(tune.Search(config))
+    assert len(trials) == 1 and trials[0]["state"] == "complete" and len(trials[0]["fold_scores"]) == 2
+    assert all(0.0 <= score <= 1.0 for score in trials[0]["fold_scores"])

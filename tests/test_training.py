@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from models import autoencoder, backbones, resnet
 from pipelines.core import config as config_module
-from pipelines.core import stage, tracking, workspace
+from pipelines.core import tracking, workspace
 from pipelines.data import augment, splits
 from pipelines.stages import clean, split
 from pipelines.training import fitting
@@ -118,7 +118,7 @@ def test_feature_cache_is_built_once_and_the_assembled_model_matches_the_head(tm
                  "augment.transforms=[{name: HorizontalFlip}]")
     config, data = _split_data(tmp_path, *overrides)
     pretrain.run(config)
-    digest = stage.manifest_digest(workspace.stage_dir(tmp_path, config.experiment, "split"))
+    digest = splits.identity(workspace.stage_dir(tmp_path, config.experiment, "split"))
     model, _, scores = transfer.train(config, data, tmp_path, None, digest)
     output = capsys.readouterr().out
     assert "augmentation is impossible on cached features" in output and "cached backbone features" in output
@@ -232,7 +232,7 @@ def test_two_workers_train_one_model_under_multi_worker_and_only_the_chief_write
 
     # six shard files: each worker reads its own (auto-sharding by file)
     settings = [*TINY, f"runtime.root={tmp_path}", "train.epochs=6", "train.patience=6", "data.shard_records=300",
-                "data.in_memory_mb=0"]  # streamed, not read into memory
+                "runtime.in_memory_mb=0"]  # streamed, not read into memory
     config = tiny_config(tmp_path, "train.epochs=6", "train.patience=6", "data.shard_records=300")
     clean.run(config)
     split.run(config)

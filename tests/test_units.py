@@ -8,8 +8,8 @@ from PIL import Image
 from sklearn import metrics as sk_metrics
 
 from pipelines.core import config as config_module
-from pipelines.data import sources
-from pipelines.stages import clean, export, tune
+from pipelines.data import duplicates, sources
+from pipelines.stages import export, tune
 from pipelines.training import metrics
 
 
@@ -65,10 +65,10 @@ def test_drop_rules_log_duplicates_and_conflicts():
     hashes = ["a", "a", "b", "b", "c"]
     labels = np.array([0, 0, 1, 2, 1])
     ids, names = ("row-2", "row-3", "row-4", "row-5", "row-6"), ("cat", "dog", "owl")
-    drops = clean.find_drops(hashes, labels, config_module.CleanConfig(), ids, names)
+    drops = duplicates.find_drops(hashes, labels, config_module.CleanConfig(), ids, names)
     assert drops[1] == ("drop_exact_duplicates", "identical to row-2") and 0 not in drops
     assert drops[2] == drops[3] == ("drop_label_conflicts", "same content carries labels dog, owl: row-4, row-5")
-    kept = clean.find_drops(hashes, labels, config_module.CleanConfig(drop_label_conflicts=False), ids, names)
+    kept = duplicates.find_drops(hashes, labels, config_module.CleanConfig(drop_label_conflicts=False), ids, names)
     assert set(kept) == {1, 3}
 
 

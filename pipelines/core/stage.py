@@ -39,14 +39,29 @@ def upstream(config: config_module.Config, stage: str, needed_by: str) -> tuple[
     return folder, manifest
 
 
-def manifest_digest(folder: Path) -> str:
-    return workspace.sha256_file(Path(folder) / workspace.MANIFEST)
+def identity(folder: Path) -> str:
+    """A finished stage's content identity: the hash of its output files' hashes. Never its manifest, which
+    holds a run id and a fingerprint, so an identical rerun upstream (`clean --force` writing the same bytes)
+    leaves every downstream stage's inputs, and so its fingerprint, unchanged.
+
+    Raises:
+        StageError: the folder holds no complete outputs.
+    """
+    manifest = workspace.read_manifest(folder)
+    if manifest is None:
+        raise StageError(f"{folder}: no manifest; run the stage that writes it first")
+    return workspace.fingerprint(manifest["outputs"])
 
 
 Body = Callable[[Path], dict]
 
 
 def resolved_sections(config: config_module.Config, sections: tuple[str, ...]) -> dict:
+    """The config fields a stage declares it reads, resolved. `runtime` (speed, memory, where things live) is
+    never part of a stage's identity, except `runtime.strategy`, which changes the arithmetic of training."""
+    leaked = [path for path in sections if path.split(".")[0] == "runtime" and path != "runtime.strategy"]
+    if leaked:
+        raise ValueError(f"runtime fields change speed or memory, never a result: {leaked} in a fingerprint")
     return {path: config_module.to_dict(config_module.get_path(config, path)) for path in sections}
 
 

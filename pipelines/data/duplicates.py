@@ -419,3 +419,20 @@ def image_groups(images: list[Image.Image | None], settings) -> dict:
     grey, usable = views(images)
     hashes = [sources.pixel_hash(image) if image is not None else None for image in images]
     return image_groups_from(hashes, grey, usable, _sides(images), images.__getitem__, settings)
+
+
+def find_drops(hashes: list, labels: np.ndarray, rules, ids, class_names=()) -> dict[int, tuple]:
+    """index -> (rule, detail) for every exact duplicate or label conflict the cleaning rules
+    (`config.CleanConfig`) drop; details name items by id and labels by class name."""
+    name = (lambda label: class_names[label]) if len(class_names) else (lambda label: label)
+    drops = {}
+    for group in exact_groups(hashes):
+        found = sorted({name(label) for label in labels[group].tolist()}, key=str)
+        if len(found) > 1 and rules.drop_label_conflicts:
+            for index in group:
+                drops[index] = ("drop_label_conflicts", f"same content carries labels {', '.join(map(str, found))}: "
+                                + ", ".join(ids[other] for other in group))
+        elif rules.drop_exact_duplicates:
+            for index in group[1:]:
+                drops[index] = ("drop_exact_duplicates", f"identical to {ids[group[0]]}")
+    return drops

@@ -38,6 +38,32 @@ class LeakageError(DataError):
     """Content, a near-duplicate cluster, a group or time order spans two splits."""
 
 
+@dataclasses.dataclass
+class Assignment:
+    """What a kind's `split` decided and wrote: the indices of each split and what the manifest records per
+    item. `grouping` holds one group id per item (items of a group stay in one split); `stratify` the labels the
+    assignment kept balanced (None when not stratified), which the cross-validation folds keep too."""
+
+    parts: dict[str, np.ndarray]
+    ids: np.ndarray
+    labels: np.ndarray
+    hashes: list[str]  # content and label of each stored item: what evaluate checks
+    grouping: np.ndarray
+    stratify: np.ndarray | None = None
+    content: list[str] | None = None  # content alone, when it differs from what `hashes` cover (tables)
+    cluster: np.ndarray | None = None  # near-duplicate clusters (images)
+    groups: np.ndarray | None = None  # a declared group column, or recordings (signals)
+    times: np.ndarray | None = None
+    streams: np.ndarray | None = None  # one timeline per stream (signals cut in time)
+
+
+
+def identity(folder: Path) -> str:
+    """The split's one identity: the content hash of its manifest (every item's id, label, hash and split). The
+    champion's split tag, the search study's name and the test ledger all key on it."""
+    return workspace.sha256_file(Path(folder) / MANIFEST)
+
+
 def content_hash(item: np.ndarray) -> str:
     """Hash of one stored item's content alone (canonical uint8 image or encoded feature row): what groups
     identical items."""
@@ -123,6 +149,31 @@ def fold_numbers(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rul
                                                       groups[pool] if grouped else None)):
         assigned.update({int(pool[index]): number for index in held})
     return assigned
+
+
+def manifest(assignment: Assignment, fold_of: dict) -> dict:
+    """The split manifest: counts per split, and per item (sorted by id) its id, label, hash and split, with its
+    content hash, cluster, group, time, stream and fold where the kind records them."""
+    a = assignment
+    items = []
+    for name in SPLITS:
+        for index in a.parts[name]:
+            item = {"id": str(a.ids[index]), "label": a.labels[index].item(), "sha256": a.hashes[index], "split": name}
+            if a.content is not None:
+                item["content"] = a.content[index]
+            if a.cluster is not None:
+                item["cluster"] = int(a.cluster[index])
+            if a.groups is not None:
+                item["group"] = str(a.groups[index])
+            if a.times is not None:
+                item["time"] = a.times[index].item() if hasattr(a.times[index], "item") else str(a.times[index])
+            if a.streams is not None:
+                item["stream"] = str(a.streams[index])
+            if int(index) in fold_of:
+                item["fold"] = fold_of[int(index)]
+            items.append(item)
+    items.sort(key=lambda item: item["id"])
+    return {"counts": {name: int(len(a.parts[name])) for name in SPLITS}, "items": items}
 
 
 def check_leakage(items: list[dict], temporal: bool = False) -> None:
@@ -212,7 +263,7 @@ def split_items(folder: Path, name: str, verify: bool = True):
     checksums), tables as an array."""
     folder = Path(folder)
     dataset = workspace.read_json(folder / "dataset.json")
-    if dataset["kind"] != "images":
+    if "shards" not in dataset:  # the split stored its inputs as arrays
         return workspace.load_arrays(folder, name, "x")[0]
     location = dataset["shards"]
     location = location if "://" in location else os.path.normpath(folder / location)
@@ -248,7 +299,7 @@ def predict(predictors: dict, x, each=None) -> dict[str, np.ndarray]:
 def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val"), in_memory_mb: float = 0) -> SplitData:
     """Training-side splits only by default: nothing before evaluate reads the test split. Images stay in
     their shards (read as they stream), so a split larger than memory loads; a split of at most `in_memory_mb`
-    is read into memory once (`data.in_memory_mb`: on small data an epoch is shorter than the streaming
+    is read into memory once (`runtime.in_memory_mb`: on small data an epoch is shorter than the streaming
     pipeline's start)."""
     x, y = {}, {}
     for number, name in enumerate(splits):
@@ -268,10 +319,15 @@ def fold_views(split_folder: Path, data: SplitData) -> list[SplitData]:
         raise StageError(f"{split_folder / MANIFEST}: no fold numbers; rerun split with split.folds >= 2")
     ids = np.concatenate([workspace.load_arrays(split_folder, name, "ids")[0] for name in ("train", "val")])
     first, second = data.x["train"], data.x["val"]
-    joined = isinstance(first, shards.Items)
-    x = shards.Items(first.shards, np.concatenate([first.keys, second.keys])) if joined else np.concatenate(
-        [first, second])
-    pick = (lambda mask: x.subset(mask)) if joined else (lambda mask: x[mask])  # noqa: E731
+    if isinstance(first, shards.Items) or isinstance(second, shards.Items):
+        # One side streams and the other may have been read into memory (it was under runtime.in_memory_mb):
+        # the folds are views of both splits' records in the shards.
+        first, second = (split_items(split_folder, name, verify=False) for name in ("train", "val"))
+        x = shards.Items(first.shards, np.concatenate([first.keys, second.keys]))
+        pick = x.subset
+    else:
+        x = np.concatenate([first, second])
+        pick = x.__getitem__
     y = np.concatenate([data.y["train"], data.y["val"]])
     number = np.array([fold_of[str(item)] for item in ids])
     return [dataclasses.replace(data, x={"train": pick(number != k), "val": pick(number == k)},

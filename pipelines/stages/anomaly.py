@@ -45,7 +45,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
     """Trains the autoencoder, sets the threshold on val, exports int8, evaluates the test split once (the
     test ledger refuses a second use unless `reuse_test`)."""
     split_folder, _ = stage.upstream(config, "split", "anomaly")
-    manifest_sha = workspace.sha256_file(split_folder / splits.MANIFEST)
+    manifest_sha = splits.identity(split_folder)
     fixed = {"metrics": ["precision", "recall", "f1", "roc_auc", "pr_auc"], "threshold": "validation",
              "percentile": config.train.anomaly_percentile}
     dataset = workspace.read_json(split_folder / "dataset.json")

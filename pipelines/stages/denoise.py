@@ -48,7 +48,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Trains the denoising autoencoder and the latent variant on the training split's images."""
     split_folder, _ = stage.upstream(config, "split", "denoise")
     settings = config.denoise
-    inputs = {"split": stage.manifest_digest(split_folder)}
+    inputs = {"split": stage.identity(split_folder)}
 
     def body(folder: Path) -> dict:
         # The autoencoder trains in memory (digits-sized data): the splits are read whole from the shards.

@@ -127,7 +127,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
     bundle = workspace.bundle_dir(config.root, config.experiment) / "model.tflite"
     # The Keras model scored beside the TF-Lite variant is the version that export converted, never another.
     version = export_manifest["metrics"]["champion_version"]
-    manifest_sha = workspace.sha256_file(split_folder / splits.MANIFEST)
+    manifest_sha = splits.identity(split_folder)
     dataset = workspace.read_json(split_folder / "dataset.json")
     fixed = procedure(config, dataset["task"])
     variant = config.evaluate.tflite_variant
@@ -176,7 +176,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
                              f"the champion is now version {champion}; run export first (make export)")
         check_ledger(config, manifest_sha, reuse_test, fixed)
 
-    inputs = {"split": manifest_sha, "export": stage.manifest_digest(export_folder),
+    inputs = {"split": manifest_sha, "export": stage.identity(export_folder),
               "bundle": workspace.sha256_file(bundle) if bundle.is_file() else "missing",
               "champion": tracking.champion_version(config)}
     return stage.execute(config, "evaluate", ("evaluate",), inputs, body, force, guard=guard)

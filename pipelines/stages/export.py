@@ -19,14 +19,13 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import tensorflow as tf
 
 import deploy.edge.predict as edge
 from deploy import micro, tflite
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
-from pipelines.data import augment, shards, splits
+from pipelines.data import kinds, splits
 from pipelines.training import fitting
 
 
@@ -75,10 +74,7 @@ def optimized(model, variant: str, data: splits.SplitData, config: config_module
         return model, {"fallback": 1}
     settings, loss = config.export, fitting.loss_for(config, data.task)
     rate = config.train.learning_rate
-    x, y = data.x["train"], data.y["train"]
-    if isinstance(x, shards.Items):  # streamed like training, never loaded whole
-        batches = augment.batches(x, fitting.labels(y, loss, data.num_outputs), 32, config.train.seed)
-        x, y = batches.apply(tf.data.experimental.assert_cardinality(-(-len(x) // 32))), None
+    x, y = fitting.fit_inputs(data.x["train"], data.y["train"], loss, data.num_outputs, 32, config.train.seed)
     if variant == "pruned_int8":
         pruned = optimize.prune(model, loss, x, y, settings.prune_sparsity, settings.optimize_epochs, rate)
         return pruned, {"sparsity": optimize.sparsity(pruned)}
@@ -241,15 +237,7 @@ def _table_text(table: dict) -> str:
 def _metadata(model: edge.LiteRTModel, data: splits.SplitData, variant: str, row: dict,
               config: config_module.Config, split_folder: Path, version: str) -> dict:
     scale, zero_point = model.input["quantization"]
-    if data.dataset["kind"] == "images":
-        preprocessing = {"kind": "image", "color_mode": "L" if data.x["val"].shape[-1] == 1 else "RGB",
-                         "size": list(data.x["val"].shape[1:3]), "resample": "bicubic", "value_range": [0, 255]}
-    elif data.dataset["kind"] == "signals":  # raw sensor values in; the normalization is inside the model
-        preprocessing = {"kind": "signal", **{key: data.dataset[key] for key in ("channels", "sampling_rate_hz",
-                                                                                 "window", "stride")}}
-    else:
-        preprocessing = {"kind": "table", "feature_names": data.dataset["feature_names"],
-                         "columns": workspace.read_json(split_folder / "preprocessing.json")}
+    preprocessing = kinds.get(data.dataset["kind"]).preprocessing(data.dataset, split_folder)
     return {
         "variant": variant, "task": data.task,
         "input": {"shape": [int(v) for v in model.input["shape"]], "dtype": model.input["dtype"].__name__,
@@ -274,7 +262,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         model = tracking.load_champion(config, version)
-        data = splits.load_split(split_folder, in_memory_mb=config.data.in_memory_mb)
+        data = splits.load_split(split_folder, in_memory_mb=config.runtime.in_memory_mb)
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
         reference = keras_score(data, keras_outputs)
         representative = data.x["train"][: config.export.representative_samples]
@@ -342,6 +330,6 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         tracking.log_metrics(metrics)
         return {**metrics, "chosen": chosen, "champion_version": version}
 
-    inputs = {"split": stage.manifest_digest(split_folder), "champion": f"{config.experiment} version {version}"}
+    inputs = {"split": stage.identity(split_folder), "champion": f"{config.experiment} version {version}"}
     return stage.execute(config, "export", ("export",), inputs, body, force,
                          still_valid=lambda manifest: (bundle / "model.tflite").is_file())

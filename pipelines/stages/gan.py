@@ -234,7 +234,7 @@ SECTIONS = ("data", "gan", "runtime.strategy")
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Trains the DCGAN on the training split's images, scores it by FID and exports the generator."""
     split_folder, _ = stage.upstream(config, "split", "gan")
-    inputs = {"split": stage.manifest_digest(split_folder)}
+    inputs = {"split": stage.identity(split_folder)}
     checkpoint_dir = stage.backup_dir(config, "gan", stage.fingerprint(config, "gan", SECTIONS, inputs))
 
     if force:  # a forced rerun starts from scratch; an interrupted one resumes

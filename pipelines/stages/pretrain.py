@@ -69,7 +69,7 @@ def pretrain_source_task(config: config_module.Config) -> tuple[keras.Model, dic
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Pretrains the configured project backbone, or does nothing when the config needs none."""
     split_folder, _ = stage.upstream(config, "split", "pretrain")
-    inputs = {"split": stage.manifest_digest(split_folder)}
+    inputs = {"split": stage.identity(split_folder)}
     sections = ("data", "split", "model.backbone", "model.architecture", "train.seed")
 
     def body(folder: Path) -> dict:
@@ -78,17 +78,17 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             workspace.write_json(folder / transfer.BACKBONE_RECORD, {"needed": False})
             mlflow.set_tag("pretrain", "not needed: the model uses no project backbone")
             return {}
-        kind = config.model.backbone.kind
-        if kind == "project_autoencoder":
+        backbone = config.model.backbone.kind
+        if backbone == "project_autoencoder":
             encoder, metrics = pretrain_autoencoder(config, split_folder)
         else:
             encoder, metrics = pretrain_source_task(config)
         key = workspace.fingerprint({"inputs": inputs, "config": config_module.to_dict(config.model.backbone),
                                      "data": config_module.to_dict(config.data)})[:16]
-        path = workspace.stage_dir(config.root, config.experiment, "backbones") / f"{kind}-{key}"
+        path = workspace.stage_dir(config.root, config.experiment, "backbones") / f"{backbone}-{key}"
         with workspace.staging(path) as staged:
             backbones.save_for_hub(encoder, staged)
-        workspace.write_json(folder / transfer.BACKBONE_RECORD, {"needed": True, "kind": kind, "path": str(path),
+        workspace.write_json(folder / transfer.BACKBONE_RECORD, {"needed": True, "kind": backbone, "path": str(path),
                                                         "feature_dim": int(encoder.output_shape[-1])})
         mlflow.log_artifact(str(folder / transfer.BACKBONE_RECORD))
         tracking.log_metrics(metrics)

@@ -40,15 +40,16 @@ def _summary(model) -> str:
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Trains on train, early-stops on val, logs curves, confusion matrix and summary, registers the model."""
     split_folder, _ = stage.upstream(config, "split", "train")
-    inputs = {"split": stage.manifest_digest(split_folder)}
+    split_id = splits.identity(split_folder)
+    inputs = {"split": stage.identity(split_folder)}
     if config.model.architecture == "transfer":
-        inputs["pretrain"] = stage.manifest_digest(stage.upstream(config, "pretrain", "train")[0])
+        inputs["pretrain"] = stage.identity(stage.upstream(config, "pretrain", "train")[0])
     backup = stage.backup_dir(config, "train", stage.fingerprint(config, "train", recipes.SECTIONS, inputs))
 
     def body(folder: Path) -> dict:
-        data = splits.load_split(split_folder, in_memory_mb=config.data.in_memory_mb)
+        data = splits.load_split(split_folder, in_memory_mb=config.runtime.in_memory_mb)
         mlflow.set_tag("augmentation", augment.describe(config.augment))
-        model, history, scores = recipes.fit_model(config, data, inputs["split"], folder, backup)
+        model, history, scores = recipes.fit_model(config, data, split_id, folder, backup)
         fitting.plot_learning_curves(history, folder / "learning_curves.png")
         workspace.write_text(folder / "model_summary.txt", _summary(model))
         if data.task == "classification":
@@ -56,7 +57,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         for name in ("learning_curves.png", "model_summary.txt", "val_confusion.png"):
             if (folder / name).is_file():
                 mlflow.log_artifact(str(folder / name))
-        version, promoted = champion.register(config, model, scores, inputs["split"], data.task, data.x["val"][:2])
+        version, promoted = champion.register(config, model, scores, split_id, data.task, data.x["val"][:2])
         key = fitting.objective(data.task).key
         metrics = {key: scores[key], "val/loss": scores["val/loss"], "train/epochs_run": scores["epochs"],
                    "train/fit_seconds": scores["fit_seconds"], "model/params": model.count_params(),

@@ -79,11 +79,17 @@ class Search:
                              "machine: run it with runtime.strategy 'default' (multi_worker is for train)")
         self.config = config
         self.split_folder, _ = stage.upstream(config, "split", "tune")
+        # train's result is only the baseline the search is plotted against: neither the study nor the stage's
+        # identity depends on it, so a rerun of train (forced, or an identical one) never restarts a search.
         self.train_folder, self.train_manifest = stage.upstream(config, "train", "tune")
-        self.inputs = {"split": stage.manifest_digest(self.split_folder),
-                       "train": stage.manifest_digest(self.train_folder)}
+        self.split_id = splits.identity(self.split_folder)
+        self.inputs = {"split": stage.identity(self.split_folder)}
+        if config.model.architecture == "transfer":
+            self.inputs["pretrain"] = stage.identity(stage.upstream(config, "pretrain", "tune")[0])
         self.fingerprint = stage.fingerprint(config, "tune", SECTIONS, self.inputs)
-        self.name = f"{config.experiment}-tune-{self.fingerprint[:12]}"
+        study_identity = {"split": self.split_id, "pretrain": self.inputs.get("pretrain"),
+                          "config": stage.resolved_sections(config, SECTIONS)}
+        self.name = f"{config.experiment}-tune-{workspace.fingerprint(study_identity)[:12]}"
         folder = workspace.stage_dir(config.root, config.experiment, "tune").parent
         self.url = config.search.storage or f"sqlite:///{folder / 'optuna.db'}"
         self.objective = fitting.objective(workspace.read_json(self.split_folder / "dataset.json")["task"])
@@ -99,7 +105,7 @@ class Search:
                 else ""
             print(f"[tune] trial {trial.number} ({trial.user_attrs.get('phase')}) {state}{pruned} {value}")
 
-        return search.work(study, self.config, self.split_folder, self.inputs["split"], done, said,
+        return search.work(study, self.config, self.split_folder, self.split_id, done, said,
                            search.claim_lock(self.url))
 
 
@@ -230,7 +236,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     job = Search(config)
 
     def body(folder: Path) -> dict:
-        data = splits.load_split(job.split_folder, in_memory_mb=config.data.in_memory_mb)
+        data = splits.load_split(job.split_folder, in_memory_mb=config.runtime.in_memory_mb)
         key, higher = job.objective.key, job.objective.higher
         baseline = {name: job.train_manifest["metrics"][name] for name in (key, "val/loss")}
         trials = search_trials(job, fresh=force)
@@ -241,9 +247,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         best_config, final = apply(config, best_params), None
         if best:  # the best configuration, trained with the full epoch budget; the champion rule decides
             with tracking.run(best_config, "best", tags={"phase": "final"}):
-                model, history, final = recipes.fit_model(best_config, data, job.inputs["split"])
+                model, history, final = recipes.fit_model(best_config, data, job.split_id)
                 tracking.log_metrics({key: final[key], "val/loss": final["val/loss"]}, step=len(history["loss"]))
-                champion.register(best_config, model, final, job.inputs["split"], data.task, data.x["val"][:2])
+                champion.register(best_config, model, final, job.split_id, data.task, data.x["val"][:2])
         for trial in trials:
             trial["run_id"] = _log_trial(config, trial, key)
         version = tracking.champion_version(config)

@@ -210,6 +210,15 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
                              "epochs": len(history.history["loss"]), "fit_seconds": seconds}
 
 
+def fit_inputs(x, y: np.ndarray, loss: str, num_outputs: int, batch_size: int, seed: int):
+    """(x, y) for a plain `model.fit(x, y)` (the fine-tunes of pruning and quantization-aware training): arrays
+    as they are; images in shards as a seeded stream of batches (with y None), never loaded whole."""
+    if not isinstance(x, shards.Items):
+        return x, y
+    stream = augmentation.batches(x, labels(y, loss, num_outputs), batch_size, seed)
+    return stream.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size))), None
+
+
 def _distributed(data: tf.data.Dataset, x) -> tf.data.Dataset:
     """Under a multi-worker strategy each worker reads its own part: training images in shards by file
     (TensorFlow falls back to every n-th batch when there are fewer files than workers); arrays in memory,

@@ -9,7 +9,8 @@ from pipelines.data.splits import SplitData
 from pipelines.training import fitting, transfer
 
 # The config sections a trained model depends on: its stage fingerprint, and the search's.
-SECTIONS = ("data", "model", "train", "transfer", "augment", "runtime.strategy")
+# (Everything about the data reaches a model through the split's outputs, which are its stage's inputs.)
+SECTIONS = ("model", "train", "transfer", "augment", "runtime.strategy")
 
 
 def fit_model(config: config_module.Config, data: SplitData, split_digest: str, folder: Path | None = None,

@@ -28,7 +28,7 @@ from pipelines.core.config.data import (
 )
 from pipelines.core.config.deploy import EXPORT_VARIANTS, EvaluateConfig, ExportConfig
 from pipelines.core.config.generative import SR_PHOTOS, SR_TWINS, DenoiseConfig, GanConfig, SegmentConfig, SrConfig
-from pipelines.core.config.schema import get_path, one_of, option, parse_overrides, plain_name, to_dict
+from pipelines.core.config.schema import at_least, get_path, one_of, option, parse_overrides, plain_name, to_dict
 from pipelines.core.config.training import (
     PROJECT_BACKBONES,
     SEARCHABLE_KINDS,
@@ -57,6 +57,9 @@ class RuntimeConfig:
                            "devices), multi_worker (the cluster in TF_CONFIG)", one_of("default", "mirrored",
                                                                                        "multi_worker"))
     verbose: int = option(2, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)", one_of(0, 1, 2))
+    in_memory_mb: float = option(64.0, "image splits up to this size are read from the shards into memory once "
+                                 "for training (on small data an epoch is shorter than the stream's start); "
+                                 "larger ones stream", at_least(0))
 
     def check(self, config: Config) -> None:
         from pipelines.core import cluster

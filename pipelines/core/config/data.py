@@ -45,9 +45,6 @@ class DataConfig:
     time_column: str = option("", "CSV column that orders rows in time (split.strategy: temporal)")
     image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
     channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
-    in_memory_mb: float = option(64.0, "image splits up to this size are read from the shards into memory once "
-                                 "for training (on small data an epoch is shorter than the stream's start); "
-                                 "larger ones stream", at_least(0))
     shard_records: int = option(0, "images per shard file written by clean (0: about 32 MB a file); more files "
                                 "than workers let each multi-worker replica read its own", at_least(0))
     classes: tuple[str, ...] = option((), "keep only these classes, by name (empty: all); labels are renumbered")

@@ -107,6 +107,10 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
     return value
 
 
+# Fields that moved: the old key names the new one instead of "unknown key".
+MOVED = {"data.in_memory_mb": "runtime.in_memory_mb"}
+
+
 def build(cls: type, values: dict, prefix: str = "") -> Any:
     """Builds dataclass `cls` from a mapping, checking keys, types and rules."""
     fields = {item.name: item for item in dataclasses.fields(cls)}
@@ -114,6 +118,8 @@ def build(cls: type, values: dict, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields and path in MOVED:
+            raise ConfigError(f"{path}: moved to {MOVED[path]} (it changes speed or memory, never a result)")
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"

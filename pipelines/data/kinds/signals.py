@@ -1,0 +1,122 @@
+"""Sensor signals: multichannel recordings (aeon's embedded archives or CSV files) cut into windows.
+
+Analyze profiles the channels and fits a random forest on window statistics, cross-validated by recording;
+clean cuts each recording into windows of `data.window` samples every `data.stride` (a window with a
+missing sample is dropped and logged); split keeps each recording in one split, or cuts each recording in
+time (`split.strategy: temporal`), and fits one statistic per channel on the training windows. The device
+feeds raw windows; the model normalizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import GroupKFold, cross_val_score
+
+from pipelines.core import config as config_module
+from pipelines.core import figures, workspace
+from pipelines.data import signals, sources, splits
+from pipelines.data.splits import Assignment
+
+NAME = "signals"
+DEVICE_FIELDS = ("channels", "sampling_rate_hz", "window", "stride")
+
+
+def read(config: config_module.Config) -> signals.Recordings:
+    return sources.load(config.data, config.root)
+
+
+def profile(raw: signals.Recordings, config: config_module.Config, folder: Path) -> tuple[dict, dict]:
+    """Per-channel ranges, missing samples, flat-lined and clipped stretches, sampling-rate jitter, and a
+    random forest on per-channel window statistics, cross-validated by recording (3 folds, no recording in
+    two folds)."""
+    data, seed = config.data, config.split.seed
+    windows = signals.windows(raw, data.window, data.stride)
+    report = {"source": raw.origin, "kind": NAME, "task": raw.task, "items": len(raw.ids),
+              "windows": int(len(windows.x)), "window": data.window, "stride": data.stride,
+              **signals.profile(raw)}
+    if raw.task == "classification":
+        counts = np.bincount(raw.labels, minlength=len(raw.class_names))
+        report["class_counts"] = {name: int(count) for name, count in zip(raw.class_names, counts)}
+        forest = RandomForestClassifier(n_estimators=100, random_state=seed)
+        scores = cross_val_score(forest, signals.summary_features(windows.x), windows.label,
+                                 groups=windows.recording, cv=GroupKFold(3))
+        report["baseline"] = {"model": "random forest on per-channel window statistics", "metric": "accuracy",
+                              "cv_folds": 3, "score_mean": float(scores.mean()), "score_std": float(scores.std())}
+    else:
+        report["baseline"] = {"model": "none (anomaly detection)", "metric": "-", "cv_folds": 0,
+                              "score_mean": float("nan"), "score_std": float("nan")}
+    _grid(raw, windows, data, folder / "samples.png")
+    return report, {}
+
+
+def _grid(raw: signals.Recordings, windows: signals.Windows, data: config_module.DataConfig, path: Path) -> None:
+    """One row per class, three example windows each, every channel a line."""
+    names = raw.class_names or ("windows",)
+    figure, axes = plt.subplots(len(names), 3, figsize=(10, 1.8 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        members = np.flatnonzero(windows.label == row)[:: max(1, int(np.sum(windows.label == row)) // 3)][:3]
+        for column in range(3):
+            axis = axes[row, column]
+            if column < len(members):
+                axis.plot(windows.x[members[column]], linewidth=0.8)
+            axis.set_title(f"{name}: {raw.ids[windows.recording[members[column]]]}" if column < len(members)
+                           else name, fontsize=7)
+            axis.tick_params(labelsize=6)
+    axes[0, -1].legend(raw.channels, fontsize=5, loc="upper right")
+    figure.suptitle(f"Example windows per class ({data.window} samples at {raw.sampling_rate_hz:g} Hz)")
+    figures.save(figure, path)
+
+
+def clean(raw: signals.Recordings, config: config_module.Config, folder: Path) -> tuple[list, dict, dict]:
+    """Recordings -> windows of `data.window` samples every `data.stride`: a window with a missing sample is
+    dropped and logged (missing samples are never invented); each window keeps its recording (the group split
+    keeps together) and its start (the order the temporal split keeps)."""
+    data = config.data
+    found = signals.windows(raw, data.window, data.stride, data.anomaly_share)
+    log = [("-", "window", "changed", f"{len(raw.ids)} recordings -> {len(found.x)} windows of {data.window} "
+            f"samples every {data.stride} ({data.window / raw.sampling_rate_hz:g} s at {raw.sampling_rate_hz:g} Hz)")]
+    possible = sum(max(0, (len(signal) - data.window) // data.stride + 1) for signal in raw.signals)
+    for index, signal in enumerate(raw.signals):
+        missing = int(np.isnan(signal).any(axis=1).sum())
+        if missing:
+            log.append((raw.ids[index], "drop_windows_with_missing_samples", "dropped",
+                        f"{missing} missing samples; the windows that hold one are left out"))
+    ids = np.array([f"{raw.ids[owner]}@{start}" for owner, start in zip(found.recording, found.start)], dtype=str)
+    workspace.save_arrays(folder, "clean", x=found.x, y=found.label, ids=ids,
+                          recording=np.array(raw.ids, dtype=str)[found.recording], start=found.start)
+    fields = {"channels": list(raw.channels), "sampling_rate_hz": raw.sampling_rate_hz, "window": data.window,
+              "stride": data.stride}
+    return log, {"items_in": len(raw.ids), "items_out": len(found.x), "dropped": possible - len(found.x),
+                 "changed": len(raw.ids)}, fields
+
+
+def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path) -> tuple[Assignment, dict]:
+    """Windows of one recording (and identical windows) stay together; or each recording is cut in time."""
+    x, y, ids, recording, start = workspace.load_arrays(clean_folder, "clean", "x", "y", "ids", "recording", "start")
+    rules = config.split
+    stratify = y if rules.strategy == "stratified" and dataset["task"] == "classification" else None
+    temporal = rules.strategy == "temporal"
+    content = [splits.content_hash(window) for window in x]
+    grouping = splits.group_ids(content, recording)
+    parts = signals.temporal_split(recording, start, x.shape[1], rules.val_fraction, rules.test_fraction) \
+        if temporal else signals.grouped_split(grouping, stratify, rules.val_fraction, rules.test_fraction, rules.seed)
+    for name in splits.SPLITS:
+        workspace.save_arrays(folder, name, x=x[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
+    dataset["input_shape"] = list(x.shape[1:])
+    hashes = [splits.item_hash(window, label.item()) for window, label in zip(x, y)]
+    # one statistic per sensor channel, whatever normalize.scope says
+    per_channel = dataclasses.replace(config.normalize, scope="per_channel")
+    statistics = splits.normalizer(x[parts["train"]], per_channel, per_feature=False)
+    return Assignment(parts, ids, y, hashes, grouping, stratify, content=content,
+                      groups=None if temporal else recording, times=start,
+                      streams=recording if temporal else None), statistics
+
+
+def preprocessing(dataset: dict, split_folder: Path) -> dict:
+    """Raw sensor values in, a window at a time; the normalization is inside the model."""
+    return {"kind": "signal", **{key: dataset[key] for key in DEVICE_FIELDS}}

@@ -1,0 +1,178 @@
+"""Tables: scikit-learn's embedded tables or a CSV file.
+
+Analyze profiles the columns and fits a random forest baseline; clean applies the declared column rules
+(ranges, derived values), drops duplicate and conflicting rows and constant columns; split fits the
+imputation, bins, one-hot encoding and scaling on the training rows only and stores each split's encoded
+rows. The bundle carries the fitted preprocessing for the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+
+from pipelines.core import config as config_module
+from pipelines.core import figures, workspace
+from pipelines.data import duplicates, sources, splits, tables
+from pipelines.data.splits import Assignment
+
+NAME = "table"
+
+
+def read(config: config_module.Config) -> sources.RawTable:
+    return sources.load(config.data, config.root)
+
+
+def profile(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[dict, dict]:
+    report = tables.profile(raw, config.data)
+    report["baseline"] = baseline(raw, config.data, config.split.seed)
+    _correlation_plot(raw, folder / "correlations.png")
+    return report, {}
+
+
+def baseline(raw: sources.RawTable, data: config_module.DataConfig, seed: int) -> dict:
+    """Random forest with feature importances, 3-fold cross-validated (accuracy, or MAE for regression)."""
+    classification = raw.task == "classification"
+    forest = (RandomForestClassifier if classification else RandomForestRegressor)(n_estimators=100,
+                                                                                  random_state=seed)
+    model = make_pipeline(tables.preprocessor(raw.features, data.columns), forest)
+    scoring = "accuracy" if classification else "neg_mean_absolute_error"
+    scores = cross_val_score(model, raw.features, raw.target, cv=3, scoring=scoring)
+    model.fit(raw.features, raw.target)
+    names = model[0].get_feature_names_out()
+    ranked = sorted(zip(model[-1].feature_importances_, names), reverse=True)[:10]
+    sign = 1.0 if classification else -1.0
+    return {"model": "random forest (100 trees)", "metric": "accuracy" if classification else "mae",
+            "cv_folds": 3, "score_mean": float(sign * scores.mean()), "score_std": float(scores.std()),
+            "feature_importances": [[name, float(value)] for value, name in ranked]}
+
+
+def _correlation_plot(raw: sources.RawTable, path: Path) -> None:
+    numeric = raw.features.select_dtypes("number")
+    figure, axis = plt.subplots(figsize=(7, 6))
+    image = axis.imshow(numeric.corr().to_numpy(), cmap="coolwarm", vmin=-1, vmax=1)
+    axis.set_xticks(range(len(numeric.columns)), numeric.columns, rotation=90, fontsize=6)
+    axis.set_yticks(range(len(numeric.columns)), numeric.columns, fontsize=6)
+    figure.colorbar(image)
+    axis.set_title("Pearson correlation")
+    figures.save(figure, path)
+
+
+def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list) -> pd.Series:
+    """Declared ranges, then derived values (so a value the range rule invalidates is derived too, before any
+    imputation); returns the mask of rows to drop."""
+    drop = pd.Series(False, index=frame.index)
+    for name, rule in rules.items():
+        for row in tables.violations(frame, {name: rule})["range"].get(name, []):
+            value = frame.at[row, name]
+            if rule.out_of_range == "drop":
+                drop.iloc[row] = True
+                action, result = "dropped", "row dropped"
+            elif rule.out_of_range == "clip":
+                frame.at[row, name] = float(np.clip(value, rule.min if rule.min is not None else -np.inf,
+                                                    rule.max if rule.max is not None else np.inf))
+                action, result = "changed", f"clipped to {frame.at[row, name]:g}"
+            else:
+                frame.at[row, name] = np.nan
+                action, result = "changed", "set missing (imputed after the split)"
+            log.append((ids[row], f"columns.{name}.out_of_range={rule.out_of_range}", action,
+                        f"{name}={tables.plain(value)} outside [{tables.plain(rule.min)}, {tables.plain(rule.max)}]: "
+                        f"{result}"))
+        if rule.impute == "derive":
+            derived = tables._derived(frame, rule)
+            missing = frame[name].isna() & derived.notna() & ~drop
+            frame.loc[missing, name] = derived[missing]
+            log += [(ids[row], f"columns.{name}.impute=derive", "changed",
+                     f"missing {name} = {rule.derive_offset:g} + {rule.derive_scale:g} * {rule.derive_from} = "
+                     f"{tables.plain(frame.at[row, name])}") for row in np.flatnonzero(missing)]
+    return drop
+
+
+def clean(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[list, dict, dict]:
+    frame = raw.features.copy()
+    tables._check_columns(frame, config.data.columns, raw.origin)
+    log = [("-", "source", "changed", warning) for warning in raw.warnings]
+    drop = _apply_column_rules(frame, config.data.columns, raw.ids, log)
+    hashes = tables.row_hashes(frame, raw.target)
+    feature_hashes = tables.row_hashes(frame, pd.Series([""] * len(frame)))
+    duplicate_rules = config.clean
+    labels = raw.target.to_numpy()
+    for index, (rule, detail) in duplicates.find_drops(hashes, labels, duplicate_rules, raw.ids,
+                                                       raw.class_names).items():
+        drop.iloc[index] = True
+        log.append((raw.ids[index], rule, "dropped", detail))
+    if raw.task == "classification" and duplicate_rules.drop_label_conflicts:
+        for index, (rule, detail) in duplicates.find_drops(feature_hashes, labels.astype(int), duplicate_rules,
+                                                           raw.ids, raw.class_names).items():
+            if rule == "drop_label_conflicts" and not drop.iloc[index]:
+                drop.iloc[index] = True
+                log.append((raw.ids[index], rule, "dropped", detail))
+    if config.clean.drop_constant_columns:
+        for column in [column for column in frame.columns if frame[column].nunique(dropna=False) <= 1]:
+            frame = frame.drop(columns=column)
+            log.append((f"column:{column}", "drop_constant_columns", "dropped", "a single value in every row"))
+    keep = ~drop.to_numpy()
+    table = frame[keep].reset_index(drop=True)
+    table["__target"] = raw.target[keep].to_numpy()
+    table["__id"] = np.array(raw.ids)[keep]
+    for name, values in (("__group", raw.groups), ("__time", raw.times)):
+        if values is not None:
+            table[name] = values[keep].to_numpy()
+    with workspace.atomic_path(folder / "table.parquet") as temporary:
+        table.to_parquet(temporary, index=False)
+    return log, {"items_in": len(frame), "items_out": int(keep.sum()), "dropped": int((~keep).sum()),
+                 "changed": sum(1 for row in log if row[2] == "changed")}, {}
+
+
+def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) -> str:
+    """Every cell the train-fitted imputer fills, with its rule and value (clean logs its own changes)."""
+    rows = []
+    for entry in fitted:
+        for index in np.flatnonzero(frame[entry["column"]].isna().to_numpy()):
+            rows.append((str(ids[index]), f"impute={entry['impute']}", "changed",
+                         f"missing {entry['column']} -> {entry['fill']} (fitted on train)"))
+    return workspace.csv_text(workspace.LOG_HEADER, rows)
+
+
+def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path) -> tuple[Assignment, dict]:
+    """Rows with identical content (and, when asked, rows of one `data.group_column` group) stay in one split;
+    the preprocessing is fitted on the training rows and every split is stored encoded."""
+    table = pd.read_parquet(clean_folder / "table.parquet")
+    groups = np.array(table["__group"].astype(str).tolist(), dtype=str) if "__group" in table else None
+    times = table["__time"].to_numpy() if "__time" in table else None
+    frame = table.drop(columns=[c for c in ("__target", "__id", "__group", "__time") if c in table])
+    ids = np.array(table["__id"].astype(str).tolist(), dtype=str)
+    y = table["__target"].to_numpy()
+    stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
+    content = tables.row_hashes(frame, pd.Series(y))
+    column_groups = groups if config.split.group == "column" else None
+    grouping = splits.group_ids(content, column_groups)
+    parts = splits.assign(stratify, grouping, times, config.split)
+    if config.split.strategy != "temporal":
+        splits.check_ratios(parts, grouping, ids, config.split)
+    transformer = tables.preprocessor(frame, config.data.columns, config.normalize).fit(frame.iloc[parts["train"]])
+    dataset["feature_names"] = [str(name) for name in transformer.get_feature_names_out()]
+    fitted = tables.describe_fitted(transformer)
+    workspace.write_json(folder / "preprocessing.json", fitted)
+    workspace.write_text(folder / "imputation_log.csv", _imputation_log(frame, ids, fitted))
+    x = transformer.transform(frame).astype(np.float32)
+    y = y.astype(np.float32 if dataset["task"] == "regression" else np.int64)
+    for name in splits.SPLITS:
+        workspace.save_arrays(folder, name, x=x[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
+    dataset["input_shape"] = list(x.shape[1:])
+    hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)]
+    statistics = {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
+                  "mean": [0.0], "variance": [1.0]}  # scaled inside the fitted preprocessing
+    return Assignment(parts, ids, y, hashes, grouping, stratify, content=content, groups=column_groups,
+                      times=times), statistics
+
+
+def preprocessing(dataset: dict, split_folder: Path) -> dict:
+    return {"kind": "table", "feature_names": dataset["feature_names"],
+            "columns": workspace.read_json(split_folder / "preprocessing.json")}
