@@ -5,8 +5,9 @@ windows and split.
   LiteRT, against a random forest (300 trees) on per-channel window statistics (mean, std, min, max, mean
   absolute step) trained on the same training windows.
 - `configs/bleeding_anomaly.yaml` (UCR anomaly archive 135, one labelled anomaly): the autoencoder's test
-  ROC-AUC, PR-AUC and F1 at its validation threshold, in float and int8, against an IsolationForest (300
-  trees) on the same per-channel statistics of the normal training windows.
+  ROC-AUC, PR-AUC and F1 at its validation threshold (evaluate's report), in float and as the bundled TF-Lite
+  variant (`bleeding_anomaly_<variant>_*`), against an IsolationForest (300 trees) on the same per-channel
+  statistics of the normal training windows.
 The Daphnet excerpt that ships with aeon holds no labelled freezing episode, so no gait figures exist.
 """
 
@@ -51,11 +52,11 @@ def run() -> dict:
                                                         == y_test).mean()),
                     "motions_test_windows": int(len(y_test))})
     split_folder = _pipeline("configs/bleeding_anomaly.yaml", "bleeding_anomaly")
-    results = workspace.read_json(workspace.stage_dir(WORK, "bleeding_anomaly", "anomaly") /
-                                  "anomaly_report.json")["results"]
+    report = workspace.read_json(workspace.stage_dir(WORK, "bleeding_anomaly", "evaluate") / "test_report.json")
+    results, variant = report["results"], report["record"]["tflite_variant"]
     (x_train, y_train), (x_test, y_test) = _arrays(split_folder, "train"), _arrays(split_folder, "test")
     isolation = IsolationForest(n_estimators=300, random_state=0).fit(signals.summary_features(x_train[y_train == 0]))
-    for name, prefix in (("keras", "bleeding_anomaly"), ("int8", "bleeding_anomaly_int8")):
+    for name, prefix in (("keras", "bleeding_anomaly"), (variant, f"bleeding_anomaly_{variant}")):
         figures.update({f"{prefix}_{key}": results[name][key] for key in ("roc_auc", "pr_auc", "f1")})
     figures["bleeding_isolation_forest_roc_auc"] = float(roc_auc_score(
         y_test, -isolation.score_samples(signals.summary_features(x_test))))

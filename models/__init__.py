@@ -39,7 +39,7 @@ def architectures() -> dict:
     from models import cnn, mlp, resnet, sequence
 
     return {"small_cnn": cnn.build_small_cnn, "resnet": resnet.build_resnet, "mlp": mlp.build_mlp,
-            "cnn1d": sequence.build_cnn1d,
+            "cnn1d": sequence.build_cnn1d, "autoencoder1d": sequence.build_conv_autoencoder1d,
             "recurrent": lambda config, *args: sequence.build_recurrent(config, *args, cell=config.cell)}
 
 

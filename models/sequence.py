@@ -72,21 +72,20 @@ def build_recurrent(config: ModelSettings, input_shape: tuple[int, int], num_out
     return keras.Model(inputs, layers.head(x, num_outputs, task), name=f"recurrent_{cell}")
 
 
-def build_conv_autoencoder1d(config: ModelSettings, input_shape: tuple[int, int], normalizer: dict,
-                             kernel_size: int = 5) -> tuple[keras.Model, keras.Model]:
-    """(autoencoder, scorer) sharing their layers, for reconstruction-error anomaly detection.
+def build_conv_autoencoder1d(config: ModelSettings, input_shape: tuple[int, int], num_outputs: int, normalizer: dict,
+                             task: str = "anomaly", kernel_size: int = 5) -> keras.Model:
+    """A 1-D convolutional autoencoder for reconstruction-error anomaly detection (`num_outputs` and `task` are
+    the architecture registry's common arguments; the output is the reconstruction).
 
-    The autoencoder maps a raw window to its reconstruction in the normalized space: train it on normal
-    windows with `autoencoder.get_layer("normalize")(windows)` as the target and a mean squared error loss.
-    Encoder: one strided Conv1D per entry of `config.filters`, halving the time axis; decoder: as many strided
-    Conv1DTranspose layers back up, then a linear Conv1D to the input's channels.
-
-    The scorer takes the same raw window and outputs the anomaly score, shape (1,): the window's mean squared
-    error between reconstruction and normalized input. The normalization is inside both, so their TF-Lite
-    models take raw values. For full int8, export the autoencoder and compute the score in float from its
-    reconstruction and the normalized window: the int8 scorer's ranges are calibrated on normal windows, so
-    anomalous windows saturate at its top code (measured on KDD-TSAD 135: ROC-AUC 1.00 in float and with the
-    int8 autoencoder, 0.88 with the int8 scorer).
+    It maps a raw window to its reconstruction in the normalized space: train it on normal windows with
+    `autoencoder.get_layer("normalize")(windows)` as the target and a mean squared error loss. Encoder: one
+    strided Conv1D per entry of `config.filters`, halving the time axis; decoder: as many strided
+    Conv1DTranspose layers back up, then a linear Conv1D to the input's channels. The normalization is inside,
+    so its TF-Lite model takes raw values. The anomaly score (a window's mean squared error between
+    reconstruction and normalized input) is computed in float from the reconstruction, on the device too: an
+    int8 model that outputs the score itself has its ranges calibrated on normal windows, so anomalous windows
+    saturate at its top code (measured on KDD-TSAD 135: ROC-AUC 1.00 with the int8 autoencoder, 0.88 with an
+    int8 scorer).
 
     Raises:
         ValueError: the window length is not a multiple of 2 ** len(config.filters).
@@ -105,12 +104,7 @@ def build_conv_autoencoder1d(config: ModelSettings, input_shape: tuple[int, int]
         x = keras.layers.Conv1DTranspose(filters, kernel_size, strides=2, padding="same", activation="relu",
                                          kernel_initializer=config.initializer, name=f"decode{index}")(x)
     reconstruction = keras.layers.Conv1D(channels, kernel_size, padding="same", name="reconstruction")(x)
-    error = keras.layers.Subtract(name="error")([reconstruction, normalized])
-    squared = keras.layers.Multiply(name="squared")([error, error])
-    flat = keras.layers.Reshape((length * channels, 1), name="flatten")(squared)
-    score = keras.layers.GlobalAveragePooling1D(name="score")(flat)
-    return (keras.Model(inputs, reconstruction, name="conv_autoencoder1d"),
-            keras.Model(inputs, score, name="conv_autoencoder1d_scorer"))
+    return keras.Model(inputs, reconstruction, name="conv_autoencoder1d")
 
 
 def fixed_batch(model: keras.Model, batch_size: int = 1) -> keras.Model:

@@ -68,7 +68,7 @@ def run_all(config: config_module.Config, force: bool, options: dict) -> list:
 
     results = []
     with tracking.run(config, "pipeline"):
-        for stage in pipeline(config.model.architecture):
+        for stage in pipeline():
             results.append(stage.run(config, force, **options))
         if all(result.skipped for result in results):  # say so, rather than repeat old scores as new ones
             mlflow.set_tags({"skipped": "true", "mlflow.runName": "pipeline (nothing changed, every stage skipped)"})

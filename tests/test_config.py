@@ -151,3 +151,28 @@ def test_multi_worker_needs_a_cluster_in_tf_config_and_names_the_chief(monkeypat
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1"]},
                                                 "task": {"type": "worker", "index": 0}}))
     assert not cluster.is_chief("multi_worker") and cluster.is_chief("default")
+
+
+def test_every_config_key_an_error_message_names_exists():
+    """An error that tells the user to change `section.field` must name a field that exists."""
+    import ast
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    defaults = config_module.Config()
+    sections = [field.name for field in dataclasses.fields(defaults)
+                if dataclasses.is_dataclass(getattr(defaults, field.name))]
+    named = re.compile(r"(?<![\w./])(" + "|".join(sections) + r")\.([a-z_]+)\b")
+    wrong, checked = [], 0
+    for path in Path(__file__).parent.parent.joinpath("pipelines").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            for text in (item.value for item in ast.walk(node.exc)
+                         if isinstance(item, ast.Constant) and isinstance(item.value, str)):
+                for section, field in named.findall(text):
+                    checked += 1
+                    if field not in {item.name for item in dataclasses.fields(getattr(defaults, section))}:
+                        wrong.append(f"{path.name}:{node.lineno}: {section}.{field}")
+    assert checked > 20 and not wrong, wrong

@@ -266,7 +266,7 @@ def test_cv_search_where_train_streams_and_val_is_in_memory(tmp_path):
         stage.run(config)
     folder = workspace.stage_dir(tmp_path, config.experiment, "split")
     sizes = {name: np.prod(splits.split_items(folder, name).shape) / (1 << 20) for name in ("train", "val")}
-    between = (sizes["train"] + sizes["val"]) / 2  # train is larger than this, val smaller
+    between = float(sizes["train"] + sizes["val"]) / 2  # train is larger than this, val smaller
     config = config_module.replace_path(config, "runtime.in_memory_mb", between)
     data = splits.load_split(folder, in_memory_mb=between)
     assert isinstance(data.x["train"], shards.Items) and isinstance(data.x["val"], np.ndarray)

@@ -129,20 +129,44 @@ def test_the_threshold_is_the_best_f1_on_labelled_validation_else_a_normal_perce
 
 @AEON
 @pytest.mark.slow
-def test_the_anomaly_preset_trains_on_normal_windows_and_flags_the_labelled_anomaly(tmp_path):
+def test_the_anomaly_preset_runs_through_train_export_and_evaluate_and_its_test_split_once(tmp_path):
+    from deploy.edge import predict
+    from pipelines.core.errors import DataError
+    from pipelines.stages import evaluate
+
     settings = ["--config", "configs/bleeding_anomaly.yaml", "--set", f"runtime.root={tmp_path}",
-                "--set", "train.epochs=10"]
+                "--set", "train.epochs=10", "--set", "search.n_trials=1", "--set", "search.epochs=3"]
     assert cli.main(["all", *settings]) == 0
-    folder = workspace.stage_dir(tmp_path, "bleeding_anomaly", "anomaly")
-    report = workspace.read_json(folder / "anomaly_report.json")
-    for name in ("keras", "int8"):
+    report = workspace.read_json(workspace.stage_dir(tmp_path, "bleeding_anomaly", "evaluate") / "test_report.json")
+    variant = report["record"]["tflite_variant"]
+    for name in ("keras", variant):
         assert report["results"][name]["anomalous_windows"] > 0  # the test split holds the anomaly
         assert report["results"][name]["roc_auc"] > 0.9 and report["results"][name]["recall"] > 0.5
-    assert report["tflm_arena_bytes"] > 0  # the int8 autoencoder ran on TFLite Micro
-    metadata = workspace.read_json(workspace.bundle_dir(tmp_path, "bleeding_anomaly") / "metadata.json")
-    assert metadata["threshold"] == report["threshold"] == report["results"]["int8"]["threshold"]
-    assert cli.main(["anomaly", *settings, "--force"]) == 1  # the test split is scored once (the ledger)
+    table = workspace.read_json(workspace.stage_dir(tmp_path, "bleeding_anomaly", "export") / "export_table.json")
+    assert table["variants"]["int8"]["tflm_arena_bytes"] > 0  # the int8 autoencoder ran on TFLite Micro
+    bundle = workspace.bundle_dir(tmp_path, "bleeding_anomaly")
+    metadata = workspace.read_json(bundle / "metadata.json")
+    assert metadata["task"] == "anomaly" and metadata["variant"] == variant
+    assert metadata["threshold"] == table["variants"][variant]["threshold"] == report["results"][variant]["threshold"]
     items = workspace.read_json(workspace.stage_dir(tmp_path, "bleeding_anomaly", "split") /
                                 "split_manifest.json")["items"]
     train_end = max(item["time"] for item in items if item["split"] == "train") + 64
     assert min(item["time"] for item in items if item["split"] == "test") >= train_end
+
+    # the device path: raw values of the recording in, a flag per window out; the labelled anomaly is flagged
+    series = signals.load_embedded("internal_bleeding")
+    pd.DataFrame(series.signals[0], columns=series.channels).to_csv(tmp_path / "series.csv", index=False)
+    flags = predict.predict(bundle, [str(tmp_path / "series.csv")])
+    anomalous = series.sample_labels[0]
+    assert {label for _, label, _ in flags} <= {"normal", "anomaly"}
+    assert any(label == "anomaly" and anomalous[int(name.rsplit("@", 1)[1]):][:64].any() for name, label, _ in flags)
+
+    assert cli.main(["evaluate", *settings, "--force"]) == 1  # the test split is scored once (the ledger)
+    split_folder = workspace.stage_dir(tmp_path, "bleeding_anomaly", "split")
+    x, ids = np.load(split_folder / "test_x.npy"), np.load(split_folder / "test_ids.npy")
+    x[3] += 1.0  # a test window edited after the split
+    np.save(split_folder / "test_x.npy", x)
+    config = config_module.load("configs/bleeding_anomaly.yaml", [f"runtime.root={tmp_path}", "train.epochs=10",
+                                                                  "search.n_trials=1", "search.epochs=3"])
+    with pytest.raises(DataError, match=rf"changed \['{ids[3]}'\]"):
+        evaluate.run(config, force=True, reuse_test=True)

@@ -68,18 +68,16 @@ def test_the_classifiers_train_a_few_steps(data, build):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
-def test_the_autoencoder_reconstructs_the_normalized_window_and_scores_its_error(data):
-    autoencoder, scorer = sequence.build_conv_autoencoder1d(SETTINGS, (LENGTH, 6), data.normalizer)
+def test_the_autoencoder_learns_to_reconstruct_the_normalized_window(data):
+    autoencoder = sequence.build_conv_autoencoder1d(SETTINGS, (LENGTH, 6), 0, data.normalizer)
     target = autoencoder.get_layer("normalize")(data.x).numpy()
-    assert autoencoder.output_shape == (None, LENGTH, 6) and scorer.output_shape == (None, 1)
+    assert autoencoder.output_shape == (None, LENGTH, 6)
     keras.utils.set_random_seed(0)
     autoencoder.compile(keras.optimizers.Adam(0.01), "mse")
     losses = autoencoder.fit(data.x, target, batch_size=32, epochs=4, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
-    error = ((autoencoder.predict(data.x_val, verbose=0) - autoencoder.get_layer("normalize")(data.x_val)) ** 2)
-    assert np.allclose(scorer.predict(data.x_val, verbose=0)[:, 0], error.numpy().mean(axis=(1, 2)), rtol=1e-4)
     with pytest.raises(ValueError, match="window length 50 must be a multiple of 4"):
-        sequence.build_conv_autoencoder1d(SETTINGS, (50, 6), data.normalizer)
+        sequence.build_conv_autoencoder1d(SETTINGS, (50, 6), 0, data.normalizer)
 
 
 def _agreement(model, flatbuffer, x) -> float:

@@ -39,14 +39,13 @@ def test_the_ts_reader_agrees_with_scipys_arff_reader():
 
 
 @needs_aeon
-def test_daphnet_is_one_64_hz_stream_with_per_sample_labels():
-    recordings = signals.load_embedded("daphnet_s06r02e0")
-    assert recordings.ids == ("S06R02E0",) and recordings.task == "anomaly"
-    assert recordings.signals[0].shape == (7040, 9) and recordings.sample_labels[0].shape == (7040,)
-    assert recordings.class_names == ("normal", "freeze")
-    assert recordings.sample_labels[0].sum() == 0  # the excerpt aeon ships has no freezing episode
-    steps = np.diff(recordings.times[0])
-    assert len(steps) / (recordings.times[0][-1] - recordings.times[0][0]) == pytest.approx(64.0, abs=0.01)
+def test_internal_bleeding_is_one_stream_with_one_labelled_anomaly():
+    recordings = signals.load_embedded("internal_bleeding")
+    assert recordings.ids == ("InternalBleeding16",) and recordings.task == "anomaly"
+    assert recordings.signals[0].shape == (7501, 1) and recordings.sample_labels[0].shape == (7501,)
+    assert recordings.class_names == ("normal", "anomaly")
+    labels = recordings.sample_labels[0]
+    assert labels.sum() == 12 and np.flatnonzero(np.diff(labels)).tolist() == [4186, 4198]  # one stretch of 12
 
 
 def _write(path, text):

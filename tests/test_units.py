@@ -96,8 +96,11 @@ def test_export_picks_the_smallest_variant_within_the_allowed_drop():
     with pytest.raises(RuntimeError, match="no TF-Lite variant within export.max_accuracy_drop"):
         export.choose(table, 0.999, settings(max_accuracy_drop=0.001))
     regression = {"float32": {"size_bytes": 100, "val_mae": 10.0}, "int8": {"size_bytes": 30, "val_mae": 10.4}}
-    assert export.choose(regression, 10.0, settings(max_mae_increase=0.05), "regression") == "int8"
-    assert export.choose(regression, 10.0, settings(max_mae_increase=0.01), "regression") == "float32"
+    assert export.choose(regression, 10.0, settings(max_mae_increase=0.05), "val_mae") == "int8"
+    assert export.choose(regression, 10.0, settings(max_mae_increase=0.01), "val_mae") == "float32"
+    detector = {"float32": {"size_bytes": 100, "val_f1": 0.8}, "int8": {"size_bytes": 30, "val_f1": 0.78}}
+    assert export.choose(detector, 0.8, settings(max_accuracy_drop=0.05), "val_f1") == "int8"
+    assert export.choose(detector, 0.8, settings(max_accuracy_drop=0.01), "val_f1") == "float32"
 
 
 def test_classification_metrics_match_scikit_learn_and_a_hand_count():

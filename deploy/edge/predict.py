@@ -177,8 +177,16 @@ def _items(paths: list[str], preprocessing: dict):
                     raise ValueError(f"{path}: row {number}: {error}") from None
 
 
+def anomaly_score(reconstruction: np.ndarray, window: np.ndarray, normalization: dict) -> float:
+    """A window's anomaly score: the mean squared error between the model's reconstruction and the window in
+    the normalized space (statistics from metadata.json), computed in float as in training."""
+    mean, variance = np.asarray(normalization["mean"]), np.asarray(normalization["variance"])
+    return float(((reconstruction - (window - mean) / np.sqrt(variance)) ** 2).mean())
+
+
 def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]]:
-    """(item, label, score) per image file or CSV row; for regression the label is the predicted value."""
+    """(item, label, score) per image file, CSV row or window; for regression the label is the predicted value,
+    for anomaly detection 'anomaly' or 'normal' by the bundle's threshold, the score the window's."""
     bundle = Path(bundle)
     metadata = json.loads((bundle / "metadata.json").read_text())
     labels = (bundle / "labels.txt").read_text().splitlines()
@@ -188,6 +196,10 @@ def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]
         scores = model.invoke(item)
         if metadata.get("task") == "regression":
             results.append((name, f"{float(scores[0]):.4f}", float(scores[0])))
+            continue
+        if metadata.get("task") == "anomaly":
+            score = anomaly_score(scores, item, metadata["normalization"])
+            results.append((name, labels[1] if score >= metadata["threshold"] else labels[0], score))
             continue
         best = int(np.argmax(scores))
         results.append((name, labels[best], float(scores[best])))

@@ -1,6 +1,5 @@
 """The test ledger: which test splits were evaluated, when, by which run and procedure, so a test split is
-used once (`test_ledger.json` beside the experiment's split folder). Evaluate and the anomaly stage both
-keep it."""
+used once (`test_ledger.json` beside the experiment's split folder). Evaluate keeps it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Sensor time series: recordings of several channels, cut into fixed-length windows for classification or
 anomaly detection.
 
-- embedded: BasicMotions (UEA, 80 recordings of a smart watch, 6 channels, 4 activities) and Daphnet S06R02E0
-  (accelerometers on a walking Parkinson's patient, per-sample labels), read from the data files that ship
+- embedded: BasicMotions (UEA, 80 recordings of a smart watch, 6 channels, 4 activities) and InternalBleeding16
+  (UCR anomaly archive 135, one series with a labelled anomaly), read from the data files that ship
   inside the `aeon` wheel. aeon 1.6.0 pins numba<0.64 and pandas<3.1, which the project's numpy and pandas
   exclude, so it is installed with `pip install --no-deps aeon==1.6.0` and never imported: its folder is
   found with `importlib.util.find_spec` (which runs no package code) and the files are read here.
@@ -29,8 +29,6 @@ from pipelines.core.errors import DataError
 MISSING_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 # The UEA file names no dimensions; its description lists the 3-D accelerometer, then the 3-D gyroscope.
 BASIC_MOTIONS_CHANNELS = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
-DAPHNET_CHANNELS = ("ankle_horiz_fwd", "ankle_vert", "ankle_horiz_lateral", "leg_horiz_fwd", "leg_vert",
-                    "leg_horiz_lateral", "trunk_horiz_fwd", "trunk_vert", "trunk_horiz_lateral")
 
 
 @dataclasses.dataclass
@@ -124,17 +122,6 @@ def _basic_motions(folder: Path) -> Recordings:
                       class_names=classes, files=tuple(files))
 
 
-def _daphnet(folder: Path) -> Recordings:
-    # TimeEval's excerpt of the UCI recording: one unbroken stream (no gap in its time column) with a binary
-    # `is_anomaly` (1: freezing of gait) instead of UCI's 0/1/2 annotation, and 0 on every sample: the excerpt
-    # holds no freeze. 64 Hz per the UCI description; the time column agrees (7,039 steps in 109.984 s).
-    path = folder / "Daphnet_S06R02E0" / "S06R02E0.csv"
-    recordings = load_csv(path, DAPHNET_CHANNELS, 1, time_column="timestamp", label_column="is_anomaly",
-                          label_per="sample", anomaly_values=("1",), sampling_rate_hz=64.0)
-    return dataclasses.replace(recordings, origin=f"Daphnet S06R02E0 (TimeEval excerpt shipped inside the aeon "
-                               f"wheel, {path})", class_names=("normal", "freeze"))
-
-
 def _internal_bleeding(folder: Path) -> Recordings:
     # UCR anomaly archive series 135 (InternalBleeding16, a patient's arterial blood pressure): its TEST file is
     # the whole series (the TRAIN file is its first 1,200 samples again, which the leakage check catches when
@@ -148,11 +135,11 @@ def _internal_bleeding(folder: Path) -> Recordings:
                                       "aeon wheel)")
 
 
-EMBEDDED = {"basic_motions": _basic_motions, "daphnet_s06r02e0": _daphnet, "internal_bleeding": _internal_bleeding}
+EMBEDDED = {"basic_motions": _basic_motions, "internal_bleeding": _internal_bleeding}
 
 
 def load_embedded(name: str) -> Recordings:
-    """An embedded sensor dataset by name: 'basic_motions' or 'daphnet_s06r02e0'.
+    """An embedded sensor dataset by name: 'basic_motions' or 'internal_bleeding'.
 
     Raises:
         DataError: an unknown name, or aeon's data files are not installed.

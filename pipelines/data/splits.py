@@ -132,7 +132,8 @@ def check_ratios(parts: dict, groups: np.ndarray, ids: np.ndarray, rules: config
         got = ", ".join(f"{name} {share:.2f}" for name, share in off.items())
         raise DataError(f"split: groups are too large for the requested ratios (got {got}); the largest group "
                          f"holds {sizes.max()} of {total} items, e.g. {largest}. Lower "
-                         "data.near_duplicate_distance, or check data.group_column")
+                         "data.near_duplicate_tolerance (fewer images merged as near-duplicates), or check "
+                         "data.group_column")
 
 
 def fold_numbers(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rules: config_module.SplitConfig) -> dict:

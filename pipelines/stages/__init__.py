@@ -60,16 +60,10 @@ STAGES = (
     Stage("sr", "super-resolution x2 (SRGAN-style) on scikit-image's photographs, scored against bicubic", False),
     Stage("denoise", "denoising autoencoder on the training images: PSNR gain, examples, 2-D latent plot", False),
     Stage("segment", "U-Net vs an encoder-decoder without skips on digits-on-canvas masks; int8 on LiteRT", False),
-    Stage("anomaly", "signal anomaly detection: autoencoder on normal windows, threshold on val, int8 on LiteRT "
-          "and TFLM, the test split once (make pipeline runs it for model.architecture autoencoder1d)", False,
-          options=(REUSE_TEST,)),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}
 
 
-def pipeline(architecture: str = "") -> tuple[Stage, ...]:
-    """The stages of `all`, in order; for an anomaly detector (`model.architecture: autoencoder1d`) the data
-    stages, then the anomaly stage."""
-    if architecture == "autoencoder1d":
-        return tuple(BY_NAME[name] for name in ("analyze", "clean", "split", "anomaly"))
+def pipeline() -> tuple[Stage, ...]:
+    """The stages of `all`, in order, for every data kind and task (anomaly detection included)."""
     return tuple(stage for stage in STAGES if stage.in_all)

@@ -23,12 +23,12 @@ from pipelines.core import figures, ledger, stage, tracking, workspace
 from pipelines.core.errors import ConfigError, DataError, StageError
 from pipelines.core.ledger import TestSetUsed, check_ledger, previous_uses  # noqa: F401 (TestSetUsed: what evaluate raises)
 from pipelines.data import splits
-from pipelines.training import metrics
+from pipelines.training import anomaly, metrics
 
 
 def procedure(config: config_module.Config, task: str) -> dict:
     settings = config.evaluate
-    default = metrics.CLASSIFICATION if task == "classification" else metrics.REGRESSION
+    default = {"classification": metrics.CLASSIFICATION, "anomaly": metrics.ANOMALY}.get(task, metrics.REGRESSION)
     chosen = settings.metrics or default
     unknown = sorted(set(chosen) - set(default))
     if unknown:
@@ -57,6 +57,22 @@ def verify_test_items(split_folder: Path, hashes: list[str], y: np.ndarray, ids:
                         "evaluation stopped")
 
 
+def _histograms(y: np.ndarray, window_scores: dict, results: dict, folder: Path) -> None:
+    """An anomaly detector's test scores, normal and anomalous windows apart, with each model's threshold."""
+    for name, values in window_scores.items():
+        figure, axis = plt.subplots(figsize=(7, 3.5))
+        bins = np.geomspace(max(values.min(), 1e-6), values.max() * 1.01, 60)
+        for label, what in ((0, "normal"), (1, "anomalous")):
+            if (y == label).any():
+                axis.hist(values[y == label], bins=bins, alpha=0.6, label=f"{what} ({(y == label).sum()})")
+        axis.axvline(results[name]["threshold"], color="black", linestyle="--",
+                     label=f"threshold {results[name]['threshold']:.3g}")
+        axis.set(xscale="log", xlabel="reconstruction error (normalized units)", ylabel="test windows",
+                 title=f"Anomaly scores of the test windows: {name}")
+        axis.legend()
+        figures.save(figure, folder / f"test_scores_{name}.png")
+
+
 def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], folder: Path) -> None:
     """Confusion matrices and a reliability diagram, or residual plots for regression."""
     for name, output in outputs.items():
@@ -67,7 +83,7 @@ def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], f
             axis.set_title(f"Test confusion: {name}")
             figures.save(figure, folder / f"confusion_{name}.png")
         else:
-            axis.scatter(output[:, 0], y - output[:, 0], s=10)
+            axis.scatter(output, y - output, s=10)
             axis.axhline(0, color="grey", linestyle="--")
             axis.set(xlabel="predicted", ylabel="true - predicted", title=f"Test residuals: {name}")
             figures.save(figure, folder / f"residuals_{name}.png")
@@ -84,8 +100,8 @@ def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], f
         figures.save(figure, folder / "reliability.png")
 
 
-def _report(results: dict, intervals: dict, fixed: dict, uses: int) -> str:
-    names = [name if name in ("accuracy", "roc_auc") or name in metrics.REGRESSION else f"macro_{name}"
+def _report(results: dict, intervals: dict, fixed: dict, uses: int, task: str) -> str:
+    names = [name if task != "classification" or name in ("accuracy", "roc_auc") else f"macro_{name}"
              for name in fixed["metrics"]]
     confidence = int(round(100 * fixed["confidence"]))
     lines = ["# Test evaluation", "", f"Uses of this test split, this one included: {uses}"
@@ -131,8 +147,13 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
     dataset = workspace.read_json(split_folder / "dataset.json")
     fixed = procedure(config, dataset["task"])
     variant = config.evaluate.tflite_variant
+    table = workspace.read_json(export_folder / "export_table.json")
     if variant == "bundle":
-        variant = workspace.read_json(export_folder / "export_table.json")["chosen"]
+        variant = table["chosen"]
+    # an anomaly detector flags a window at the threshold export chose for each model on validation
+    thresholds = {"keras": table.get("keras", {}).get("threshold"),
+                  variant: table["variants"][variant].get("threshold")}
+    task = dataset["task"]
 
     def body(folder: Path) -> dict:
         y, ids = workspace.load_arrays(split_folder, "test", "y", "ids")
@@ -142,17 +163,28 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
             for position, item in zip(positions, items):
                 hashes[position] = splits.item_hash(item, y[position].item())
 
+        items = splits.split_items(split_folder, "test")
         outputs = splits.predict({"keras": tracking.load_champion(config, version),
-                                  variant: edge.LiteRTModel(export_folder / f"{variant}.tflite")},
-                                 splits.split_items(split_folder, "test"), hash_items)
+                                  variant: edge.LiteRTModel(export_folder / f"{variant}.tflite")}, items, hash_items)
         verify_test_items(split_folder, hashes, y, ids)
-        classification = dataset["task"] == "classification"
-        results = {name: metrics.classification(y, output, dataset["class_names"]) if classification
-                   else metrics.regression(y, output[:, 0]) for name, output in outputs.items()}
-        intervals = {name: metrics.bootstrap(y, output if classification else output[:, 0], dataset["task"],
-                                             fixed["bootstrap_resamples"], fixed["confidence"], fixed["seed"])
+        if task == "anomaly":  # reconstructions -> each window's score
+            normalizer = workspace.read_json(split_folder / "normalizer.json")
+            outputs = {name: anomaly.scores(output, items, normalizer) for name, output in outputs.items()}
+            results = {name: {**metrics.anomaly(y, output, thresholds[name]), "threshold": thresholds[name]}
+                       for name, output in outputs.items()}
+        elif task == "classification":
+            results = {name: metrics.classification(y, output, dataset["class_names"])
+                       for name, output in outputs.items()}
+        else:
+            outputs = {name: output[:, 0] for name, output in outputs.items()}
+            results = {name: metrics.regression(y, output) for name, output in outputs.items()}
+        intervals = {name: metrics.bootstrap(y, output, task, fixed["bootstrap_resamples"], fixed["confidence"],
+                                             fixed["seed"], thresholds[name] or 0.0)
                      if fixed["bootstrap_resamples"] else {} for name, output in outputs.items()}
-        plots(y, outputs, results, dataset["class_names"] if classification else [], folder)
+        if task == "anomaly":
+            _histograms(y, outputs, results, folder)
+        else:
+            plots(y, outputs, results, dataset["class_names"] if task == "classification" else [], folder)
         uses = previous_uses(config, manifest_sha)
         record = {"run_id": mlflow.active_run().info.run_id, "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                   "reused": bool(uses), "champion_version": version, "procedure": fixed,
@@ -162,7 +194,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         workspace.write_json(folder / "test_report.json", {
             "manifest_sha256": manifest_sha, "uses": len(uses) + 1, "record": record, "procedure": fixed,
             "results": results, "intervals": intervals})
-        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, len(uses) + 1))
+        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, len(uses) + 1, task))
         mlflow.log_artifacts(str(folder), "evaluation")
         ledger.record(config, manifest_sha, record)
         flat = {"test/uses": len(uses) + 1, **_flat_metrics(results, intervals)}

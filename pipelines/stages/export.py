@@ -26,20 +26,24 @@ from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
 from pipelines.data import kinds, splits
-from pipelines.training import fitting
+from pipelines.training import fitting, metrics
 
 
-def measure(model: edge.LiteRTModel, data: splits.SplitData, keras_outputs: np.ndarray, runs: int) -> dict:
-    """Validation score, agreement with Keras and batch-1 latency of one TF-Lite variant on LiteRT."""
+def validation(data: splits.SplitData, outputs: np.ndarray, config: config_module.Config,
+               reference: np.ndarray | None = None) -> dict:
+    """A model's validation columns (pipelines/training/metrics.py: accuracy and agreement with the Keras model,
+    MAE, or an anomaly detector's own threshold and F1)."""
+    return metrics.validation(data.task, data.y["val"], outputs, reference, data.x["val"], data.normalizer,
+                              config.train.anomaly_percentile)
+
+
+def measure(model: edge.LiteRTModel, data: splits.SplitData, keras_outputs: np.ndarray,
+            config: config_module.Config) -> dict:
+    """Validation scores, difference from Keras and batch-1 latency of one TF-Lite variant on LiteRT."""
     outputs = splits.predict({"lite": model}, data.x["val"])["lite"]
     row = {"max_score_diff": float(np.abs(outputs - keras_outputs).max())}
-    if data.task == "classification":
-        predicted = outputs.argmax(axis=1)
-        row["val_accuracy"] = float((predicted == data.y["val"]).mean())
-        row["agreement"] = float((predicted == keras_outputs.argmax(axis=1)).mean())
-    else:
-        row["val_mae"] = float(np.abs(outputs[:, 0] - data.y["val"]).mean())
-    row.update(latency(model, data.x["val"][0], runs))
+    row.update(validation(data, outputs, config, keras_outputs))
+    row.update(latency(model, data.x["val"][0], config.export.latency_runs))
     return row
 
 
@@ -74,7 +78,8 @@ def optimized(model, variant: str, data: splits.SplitData, config: config_module
         return model, {"fallback": 1}
     settings, loss = config.export, fitting.loss_for(config, data.task)
     rate = config.train.learning_rate
-    x, y = fitting.fit_inputs(data.x["train"], data.y["train"], loss, data.num_outputs, 32, config.train.seed)
+    view = fitting.training_view(data)  # what the model trained on
+    x, y = fitting.fit_inputs(view.x["train"], view.y["train"], loss, data.num_outputs, 32, config.train.seed)
     if variant == "pruned_int8":
         pruned = optimize.prune(model, loss, x, y, settings.prune_sparsity, settings.optimize_epochs, rate)
         return pruned, {"sparsity": optimize.sparsity(pruned)}
@@ -101,27 +106,22 @@ def triage(model, data, representative, keras_outputs, table: dict, folder: Path
     flatbuffer = debugger.selective(model, representative, list(worst["tensor_name"]))
     workspace.write_bytes(folder / "int8_selective.tflite", flatbuffer)
     row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
-    row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config.export.latency_runs))
+    row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config))
     table["int8_selective"] = row
 
 
-def keras_score(data: splits.SplitData, outputs: np.ndarray) -> float:
-    if data.task == "classification":
-        return float((outputs.argmax(axis=1) == data.y["val"]).mean())
-    return float(np.abs(outputs[:, 0] - data.y["val"]).mean())
-
-
-def _losses(table: dict, reference: float, settings: config_module.ExportConfig, task: str):
-    if task == "classification":
-        losses = {name: reference - row["val_accuracy"] for name, row in table.items()}
+def _losses(table: dict, reference: float, settings: config_module.ExportConfig, column: str):
+    if metrics.HIGHER_IS_BETTER[column]:
+        losses = {name: reference - row[column] for name, row in table.items()}
         return losses, settings.max_accuracy_drop, "export.max_accuracy_drop"
-    losses = {name: (row["val_mae"] - reference) / max(reference, 1e-12) for name, row in table.items()}
+    losses = {name: (row[column] - reference) / max(reference, 1e-12) for name, row in table.items()}
     return losses, settings.max_mae_increase, "export.max_mae_increase"
 
 
-def choose(table: dict, reference: float, settings: config_module.ExportConfig, task: str = "classification") -> str:
-    """The smallest variant within the allowed loss: accuracy drop, or relative MAE increase for regression."""
-    losses, limit, what = _losses(table, reference, settings, task)
+def choose(table: dict, reference: float, settings: config_module.ExportConfig, column: str = "val_accuracy") -> str:
+    """The smallest variant within the allowed loss in `column` (metrics.selection_column): a drop in accuracy
+    or F1, or a relative increase in MAE."""
+    losses, limit, what = _losses(table, reference, settings, column)
     eligible = [name for name, loss in losses.items() if loss <= limit + 1e-12]
     if not eligible:
         raise StageError(f"no TF-Lite variant within {what}={limit} of the Keras model's validation score "
@@ -216,8 +216,9 @@ def _target_bundle(staged: Path, entry: dict, folder: Path, data: splits.SplitDa
     else:
         (place / "model.tflite").write_bytes(flatbuffer)
         shutil.copyfile(edge.__file__, place / "predict.py")
-        workspace.write_json(place / "metadata.json", _metadata(model, data, chosen, table[chosen], config,
-                                                               split_folder, version))
+    # every target's bundle says how its inputs are made and read (and a detector's threshold and normalizer)
+    workspace.write_json(place / "metadata.json", _metadata(model, data, chosen, table[chosen], config,
+                                                           split_folder, version))
     workspace.write_json(place / "fit.json", {"variant": chosen, **entry})
 
 
@@ -238,7 +239,10 @@ def _metadata(model: edge.LiteRTModel, data: splits.SplitData, variant: str, row
               config: config_module.Config, split_folder: Path, version: str) -> dict:
     scale, zero_point = model.input["quantization"]
     preprocessing = kinds.get(data.dataset["kind"]).preprocessing(data.dataset, split_folder)
-    return {
+    detector = {"threshold": row["threshold"], "threshold_method": row["threshold_method"],
+                "score": "mean squared error between the model's output and the normalized window"} \
+        if "threshold" in row else {}
+    return {**detector,
         "variant": variant, "task": data.task,
         "input": {"shape": [int(v) for v in model.input["shape"]], "dtype": model.input["dtype"].__name__,
                   "scale": float(scale), "zero_point": int(zero_point)},
@@ -264,40 +268,43 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         model = tracking.load_champion(config, version)
         data = splits.load_split(split_folder, in_memory_mb=config.runtime.in_memory_mb)
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
-        reference = keras_score(data, keras_outputs)
-        representative = data.x["train"][: config.export.representative_samples]
+        keras_row = validation(data, keras_outputs, config)
+        column = metrics.selection_column(data.task, data.y["val"])
+        reference = keras_row[column]
+        # calibration samples from what the model trained on (an anomaly detector: normal windows only)
+        representative = fitting.training_view(data).x["train"][: config.export.representative_samples]
         table = {}
         for variant in config.export.variants:
             source, notes = optimized(model, variant, data, config)
             flatbuffer = tflite.convert(source, "int8" if variant.endswith("_int8") else variant, representative)
             workspace.write_bytes(folder / f"{variant}.tflite", flatbuffer)
             row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
-            row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config.export.latency_runs))
+            row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config))
             row.update(notes)
             table[variant] = row
         if "int8" in table and data.task == "classification" and \
                 reference - table["int8"]["val_accuracy"] > config.export.triage_drop:
             triage(model, data, representative, keras_outputs, table, folder, config)
-        chosen = choose(table, reference, config.export, data.task)
+        chosen = choose(table, reference, config.export, column)
         costs, items = {}, data.x["val"][: config.export.micro_samples]
         for variant in table:
             flatbuffer = (folder / f"{variant}.tflite").read_bytes()
             device_row, costs[variant] = on_device(flatbuffer, edge.LiteRTModel(flatbuffer), items)
             table[variant].update(device_row)
-        losses, limit, _ = _losses(table, reference, config.export, data.task)
+        losses, limit, _ = _losses(table, reference, config.export, column)
         allowed = {name for name, loss in losses.items() if loss <= limit + 1e-12}
         fits = fit_table(table, [micro.resolve(item) for item in config.export.targets], allowed)
-        score_name = fitting.objective(data.task).log_name
         largest = {variant: sorted(cost["layers"], key=lambda layer: -layer["macs"])[:5]
                    for variant, cost in costs.items()}
-        workspace.write_json(folder / "export_table.json", {f"keras_{score_name}": reference, "variants": table,
+        workspace.write_json(folder / "export_table.json", {f"keras_{column}": reference, "keras": keras_row,
+                                                            "selected_by": column, "variants": table,
                                                             "chosen": chosen, "targets": fits,
                                                             "largest_layers": largest})
         scalar = {name: {key: value for key, value in row.items() if not isinstance(value, (list, str))}
                   for name, row in table.items()}
         layers = "\n".join(f"| {layer['index']} | {layer['op']} | {layer['output']} | {layer['macs']:,} | "
                             f"{layer['params']:,} |" for layer in largest[chosen])
-        text = (f"Keras {score_name} {reference:.4f}; bundled variant: {chosen}\n\n{_table_text(scalar)}\n\n"
+        text = (f"Keras {column} {reference:.4f}; bundled variant: {chosen}\n\n{_table_text(scalar)}\n\n"
                 f"Largest layers of {chosen} ({costs[chosen]['macs']:,} MACs, {costs[chosen]['params']:,} "
                 f"parameters in all)\n\n| op index | op | output | MACs | parameters |\n|---|---|---|---|---|\n"
                 f"{layers}\n\nWill it fit? (export.targets)\n\n{_fit_text(fits)}\n")
@@ -323,12 +330,12 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         for variant, row in table.items():
             if "tflm_error" in row:
                 mlflow.set_tag(f"export.{variant}.tflm", row["tflm_error"][:500])
-        metrics = {f"export/keras/{score_name}": reference}
+        logged = {f"export/keras/{column}": reference}
         for variant, row in table.items():
-            metrics.update({f"export/{variant}/{key}": value for key, value in row.items()
-                            if isinstance(value, (int, float)) and not isinstance(value, bool)})
-        tracking.log_metrics(metrics)
-        return {**metrics, "chosen": chosen, "champion_version": version}
+            logged.update({f"export/{variant}/{key}": value for key, value in row.items()
+                           if isinstance(value, (int, float)) and not isinstance(value, bool)})
+        tracking.log_metrics(logged)
+        return {**logged, "chosen": chosen, "champion_version": version}
 
     inputs = {"split": stage.identity(split_folder), "champion": f"{config.experiment} version {version}"}
     return stage.execute(config, "export", ("export",), inputs, body, force,

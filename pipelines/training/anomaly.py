@@ -1,34 +1,24 @@
-"""Reconstruction-error anomaly detection on sensor windows: the autoencoder is fitted on normal windows only,
-a window's score is its mean squared reconstruction error in the normalized space, and the threshold is chosen
-on validation data (the best F1 where validation anomalies are labelled, else a percentile of the normal
+"""Reconstruction-error anomaly detection, a task on the same stages as classification and regression: the
+autoencoder (`model.architecture: autoencoder1d`) is fitted on normal windows only (`training_view`), a window's
+score is its mean squared reconstruction error in the normalized space, and each model's threshold is chosen on
+validation data by export (the best F1 where validation anomalies are labelled, else a percentile of the normal
 windows' scores)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
-import tf_keras as keras
 from sklearn import metrics as sk_metrics
 
-from models import sequence
-from pipelines.core import config as config_module
-from pipelines.training import fitting
+from pipelines.data.splits import SplitData
 
 
-def fit(config: config_module.Config, normal_train: np.ndarray, normal_val: np.ndarray, normalizer: dict,
-        log_to_mlflow: bool = True) -> tuple[keras.Model, dict]:
-    """The autoencoder trained to reconstruct normal windows (early-stopped on normal validation windows)."""
-    keras.utils.set_random_seed(config.train.seed)
-    model, _ = sequence.build_conv_autoencoder1d(config.model, normal_train.shape[1:], normalizer)
-    model.compile(keras.optimizers.Adam(config.train.learning_rate), "mse")
-    target = lambda windows: normalized(windows, normalizer)  # noqa: E731
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
-                                               restore_best_weights=True)]
-    if log_to_mlflow:
-        callbacks.append(fitting.MlflowEpochLogger())
-    history = model.fit(normal_train, target(normal_train), validation_data=(normal_val, target(normal_val)),
-                        epochs=config.train.epochs, batch_size=config.train.batch_size, callbacks=callbacks,
-                        verbose=config.runtime.verbose)
-    return model, history.history
+def training_view(data: SplitData) -> SplitData:
+    """What the autoencoder trains and early-stops on: the normal windows of train and val, each its own target
+    in the normalized space."""
+    x = {name: data.x[name][data.y[name] == 0] for name in data.x}
+    return dataclasses.replace(data, x=x, y={name: normalized(windows, data.normalizer) for name, windows in x.items()})
 
 
 def normalized(windows: np.ndarray, normalizer: dict) -> np.ndarray:

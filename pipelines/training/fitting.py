@@ -55,7 +55,8 @@ class Objective:
 
 
 def objective(task: str) -> Objective:
-    """The validation metric that ranks models of a task."""
+    """The validation metric that ranks models of a task (an anomaly detector: the mean absolute error of its
+    reconstructions of normal validation windows)."""
     return Objective("accuracy", True) if task == "classification" else Objective("mae", False)
 
 
@@ -124,7 +125,27 @@ def loss_for(config: config_module.Config, task: str) -> str:
 
 LOSSES_FOR = {"classification": ("sparse_categorical_crossentropy", "categorical_crossentropy",
                                  "binary_crossentropy"),
-              "regression": ("mse", "mae", "mape")}
+              "regression": ("mse", "mae", "mape"), "anomaly": ("mse", "mae")}
+
+
+def training_view(data: SplitData) -> SplitData:
+    """What a model of the data's task trains on: the split itself, or for anomaly detection the normal
+    windows, each its own target (pipelines/training/anomaly.py)."""
+    from pipelines.training import anomaly
+
+    return anomaly.training_view(data) if data.task == "anomaly" else data
+
+
+def check_task(config: config_module.Config, task: str) -> None:
+    """An anomaly-detection source needs the autoencoder, and the autoencoder an anomaly-detection source.
+
+    Raises:
+        ConfigError: naming model.architecture and the task.
+    """
+    if (task == "anomaly") != (config.model.architecture == "autoencoder1d"):
+        wanted = "autoencoder1d" if task == "anomaly" else "cnn1d or recurrent"
+        raise ConfigError(f"model.architecture: '{config.model.architecture}' does not fit the {task} task of "
+                          f"data.source '{config.data.source}' (use {wanted})")
 
 
 def compile_model(model: keras.Model, config: config_module.Config, task: str, learning_rate: float) -> None:
@@ -177,6 +198,8 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     Raises:
         TrainingDiverged: the loss became NaN or infinite; the message says at which epoch and batch.
     """
+    check_task(config, data.task)
+    data = training_view(data)
     loss = loss_for(config, data.task)
     y_train = labels(data.y["train"], loss, data.num_outputs)
     y_val = labels(data.y["val"], loss, data.num_outputs)

@@ -1,5 +1,6 @@
 """The metrics people report, as pure functions: classification (per class and macro PPV, TPR, TNR, NPV, F1,
-accuracy, ROC-AUC, calibration), regression (MAE, MSE, RMSE, MAPE, R^2) with bootstrap intervals, and image
+accuracy, ROC-AUC, calibration), regression (MAE, MSE, RMSE, MAPE, R^2), anomaly detection (precision, recall,
+F1, ROC-AUC, PR-AUC) with bootstrap intervals, a model's validation columns for export, and image
 reconstruction (PSNR)."""
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def _classification_sample(y_true, predicted, classes: int) -> dict:
 
 
 def bootstrap(y_true: np.ndarray, outputs: np.ndarray, task: str, resamples: int, confidence: float,
-              seed: int) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals over test items: name -> [low, high]."""
+              seed: int, threshold: float = 0.0) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals over test items: name -> [low, high] (anomaly detection: `outputs` are
+    window scores, flagged at `threshold`)."""
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
     predicted = outputs.argmax(axis=1) if task == "classification" else outputs
@@ -105,6 +107,9 @@ def bootstrap(y_true: np.ndarray, outputs: np.ndarray, task: str, resamples: int
         index = rng.integers(0, len(y_true), len(y_true))
         if task == "classification":
             values = _classification_sample(y_true[index], predicted[index], outputs.shape[1])
+        elif task == "anomaly":  # `outputs`: window scores
+            found = anomaly(y_true[index], predicted[index], threshold)
+            values = {name: found[name] for name in ANOMALY if np.isfinite(found[name])}
         else:
             values = regression(y_true[index], predicted[index])
         for name, value in values.items():
@@ -121,3 +126,51 @@ def psnr(reference: np.ndarray, candidate: np.ndarray, data_range: float = 1.0) 
     if np.array_equal(reference, candidate):
         return float("inf")
     return float(image_metrics.peak_signal_noise_ratio(reference, candidate, data_range=data_range))
+
+
+ANOMALY = ("precision", "recall", "f1", "roc_auc", "pr_auc")
+HIGHER_IS_BETTER = {"val_accuracy": True, "val_f1": True, "val_mae": False}
+
+
+def selection_column(task: str, y_val: np.ndarray) -> str:
+    """The validation column that decides between a model's TF-Lite variants: accuracy, MAE, or for anomaly
+    detection the F1 at each variant's own threshold where validation holds both kinds of windows, else the
+    reconstruction error of the normal windows (`val_mae`)."""
+    if task == "classification":
+        return "val_accuracy"
+    if task == "anomaly" and 0 < int(np.sum(y_val)) < len(y_val):
+        return "val_f1"
+    return "val_mae"
+
+
+def validation(task: str, y: np.ndarray, outputs: np.ndarray, reference: np.ndarray | None = None,
+               x: np.ndarray | None = None, normalizer: dict | None = None, percentile: float = 99.0) -> dict:
+    """A model's validation scores from its outputs (the export table's columns): accuracy and top-1 agreement
+    with `reference` (the Keras model's outputs), or MAE; for anomaly detection (`x` the windows) the threshold
+    chosen on these windows, how, the F1 and PR-AUC there, and the reconstruction error of the normal windows."""
+    if task == "classification":
+        predicted = outputs.argmax(axis=1)
+        row = {"val_accuracy": float((predicted == y).mean())}
+        if reference is not None:
+            row["agreement"] = float((predicted == reference.argmax(axis=1)).mean())
+        return row
+    if task != "anomaly":
+        return {"val_mae": float(np.abs(outputs[:, 0] - y).mean())}
+    from pipelines.training import anomaly as detection
+
+    window_scores = detection.scores(outputs, x, normalizer)
+    cut, method = detection.threshold(window_scores, y, percentile)
+    found = detection.report(y, window_scores, cut)
+    normal = y == 0
+    row = {"threshold": cut, "threshold_method": method, "val_f1": found["f1"],
+           "val_mae": float(np.abs(outputs[normal] - detection.normalized(x[normal], normalizer)).mean())}
+    if np.isfinite(found["pr_auc"]):
+        row["val_pr_auc"] = found["pr_auc"]
+    return row
+
+
+def anomaly(y_true: np.ndarray, window_scores: np.ndarray, threshold: float) -> dict:
+    """Precision, recall, F1 at `threshold`, ROC-AUC and PR-AUC of an anomaly detector's window scores."""
+    from pipelines.training import anomaly as detection
+
+    return detection.report(y_true, window_scores, threshold)

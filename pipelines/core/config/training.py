@@ -33,7 +33,7 @@ class BackboneConfig:
 class ModelConfig:
     architecture: str = option("small_cnn", "name in models.architectures(): small_cnn, resnet, mlp (tables), "
                                "transfer (a pretrained backbone and a head), cnn1d or recurrent (signals), "
-                               "autoencoder1d (signal anomaly detection: the anomaly stage)",
+                               "autoencoder1d (signal anomaly detection: reconstruction error of normal windows)",
                                one_of("small_cnn", "resnet", "mlp", "transfer", "cnn1d", "recurrent",
                                       "autoencoder1d"))
     cell: str = option("lstm", "recurrent: the recurrent layer", one_of("lstm", "gru"))
@@ -92,7 +92,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = option(60, "maximum number of epochs", at_least(1))
-    anomaly_percentile: float = option(99.0, "anomaly stage: the threshold is this percentile of the normal "
+    anomaly_percentile: float = option(99.0, "anomaly detection: the threshold is this percentile of the normal "
                                        "validation windows' scores when validation holds no anomaly",
                                        greater_than(0), below(100))
     steps_per_epoch: int = option(0, "batches per epoch, the training stream repeating as needed (0: one pass "
