@@ -24,7 +24,7 @@ VARIANTS = "[float32, dynamic_range, float16, int8, qat_int8, pruned_int8, pqat_
 def _edge_agreement(bundle: Path, split_folder: Path) -> float:
     """Share of test images on which `python -m deploy.edge.predict` (files on disk) gives the label that the
     pipeline's own LiteRT evaluation of the bundled model gives."""
-    x = np.asarray(splits.split_items(split_folder, "test"))
+    x = splits.split_items(split_folder, "test").array()
     images = WORK / "test_images"
     images.mkdir(parents=True, exist_ok=True)
     paths = []

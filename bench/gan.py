@@ -50,7 +50,7 @@ def run() -> dict:
     labelled = gan.run(conditional).metrics
     photos = sr.run(base).metrics
     folder = workspace.stage_dir(WORK, "digits", "split")
-    images, (labels,) = np.asarray(splits.split_items(folder, "train")), workspace.load_arrays(folder, "train", "y")
+    images, (labels,) = splits.split_items(folder, "train").array(), workspace.load_arrays(folder, "train", "y")
     return {"fd_generated": plain["gan/fid"], "fd_untrained": plain["gan/fid_untrained_generator"],
             "fd_real": plain["gan/fid_real_train_vs_val"],
             "fd_ratio_generated_to_untrained": plain["gan/fid"] / plain["gan/fid_untrained_generator"],

@@ -70,7 +70,7 @@ def figures(split_folder: Path, config_file: Path, steps: int = 200) -> dict:
         return model
 
     streaming = augment.dataset(x, y, BATCH, 0, None).repeat()
-    arrays = np.asarray(x)
+    arrays = x.array()
     in_memory = tf.data.Dataset.from_tensor_slices((arrays, y)).shuffle(len(arrays), seed=0).repeat() \
         .batch(BATCH).map(lambda images, labels: (tf.cast(images, tf.float32), labels),
                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -17,7 +17,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -44,13 +43,14 @@ def _pipeline(config_file: str, *stages: str, extra: tuple[str, ...] = ()) -> co
 
 def _epoch_speedup(config: config_module.Config, data: splits.SplitData) -> float:
     backbone = transfer.load_backbone(config, data.x["train"].shape[1:])
-    features = backbone(tf.constant(np.asarray(data.x["train"]), tf.float32), training=False).numpy()
+    images = data.x["train"].array()
+    features = backbone(tf.constant(images, tf.float32), training=False).numpy()
     head = transfer_models.build_head(config.model, features.shape[1], data.num_outputs, data.task)
     model = transfer_models.build_transfer(backbone, head, data.x["train"].shape[1:])
     steps = len(features) // BATCH  # a whole epoch per tf.function call: Keras's per-step overhead out of both
     for network in (head, model):
         network.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", steps_per_execution=steps)
-    cached, through = transfer.head_epoch_seconds(head, model, features, data.x["train"], data.y["train"], BATCH)
+    cached, through = transfer.head_epoch_seconds(head, model, features, images, data.y["train"], BATCH)
     return through / cached
 
 

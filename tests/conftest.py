@@ -65,12 +65,11 @@ def png(path: Path, size: tuple[int, int]) -> None:
 
 def split_arrays(folder: Path, name: str, *names: str) -> tuple:
     """A split's arrays as tests read them: "x" is the split's images, read whole from the shards."""
-    import numpy as np
 
     from pipelines.core import workspace
     from pipelines.data import splits
 
-    return tuple(np.asarray(splits.split_items(folder, name)) if item == "x" else
+    return tuple(splits.split_items(folder, name).array() if item == "x" else
                  workspace.load_arrays(folder, name, item)[0] for item in names)
 
 

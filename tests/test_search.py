@@ -259,7 +259,7 @@ def test_the_study_outlives_a_change_of_workers_or_storage_but_not_of_the_search
 
 
 def test_cv_search_where_train_streams_and_val_is_in_memory(tmp_path):
-    from pipelines.data import shards, splits
+    from pipelines.data import readers, shards, splits
 
     config = _search_config(tmp_path, folds=2, n_trials=1, objective="cv", epochs=1)
     for stage in (clean, split):
@@ -269,7 +269,7 @@ def test_cv_search_where_train_streams_and_val_is_in_memory(tmp_path):
     between = float(sizes["train"] + sizes["val"]) / 2  # train is larger than this, val smaller
     config = config_module.replace_path(config, "runtime.in_memory_mb", between)
     data = splits.load_split(folder, in_memory_mb=between)
-    assert isinstance(data.x["train"], shards.Items) and isinstance(data.x["val"], np.ndarray)
+    assert isinstance(data.x["train"], shards.Items) and isinstance(data.x["val"], readers.ArrayReader)
     views = splits.fold_views(folder, data)
     assert sum(len(view.x["val"]) for view in views) == len(data.y["train"]) + len(data.y["val"])
     train.run(config)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
-from pipelines.data import augment, shards, splits
+from pipelines.data import augment, readers, shards, splits
 from pipelines.stages import clean, split
 from tests.conftest import stage_command, tamper_shard, tiny_config
 
@@ -44,7 +44,13 @@ def test_records_are_read_by_key_and_streamed_once_each_with_their_labels(tmp_pa
     assert again == [value for value, _ in epochs[0]]  # the same seed gives the same stream
     positions = np.concatenate([batch.numpy() for _, batch in items.dataset(32)])
     assert sorted(positions) == list(range(len(items)))  # without labels: positions, to restore the order
-    assert (np.asarray(items)[:, 0, 0, 0] == items.keys % 251).all()
+    assert (items.array()[:, 0, 0, 0] == items.keys % 251).all()
+    assert (items.head(5)[:, 0, 0, 0] == items.keys[:5] % 251).all()
+    joined = items.joined(items.subset(np.arange(3)))
+    assert len(joined) == len(items) + 3 and (joined.array()[-3:, 0, 0, 0] == items.keys[:3] % 251).all()
+    small, large = items.in_memory(1.0), items.in_memory(0.0)  # 94 images of 8x8x3: 18 KB
+    assert isinstance(small, readers.ArrayReader) and large is items
+    assert np.array_equal(small.array(), items.array()) and not small.by_file and items.by_file
     assert (items.subset(items.keys % 2 == 0).keys % 2 == 0).all()
 
 
@@ -57,7 +63,7 @@ def test_shards_are_read_from_any_path_tf_io_gfile_opens(tmp_path):
     for path in (tmp_path / "shards").iterdir():
         tf.io.gfile.copy(str(path), f"{remote}/{path.name}", overwrite=True)
     items = shards.Items(shards.open_shards(remote), np.arange(0, 100, 2))
-    assert (items[[4, 1]][:, 0, 0, 0] == [8, 2]).all()
+    assert (items.subset([4, 1]).head(2)[:, 0, 0, 0] == [8, 2]).all()
     streamed = sorted(int(image[0, 0, 0]) for images, _ in items.dataset(8, np.zeros(50, np.int64), seed=1)
                       for image in images)
     assert streamed == list(range(0, 100, 2))

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from models import autoencoder, backbones, resnet
 from pipelines.core import config as config_module
 from pipelines.core import tracking, workspace
-from pipelines.data import augment, splits
+from pipelines.data import augment, readers, splits
 from pipelines.stages import clean, split
 from pipelines.training import fitting
 from tests.conftest import TINY, sigkill_after_first_checkpoint, split_arrays, stage_command, tiny_config
@@ -74,7 +74,8 @@ def test_losses_and_optimizers_train(tmp_path, loss, optimizer):
                                "model.initializer=glorot_uniform", "model.batch_norm=true")
     model, history, scores = fitting.fit(config, data, 2, log_to_mlflow=False)
     assert len(history["loss"]) == 2 and history["loss"][-1] < history["loss"][0]  # it learns
-    accuracy = (model.predict(data.x["val"].astype(np.float32), verbose=0).argmax(axis=1) == data.y["val"]).mean()
+    predicted = model.predict(data.x["val"].array().astype(np.float32), verbose=0).argmax(axis=1)
+    accuracy = (predicted == data.y["val"]).mean()
     assert scores["val/accuracy"] == pytest.approx(accuracy, abs=1e-6)  # the score is the model's own
     assert type(model.optimizer).__name__.lower() == optimizer
     with pytest.raises(ValueError, match="train.loss: 'mape' does not fit a classification task"):
@@ -103,8 +104,7 @@ def test_augmentation_is_seeded_and_applies_to_the_training_batches():
 
 def test_nan_loss_stops_training_saying_where(tmp_path):
     config, data = _split_data(tmp_path)
-    data.x["train"] = data.x["train"].astype(np.float32)
-    data.x["train"][:] = np.nan
+    data.x["train"] = readers.ArrayReader(np.full(data.x["train"].shape, np.nan, np.float32))
     with pytest.raises(fitting.TrainingDiverged, match=r"loss became nan at epoch 1, batch \d+ \(learning rate"):
         fitting.fit(config, data, 3, log_to_mlflow=False)
 

@@ -16,9 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.core import config as config_module
-from pipelines.core import workspace
 from pipelines.core.errors import ConfigError
-from pipelines.data import shards
+from pipelines.data import readers
 
 
 def build(settings: config_module.AugmentConfig) -> A.Compose | None:
@@ -57,33 +56,10 @@ def apply_batch(compose: A.Compose, images: np.ndarray) -> np.ndarray:
 
 
 def batches(x, y: np.ndarray, batch_size: int, seed: int | None = None, transform=None) -> tf.data.Dataset:
-    """Batches of (float32 items, labels). Images in shards (`shards.Items`) stream through their own
-    pipeline; arrays (tables, generated data) are gathered by index, one `tf.numpy_function` call per batch.
-
-    For arrays only indices pass through tf.data (8 bytes per item, shuffled over the whole split when `seed`
-    is given), so `x` can be a memory-mapped array of any size. `transform(batch, batch_seed) -> batch` runs on
-    each uint8 batch (augmentation), in parallel, each batch seeded from one seeded stream.
-    """
-    if isinstance(x, shards.Items):
-        return x.dataset(batch_size, y, seed, transform)
-    order = tf.data.Dataset.range(len(x))
-    if seed is not None:
-        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-
-    def gather(indices: np.ndarray, batch_seed: np.ndarray):
-        items = workspace.gather_rows(x, indices)
-        if transform is not None:
-            items = transform(items, batch_seed)
-        return items, np.asarray(y[indices])
-
-    def load(indices, batch_seed):
-        items, labels = tf.numpy_function(gather, [indices, batch_seed], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)])
-        items = tf.cast(tf.ensure_shape(items, (None, *x.shape[1:])), tf.float32)
-        return items, tf.ensure_shape(labels, (None, *y.shape[1:]))
-
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    return tf.data.Dataset.zip((order.batch(batch_size), seeds)) \
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    """Batches of (float32 items, labels) from a split's reader (pipelines/data/readers.py; an array is
+    wrapped): images stream from their shards, arrays are gathered by index. `transform(batch, batch_seed) ->
+    batch` runs on each uint8 batch (augmentation), in parallel, each batch seeded from one seeded stream."""
+    return readers.reader(x).dataset(batch_size, y, seed, transform)
 
 
 class _Seeded:

@@ -87,7 +87,8 @@ def load_folders(settings: config_module.SegmentConfig, root: Path) -> Segmentat
     """A user's image/mask pairs, resized to the canvas (images bilinear, masks nearest), split seeded.
 
     Raises:
-        DataError: a folder, or an image's mask, is missing (named); an unreadable file, or a mask value outside [0, num_classes), naming the file.
+        DataError: a folder, or an image's mask, is missing (named); an unreadable file, or a mask value outside
+            [0, num_classes), naming the file.
     """
     images_dir, masks_dir = Path(root) / settings.images_dir, Path(root) / settings.masks_dir  # absolute stays
     for name, folder in (("images_dir", images_dir), ("masks_dir", masks_dir)):

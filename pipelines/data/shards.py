@@ -173,11 +173,12 @@ def open_shards(folder: str | Path, verify: bool = True) -> Shards:
 
 
 class Items:
-    """One split's images: keys into a shard set, in the split's order. Behaves like a read-only uint8 array
-    where code needs one (`len`, `shape`, indexing reads those records, `np.asarray` reads them all), and
-    streams where the data may be large (`dataset`, `chunks`)."""
+    """One split's images: keys into a shard set, in the split's order; the shard-backed `SplitReader`
+    (pipelines/data/readers.py). Streams (`dataset`, `chunks`); reads records into memory only when asked
+    (`head`, `array`, `in_memory`)."""
 
     dtype = np.dtype(np.uint8)
+    by_file = True
 
     def __init__(self, shards: Shards, keys: np.ndarray):
         self.shards, self.keys = shards, np.asarray(keys, dtype=np.int64)
@@ -189,34 +190,37 @@ class Items:
     def shape(self) -> tuple[int, ...]:
         return (len(self.keys), *self.shards.shape)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __getitem__(self, index) -> np.ndarray:
-        if isinstance(index, (int, np.integer)):
-            return self.shards.read([self.keys[index]])[0]
-        return self.shards.read(self.keys[index])
-
     def subset(self, index) -> Items:
         """The items at `index` (positions or a mask), still in their shards."""
         return Items(self.shards, self.keys[index])
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    def head(self, count: int) -> np.ndarray:
+        return self.shards.read(self.keys[:count])
+
+    def array(self) -> np.ndarray:
         out = np.empty(self.shape, np.uint8)
         for positions, images in self.chunks():
             out[positions] = images
-        return out if dtype is None else out.astype(dtype)
+        return out
 
-    def astype(self, dtype) -> np.ndarray:
-        return np.asarray(self).astype(dtype)
+    def joined(self, other: Items) -> Items:
+        if not isinstance(other, Items) or other.shards.folder != self.shards.folder:
+            raise ValueError("only splits of one shard set join")
+        return Items(self.shards, np.concatenate([self.keys, other.keys]))
+
+    def in_memory(self, limit_mb: float):
+        """An `ArrayReader` of the images when they take at most `limit_mb` megabytes (on small data an epoch
+        is shorter than the stream's start), else itself."""
+        from pipelines.data.readers import ArrayReader
+
+        return ArrayReader(self.array()) if np.prod(self.shape) <= limit_mb * (1 << 20) else self
 
     def chunks(self, rows: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(positions, uint8 images) covering the split once, shard by shard."""
         return self.shards.chunks(self.keys, rows)
 
     def dataset(self, batch_size: int, labels: np.ndarray | None = None, seed: int | None = None,
-                transform=None, parallel_transform: bool = True):
+                transform=None):
         """The streaming pipeline: (float32 images, labels) batches, or (float32 images, positions) without
         labels (to put predictions back in the split's order).
 
@@ -268,6 +272,6 @@ class Items:
                 return tf.ensure_shape(images, (None, *shape)), second
 
             batches = tf.data.Dataset.zip((batches, seeds)).map(
-                apply, num_parallel_calls=tf.data.AUTOTUNE if parallel_transform else 1, deterministic=True)
+                apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return batches.map(lambda images, second: (tf.cast(images, tf.float32), second),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)

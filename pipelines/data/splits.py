@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core import workspace
 from pipelines.core.errors import DataError, StageError
-from pipelines.data import duplicates, shards
+from pipelines.data import duplicates, readers, shards
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "split_manifest.json"
@@ -206,17 +205,17 @@ def check_leakage(items: list[dict], temporal: bool = False) -> None:
 CHUNK_BYTES = 64 * 1024 * 1024  # float64 working memory of the normalizer's pass
 
 
-def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per_feature: bool) -> dict:
+def normalizer(x_train, settings: config_module.NormalizeConfig, per_feature: bool) -> dict:
     """Statistics for a Keras Normalization layer, fitted on the training split only.
 
     One pass over chunks of items, in float64 (Chan's pairwise combination of chunk means and squared
     deviations), so the working memory is one chunk, not a float64 copy of the split (8 bytes per pixel).
     Tables are scaled in their fitted preprocessing instead (see tables.preprocessor), so their model needs none.
     """
-    axis = tuple(range(x_train.ndim - 1)) if per_feature or settings.scope == "per_channel" else None
+    x_train = readers.reader(x_train)
+    axis = tuple(range(len(x_train.shape) - 1)) if per_feature or settings.scope == "per_channel" else None
     rows = max(1, CHUNK_BYTES // max(1, 8 * int(np.prod(x_train.shape[1:]))))
-    parts = (images for _, images in x_train.chunks(rows)) if isinstance(x_train, shards.Items) else (
-        x_train[start:start + rows] for start in range(0, len(x_train), rows))
+    parts = (items for _, items in x_train.chunks(rows))
     progress = tqdm(total=len(x_train), desc="normalizer", unit="img", disable=len(x_train) < 2000)
     count, mean, squares, low, high = 0, 0.0, 0.0, None, None
     for part in parts:
@@ -241,7 +240,7 @@ def normalizer(x_train: np.ndarray, settings: config_module.NormalizeConfig, per
 
 @dataclasses.dataclass
 class SplitData:
-    x: dict[str, np.ndarray]
+    x: dict[str, readers.SplitReader]
     y: dict[str, np.ndarray]
     dataset: dict  # kind, task, class_names, input_shape (and feature_names for tables)
     normalizer: dict
@@ -259,35 +258,25 @@ class SplitData:
         return len(self.class_names) if self.task == "classification" else 1
 
 
-def split_items(folder: Path, name: str, verify: bool = True):
-    """One split's inputs: images as `shards.Items` (read from clean's shards, checked against their
-    checksums), tables as an array."""
+def split_items(folder: Path, name: str, verify: bool = True) -> readers.SplitReader:
+    """One split's inputs as a reader: keys into clean's shards (checked against their checksums), or the
+    array the split stored (windows, encoded rows)."""
     folder = Path(folder)
     dataset = workspace.read_json(folder / "dataset.json")
     if "shards" not in dataset:  # the split stored its inputs as arrays
-        return workspace.load_arrays(folder, name, "x")[0]
+        return readers.ArrayReader(workspace.load_arrays(folder, name, "x")[0])
     location = dataset["shards"]
     location = location if "://" in location else os.path.normpath(folder / location)
     keys, = workspace.load_arrays(folder, name, "keys")
     return shards.Items(shards.open_shards(location, verify), keys)
 
 
-def chunks(x, rows: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(positions, items) covering a split's inputs once, `rows` at a time: shard by shard for images, in
-    order for arrays. What a pass over a whole split (predictions, hashes) iterates."""
-    if isinstance(x, shards.Items):
-        yield from x.chunks(rows)
-        return
-    for start in range(0, len(x), rows):
-        yield np.arange(start, min(start + rows, len(x))), np.asarray(x[start:start + rows])
-
-
 def predict(predictors: dict, x, each=None) -> dict[str, np.ndarray]:
     """Every predictor's outputs over a whole split in the split's order, from one streaming pass; Keras
     models get float32 batches, LiteRT models (`edge.LiteRTModel`) quantize their own inputs.
     `each(positions, items)` sees every chunk too (hashes computed on the same pass)."""
-    outputs = {}
-    for positions, items in chunks(x):
+    outputs, x = {}, readers.reader(x)
+    for positions, items in x.chunks(256):
         if each is not None:
             each(positions, items)
         for name, model in predictors.items():
@@ -304,32 +293,26 @@ def load_split(folder: Path, splits: tuple[str, ...] = ("train", "val"), in_memo
     pipeline's start)."""
     x, y = {}, {}
     for number, name in enumerate(splits):
-        x[name] = split_items(folder, name, verify=number == 0)  # the shards are checked once
-        if isinstance(x[name], shards.Items) and np.prod(x[name].shape) <= in_memory_mb * (1 << 20):
-            x[name] = np.asarray(x[name])
+        x[name] = split_items(folder, name, verify=number == 0).in_memory(in_memory_mb)  # shards checked once
         y[name], = workspace.load_arrays(folder, name, "y")
     return SplitData(x, y, workspace.read_json(folder / "dataset.json"),
                      workspace.read_json(folder / "normalizer.json"))
 
 
-def fold_views(split_folder: Path, data: SplitData) -> list[SplitData]:
-    """k (train, val) views of train+val from the fold numbers in the split manifest."""
+def fold_views(split_folder: Path, data: SplitData, in_memory_mb: float = 0) -> list[SplitData]:
+    """k (train, val) views of train+val from the fold numbers in the split manifest, each side read into
+    memory when it takes at most `in_memory_mb` (as `load_split` does)."""
     manifest = workspace.read_json(split_folder / MANIFEST)
     fold_of = {item["id"]: item.get("fold") for item in manifest["items"] if item["split"] != "test"}
     if any(value is None for value in fold_of.values()):
         raise StageError(f"{split_folder / MANIFEST}: no fold numbers; rerun split with split.folds >= 2")
     ids = np.concatenate([workspace.load_arrays(split_folder, name, "ids")[0] for name in ("train", "val")])
-    first, second = data.x["train"], data.x["val"]
-    if isinstance(first, shards.Items) or isinstance(second, shards.Items):
-        # One side streams and the other may have been read into memory (it was under runtime.in_memory_mb):
-        # the folds are views of both splits' records in the shards.
-        first, second = (split_items(split_folder, name, verify=False) for name in ("train", "val"))
-        x = shards.Items(first.shards, np.concatenate([first.keys, second.keys]))
-        pick = x.subset
-    else:
-        x = np.concatenate([first, second])
-        pick = x.__getitem__
+    # Both sides as stored (one may have been read into memory, the other not), joined; each fold a subset.
+    pool = split_items(split_folder, "train", verify=False).joined(split_items(split_folder, "val", verify=False))
+    pick = lambda mask: pool.subset(mask).in_memory(in_memory_mb)  # noqa: E731
     y = np.concatenate([data.y["train"], data.y["val"]])
     number = np.array([fold_of[str(item)] for item in ids])
     return [dataclasses.replace(data, x={"train": pick(number != k), "val": pick(number == k)},
-                                y={"train": y[number != k], "val": y[number == k]}) for k in sorted(set(number))]
+                                y={"train": y[number != k], "val": y[number == k]},
+                                dataset={**data.dataset, "view": f"fold {k} of {len(set(number))}"})
+            for k in sorted(set(number))]

@@ -15,8 +15,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import KBinsDiscretizer, MinMaxScaler, OneHotEncoder, StandardScaler
 
 from pipelines.core import config as config_module
-from pipelines.data import sources
 from pipelines.core.errors import DataError
+from pipelines.data import sources
 
 
 def _derived(frame: pd.DataFrame, rule: config_module.ColumnRule) -> pd.Series:

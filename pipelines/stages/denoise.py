@@ -52,7 +52,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         # The autoencoder trains in memory (digits-sized data): the splits are read whole from the shards.
-        x_train, x_val = (splits.split_items(split_folder, name).astype(np.float32) for name in ("train", "val"))
+        x_train, x_val = (splits.split_items(split_folder, name).array().astype(np.float32)
+                          for name in ("train", "val"))
         y_val, = workspace.load_arrays(split_folder, "val", "y")
         keras.utils.set_random_seed(settings.seed)
         model, _ = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)

@@ -43,7 +43,7 @@ def measure(model: edge.LiteRTModel, data: splits.SplitData, keras_outputs: np.n
     outputs = splits.predict({"lite": model}, data.x["val"])["lite"]
     row = {"max_score_diff": float(np.abs(outputs - keras_outputs).max())}
     row.update(validation(data, outputs, config, keras_outputs))
-    row.update(latency(model, data.x["val"][0], config.export.latency_runs))
+    row.update(latency(model, data.x["val"].head(1)[0], config.export.latency_runs))
     return row
 
 
@@ -272,7 +272,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         column = metrics.selection_column(data.task, data.y["val"])
         reference = keras_row[column]
         # calibration samples from what the model trained on (an anomaly detector: normal windows only)
-        representative = fitting.training_view(data).x["train"][: config.export.representative_samples]
+        representative = fitting.training_view(data).x["train"].head(config.export.representative_samples)
         table = {}
         for variant in config.export.variants:
             source, notes = optimized(model, variant, data, config)
@@ -286,7 +286,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                 reference - table["int8"]["val_accuracy"] > config.export.triage_drop:
             triage(model, data, representative, keras_outputs, table, folder, config)
         chosen = choose(table, reference, config.export, column)
-        costs, items = {}, data.x["val"][: config.export.micro_samples]
+        costs, items = {}, data.x["val"].head(config.export.micro_samples)
         for variant in table:
             flatbuffer = (folder / f"{variant}.tflite").read_bytes()
             device_row, costs[variant] = on_device(flatbuffer, edge.LiteRTModel(flatbuffer), items)

@@ -190,7 +190,7 @@ def quality(config: config_module.Config, generator: keras.Model, split_folder: 
     against the conditioning labels is logged."""
     from pipelines.training import fid
 
-    x_train, x_val = (np.asarray(splits.split_items(split_folder, name)) for name in ("train", "val"))
+    x_train, x_val = (splits.split_items(split_folder, name).array() for name in ("train", "val"))
     y_train, = workspace.load_arrays(split_folder, "train", "y")
     classes = int(y_train.max()) + 1
     features, classifier = fid.feature_classifier(x_train, y_train, classes, config.gan.seed)
@@ -242,7 +242,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         # GANs train in memory (digits-sized data): the training split is read whole from the shards.
-        images, (labels,) = np.asarray(splits.split_items(split_folder, "train")), workspace.load_arrays(
+        images, (labels,) = splits.split_items(split_folder, "train").array(), workspace.load_arrays(
             split_folder, "train", "y")
         losses = train(config, images, labels, folder, checkpoint_dir)
         generator = keras.models.load_model(folder / "generator.keras")

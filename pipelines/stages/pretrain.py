@@ -34,7 +34,7 @@ def _fit_classifier(model: keras.Model, x, y, validation, settings: config_modul
 def pretrain_autoencoder(config: config_module.Config, split_folder: Path) -> tuple[keras.Model, dict]:
     """Denoising autoencoder on the training split's images (their labels are not used)."""
     settings = config.model.backbone
-    x_train, x_val = (np.asarray(splits.split_items(split_folder, name)) for name in ("train", "val"))
+    x_train, x_val = (splits.split_items(split_folder, name).array() for name in ("train", "val"))
     keras.utils.set_random_seed(config.train.seed)
     model, encoder = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)
     x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)

@@ -57,7 +57,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         for name in ("learning_curves.png", "model_summary.txt", "val_confusion.png"):
             if (folder / name).is_file():
                 mlflow.log_artifact(str(folder / name))
-        version, promoted = champion.register(config, model, scores, split_id, data.task, data.x["val"][:2])
+        version, promoted = champion.register(config, model, scores, split_id, data.task, data.x["val"].head(2))
         key = fitting.objective(data.task).key
         metrics = {key: scores[key], "val/loss": scores["val/loss"], "train/epochs_run": scores["epochs"],
                    "train/fit_seconds": scores["fit_seconds"], "model/params": model.count_params(),

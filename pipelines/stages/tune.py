@@ -249,7 +249,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             with tracking.run(best_config, "best", tags={"phase": "final"}):
                 model, history, final = recipes.fit_model(best_config, data, job.split_id)
                 tracking.log_metrics({key: final[key], "val/loss": final["val/loss"]}, step=len(history["loss"]))
-                champion.register(best_config, model, final, job.split_id, data.task, data.x["val"][:2])
+                champion.register(best_config, model, final, job.split_id, data.task, data.x["val"].head(2))
         for trial in trials:
             trial["run_id"] = _log_trial(config, trial, key)
         version = tracking.champion_version(config)

@@ -17,8 +17,9 @@ from pipelines.data.splits import SplitData
 def training_view(data: SplitData) -> SplitData:
     """What the autoencoder trains and early-stops on: the normal windows of train and val, each its own target
     in the normalized space."""
-    x = {name: data.x[name][data.y[name] == 0] for name in data.x}
-    return dataclasses.replace(data, x=x, y={name: normalized(windows, data.normalizer) for name, windows in x.items()})
+    x = {name: data.x[name].subset(data.y[name] == 0) for name in data.x}
+    y = {name: normalized(windows.array(), data.normalizer) for name, windows in x.items()}
+    return dataclasses.replace(data, x=x, y=y)
 
 
 def normalized(windows: np.ndarray, normalizer: dict) -> np.ndarray:

@@ -17,7 +17,6 @@ from pipelines.core import config as config_module
 from pipelines.core import figures
 from pipelines.core.errors import ConfigError
 from pipelines.data import augment as augmentation
-from pipelines.data import shards
 from pipelines.data.splits import SplitData
 
 OPTIMIZERS = {
@@ -208,7 +207,7 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
                                               config.train.seed, compose), data.x["train"])
     val = _distributed(augmentation.batches(data.x["val"], y_val, 256), None)
     steps = config.train.steps_per_epoch or None
-    if not steps and config.runtime.strategy == "multi_worker" and isinstance(data.x["train"], shards.Items):
+    if not steps and config.runtime.strategy == "multi_worker" and data.x["train"].by_file:
         # each worker reads its own shards, which hold different numbers of the split's items: a fixed step
         # count over a repeated stream keeps the workers in step
         steps = -(-len(data.x["train"]) // config.train.batch_size)
@@ -234,10 +233,11 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
 
 
 def fit_inputs(x, y: np.ndarray, loss: str, num_outputs: int, batch_size: int, seed: int):
-    """(x, y) for a plain `model.fit(x, y)` (the fine-tunes of pruning and quantization-aware training): arrays
-    as they are; images in shards as a seeded stream of batches (with y None), never loaded whole."""
-    if not isinstance(x, shards.Items):
-        return x, y
+    """(x, y) for a plain `model.fit(x, y)` (the fine-tunes of pruning and quantization-aware training) from a
+    split's reader: an array in memory as it is; items in files as a seeded stream of batches (with y None),
+    never loaded whole."""
+    if not x.by_file:
+        return x.array(), y
     stream = augmentation.batches(x, labels(y, loss, num_outputs), batch_size, seed)
     return stream.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size))), None
 
@@ -249,7 +249,7 @@ def _distributed(data: tf.data.Dataset, x) -> tf.data.Dataset:
     n-th batch."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.AUTO if isinstance(x, shards.Items)
+        tf.data.experimental.AutoShardPolicy.AUTO if x is not None and x.by_file
         else tf.data.experimental.AutoShardPolicy.DATA)
     return data.with_options(options)
 

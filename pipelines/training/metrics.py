@@ -9,6 +9,8 @@ import numpy as np
 from skimage import metrics as image_metrics
 from sklearn import metrics as sk_metrics
 
+from pipelines.data import readers
+
 CLASSIFICATION = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc")
 REGRESSION = ("mae", "mse", "rmse", "mape", "r2")
 _PER_CLASS = ("precision", "recall", "specificity", "npv", "f1")
@@ -158,6 +160,7 @@ def validation(task: str, y: np.ndarray, outputs: np.ndarray, reference: np.ndar
         return {"val_mae": float(np.abs(outputs[:, 0] - y).mean())}
     from pipelines.training import anomaly as detection
 
+    x = readers.reader(x).array()  # windows: a small split
     window_scores = detection.scores(outputs, x, normalizer)
     cut, method = detection.threshold(window_scores, y, percentile)
     found = detection.report(y, window_scores, cut)

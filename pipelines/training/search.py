@@ -264,7 +264,7 @@ def run_trial(study: optuna.Study, trial_id: int, config: config_module.Config, 
         try:
             if config.search.objective == "cv":
                 scores = [recipes.fit_model(config, fold, split_digest, log_to_mlflow=False)[2][objective.key]
-                          for fold in splits.fold_views(Path(split_folder), data)]
+                          for fold in splits.fold_views(Path(split_folder), data, config.runtime.in_memory_mb)]
                 trial.set_user_attr("fold_scores", [float(score) for score in scores])
                 trial.set_user_attr("spread", float(np.std(scores)))
                 trial.set_user_attr("seconds", time.perf_counter() - started)

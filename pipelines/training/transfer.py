@@ -25,7 +25,7 @@ from models import backbones, transfer
 from pipelines.core import config as config_module
 from pipelines.core import stage, workspace
 from pipelines.core.errors import ConfigError, StageError
-from pipelines.data import augment, splits
+from pipelines.data import augment, readers, splits
 from pipelines.data.splits import SplitData
 from pipelines.training import fitting
 
@@ -59,7 +59,9 @@ def backbone_identity(config: config_module.Config) -> str:
 
 def cached_features(config: config_module.Config, backbone, data: SplitData, split_digest: str) -> dict:
     """{split: features}, computed once per backbone and data version, then read from the cache."""
-    key = workspace.fingerprint({"backbone": backbone_identity(config), "split": split_digest})[:16]
+    # a cross-validation fold is a view of its own (fold_views names it), with features of its own
+    key = workspace.fingerprint({"backbone": backbone_identity(config), "split": split_digest,
+                                 "view": data.dataset.get("view", "split")})[:16]
     folder = workspace.stage_dir(config.root, config.experiment, "feature_cache") / key
     if not (folder / "val_features.npy").is_file():
         with workspace.staging(folder) as staged:
@@ -117,7 +119,7 @@ def train(config: config_module.Config, data: SplitData, folder: Path | None, ba
             if log_to_mlflow:
                 mlflow.set_tag("augmentation", "ignored: impossible with cached features")
         features = cached_features(config, backbone, data, split_digest)
-        cache = dataclasses.replace(data, x=features)
+        cache = dataclasses.replace(data, x={name: readers.ArrayReader(array) for name, array in features.items()})
         fitting.compile_model(head, config, data.task, config.train.learning_rate)
         history, scores = fitting.fit_compiled(head, config, cache, config.train.epochs, augment=False,
                                                backup_dir=backup("head"), **options)
