@@ -112,6 +112,17 @@ REPO = Path(__file__).resolve().parent.parent
 REQUIRE_SYSTEM_TOOLS = os.environ.get("REQUIRE_SYSTEM_TOOLS", "") not in ("", "0")
 
 
+@pytest.fixture(autouse=True)
+def no_stray_mlflow_store():
+    """MLflow used before `tracking.configure` falls back to `./mlflow.db`, wherever the process runs (a stray
+    one was once committed): a test that leaves one in the repository or the current folder fails."""
+    places = {REPO / "mlflow.db", Path.cwd() / "mlflow.db"}
+    before = {place for place in places if place.exists()}
+    yield
+    stray = sorted(str(place) for place in places - before if place.exists())
+    assert not stray, f"{stray} appeared: something used MLflow before tracking.configure pointed it at a store"
+
+
 def system_tool(name: str, *candidates: str) -> str:
     """The path of a system program, or a skip (a failure under CI) naming the Debian package."""
     import shutil

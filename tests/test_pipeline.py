@@ -421,3 +421,22 @@ def test_export_bundles_each_device_target_with_its_fit(ran):
     exported = next(run for run in runs if run.data.tags.get("stage") == "export")
     assert exported.data.tags["export.target.cortex_m4"] == chosen
     assert exported.data.metrics[f"export/{chosen}/tflm_arena_bytes"] == variant["tflm_arena_bytes"]
+
+
+def test_bundle_and_stage_folders_are_readable_by_another_user(ran):
+    """A bundle copied to a device or read by a service user: every file and folder the pipeline made carries
+    the read (and, for folders, search) bits the process umask allows, for group and others too."""
+    import os
+
+    root, config = ran
+    umask = os.umask(0)
+    os.umask(umask)
+    folders = [workspace.bundle_dir(root, config.experiment),
+               *(workspace.stage_dir(root, config.experiment, name) for name in STAGE_NAMES)]
+    checked = 0
+    for folder in folders:
+        for path in [folder, *folder.rglob("*")]:
+            wanted = (0o555 if path.is_dir() else 0o444) & ~umask
+            assert path.stat().st_mode & wanted == wanted, f"{path}: mode {path.stat().st_mode & 0o777:o}"
+            checked += 1
+    assert checked > 50

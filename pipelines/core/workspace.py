@@ -12,6 +12,7 @@ outputs or the new ones, never a mixture. `manifest.json` is written last and na
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,31 @@ def bundle_dir(root: Path, experiment: str) -> Path:
     return Path(root) / "deploy" / "bundles" / experiment
 
 
+@functools.cache
+def umask() -> int:
+    """The process umask, read once: from /proc where Linux shows it, else by setting it and back."""
+    try:
+        with open("/proc/self/status") as stream:
+            for line in stream:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """What `open` gives a new file (0644 under the usual umask 022); mkstemp's 0600 would lock others out."""
+    return 0o666 & ~umask()
+
+
+def folder_mode() -> int:
+    """What `mkdir` gives a new folder (0755 under umask 022); mkdtemp's 0700 would lock others out."""
+    return 0o777 & ~umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds."""
@@ -53,6 +79,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     temporary = Path(temporary)
     try:
+        temporary.chmod(file_mode())
         yield temporary
         os.replace(temporary, path)
     finally:
@@ -147,6 +174,7 @@ def staging(folder: Path) -> Iterator[Path]:
         shutil.rmtree(stale, ignore_errors=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
+        temporary.chmod(folder_mode())
         yield temporary
         retired = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(retired, ignore_errors=True)
