@@ -16,10 +16,17 @@ from models import sequence
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 
 
+FIXED_BATCH_LAYERS = (keras.layers.RNN, keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                      keras.layers.Conv3DTranspose)
+
+
 def convertible(model):
-    """The model the converter can take: a batch-1 copy when it holds a recurrent layer (an open batch
-    dimension stops the converter at TensorListReserve), else the model itself."""
-    if any(isinstance(layer, keras.layers.RNN) for layer in model.layers):
+    """The model the converter can take and every runtime runs alike: a batch-1 copy when it holds a recurrent
+    layer (an open batch dimension stops the converter at TensorListReserve) or a transposed convolution (with
+    an open batch the converter computes TRANSPOSE_CONV's output shape at run time, with SHAPE, STRIDED_SLICE
+    and PACK, which TFLite Micro does not: its output came out 1x1 where LiteRT's was 64x1), else the model
+    itself."""
+    if any(isinstance(layer, FIXED_BATCH_LAYERS) for layer in model.submodules):
         return sequence.fixed_batch(model)
     return model
 

@@ -141,6 +141,9 @@ def on_device(flatbuffer: bytes, model: edge.LiteRTModel, items: np.ndarray) -> 
         outputs, arena = micro.tflm_run(flatbuffer, tensors, row["litert_activation_bytes"])
     except micro.Unsupported as error:
         return {**row, "tflm_error": str(error), "tflm_missing_ops": error.ops}, cost
+    if outputs.shape != reference.shape:  # the device would compute something else: it does not run there
+        return {**row, "tflm_error": f"TFLite Micro's output has shape {list(outputs.shape[1:])}, LiteRT's "
+                                     f"{list(reference.shape[1:])}"}, cost
     scale = model.output["quantization"][0] or 1.0
     row.update({"tflm_arena_bytes": arena, "tflm_exact_outputs": float((outputs == reference).mean()),
                 "tflm_max_output_diff": float(np.abs(outputs.astype(np.float64) - reference).max() * scale)})
