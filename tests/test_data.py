@@ -108,6 +108,12 @@ def test_leakage_check_names_the_items():
                 {"id": "new", "sha256": "b", "split": "train", "time": 5}]
     with pytest.raises(splits.LeakageError, match=r"train items \['new'\] are later"):
         splits.check_leakage(temporal, temporal=True)
+    validation = [{"id": "a", "sha256": "a", "split": "train", "time": 1},
+                  {"id": "b", "sha256": "b", "split": "val", "time": 3}, {"id": "c", "sha256": "c", "split": "train",
+                                                                          "time": 4},
+                  {"id": "d", "sha256": "d", "split": "test", "time": 9}]
+    with pytest.raises(splits.LeakageError, match=r"train items \['c'\] are later than the earliest val item"):
+        splits.check_leakage(validation, temporal=True)
 
 
 def _customers(path, rows: int = 240):
@@ -212,8 +218,21 @@ def test_temporal_split_puts_the_latest_rows_in_test(tmp_path):
     rules = dict(zip(imputed.id, imputed.rule))
     assert rules["row-14"] == "impute=median" and rules["row-20"] == "impute=most_frequent"  # 'unknown', 'Null'
     assert set(imputed.id) == {"row-14", "row-18", "row-20", "row-21"}  # text, inf, 'Null', 'n/a'; nothing else
+    # forward chaining: 3 folds over 4 blocks in time; each fold trains on the past and validates on the next
+    assert manifest["fold_scheme"] == splits.FORWARD
     folds = {item["fold"] for item in manifest["items"] if item["split"] != "test"}
-    assert folds == {0, 1, 2} and all("fold" not in item for item in manifest["items"] if item["split"] == "test")
+    assert folds == {0, 1, 2, 3} and all("fold" not in item for item in manifest["items"] if item["split"] == "test")
+    time_of = {item["id"]: item["time"] for item in manifest["items"]}
+    ids = {name: workspace.load_arrays(manifest_folder, name, "ids")[0] for name in ("train", "val")}
+    data = splits.load_split(manifest_folder)
+    views = splits.fold_views(manifest_folder, data)
+    pool = np.concatenate([ids["train"], ids["val"]])
+    assert len(views) == 3
+    for number, view in enumerate(views, 1):
+        fold = np.array([next(item["fold"] for item in manifest["items"] if item["id"] == str(i)) for i in pool])
+        train_ids, val_ids = pool[fold < number], pool[fold == number]
+        assert len(view.y["train"]) == len(train_ids) and len(view.y["val"]) == len(val_ids) > 0
+        assert max(time_of[str(i)] for i in train_ids) < min(time_of[str(i)] for i in val_ids)
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -174,6 +174,12 @@ def describe_version(config: config_module.Config, version: str, text: str) -> N
     MlflowClient().update_model_version(config.experiment, version, description=text)
 
 
+def tag_version(config: config_module.Config, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(config.experiment, version, key, value)
+
+
 def set_champion(config: config_module.Config, version: str) -> None:
     MlflowClient().set_registered_model_alias(config.experiment, CHAMPION, version)
 

@@ -135,9 +135,30 @@ def check_ratios(parts: dict, groups: np.ndarray, ids: np.ndarray, rules: config
                          "data.group_column")
 
 
-def fold_numbers(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rules: config_module.SplitConfig) -> dict:
-    """item index -> fold number over train+val, for cross-validated search."""
+FORWARD = "forward_chaining"  # the manifest's `fold_scheme` for a temporal split's folds
+
+
+def forward_blocks(pool: np.ndarray, times: np.ndarray, streams: np.ndarray | None, folds: int) -> dict:
+    """item index -> block 0..folds over train+val in time order (within each stream when items name one):
+    fold j (1..folds) trains on the blocks before j and validates on block j, so no fold validates on rows
+    earlier than any it trains on."""
+    assigned = {}
+    owners = streams[pool] if streams is not None else np.zeros(len(pool), dtype=int)
+    for owner in np.unique(owners):
+        members = pool[owners == owner]
+        ordered = members[np.argsort(times[members], kind="stable")]
+        for rank, index in enumerate(ordered):
+            assigned[int(index)] = int(rank * (folds + 1) // len(ordered))
+    return assigned
+
+
+def fold_numbers(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rules: config_module.SplitConfig,
+                 times: np.ndarray | None = None, streams: np.ndarray | None = None) -> dict:
+    """item index -> fold number over train+val, for cross-validated search: shuffled (stratified, grouped)
+    k-fold, or for a temporal split the block of `forward_blocks`."""
     pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
+    if rules.strategy == "temporal":
+        return forward_blocks(pool, times, streams, rules.folds)
     grouped = len(np.unique(groups[pool])) < len(pool)
     if labels is not None:
         splitter = (StratifiedGroupKFold(rules.folds, shuffle=True, random_state=rules.seed) if grouped
@@ -151,7 +172,7 @@ def fold_numbers(parts: dict, labels: np.ndarray | None, groups: np.ndarray, rul
     return assigned
 
 
-def manifest(assignment: Assignment, fold_of: dict) -> dict:
+def manifest(assignment: Assignment, fold_of: dict, fold_scheme: str = "") -> dict:
     """The split manifest: counts per split, and per item (sorted by id) its id, label, hash and split, with its
     content hash, cluster, group, time, stream and fold where the kind records them."""
     a = assignment
@@ -173,7 +194,10 @@ def manifest(assignment: Assignment, fold_of: dict) -> dict:
                 item["fold"] = fold_of[int(index)]
             items.append(item)
     items.sort(key=lambda item: item["id"])
-    return {"counts": {name: int(len(a.parts[name])) for name in SPLITS}, "items": items}
+    result = {"counts": {name: int(len(a.parts[name])) for name in SPLITS}, "items": items}
+    if fold_scheme:
+        result["fold_scheme"] = fold_scheme
+    return result
 
 
 def check_leakage(items: list[dict], temporal: bool = False) -> None:
@@ -195,9 +219,11 @@ def check_leakage(items: list[dict], temporal: bool = False) -> None:
     for members in streams.values():
         times = {name: [item["time"] for item in members if item["split"] == name and "time" in item]
                  for name in SPLITS}
-        if temporal and times["train"] and times["test"] and max(times["train"]) > min(times["test"]):
-            late = [item["id"] for item in members if item["split"] == "train" and item["time"] > min(times["test"])]
-            problems.append(f"temporal order broken: train items {late[:6]} are later than the earliest test item")
+        for early, later in (("train", "val"), ("val", "test"), ("train", "test")) if temporal else ():
+            if times[early] and times[later] and max(times[early]) > min(times[later]):
+                late = [item["id"] for item in members if item["split"] == early and item["time"] > min(times[later])]
+                problems.append(f"temporal order broken: {early} items {late[:6]} are later than the earliest "
+                                f"{later} item")
     if problems:
         raise LeakageError(f"leakage check failed ({len(problems)} problem(s)): " + "; ".join(problems[:10]))
 
@@ -312,7 +338,10 @@ def fold_views(split_folder: Path, data: SplitData, in_memory_mb: float = 0) -> 
     pick = lambda mask: pool.subset(mask).in_memory(in_memory_mb)  # noqa: E731
     y = np.concatenate([data.y["train"], data.y["val"]])
     number = np.array([fold_of[str(item)] for item in ids])
-    return [dataclasses.replace(data, x={"train": pick(number != k), "val": pick(number == k)},
-                                y={"train": y[number != k], "val": y[number == k]},
-                                dataset={**data.dataset, "view": f"fold {k} of {len(set(number))}"})
-            for k in sorted(set(number))]
+    if manifest.get("fold_scheme") == FORWARD:  # train on the past blocks, validate on the next
+        masks = [(number < k, number == k) for k in sorted(set(number)) if k > 0]
+    else:
+        masks = [(number != k, number == k) for k in sorted(set(number))]
+    return [dataclasses.replace(data, x={"train": pick(train), "val": pick(val)}, y={"train": y[train], "val": y[val]},
+                                dataset={**data.dataset, "view": f"fold {fold} of {len(masks)}"})
+            for fold, (train, val) in enumerate(masks, 1)]

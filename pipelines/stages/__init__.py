@@ -43,6 +43,8 @@ class Stage:
                                                   if option.dest in options})
 
 
+ALLOW_UNBLESSED = Option("--allow-unblessed", "bundle a model that fails its gates on validation data, tagged "
+                         "blessed: false")
 REUSE_TEST = Option("--reuse-test", "allow another evaluation of a used test split (tagged test_reused=true)")
 
 STAGES = (
@@ -54,7 +56,8 @@ STAGES = (
           "needs one", True),
     Stage("train", "fit the configured model, early-stopped on val; register it (champion if it is the best)", True),
     Stage("tune", "random search, then a grid, on validation data; the best model becomes champion if better", True),
-    Stage("export", "TF-Lite variants of the champion validated on the LiteRT interpreter; the edge bundle", True),
+    Stage("export", "gates on validation data, then TF-Lite variants of the champion validated on the LiteRT "
+          "interpreter; the edge bundle", True, options=(ALLOW_UNBLESSED,)),
     Stage("evaluate", "the test split, exactly once, Keras and TF-Lite side by side", True, options=(REUSE_TEST,)),
     Stage("gan", "DCGAN on the training images with a custom tf.GradientTape loop", False),
     Stage("sr", "super-resolution x2 (SRGAN-style) on scikit-image's photographs, scored against bicubic", False),

@@ -26,7 +26,7 @@ from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
 from pipelines.data import kinds, splits
-from pipelines.training import fitting, metrics
+from pipelines.training import fitting, gates, metrics
 
 
 def validation(data: splits.SplitData, outputs: np.ndarray, config: config_module.Config,
@@ -108,6 +108,27 @@ def triage(model, data, representative, keras_outputs, table: dict, folder: Path
     row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
     row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config))
     table["int8_selective"] = row
+
+
+def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.ndarray, version: str,
+             allow_unblessed: bool) -> dict:
+    """The gates' verdict on the Keras model's validation outputs (pipelines/training/gates.py), printed and
+    tagged on the registered version (`blessed`).
+
+    Raises:
+        StageError: a gate failed and `allow_unblessed` is off, naming the check and its numbers.
+    """
+    kind = kinds.get(data.dataset["kind"])
+    features = None if data.task == "anomaly" else {name: kind.features(data.x[name]) for name in ("train", "val")}
+    gate = gates.verdict(config, data, outputs, features, kind.BASELINE)
+    print(gates.text(gate))
+    tracking.tag_version(config, version, {"blessed": str(gate["blessed"]).lower()})
+    mlflow.set_tags({"blessed": str(gate["blessed"]).lower()})
+    if not gate["blessed"] and not allow_unblessed:
+        raise StageError(f"export: version {version} of '{config.experiment}' fails its gates on validation data "
+                         f"({'; '.join(gate['failed'])}); nothing bundled. Improve the model, or bundle it anyway "
+                         "with --allow-unblessed (tagged blessed: false)")
+    return gate
 
 
 def _losses(table: dict, reference: float, settings: config_module.ExportConfig, column: str):
@@ -260,8 +281,9 @@ def _metadata(model: edge.LiteRTModel, data: splits.SplitData, variant: str, row
     }
 
 
-def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
-    """Converts the champion to each variant, validates them on LiteRT and writes the bundle."""
+def run(config: config_module.Config, force: bool = False, allow_unblessed: bool = False) -> stage.StageResult:
+    """Checks the champion's gates, converts it to each variant, validates them on LiteRT and writes the bundle
+    (a model that fails a gate only with `allow_unblessed`, tagged so)."""
     split_folder, _ = stage.upstream(config, "split", "export")
     bundle = workspace.bundle_dir(config.root, config.experiment)
     # The champion's version is an input: a new champion (train --force, tune) always reaches the bundle.
@@ -272,6 +294,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         data = splits.load_split(split_folder, in_memory_mb=config.runtime.in_memory_mb)
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
         keras_row = validation(data, keras_outputs, config)
+        gate = blessing(config, data, keras_outputs, version, allow_unblessed)
         column = metrics.selection_column(data.task, data.y["val"])
         reference = keras_row[column]
         # calibration samples from what the model trained on (an anomaly detector: normal windows only)
@@ -300,6 +323,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         largest = {variant: sorted(cost["layers"], key=lambda layer: -layer["macs"])[:5]
                    for variant, cost in costs.items()}
         workspace.write_json(folder / "export_table.json", {f"keras_{column}": reference, "keras": keras_row,
+                                                            "gates": gate,
                                                             "selected_by": column, "variants": table,
                                                             "chosen": chosen, "targets": fits,
                                                             "largest_layers": largest})
@@ -307,7 +331,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                   for name, row in table.items()}
         layers = "\n".join(f"| {layer['index']} | {layer['op']} | {layer['output']} | {layer['macs']:,} | "
                             f"{layer['params']:,} |" for layer in largest[chosen])
-        text = (f"Keras {column} {reference:.4f}; bundled variant: {chosen}\n\n{_table_text(scalar)}\n\n"
+        text = (f"{gates.text(gate)}\n\nKeras {column} {reference:.4f}; bundled variant: {chosen}\n\n"
+                f"{_table_text(scalar)}\n\n"
                 f"Largest layers of {chosen} ({costs[chosen]['macs']:,} MACs, {costs[chosen]['params']:,} "
                 f"parameters in all)\n\n| op index | op | output | MACs | parameters |\n|---|---|---|---|---|\n"
                 f"{layers}\n\nWill it fit? (export.targets)\n\n{_fit_text(fits)}\n")
@@ -321,8 +346,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             workspace.write_json(staged / "fit.json", fits)
             shutil.copyfile(folder / f"{chosen}.tflite", staged / "model.tflite")
             (staged / "labels.txt").write_text("\n".join(data.class_names or ["value"]) + "\n")
-            metadata = _metadata(edge.LiteRTModel(folder / f"{chosen}.tflite"), data, chosen, table[chosen], config,
-                                 split_folder, version)
+            metadata = {**_metadata(edge.LiteRTModel(folder / f"{chosen}.tflite"), data, chosen, table[chosen],
+                                    config, split_folder, version), "blessed": gate["blessed"]}
             workspace.write_json(staged / "metadata.json", metadata)
             shutil.copyfile(edge.__file__, staged / "predict.py")
         mlflow.log_artifacts(str(bundle), "bundle")
@@ -333,13 +358,14 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         for variant, row in table.items():
             if "tflm_error" in row:
                 mlflow.set_tag(f"export.{variant}.tflm", row["tflm_error"][:500])
-        logged = {f"export/keras/{column}": reference}
+        logged = {f"export/keras/{column}": reference, "export/blessed": int(gate["blessed"])}
         for variant, row in table.items():
             logged.update({f"export/{variant}/{key}": value for key, value in row.items()
                            if isinstance(value, (int, float)) and not isinstance(value, bool)})
         tracking.log_metrics(logged)
         return {**logged, "chosen": chosen, "champion_version": version}
 
-    inputs = {"split": stage.identity(split_folder), "champion": f"{config.experiment} version {version}"}
+    inputs = {"split": stage.identity(split_folder), "champion": f"{config.experiment} version {version}",
+              "unblessed_allowed": allow_unblessed}
     return stage.execute(config, "export", ("export",), inputs, body, force,
                          still_valid=lambda manifest: (bundle / "model.tflite").is_file())

@@ -26,10 +26,11 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     def body(folder: Path) -> dict:
         dataset = workspace.read_json(clean_folder / "dataset.json")
         assignment, statistics = kinds.get(dataset["kind"]).split(clean_folder, dataset, config, folder)
-        fold_of = splits.fold_numbers(assignment.parts, assignment.stratify, assignment.grouping,
-                                      config.split) if config.split.folds else {}
-        manifest = splits.manifest(assignment, fold_of)
-        splits.check_leakage(manifest["items"], temporal=config.split.strategy == "temporal")
+        temporal = config.split.strategy == "temporal"
+        fold_of = splits.fold_numbers(assignment.parts, assignment.stratify, assignment.grouping, config.split,
+                                      assignment.times, assignment.streams) if config.split.folds else {}
+        manifest = splits.manifest(assignment, fold_of, splits.FORWARD if temporal and fold_of else "")
+        splits.check_leakage(manifest["items"], temporal=temporal)
         workspace.write_json(folder / splits.MANIFEST, manifest)
         workspace.write_json(folder / "normalizer.json", statistics)
         workspace.write_json(folder / "dataset.json", dataset)

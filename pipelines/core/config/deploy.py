@@ -35,6 +35,14 @@ class ExportConfig:
         ("cortex_m4", "raspberry_pi"), "device targets, each a preset (cortex_m4, cortex_m7, esp32_s3, "
         "raspberry_pi) or {name, ram_bytes, flash_bytes, runtime: tflm or litert, cores}; see deploy/micro.py")
     micro_samples: int = option(100, "validation items run on TFLite Micro and compared with LiteRT", at_least(1))
+    gate_majority_margin: float = option(0.0, "gate: the model's val accuracy (or MAE) must beat always answering "
+                                         "the training split's majority class (or mean) by more than this")
+    gate_baseline_margin: float = option(-0.05, "gate: the model's val accuracy (or MAE) may trail a classical "
+                                         "model fitted on the same training split by at most minus this "
+                                         "(0: it must match it; positive: beat it by that much; regression: "
+                                         "a fraction of the baseline's MAE)")
+    gate_min: dict[str, float] = option({}, "gate: floors on validation metrics, e.g. {accuracy: 0.9, "
+                                        "macro_recall: 0.8} (names of the evaluate report)")
 
     def check(self, config: Config) -> None:
         from deploy import micro

@@ -11,6 +11,8 @@ import importlib
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from pipelines.core import config as config_module
 from pipelines.core.errors import DataError
 from pipelines.data.splits import Assignment
@@ -42,6 +44,12 @@ class Kind(Protocol):
         """Assigns items to train/val/test without leakage, writes each split's inputs (and any preprocessing
         fitted on train) into `folder`; (the assignment, the normalizer's statistics from train only).
         Updates `dataset` (input_shape, where the inputs live)."""
+
+    BASELINE: str  # the classical model of the export gate on `features`: "logistic" or "forest"
+
+    def features(self, x: Any) -> np.ndarray:
+        """A cheap fixed-length representation of each item of a split's reader (thumbnails, encoded rows,
+        window statistics): what the classical baseline of the export gate is fitted on."""
 
     def preprocessing(self, dataset: dict, split_folder: Path) -> dict:
         """What a device does to a raw input before the model: the bundle's `preprocessing` entry."""

@@ -202,6 +202,20 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     return Assignment(parts, ids, y, item_hashes.tolist(), grouping, stratify, cluster=cluster), statistics
 
 
+BASELINE = "logistic"
+
+
+def features(x) -> np.ndarray:
+    """16x16 grey thumbnails, flattened (what analyze's baseline sees), built chunk by chunk from the reader."""
+    import tensorflow as tf
+
+    out = np.empty((len(x), 256), np.float32)
+    for positions, items in x.chunks(1024):
+        grey = items.astype(np.float32).mean(axis=-1, keepdims=True)
+        out[positions] = tf.image.resize(grey, (16, 16), method="area").numpy().reshape(len(items), -1)
+    return out
+
+
 def preprocessing(dataset: dict, split_folder: Path) -> dict:
     height, width, channels = dataset["input_shape"]
     return {"kind": "image", "color_mode": "L" if channels == 1 else "RGB", "size": [height, width],

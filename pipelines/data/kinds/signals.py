@@ -117,6 +117,14 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
                       streams=recording if temporal else None), statistics
 
 
+BASELINE = "forest"
+
+
+def features(x) -> np.ndarray:
+    """Per-channel statistics of each window (mean, std, min, max, mean absolute step), as analyze's baseline."""
+    return signals.summary_features(x.array())
+
+
 def preprocessing(dataset: dict, split_folder: Path) -> dict:
     """Raw sensor values in, a window at a time; the normalization is inside the model."""
     return {"kind": "signal", **{key: dataset[key] for key in DEVICE_FIELDS}}

@@ -173,6 +173,14 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
                       times=times), statistics
 
 
+BASELINE = "logistic"
+
+
+def features(x) -> np.ndarray:
+    """The encoded rows themselves (imputed, encoded and scaled as fitted on train)."""
+    return x.array()
+
+
 def preprocessing(dataset: dict, split_folder: Path) -> dict:
     return {"kind": "table", "feature_names": dataset["feature_names"],
             "columns": workspace.read_json(split_folder / "preprocessing.json")}

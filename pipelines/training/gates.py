@@ -1,0 +1,107 @@
+"""Quality gates on validation data: what a model must show before anything is bundled.
+
+A model is *blessed* when, on the validation split, it beats (a) always answering the training split's majority
+class (its mean, for regression) by more than `export.gate_majority_margin`, (b) a classical model trained on
+the same training split, on the data kind's cheap features (`kinds.<kind>.features`: grey thumbnails, encoded
+rows, window statistics), by at least `export.gate_baseline_margin` (negative: it may trail by that much; for
+regression the margins are fractions of the reference's MAE), and
+(c) every floor in `export.gate_min` (a metric of the validation report, e.g. `accuracy` or `macro_recall`).
+The champion rule (pipelines/training/champion.py) already keeps a model from replacing a better champion.
+Anomaly detection has no majority class or classical baseline here; only its floors apply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipelines.core import config as config_module
+from pipelines.data.splits import SplitData
+from pipelines.training import metrics
+
+
+def _score(task: str, y: np.ndarray, predicted: np.ndarray) -> float:
+    """Accuracy of predicted classes, or MAE of predicted values."""
+    return float((predicted == y).mean()) if task == "classification" else float(np.abs(predicted - y).mean())
+
+
+def majority(data: SplitData) -> tuple[str, float]:
+    """(what it is, its validation score): the training split's majority class, or its mean."""
+    train, val = data.y["train"], data.y["val"]
+    if data.task == "classification":
+        label = int(np.bincount(train.astype(np.int64)).argmax())
+        return f"always '{data.class_names[label]}'", _score(data.task, val, np.full(len(val), label))
+    return f"always the training mean {float(train.mean()):.4g}", _score(data.task, val, np.full(len(val),
+                                                                                            train.mean()))
+
+
+def baseline(data: SplitData, features: dict[str, np.ndarray], model: str, seed: int) -> tuple[str, float]:
+    """(what it is, its validation score): a classical model fitted on the training split's features."""
+    classification = data.task == "classification"
+    if model == "forest":
+        estimator = (RandomForestClassifier if classification else RandomForestRegressor)(n_estimators=100,
+                                                                                        random_state=seed)
+        name = "random forest (100 trees)"
+    else:
+        estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)
+                                  if classification else Ridge())
+        name = "logistic regression" if classification else "ridge regression"
+    estimator.fit(features["train"], data.y["train"])
+    return name, _score(data.task, data.y["val"], estimator.predict(features["val"]))
+
+
+def verdict(config: config_module.Config, data: SplitData, outputs: np.ndarray, features: dict | None,
+            baseline_model: str) -> dict:
+    """Every check with its numbers, and whether the model is blessed. `outputs` are the model's validation
+    outputs; `features` the kind's features of train and val (None: no baseline for this task)."""
+    settings, task, checks = config.export, data.task, []
+    if task in ("classification", "regression"):
+        higher = task == "classification"
+        score = _score(task, data.y["val"], outputs.argmax(axis=1) if higher else outputs[:, 0])
+        metric = "accuracy" if higher else "mae"
+        # accuracy: the difference in points; MAE: the reduction as a fraction of the reference's MAE
+        gain = (lambda other: score - other) if higher else \
+            (lambda other: (other - score) / max(other, 1e-12))  # noqa: E731
+        name, value = majority(data)
+        checks.append({"check": "beats the majority predictor", "against": name, "metric": f"val {metric}",
+                       "model": score, "reference": value, "margin": settings.gate_majority_margin,
+                       "passed": gain(value) > settings.gate_majority_margin})
+        if features is not None:
+            name, value = baseline(data, features, baseline_model, config.train.seed)
+            checks.append({"check": "beats a classical baseline", "against": f"{name} on the same training split",
+                           "metric": f"val {metric}", "model": score, "reference": value,
+                           "margin": settings.gate_baseline_margin,
+                           "passed": gain(value) >= settings.gate_baseline_margin})
+    if settings.gate_min:
+        report = metrics.classification(data.y["val"], outputs, data.class_names) if task == "classification" \
+            else metrics.regression(data.y["val"], outputs[:, 0]) if task == "regression" else {}
+        for metric, floor in settings.gate_min.items():
+            value = report.get(metric)
+            checks.append({"check": f"{metric} >= {floor:g}", "against": "export.gate_min", "metric": f"val {metric}",
+                           "model": value, "reference": floor, "margin": 0.0,
+                           "passed": value is not None and value >= floor})
+    failed = [check for check in checks if not check["passed"]]
+    return {"blessed": not failed, "checks": checks, "failed": [describe(check) for check in failed]}
+
+
+def describe(check: dict) -> str:
+    model = "n/a" if check["model"] is None else f"{check['model']:.4f}"
+    return (f"{check['check']}: {check['metric']} {model} against {check['reference']:.4f} "
+            f"({check['against']}, margin {check['margin']:g})")
+
+
+def text(result: dict) -> str:
+    """The verdict as a Markdown table (export_table.md, the terminal)."""
+    lines = [f"Gates on validation data: {'blessed' if result['blessed'] else 'NOT blessed'}", "",
+             "| check | against | metric | model | reference | margin | passed |", "|---|---|---|---|---|---|---|"]
+    for check in result["checks"]:
+        model = "n/a" if check["model"] is None else f"{check['model']:.4f}"
+        lines.append(f"| {check['check']} | {check['against']} | {check['metric']} | {model} | "
+                     f"{check['reference']:.4f} | {check['margin']:g} | {'yes' if check['passed'] else 'NO'} |")
+    if not result["checks"]:
+        lines.append("| (none: anomaly detection has no majority class or classical baseline; set export.gate_min) "
+                     "| | | | | | |")
+    return "\n".join(lines)
