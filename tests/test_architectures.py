@@ -121,6 +121,7 @@ def test_segment_stage_trains_both_models_and_scores_the_unet_on_litert(tmp_path
     assert segment.run(config).skipped
 
 
+@pytest.mark.slow
 def test_denoise_stage_reports_psnr_examples_and_the_latent_scatter(tmp_path):
     config = tiny_config(tmp_path, "denoise.filters=[4, 8]", "denoise.epochs=2", "denoise.latent_epochs=1")
     clean.run(config)

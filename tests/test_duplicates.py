@@ -107,7 +107,7 @@ def test_streaming_groups_match_the_images_and_reopen_only_large_ones():
     assert reopened and all(sides[index] >= 2 * duplicates.SIDE for index in reopened)
 
 
-@pytest.mark.parametrize("side", [32, 128])
+@pytest.mark.parametrize("side", [32, pytest.param(128, marks=pytest.mark.slow)])
 def test_every_kind_of_copy_is_found_and_no_cluster_joins_two_originals(side):
     images, _, origin = _dirty(side, distinct=400, groups=12)
     cluster = duplicates.image_groups(images, _settings())["cluster"]

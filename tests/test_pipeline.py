@@ -194,6 +194,7 @@ def test_an_identical_upstream_rerun_or_a_memory_knob_changes_nothing_downstream
     assert len(evaluations) == 1
 
 
+@pytest.mark.slow
 def test_second_run_skips_and_test_split_is_used_once(ran):
     root, config = ran
     _, before = _runs(config)

@@ -74,6 +74,7 @@ def _grid_keys(trials):
     return [search.key(trial["params"]) for trial in trials if trial["phase"] == "grid"]
 
 
+@pytest.mark.slow
 def test_the_search_plans_both_phases_once_and_keeps_the_budget(tmp_path, capsys):
     config = _prepared(tmp_path, n_trials=3, grid_points=6, top_k=2, max_trials=6, epochs=1)
     trials = tune.search_trials(tune.Search(config))
@@ -91,6 +92,7 @@ def test_the_search_plans_both_phases_once_and_keeps_the_budget(tmp_path, capsys
     assert [trial["params"] for trial in fresh][:3] == [trial["params"] for trial in trials][:3]
 
 
+@pytest.mark.slow
 def test_real_search_never_reads_the_test_split(tmp_path, monkeypatch):
     config = _prepared(tmp_path, n_trials=2, grid_points=0, epochs=2)
     real_load = workspace.load_arrays
@@ -112,6 +114,7 @@ def test_grid_runs_nearest_the_best_trial_first():
     assert [params["train.learning_rate"] for params in ordered] == [3e-3, 1e-3, 1e-4, 1e-1]
 
 
+@pytest.mark.slow
 def test_cross_validated_objective_reports_mean_and_spread_over_the_folds(tmp_path):
     config = _search_config(tmp_path, folds=3, n_trials=1, objective="cv", epochs=1)
     for stage in (clean, split, train):
@@ -219,6 +222,7 @@ def test_a_tune_worker_without_a_running_search_says_so(tmp_path):
         tune.work(config, idle_seconds=1)
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path, monkeypatch):
     """Ctrl-C in the middle of a trial: the study stays open, the trial goes back to the queue, and the rerun
     runs only what is left (no training here: the objective is a formula of the learning rate)."""
@@ -258,6 +262,7 @@ def test_the_study_outlives_a_change_of_workers_or_storage_but_not_of_the_search
     assert fingerprint() != fingerprint("search.seed=1") and fingerprint() != fingerprint("search.epochs=5")
 
 
+@pytest.mark.slow
 def test_cv_search_where_train_streams_and_val_is_in_memory(tmp_path):
     from pipelines.data import readers, shards, splits
 

@@ -98,6 +98,7 @@ def test_killed_sr_run_resumes_and_scores_both_phases_against_bicubic(tmp_path, 
     assert sr.run(config).skipped
 
 
+@pytest.mark.slow
 def test_adversarial_step_runs_compiled_under_a_mirrored_strategy(tmp_path):
     from pipelines.training import fitting
 

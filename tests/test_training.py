@@ -109,6 +109,7 @@ def test_nan_loss_stops_training_saying_where(tmp_path):
         fitting.fit(config, data, 3, log_to_mlflow=False)
 
 
+@pytest.mark.slow
 def test_feature_cache_is_built_once_and_the_assembled_model_matches_the_head(tmp_path, capsys):
     from pipelines.stages import pretrain
     from pipelines.training import transfer
