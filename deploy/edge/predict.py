@@ -177,11 +177,17 @@ def _items(paths: list[str], preprocessing: dict):
                     raise ValueError(f"{path}: row {number}: {error}") from None
 
 
-def anomaly_score(reconstruction: np.ndarray, window: np.ndarray, normalization: dict) -> float:
-    """A window's anomaly score: the mean squared error between the model's reconstruction and the window in
-    the normalized space (statistics from metadata.json), computed in float as in training."""
+def normalized(windows: np.ndarray, normalization: dict) -> np.ndarray:
+    """Windows (..., samples, channels) in the normalized space an autoencoder reconstructs (per-channel
+    statistics fitted on the training split; metadata.json carries them)."""
     mean, variance = np.asarray(normalization["mean"]), np.asarray(normalization["variance"])
-    return float(((reconstruction - (window - mean) / np.sqrt(variance)) ** 2).mean())
+    return ((np.asarray(windows, np.float32) - mean) / np.sqrt(variance)).astype(np.float32)
+
+
+def anomaly_scores(reconstructions: np.ndarray, windows: np.ndarray, normalization: dict) -> np.ndarray:
+    """Each window's anomaly score: the mean squared error between the model's reconstruction and the window in
+    the normalized space, in float. Training and export score windows with this same function."""
+    return ((np.asarray(reconstructions, np.float32) - normalized(windows, normalization)) ** 2).mean(axis=(-2, -1))
 
 
 def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]]:
@@ -198,7 +204,7 @@ def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]
             results.append((name, f"{float(scores[0]):.4f}", float(scores[0])))
             continue
         if metadata.get("task") == "anomaly":
-            score = anomaly_score(scores, item, metadata["normalization"])
+            score = float(anomaly_scores(scores, item, metadata["normalization"]))
             results.append((name, labels[1] if score >= metadata["threshold"] else labels[0], score))
             continue
         best = int(np.argmax(scores))

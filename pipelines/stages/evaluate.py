@@ -171,7 +171,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
             normalizer = workspace.read_json(split_folder / "normalizer.json")
             windows = items.array()  # sensor windows: a small split
             outputs = {name: anomaly.scores(output, windows, normalizer) for name, output in outputs.items()}
-            results = {name: {**metrics.anomaly(y, output, thresholds[name]), "threshold": thresholds[name]}
+            results = {name: {**anomaly.report(y, output, thresholds[name]), "threshold": thresholds[name]}
                        for name, output in outputs.items()}
         elif task == "classification":
             results = {name: metrics.classification(y, output, dataset["class_names"])

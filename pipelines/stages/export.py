@@ -220,7 +220,7 @@ def _fit_text(fits: dict) -> str:
 
 
 def _target_bundle(staged: Path, entry: dict, folder: Path, data: splits.SplitData, table: dict,
-                   config: config_module.Config, split_folder: Path, version: str) -> None:
+                   config: config_module.Config, split_folder: Path, version: str, blessed: bool) -> None:
     """deploy/bundles/<experiment>/<target>/: a C array for a microcontroller, the .tflite for a device."""
     chosen, target = entry["chosen"], entry["target"]
     place = staged / target["name"]
@@ -242,7 +242,7 @@ def _target_bundle(staged: Path, entry: dict, folder: Path, data: splits.SplitDa
         shutil.copyfile(edge.__file__, place / "predict.py")
     # every target's bundle says how its inputs are made and read (and a detector's threshold and normalizer)
     workspace.write_json(place / "metadata.json", _metadata(model, data, chosen, table[chosen], config,
-                                                           split_folder, version))
+                                                           split_folder, version, blessed))
     workspace.write_json(place / "fit.json", {"variant": chosen, **entry})
 
 
@@ -260,13 +260,13 @@ def _table_text(table: dict) -> str:
 
 
 def _metadata(model: edge.LiteRTModel, data: splits.SplitData, variant: str, row: dict,
-              config: config_module.Config, split_folder: Path, version: str) -> dict:
+              config: config_module.Config, split_folder: Path, version: str, blessed: bool) -> dict:
     scale, zero_point = model.input["quantization"]
     preprocessing = kinds.get(data.dataset["kind"]).preprocessing(data.dataset, split_folder)
     detector = {"threshold": row["threshold"], "threshold_method": row["threshold_method"],
                 "score": "mean squared error between the model's output and the normalized window"} \
         if "threshold" in row else {}
-    return {**detector,
+    return {**detector, "blessed": blessed,
         "variant": variant, "task": data.task,
         "input": {"shape": [int(v) for v in model.input["shape"]], "dtype": model.input["dtype"].__name__,
                   "scale": float(scale), "zero_point": int(zero_point)},
@@ -342,12 +342,13 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
         with workspace.staging(bundle) as staged:
             for entry in fits.values():
                 if entry["chosen"]:
-                    _target_bundle(staged, entry, folder, data, table, config, split_folder, version)
+                    _target_bundle(staged, entry, folder, data, table, config, split_folder, version,
+                                   gate["blessed"])
             workspace.write_json(staged / "fit.json", fits)
             shutil.copyfile(folder / f"{chosen}.tflite", staged / "model.tflite")
             (staged / "labels.txt").write_text("\n".join(data.class_names or ["value"]) + "\n")
-            metadata = {**_metadata(edge.LiteRTModel(folder / f"{chosen}.tflite"), data, chosen, table[chosen],
-                                    config, split_folder, version), "blessed": gate["blessed"]}
+            metadata = _metadata(edge.LiteRTModel(folder / f"{chosen}.tflite"), data, chosen, table[chosen], config,
+                                 split_folder, version, gate["blessed"])
             workspace.write_json(staged / "metadata.json", metadata)
             shutil.copyfile(edge.__file__, staged / "predict.py")
         mlflow.log_artifacts(str(bundle), "bundle")

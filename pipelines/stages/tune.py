@@ -86,10 +86,10 @@ class Search:
         self.inputs = {"split": stage.identity(self.split_folder)}
         if config.model.architecture == "transfer":
             self.inputs["pretrain"] = stage.identity(stage.upstream(config, "pretrain", "tune")[0])
+        # The study is what the trials' results depend on: the split's content (its items and the normalizer
+        # fitted on them) and the search config; the stage's fingerprint is exactly that.
         self.fingerprint = stage.fingerprint(config, "tune", SECTIONS, self.inputs)
-        study_identity = {"split": self.split_id, "pretrain": self.inputs.get("pretrain"),
-                          "config": stage.resolved_sections(config, SECTIONS)}
-        self.name = f"{config.experiment}-tune-{workspace.fingerprint(study_identity)[:12]}"
+        self.name = f"{config.experiment}-tune-{self.fingerprint[:12]}"
         folder = workspace.stage_dir(config.root, config.experiment, "tune").parent
         self.url = config.search.storage or f"sqlite:///{folder / 'optuna.db'}"
         self.objective = fitting.objective(workspace.read_json(self.split_folder / "dataset.json")["task"])

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 from sklearn import metrics as sk_metrics
 
+import deploy.edge.predict as edge
 from pipelines.data.splits import SplitData
 
 
@@ -22,15 +23,9 @@ def training_view(data: SplitData) -> SplitData:
     return dataclasses.replace(data, x=x, y=y)
 
 
-def normalized(windows: np.ndarray, normalizer: dict) -> np.ndarray:
-    """Windows in the normalized space the autoencoder reconstructs (per-channel statistics fitted on train)."""
-    mean, variance = np.asarray(normalizer["mean"]), np.asarray(normalizer["variance"])
-    return ((windows - mean) / np.sqrt(variance)).astype(np.float32)
-
-
-def scores(reconstructions: np.ndarray, windows: np.ndarray, normalizer: dict) -> np.ndarray:
-    """Each window's mean squared reconstruction error: its anomaly score."""
-    return ((np.asarray(reconstructions, np.float32) - normalized(windows, normalizer)) ** 2).mean(axis=(1, 2))
+# One definition of the normalization and the score, shared with the edge predictor that runs on the device.
+normalized = edge.normalized
+scores = edge.anomaly_scores
 
 
 def threshold(val_scores: np.ndarray, val_labels: np.ndarray, percentile: float) -> tuple[float, str]:

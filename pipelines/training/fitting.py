@@ -18,6 +18,7 @@ from pipelines.core import figures
 from pipelines.core.errors import ConfigError
 from pipelines.data import augment as augmentation
 from pipelines.data.splits import SplitData
+from pipelines.training import anomaly
 
 OPTIMIZERS = {
     "adam": lambda rate: keras.optimizers.Adam(rate),
@@ -130,8 +131,6 @@ LOSSES_FOR = {"classification": ("sparse_categorical_crossentropy", "categorical
 def training_view(data: SplitData) -> SplitData:
     """What a model of the data's task trains on: the split itself, or for anomaly detection the normal
     windows, each its own target (pipelines/training/anomaly.py)."""
-    from pipelines.training import anomaly
-
     return anomaly.training_view(data) if data.task == "anomaly" else data
 
 

@@ -10,6 +10,7 @@ from skimage import metrics as image_metrics
 from sklearn import metrics as sk_metrics
 
 from pipelines.data import readers
+from pipelines.training import anomaly as detection
 
 CLASSIFICATION = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc")
 REGRESSION = ("mae", "mse", "rmse", "mape", "r2")
@@ -110,7 +111,7 @@ def bootstrap(y_true: np.ndarray, outputs: np.ndarray, task: str, resamples: int
         if task == "classification":
             values = _classification_sample(y_true[index], predicted[index], outputs.shape[1])
         elif task == "anomaly":  # `outputs`: window scores
-            found = anomaly(y_true[index], predicted[index], threshold)
+            found = detection.report(y_true[index], predicted[index], threshold)
             values = {name: found[name] for name in ANOMALY if np.isfinite(found[name])}
         else:
             values = regression(y_true[index], predicted[index])
@@ -158,8 +159,6 @@ def validation(task: str, y: np.ndarray, outputs: np.ndarray, reference: np.ndar
         return row
     if task != "anomaly":
         return {"val_mae": float(np.abs(outputs[:, 0] - y).mean())}
-    from pipelines.training import anomaly as detection
-
     x = readers.reader(x).array()  # windows: a small split
     window_scores = detection.scores(outputs, x, normalizer)
     cut, method = detection.threshold(window_scores, y, percentile)
@@ -171,9 +170,3 @@ def validation(task: str, y: np.ndarray, outputs: np.ndarray, reference: np.ndar
         row["val_pr_auc"] = found["pr_auc"]
     return row
 
-
-def anomaly(y_true: np.ndarray, window_scores: np.ndarray, threshold: float) -> dict:
-    """Precision, recall, F1 at `threshold`, ROC-AUC and PR-AUC of an anomaly detector's window scores."""
-    from pipelines.training import anomaly as detection
-
-    return detection.report(y_true, window_scores, threshold)

@@ -196,9 +196,9 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
         workspace.save_arrays(folder, name, keys=keys[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
     # clean's shards, from here; a relative path, so the project can move
     dataset["shards"] = os.path.relpath(clean_folder / "shards", folder)
-    dataset["input_shape"] = list(shards.open_shards(clean_folder / "shards", verify=False).shape)
-    workspace.write_json(folder / "dataset.json", dataset)  # split_items reads the shards' place from it
-    statistics = splits.normalizer(splits.split_items(folder, "train"), config.normalize, per_feature=False)
+    opened = shards.open_shards(clean_folder / "shards")
+    dataset["input_shape"] = list(opened.shape)
+    statistics = splits.normalizer(shards.Items(opened, keys[parts["train"]]), config.normalize, per_feature=False)
     return Assignment(parts, ids, y, item_hashes.tolist(), grouping, stratify, cluster=cluster), statistics
 
 
