@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
-from pipelines.data import shards, splits
+from pipelines.data import kinds, shards, splits
 from pipelines.stages import analyze, clean, split
 from tests.conftest import png, tiny_config
 
@@ -176,6 +176,7 @@ def test_csv_analysis_and_cleaning_apply_every_rule(tmp_path):
     assert "customer_code" in report["high_cardinality"]
     warnings = " ".join(report["warnings"])
     assert "row 14, column 'score': text 'unknown'" in warnings and "row 18, column 'ratio': infinite" in warnings
+    assert "data.time_column 'day' orders the rows in time, but split.strategy is 'stratified'" in warnings
     importances = dict(report["baseline"]["feature_importances"])
     assert max(importances, key=importances.get) in ("income", "income_copy", "city_east")  # the target's rule
 
@@ -206,6 +207,7 @@ def test_csv_analysis_and_cleaning_apply_every_rule(tmp_path):
 def test_temporal_split_puts_the_latest_rows_in_test(tmp_path):
     _customers(tmp_path / "customers.csv")
     config = _csv_config(tmp_path, strategy="temporal", folds=3)
+    assert not [line for line in kinds.get("table").read(config).warnings if "time_column" in line]  # no warning
     clean.run(config)
     manifest_folder = split.run(config).folder
     manifest = workspace.read_json(manifest_folder / splits.MANIFEST)

@@ -190,6 +190,16 @@ def anomaly_scores(reconstructions: np.ndarray, windows: np.ndarray, normalizati
     return ((np.asarray(reconstructions, np.float32) - normalized(windows, normalization)) ** 2).mean(axis=(-2, -1))
 
 
+def decide(scores: np.ndarray, threshold: float | None = None, positive: int = 1) -> np.ndarray:
+    """Class decisions from class probabilities: the most probable class, or for a binary model with a decision
+    threshold (chosen on validation; metadata.json's `decision_threshold`) the positive class when its
+    probability reaches the threshold. Training, evaluation and this predictor all decide here."""
+    scores = np.asarray(scores)
+    if threshold is None or scores.shape[-1] != 2:
+        return scores.argmax(axis=-1)
+    return np.where(scores[..., positive] >= threshold, positive, 1 - positive)
+
+
 def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]]:
     """(item, label, score) per image file, CSV row or window; for regression the label is the predicted value,
     for anomaly detection 'anomaly' or 'normal' by the bundle's threshold, the score the window's."""
@@ -207,7 +217,7 @@ def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]
             score = float(anomaly_scores(scores, item, metadata["normalization"]))
             results.append((name, labels[1] if score >= metadata["threshold"] else labels[0], score))
             continue
-        best = int(np.argmax(scores))
+        best = int(decide(scores, metadata.get("decision_threshold"), metadata.get("positive_index", 1)))
         results.append((name, labels[best], float(scores[best])))
     return results
 

@@ -53,9 +53,12 @@ def links(root: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backen
     """
     from mlflow.tracking import MlflowClient
 
+    from pipelines.core.ledger import LEDGER
+
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     client = MlflowClient(tracking_uri=backend_uri(root, backend))
-    experiments = [experiment for experiment in client.search_experiments() if experiment.name != "Default"]
+    experiments = sorted((experiment for experiment in client.search_experiments() if experiment.name != "Default"),
+                         key=lambda experiment: (experiment.name == LEDGER, experiment.name))  # the ledger last
     return [f"{experiment.name}: http://{shown}:{port}/#/experiments/{experiment.experiment_id}/runs"
             "?workflowType=machine_learning" for experiment in experiments]
 

@@ -477,7 +477,7 @@ def _group_holdout(indices: np.ndarray, groups: np.ndarray, labels: np.ndarray |
 
 
 def grouped_split(groups: np.ndarray, labels: np.ndarray | None, val_fraction: float, test_fraction: float,
-                  seed: int) -> dict[str, np.ndarray]:
+                  seed: int, candidates: np.ndarray | None = None, share: float | None = None) -> dict[str, np.ndarray]:
     """Window indices per split, each group (a recording, or a subject) inside one split; stratified by label
     when labels are given (scikit-learn's StratifiedGroupKFold; GroupShuffleSplit without labels).
 
@@ -487,7 +487,11 @@ def grouped_split(groups: np.ndarray, labels: np.ndarray | None, val_fraction: f
     _check_fractions(val_fraction, test_fraction)
     groups = np.asarray(groups)
     labels = None if labels is None else np.asarray(labels)
-    rest, test = _group_holdout(np.arange(len(groups)), groups, labels, test_fraction, seed)
+    if candidates is None:
+        rest, test = _group_holdout(np.arange(len(groups)), groups, labels, test_fraction, seed)
+    else:  # the test split drawn from `candidates` only (about `share` of them), the others join the rest
+        _, test = _group_holdout(candidates, groups, labels, share, seed)
+        rest = np.setdiff1d(np.arange(len(groups)), test)
     train, val = _group_holdout(rest, groups, labels, val_fraction / (1.0 - test_fraction), seed)
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 

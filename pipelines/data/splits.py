@@ -101,17 +101,59 @@ def holdout(indices: np.ndarray, fraction: float, labels: np.ndarray | None, gro
     return indices[rest], indices[held]
 
 
+def barred_items(content: list[str], used: set[str]) -> np.ndarray | None:
+    """Which items an earlier test evaluation already saw (their content hash is in the ledger's `used`): what
+    `split.exclude_used_from_test` keeps out of a new test split. None when there are none."""
+    barred = np.array([key in used for key in content], dtype=bool)
+    return barred if barred.any() else None
+
+
+def test_candidates(groups: np.ndarray, barred: np.ndarray | None, fraction: float) -> tuple[np.ndarray, float]:
+    """(the items a test split may take, the share of them it takes to hold `fraction` of all items): every item
+    whose group holds no `barred` item.
+
+    Raises:
+        DataError: too few unused items remain for a test split of that size.
+    """
+    indices = np.arange(len(groups))
+    if barred is None:
+        return indices, fraction
+    candidates = indices[~np.isin(groups, np.unique(groups[barred]))]
+    share = fraction * len(indices) / max(1, len(candidates))
+    if share > 0.9:
+        raise DataError(f"split: {int(barred.sum())} of {len(indices)} items were in an earlier evaluated test "
+                        f"split; the {len(candidates)} unused items (whole groups) cannot hold a test split of "
+                        f"{fraction:.2f} of the data. Add new data, lower split.test_fraction, or evaluate with "
+                        "--reuse-test")
+    return candidates, share
+
+
+def check_unused_test(test: np.ndarray, barred: np.ndarray | None, ids: np.ndarray) -> None:
+    """A temporal split's test block is fixed (the latest items): it may not hold a used item."""
+    if barred is not None and barred[test].any():
+        used = [str(ids[index]) for index in test[barred[test]][:5]]
+        raise DataError(f"split: the temporal test block holds {int(barred[test].sum())} items of an earlier "
+                        f"evaluated test split (e.g. {used}); a temporal split needs data recorded after them for "
+                        "a new test split, or evaluate with --reuse-test")
+
+
 def assign(labels: np.ndarray | None, groups: np.ndarray, times: np.ndarray | None,
-           rules: config_module.SplitConfig) -> dict[str, np.ndarray]:
-    """Indices per split. `labels` is None unless stratifying."""
+           rules: config_module.SplitConfig, barred: np.ndarray | None = None,
+           ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Indices per split. `labels` is None unless stratifying; `barred` items (and their groups) never go to test
+    (`barred_items`)."""
     indices = np.arange(len(groups))
     if rules.strategy == "temporal":
         order = np.argsort(times, kind="stable")
         n_test, n_val = round(rules.test_fraction * len(order)), round(rules.val_fraction * len(order))
         parts = {"train": order[: len(order) - n_test - n_val], "val": order[len(order) - n_test - n_val:
                  len(order) - n_test], "test": order[len(order) - n_test:]}
+        check_unused_test(parts["test"], barred, indices if ids is None else ids)
     else:
-        rest, test = holdout(indices, rules.test_fraction, labels, groups, rules.seed)
+        candidates, share = test_candidates(groups, barred, rules.test_fraction)
+        rest, test = holdout(candidates, share, labels, groups, rules.seed)
+        if barred is not None:  # the barred items join the rest
+            rest = np.setdiff1d(indices, test)
         train, val = holdout(rest, rules.val_fraction / (1.0 - rules.test_fraction), labels, groups, rules.seed)
         parts = {"train": train, "val": val, "test": test}
     return {name: np.sort(part) for name, part in parts.items()}

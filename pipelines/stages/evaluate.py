@@ -1,15 +1,15 @@
 """evaluate: the test split, exactly once, hash-checked against the split manifest.
 
 The registry's champion and the TF-Lite variant chosen for the device are evaluated side by side with a
-procedure fixed in the config (metrics, bootstrap resamples, confidence). The use is recorded in
-`test_ledger.json` next to the split folder and in MLflow; a second evaluation of the same test split is
+procedure fixed in the config (metrics, bootstrap resamples, confidence). The use is recorded in the tracking
+store's test ledger (`pipelines/core/ledger.py`), keyed by the content of the test items: an evaluation of a
+test split that shares items with any earlier one (under any seed or experiment name, after `make clean`) is
 refused unless `--reuse-test`, which tags the run `test_reused=true` and counts the uses, and even then the
 procedure must be the one of the first evaluation.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -21,7 +21,7 @@ import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core import figures, ledger, stage, tracking, workspace
 from pipelines.core.errors import ConfigError, DataError, StageError
-from pipelines.core.ledger import TestSetUsed, check_ledger, previous_uses  # noqa: F401 (TestSetUsed: what evaluate raises)
+from pipelines.core.ledger import TestSetUsed  # noqa: F401 (what evaluate raises)
 from pipelines.data import splits
 from pipelines.training import anomaly, metrics
 
@@ -73,12 +73,14 @@ def _histograms(y: np.ndarray, window_scores: dict, results: dict, folder: Path)
         figures.save(figure, folder / f"test_scores_{name}.png")
 
 
-def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], folder: Path) -> None:
+def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], folder: Path,
+          decision: tuple[float, int] | None = None) -> None:
     """Confusion matrices and a reliability diagram, or residual plots for regression."""
     for name, output in outputs.items():
         figure, axis = plt.subplots(figsize=(5.5, 5))
         if class_names:
-            sk_metrics.ConfusionMatrixDisplay.from_predictions(y, output.argmax(axis=1), display_labels=class_names,
+            sk_metrics.ConfusionMatrixDisplay.from_predictions(y, edge.decide(output, *(decision or (None,))),
+                                                               display_labels=class_names,
                                                                ax=axis, colorbar=False)
             axis.set_title(f"Test confusion: {name}")
             figures.save(figure, folder / f"confusion_{name}.png")
@@ -100,12 +102,15 @@ def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], f
         figures.save(figure, folder / "reliability.png")
 
 
-def _report(results: dict, intervals: dict, fixed: dict, uses: int, task: str) -> str:
+def _report(results: dict, intervals: dict, fixed: dict, uses: list[dict], task: str) -> str:
     names = [name if task != "classification" or name in ("accuracy", "roc_auc") else f"macro_{name}"
              for name in fixed["metrics"]]
     confidence = int(round(100 * fixed["confidence"]))
-    lines = ["# Test evaluation", "", f"Uses of this test split, this one included: {uses}"
-             + (" (REUSED: this score is no longer an unbiased estimate)" if uses > 1 else ""), "",
+    lines = ["# Test evaluation", "", f"Uses of these test items, this one included: {len(uses) + 1}"
+             + (" (REUSED: this score is no longer an unbiased estimate)" if uses else ""), ""]
+    lines += [f"- earlier use: {use['time']}, MLflow run {use['evaluate_run_id']} (experiment "
+              f"'{use['experiment']}'), {use['shared']} of these items" for use in uses]
+    lines += ["",
              f"Intervals: {confidence}% percentile bootstrap over test items ({fixed['bootstrap_resamples']} "
              "resamples).", "", "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
     for model, row in results.items():
@@ -144,6 +149,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
     # The Keras model scored beside the TF-Lite variant is the version that export converted, never another.
     version = export_manifest["metrics"]["champion_version"]
     manifest_sha = splits.identity(split_folder)
+    keys = ledger.test_keys(split_folder)
     dataset = workspace.read_json(split_folder / "dataset.json")
     fixed = procedure(config, dataset["task"])
     variant = config.evaluate.tflite_variant
@@ -154,6 +160,10 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
     thresholds = {"keras": table.get("keras", {}).get("threshold"),
                   variant: table["variants"][variant].get("threshold")}
     task = dataset["task"]
+    # a binary classifier decides at the threshold chosen on validation, as the bundle's predictor does
+    shipped = workspace.read_json(bundle.parent / "metadata.json") if (bundle.parent / "metadata.json").is_file() \
+        else {}
+    decision = (shipped["decision_threshold"], shipped["positive_index"]) if "decision_threshold" in shipped else None
 
     def body(folder: Path) -> dict:
         y, ids = workspace.load_arrays(split_folder, "test", "y", "ids")
@@ -174,30 +184,32 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
             results = {name: {**anomaly.report(y, output, thresholds[name]), "threshold": thresholds[name]}
                        for name, output in outputs.items()}
         elif task == "classification":
-            results = {name: metrics.classification(y, output, dataset["class_names"])
+            results = {name: metrics.classification(y, output, dataset["class_names"], decision)
                        for name, output in outputs.items()}
         else:
             outputs = {name: output[:, 0] for name, output in outputs.items()}
             results = {name: metrics.regression(y, output) for name, output in outputs.items()}
         intervals = {name: metrics.bootstrap(y, output, task, fixed["bootstrap_resamples"], fixed["confidence"],
-                                             fixed["seed"], thresholds[name] or 0.0)
+                                             fixed["seed"], thresholds[name] or 0.0, decision)
                      if fixed["bootstrap_resamples"] else {} for name, output in outputs.items()}
         if task == "anomaly":
             _histograms(y, outputs, results, folder)
         else:
-            plots(y, outputs, results, dataset["class_names"] if task == "classification" else [], folder)
-        uses = previous_uses(config, manifest_sha)
-        record = {"run_id": mlflow.active_run().info.run_id, "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                  "reused": bool(uses), "champion_version": version, "procedure": fixed,
-                  "tflite_variant": variant}
+            plots(y, outputs, results, dataset["class_names"] if task == "classification" else [], folder, decision)
+        uses = ledger.earlier_uses(keys)
+        record = {"evaluate_run_id": mlflow.active_run().info.run_id, "experiment": config.experiment,
+                  "manifest_sha256": manifest_sha, "reused": str(bool(uses)).lower(),
+                  "champion_version": version, "procedure": fixed, "tflite_variant": variant}
         mlflow.set_tags({"test_reused": str(bool(uses)).lower(), "test_uses": str(len(uses) + 1),
                          "evaluate.tflite_variant": variant, "champion_version": version})
         workspace.write_json(folder / "test_report.json", {
             "manifest_sha256": manifest_sha, "uses": len(uses) + 1, "record": record, "procedure": fixed,
-            "results": results, "intervals": intervals})
-        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, len(uses) + 1, task))
+            "earlier_uses": uses, "results": results, "intervals": intervals,
+            "decision": {key: shipped[key] for key in ("decision_threshold", "positive_class", "objective", "floors")
+                         if key in shipped}})
+        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, uses, task))
         mlflow.log_artifacts(str(folder), "evaluation")
-        ledger.record(config, manifest_sha, record)
+        ledger.record(keys, record)
         flat = {"test/uses": len(uses) + 1, **_flat_metrics(results, intervals)}
         tracking.log_metrics(flat)
         return flat
@@ -207,7 +219,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         if champion != version:
             raise StageError(f"the edge bundle was exported from version {version} of '{config.experiment}', but "
                              f"the champion is now version {champion}; run export first (make export)")
-        check_ledger(config, manifest_sha, reuse_test, fixed)
+        ledger.check(ledger.earlier_uses(keys), len(keys), reuse_test, fixed)
 
     inputs = {"split": manifest_sha, "export": stage.identity(export_folder),
               "bundle": workspace.sha256_file(bundle) if bundle.is_file() else "missing",

@@ -26,23 +26,24 @@ from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
 from pipelines.data import kinds, splits
-from pipelines.training import fitting, gates, metrics
+from pipelines.training import fitting, gates, metrics, objectives
 
 
 def validation(data: splits.SplitData, outputs: np.ndarray, config: config_module.Config,
-               reference: np.ndarray | None = None) -> dict:
+               reference: np.ndarray | None = None, decision: dict | None = None) -> dict:
     """A model's validation columns (pipelines/training/metrics.py: accuracy and agreement with the Keras model,
-    MAE, or an anomaly detector's own threshold and F1)."""
+    decided at a binary model's threshold when it has one, MAE, or an anomaly detector's own threshold and F1)."""
+    rule = (decision["decision_threshold"], decision["positive_index"]) if decision else None
     return metrics.validation(data.task, data.y["val"], outputs, reference, data.x["val"], data.normalizer,
-                              config.train.anomaly_percentile)
+                              config.train.anomaly_percentile, rule)
 
 
 def measure(model: edge.LiteRTModel, data: splits.SplitData, keras_outputs: np.ndarray,
-            config: config_module.Config) -> dict:
+            config: config_module.Config, decision: dict | None = None) -> dict:
     """Validation scores, difference from Keras and batch-1 latency of one TF-Lite variant on LiteRT."""
     outputs = splits.predict({"lite": model}, data.x["val"])["lite"]
     row = {"max_score_diff": float(np.abs(outputs - keras_outputs).max())}
-    row.update(validation(data, outputs, config, keras_outputs))
+    row.update(validation(data, outputs, config, keras_outputs, decision))
     row.update(latency(model, data.x["val"].head(1)[0], config.export.latency_runs))
     return row
 
@@ -92,7 +93,8 @@ def optimized(model, variant: str, data: splits.SplitData, config: config_module
     return optimize.quantization_aware(model, loss, x, y, settings.optimize_epochs, rate), {}
 
 
-def triage(model, data, representative, keras_outputs, table: dict, folder: Path, config) -> None:
+def triage(model, data, representative, keras_outputs, table: dict, folder: Path, config,
+           decision: dict | None = None) -> None:
     """QuantizationDebugger's worst layers, and an `int8_selective` variant that keeps them in float."""
     from deploy import triage as debugger
 
@@ -106,7 +108,7 @@ def triage(model, data, representative, keras_outputs, table: dict, folder: Path
     flatbuffer = debugger.selective(model, representative, list(worst["tensor_name"]))
     workspace.write_bytes(folder / "int8_selective.tflite", flatbuffer)
     row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
-    row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config))
+    row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config, decision))
     table["int8_selective"] = row
 
 
@@ -220,7 +222,8 @@ def _fit_text(fits: dict) -> str:
 
 
 def _target_bundle(staged: Path, entry: dict, folder: Path, data: splits.SplitData, table: dict,
-                   config: config_module.Config, split_folder: Path, version: str, blessed: bool) -> None:
+                   config: config_module.Config, split_folder: Path, version: str, blessed: bool,
+                   decision: dict) -> None:
     """deploy/bundles/<experiment>/<target>/: a C array for a microcontroller, the .tflite for a device."""
     chosen, target = entry["chosen"], entry["target"]
     place = staged / target["name"]
@@ -242,7 +245,7 @@ def _target_bundle(staged: Path, entry: dict, folder: Path, data: splits.SplitDa
         shutil.copyfile(edge.__file__, place / "predict.py")
     # every target's bundle says how its inputs are made and read (and a detector's threshold and normalizer)
     workspace.write_json(place / "metadata.json", _metadata(model, data, chosen, table[chosen], config,
-                                                           split_folder, version, blessed))
+                                                           split_folder, version, blessed, decision))
     workspace.write_json(place / "fit.json", {"variant": chosen, **entry})
 
 
@@ -259,14 +262,26 @@ def _table_text(table: dict) -> str:
     return "\n".join(lines)
 
 
+def _decision(config: config_module.Config, data: splits.SplitData, tags: dict) -> dict:
+    """A binary classifier's decision threshold, chosen on validation when it trained (its registry tag), with the
+    positive class it applies to: what the bundle's predictor and evaluate decide by."""
+    if "val/threshold" not in tags:
+        return {}
+    positive = objectives.positive_index(data.class_names, config.train.positive_class)
+    return {"decision_threshold": float(tags["val/threshold"]), "positive_index": positive,
+            "positive_class": data.class_names[positive], "objective": config.train.objective,
+            "floors": dict(config.train.floors), "floors_met": tags.get("val/floors_met") == "true"}
+
+
 def _metadata(model: edge.LiteRTModel, data: splits.SplitData, variant: str, row: dict,
-              config: config_module.Config, split_folder: Path, version: str, blessed: bool) -> dict:
+              config: config_module.Config, split_folder: Path, version: str, blessed: bool,
+              decision: dict) -> dict:
     scale, zero_point = model.input["quantization"]
     preprocessing = kinds.get(data.dataset["kind"]).preprocessing(data.dataset, split_folder)
     detector = {"threshold": row["threshold"], "threshold_method": row["threshold_method"],
                 "score": "mean squared error between the model's output and the normalized window"} \
         if "threshold" in row else {}
-    return {**detector, "blessed": blessed,
+    return {**detector, **decision, "blessed": blessed,
         "variant": variant, "task": data.task,
         "input": {"shape": [int(v) for v in model.input["shape"]], "dtype": model.input["dtype"].__name__,
                   "scale": float(scale), "zero_point": int(zero_point)},
@@ -293,7 +308,8 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
         model = tracking.load_champion(config, version)
         data = splits.load_split(split_folder, in_memory_mb=config.runtime.in_memory_mb)
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
-        keras_row = validation(data, keras_outputs, config)
+        decision = _decision(config, data, tracking.version_tags(config, version) or {})
+        keras_row = validation(data, keras_outputs, config, decision=decision)
         gate = blessing(config, data, keras_outputs, version, allow_unblessed)
         column = metrics.selection_column(data.task, data.y["val"])
         reference = keras_row[column]
@@ -305,12 +321,12 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
             flatbuffer = tflite.convert(source, "int8" if variant.endswith("_int8") else variant, representative)
             workspace.write_bytes(folder / f"{variant}.tflite", flatbuffer)
             row = {"size_bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, mtime=0))}
-            row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config))
+            row.update(measure(edge.LiteRTModel(flatbuffer), data, keras_outputs, config, decision))
             row.update(notes)
             table[variant] = row
         if "int8" in table and data.task == "classification" and \
                 reference - table["int8"]["val_accuracy"] > config.export.triage_drop:
-            triage(model, data, representative, keras_outputs, table, folder, config)
+            triage(model, data, representative, keras_outputs, table, folder, config, decision)
         chosen = choose(table, reference, config.export, column)
         costs, items = {}, data.x["val"].head(config.export.micro_samples)
         for variant in table:
@@ -343,12 +359,12 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
             for entry in fits.values():
                 if entry["chosen"]:
                     _target_bundle(staged, entry, folder, data, table, config, split_folder, version,
-                                   gate["blessed"])
+                                   gate["blessed"], decision)
             workspace.write_json(staged / "fit.json", fits)
             shutil.copyfile(folder / f"{chosen}.tflite", staged / "model.tflite")
             (staged / "labels.txt").write_text("\n".join(data.class_names or ["value"]) + "\n")
             metadata = _metadata(edge.LiteRTModel(folder / f"{chosen}.tflite"), data, chosen, table[chosen], config,
-                                 split_folder, version, gate["blessed"])
+                                 split_folder, version, gate["blessed"], decision)
             workspace.write_json(staged / "metadata.json", metadata)
             shutil.copyfile(edge.__file__, staged / "predict.py")
         mlflow.log_artifacts(str(bundle), "bundle")

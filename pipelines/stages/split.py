@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 
 from pipelines.core import config as config_module
-from pipelines.core import stage, tracking, workspace
+from pipelines.core import ledger, stage, tracking, workspace
 from pipelines.data import kinds, splits
 
 
@@ -25,7 +25,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         dataset = workspace.read_json(clean_folder / "dataset.json")
-        assignment, statistics = kinds.get(dataset["kind"]).split(clean_folder, dataset, config, folder)
+        used = ledger.used_keys() if config.split.exclude_used_from_test else set()
+        assignment, statistics = kinds.get(dataset["kind"]).split(clean_folder, dataset, config, folder, used)
         temporal = config.split.strategy == "temporal"
         fold_of = splits.fold_numbers(assignment.parts, assignment.stratify, assignment.grouping, config.split,
                                       assignment.times, assignment.streams) if config.split.folds else {}
@@ -37,6 +38,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         for name in (splits.MANIFEST, "normalizer.json", "dataset.json"):
             mlflow.log_artifact(str(folder / name))
         metrics = {f"split/{name}_items": len(assignment.parts[name]) for name in splits.SPLITS}
+        if config.split.exclude_used_from_test:  # what the tracking store's test ledger held when this split ran
+            metrics["split/used_test_items_held_out"] = len(set(assignment.content or []) & used)
         tracking.log_metrics(metrics)
         return metrics
 

@@ -58,8 +58,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             if (folder / name).is_file():
                 mlflow.log_artifact(str(folder / name))
         version, promoted = champion.register(config, model, scores, split_id, data.task, data.x["val"].head(2))
-        key = fitting.objective(data.task).key
+        key = fitting.objective(data.task, config.train).key
         metrics = {key: scores[key], "val/loss": scores["val/loss"], "train/epochs_run": scores["epochs"],
+                   **{name: scores[name] for name in ("val/threshold", "val/floors_met") if name in scores},
                    "train/fit_seconds": scores["fit_seconds"], "model/params": model.count_params(),
                    "train/replicas": model.distribute_strategy.num_replicas_in_sync}
         metrics.update({name: value for name, value in scores.items() if name.startswith("phase1/")})

@@ -92,7 +92,8 @@ class Search:
         self.name = f"{config.experiment}-tune-{self.fingerprint[:12]}"
         folder = workspace.stage_dir(config.root, config.experiment, "tune").parent
         self.url = config.search.storage or f"sqlite:///{folder / 'optuna.db'}"
-        self.objective = fitting.objective(workspace.read_json(self.split_folder / "dataset.json")["task"])
+        self.objective = fitting.objective(workspace.read_json(self.split_folder / "dataset.json")["task"],
+                                           self.config.train)
 
     def study(self) -> optuna.Study:
         return search.open_study(self.url, self.name, self.objective.higher, self.config.search.prune_warmup)

@@ -60,10 +60,13 @@ def register(config: config_module.Config, model: keras.Model, scores: dict, spl
     Returns:
         (the new version, whether it is now the champion).
     """
-    objective = fitting.objective(task)
+    objective = fitting.objective(task, config.train)
     tags = {SPLIT_TAG: split_digest, objective.key: repr(float(scores[objective.key])),
             "val/loss": repr(float(scores["val/loss"])),
             "config_sha256": workspace.fingerprint(config_module.to_dict(config))}
+    if "val/threshold" in scores:  # the binary decision threshold chosen on validation: what export bundles
+        tags["val/threshold"] = repr(float(scores["val/threshold"]))
+        tags["val/floors_met"] = str(bool(scores["val/floors_met"])).lower()
     version = tracking.register(config, log_keras_model(model, config, example, tags), tags)
     incumbent = tracking.champion_version(config)
     promoted = takes_over(scores, split_digest, tracking.version_tags(config, incumbent) if incumbent else None,

@@ -18,7 +18,7 @@ from pipelines.core import figures
 from pipelines.core.errors import ConfigError
 from pipelines.data import augment as augmentation
 from pipelines.data.splits import SplitData
-from pipelines.training import anomaly
+from pipelines.training import anomaly, objectives
 
 OPTIMIZERS = {
     "adam": lambda rate: keras.optimizers.Adam(rate),
@@ -35,6 +35,10 @@ class Objective:
 
     metric: str
     higher: bool
+    named: bool = False  # `train.objective` named it: early stopping watches it too, not val_loss
+    threshold: str = "argmax"  # binary: "tuned" chooses the decision threshold on validation
+    floors: tuple = ()  # ((metric, floor), ...) the tuned threshold must meet
+    positive_class: str = ""
 
     @property
     def key(self) -> str:
@@ -54,10 +58,57 @@ class Objective:
                                                                        -incumbent["val/loss"])
 
 
-def objective(task: str) -> Objective:
-    """The validation metric that ranks models of a task (an anomaly detector: the mean absolute error of its
-    reconstructions of normal validation windows)."""
-    return Objective("accuracy", True) if task == "classification" else Objective("mae", False)
+def objective(task: str, train: config_module.TrainConfig | None = None) -> Objective:
+    """The validation metric that ranks models of a task: `train.objective` when named, else accuracy or MAE
+    (an anomaly detector: the mean absolute error of its reconstructions of normal validation windows).
+
+    Raises:
+        ConfigError: the named objective is not one of the task's.
+    """
+    if train is None or train.objective == "auto":
+        return Objective("accuracy", True) if task == "classification" else Objective("mae", False)
+    kind, higher = objectives.OBJECTIVES[train.objective]
+    if kind != task:
+        raise ConfigError(f"train.objective: '{train.objective}' is a {kind} metric; this is a {task} task "
+                          f"(choose from {[name for name, (k, _) in objectives.OBJECTIVES.items() if k == task]} "
+                          "or auto)")
+    return Objective(train.objective, higher, True, train.threshold, tuple(sorted(train.floors.items())),
+                     train.positive_class)
+
+
+def score_objective(goal: Objective, y: np.ndarray, outputs: np.ndarray, class_names: list[str]) -> dict:
+    """A named objective on validation outputs: {key: value}, and for a binary classifier with a tuned threshold
+    `val/threshold` and whether the floors were met (`val/floors_met`, 1 or 0)."""
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        outputs = outputs[:, 0]
+    positive = objectives.positive_index(class_names, goal.positive_class) if class_names else 1
+    if goal.threshold == "tuned" and outputs.ndim == 2 and outputs.shape[1] == 2:
+        chosen = objectives.choose_threshold(y, outputs, goal.metric, dict(goal.floors), positive)
+        value = chosen["objective"] if chosen["met"] else goal.worst()
+        return {goal.key: value, "val/threshold": chosen["threshold"], "val/floors_met": float(chosen["met"])}
+    return {goal.key: objectives.score(goal.metric, y, outputs, None, positive)}
+
+
+class ObjectiveLogger(keras.callbacks.Callback):
+    """Scores a named objective on the validation split after each epoch and puts it into the epoch's logs
+    (`val_<metric>`, and `val_threshold`), so early stopping, the checkpoint, the search's pruner, the history
+    and MLflow all see it. Comes before them in the callback list. What early stopping watches is `val_selection`:
+    the objective (negated when lower is better), ties broken by the validation loss, as the champion rule breaks
+    them (a saturated objective, recall 1.0 from the third epoch say, must not stop a model that still learns)."""
+
+    TIE_BREAK = 1e-6  # the weight of val_loss: below any step of a metric over fewer than a million items
+
+    def __init__(self, goal: Objective, val: tf.data.Dataset, y: np.ndarray, class_names: list[str]):
+        super().__init__()
+        self.goal, self.val, self.y, self.class_names = goal, val, y, class_names
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        found = score_objective(self.goal, self.y, self.model.predict(self.val, verbose=0), self.class_names)
+        logs.update({key.replace("val/", "val_"): value for key, value in found.items()})
+        value = found[self.goal.key] if self.goal.higher else -found[self.goal.key]
+        logs["val_selection"] = value - self.TIE_BREAK * float(logs.get("val_loss", 0.0))
 
 
 _MULTI_WORKER: list = []  # TensorFlow allows one MultiWorkerMirroredStrategy per process, made before other ops
@@ -171,16 +222,19 @@ def class_weights(config: config_module.Config, data: SplitData) -> dict | None:
 
 
 def _callbacks(config: config_module.Config, folder: Path | None, backup_dir: Path | None, offset: int,
-               log_to_mlflow: bool) -> tuple[list, NanGuard]:
+               log_to_mlflow: bool, scorer: ObjectiveLogger | None = None) -> tuple[list, NanGuard]:
     guard = NanGuard()
-    callbacks = [guard, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
-                                                      restore_best_weights=True)]
+    # a named objective is watched itself; otherwise the smooth validation loss
+    monitor, mode = ("val_selection", "max") if scorer is not None else ("val_loss", "min")
+    callbacks = [guard, *([scorer] if scorer is not None else []),
+                 keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.train.patience,
+                                               restore_best_weights=True)]
     if config.train.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                                            patience=config.train.reduce_lr_patience))
     if folder is not None and config.train.checkpoint:
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), monitor="val_loss",
-                                                         save_best_only=True, save_weights_only=True))
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), monitor=monitor,
+                                                         mode=mode, save_best_only=True, save_weights_only=True))
     if backup_dir is not None:  # a killed run resumes from its last completed epoch
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     if log_to_mlflow:
@@ -215,7 +269,10 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
         print(f"[train] resuming from the backup of an interrupted run in {backup_dir}")
     extra = callbacks or []
-    callbacks, guard = _callbacks(config, folder, backup_dir, offset, log_to_mlflow)
+    goal = objective(data.task, config.train)
+    class_names = data.class_names if data.task == "classification" else []
+    scorer = ObjectiveLogger(goal, val, data.y["val"], class_names) if goal.named else None
+    callbacks, guard = _callbacks(config, folder, backup_dir, offset, log_to_mlflow, scorer)
     callbacks += extra
     started = time.perf_counter()
     history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
@@ -227,8 +284,11 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
                                f"(learning rate {float(keras.backend.get_value(model.optimizer.learning_rate)):g}); "
                                "lower train.learning_rate, or look for NaN or inf in the inputs")
     val_loss, score = model.evaluate(val, verbose=0)
-    return history.history, {objective(data.task).key: float(score), "val/loss": float(val_loss),
-                             "epochs": len(history.history["loss"]), "fit_seconds": seconds}
+    scores = {objective(data.task).key: float(score), "val/loss": float(val_loss),
+              "epochs": len(history.history["loss"]), "fit_seconds": seconds}
+    if goal.named:
+        scores.update(score_objective(goal, data.y["val"], model.predict(val, verbose=0), class_names))
+    return history.history, scores
 
 
 def fit_inputs(x, y: np.ndarray, loss: str, num_outputs: int, batch_size: int, seed: int):

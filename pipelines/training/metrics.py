@@ -9,6 +9,7 @@ import numpy as np
 from skimage import metrics as image_metrics
 from sklearn import metrics as sk_metrics
 
+import deploy.edge.predict as edge
 from pipelines.data import readers
 from pipelines.training import anomaly as detection
 
@@ -70,9 +71,11 @@ def calibration(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 10) -
             "ece": float(np.sum(counts * np.abs(accuracy - mean_confidence)) / max(len(y_true), 1))}
 
 
-def classification(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, macro and per-class rates, ROC-AUC and calibration from predicted class probabilities."""
-    predicted = probabilities.argmax(axis=1)
+def classification(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
+                   decision: tuple[float, int] | None = None) -> dict:
+    """Accuracy, macro and per-class rates, ROC-AUC and calibration from predicted class probabilities; class
+    decisions by argmax, or by a binary model's (threshold, positive class index) `decision`."""
+    predicted = edge.decide(probabilities, *(decision or (None,)))
     confusion = sk_metrics.confusion_matrix(y_true, predicted, labels=range(len(class_names)))
     rates = per_class_rates(confusion)
     result = {"accuracy": float(np.trace(confusion) / confusion.sum()), "roc_auc": roc_auc(y_true, probabilities)}
@@ -100,12 +103,12 @@ def _classification_sample(y_true, predicted, classes: int) -> dict:
 
 
 def bootstrap(y_true: np.ndarray, outputs: np.ndarray, task: str, resamples: int, confidence: float,
-              seed: int, threshold: float = 0.0) -> dict[str, list[float]]:
+              seed: int, threshold: float = 0.0, decision: tuple[float, int] | None = None) -> dict[str, list[float]]:
     """Percentile bootstrap intervals over test items: name -> [low, high] (anomaly detection: `outputs` are
-    window scores, flagged at `threshold`)."""
+    window scores, flagged at `threshold`; classification: decided as `classification` does)."""
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
-    predicted = outputs.argmax(axis=1) if task == "classification" else outputs
+    predicted = edge.decide(outputs, *(decision or (None,))) if task == "classification" else outputs
     for _ in range(resamples):
         index = rng.integers(0, len(y_true), len(y_true))
         if task == "classification":
@@ -147,15 +150,16 @@ def selection_column(task: str, y_val: np.ndarray) -> str:
 
 
 def validation(task: str, y: np.ndarray, outputs: np.ndarray, reference: np.ndarray | None = None,
-               x: np.ndarray | None = None, normalizer: dict | None = None, percentile: float = 99.0) -> dict:
+               x: np.ndarray | None = None, normalizer: dict | None = None, percentile: float = 99.0,
+               decision: tuple[float, int] | None = None) -> dict:
     """A model's validation scores from its outputs (the export table's columns): accuracy and top-1 agreement
     with `reference` (the Keras model's outputs), or MAE; for anomaly detection (`x` the windows) the threshold
     chosen on these windows, how, the F1 and PR-AUC there, and the reconstruction error of the normal windows."""
     if task == "classification":
-        predicted = outputs.argmax(axis=1)
+        predicted = edge.decide(outputs, *(decision or (None,)))
         row = {"val_accuracy": float((predicted == y).mean())}
         if reference is not None:
-            row["agreement"] = float((predicted == reference.argmax(axis=1)).mean())
+            row["agreement"] = float((predicted == edge.decide(reference, *(decision or (None,)))).mean())
         return row
     if task != "anomaly":
         return {"val_mae": float(np.abs(outputs[:, 0] - y).mean())}

@@ -256,7 +256,7 @@ def run_trial(study: optuna.Study, trial_id: int, config: config_module.Config, 
     config = config_module.replace_path(config, "train.epochs", config.search.epochs)
     # train and val only: the test split is never read here
     data = splits.load_split(Path(split_folder), in_memory_mb=config.runtime.in_memory_mb)
-    objective = fitting.objective(data.task)
+    objective = fitting.objective(data.task, config.train)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("started", time.time())
     started = time.perf_counter()

@@ -30,8 +30,10 @@ from pipelines.core.config.deploy import EXPORT_VARIANTS, EvaluateConfig, Export
 from pipelines.core.config.generative import SR_PHOTOS, SR_TWINS, DenoiseConfig, GanConfig, SegmentConfig, SrConfig
 from pipelines.core.config.schema import at_least, get_path, one_of, option, parse_overrides, plain_name, to_dict
 from pipelines.core.config.training import (
+    OBJECTIVES,
     PROJECT_BACKBONES,
     SEARCHABLE_KINDS,
+    THRESHOLDED,
     AugmentConfig,
     BackboneConfig,
     ModelConfig,
@@ -42,7 +44,8 @@ from pipelines.core.config.training import (
 )
 from pipelines.core.errors import ConfigError
 
-__all__ = ["EXPORT_VARIANTS", "IMAGE_SOURCES", "PROJECT_BACKBONES", "SEARCHABLE_KINDS", "SIGNAL_SOURCES",
+__all__ = ["EXPORT_VARIANTS", "IMAGE_SOURCES", "OBJECTIVES", "PROJECT_BACKBONES", "THRESHOLDED", "SEARCHABLE_KINDS",
+           "SIGNAL_SOURCES",
            "SR_PHOTOS", "SR_TWINS", "TABLE_SOURCES", "AugmentConfig", "BackboneConfig", "CleanConfig", "ColumnRule",
            "Config", "ConfigError", "DataConfig", "DenoiseConfig", "EvaluateConfig", "ExportConfig", "GanConfig",
            "ModelConfig", "NormalizeConfig", "ParamSpace", "RuntimeConfig", "SearchConfig", "SegmentConfig",
@@ -69,7 +72,9 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    experiment: str = option("digits", "MLflow experiment, registered model and workspace folder name", plain_name)
+    experiment: str = option("digits", "MLflow experiment, registered model and workspace folder name", plain_name,
+                             lambda value: "is reserved for the test ledger (pipelines/core/ledger.py)"
+                             if value == "test-ledger" else None)
     data: DataConfig = field(default_factory=DataConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

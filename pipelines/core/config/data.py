@@ -117,6 +117,8 @@ class SplitConfig:
     group: str = option("none", "also keep each data.group_column group in one split (duplicate and "
                         "near-duplicate images are always kept together)", one_of("none", "column"))
     folds: int = option(0, "k folds over train+val for search.objective: cv (0: none, else >= 2)", at_least(0))
+    exclude_used_from_test: bool = option(False, "keep every item of an earlier evaluated test split (the "
+                                          "tracking store's test ledger) out of the test split; they may train")
 
     def check(self, config: Config) -> None:
         if self.val_fraction + self.test_fraction >= 0.9:

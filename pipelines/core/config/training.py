@@ -89,6 +89,13 @@ class ModelConfig:
         return self.architecture == "transfer" and self.backbone.kind in PROJECT_BACKBONES
 
 
+# the metrics `train.objective` may name (pipelines/training/objectives.py computes them), and those that depend
+# on a decision (a binary classifier's threshold)
+OBJECTIVES = ("accuracy", "balanced_accuracy", "f1", "recall", "specificity", "ppv", "npv", "roc_auc", "pr_auc",
+              "mae", "rmse", "mape")
+THRESHOLDED = ("accuracy", "balanced_accuracy", "f1", "recall", "specificity", "ppv", "npv")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = option(60, "maximum number of epochs", at_least(1))
@@ -101,7 +108,8 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "initial learning rate", greater_than(0))
     optimizer: str = option("adam", "adam, sgd (momentum 0.9, Nesterov), rmsprop or adagrad",
                             one_of("adam", "sgd", "rmsprop", "adagrad"))
-    patience: int = option(12, "epochs without val_loss improvement before early stopping", at_least(1))
+    patience: int = option(12, "epochs without improvement (val_loss, or a named train.objective) before early "
+                           "stopping", at_least(1))
     loss: str = option("auto", "auto (sparse categorical cross-entropy or MSE by task) or a loss name",
                        one_of("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
                               "binary_crossentropy", "mae", "mse", "mape"))
@@ -110,6 +118,25 @@ class TrainConfig:
     class_weights: str = option("none", "balanced: weight classes inversely to their training frequency",
                                 one_of("none", "balanced"))
     seed: int = option(0, "seed of weight initialization and shuffling")
+    objective: str = option("auto", "the project's validation metric: tune ranks by it, the champion rule compares "
+                            "it and, when named, early stopping and the best checkpoint watch it (auto: accuracy, "
+                            "or MAE for regression, with early stopping on val_loss)",
+                            one_of("auto", *OBJECTIVES))
+    threshold: str = option("argmax", "binary classification: argmax, or tuned (the decision threshold chosen on "
+                            "validation: the best objective among thresholds that meet train.floors; it travels "
+                            "in the bundle)", one_of("argmax", "tuned"))
+    floors: dict[str, float] = option({}, "with train.threshold tuned: validation floors the decision threshold "
+                                      "must meet, e.g. {recall: 0.95}")
+    positive_class: str = option("", "binary classification: the class counted as positive for recall, PPV, "
+                                 "NPV, F1 and the threshold (empty: the second class)")
+
+    def check(self, config: Config) -> None:
+        unknown = sorted(set(self.floors) - set(THRESHOLDED))
+        if unknown:
+            raise ConfigError(f"train.floors: {unknown} are not decision metrics (choose from {list(THRESHOLDED)})")
+        if self.floors and self.threshold != "tuned":
+            raise ConfigError("train.floors: a floor is met by choosing the decision threshold; set "
+                              "train.threshold: tuned")
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,11 @@ class Kind(Protocol):
     def clean(self, raw: Any, config: config_module.Config, folder: Path) -> tuple[list, dict, dict]:
         """Writes the canonical data into `folder`; (cleaning-log rows, counts, fields for dataset.json)."""
 
-    def split(self, clean_folder: Path, dataset: dict, config: config_module.Config,
-              folder: Path) -> tuple[Assignment, dict]:
+    def split(self, clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path,
+              used: set[str]) -> tuple[Assignment, dict]:
         """Assigns items to train/val/test without leakage, writes each split's inputs (and any preprocessing
         fitted on train) into `folder`; (the assignment, the normalizer's statistics from train only).
+        Items whose content hash is in `used` (an earlier test split's, `splits.barred_items`) never go to test.
         Updates `dataset` (input_shape, where the inputs live)."""
 
     BASELINE: str  # the classical model of the export gate on `features`: "logistic" or "forest"

@@ -183,14 +183,15 @@ def clean(raw: sources.RawImages, config: config_module.Config, folder: Path) ->
                  **near_duplicate_report(raw, groups, folder)}, {}
 
 
-def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path) -> tuple[Assignment, dict]:
+def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path,
+          used: set[str] = frozenset()) -> tuple[Assignment, dict]:
     """Keys into clean's shards per split (the pixels stay there); identical and near-duplicate images share a
     group; the normalizer is fitted in one chunked pass over the training records."""
     keys, y, ids, cluster, content, item_hashes = workspace.load_arrays(clean_folder, "clean", "key", "y", "ids",
                                                                         "cluster", "content", "sha256")
     stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
     grouping = splits.group_ids(content.tolist(), cluster)
-    parts = splits.assign(stratify, grouping, None, config.split)
+    parts = splits.assign(stratify, grouping, None, config.split, splits.barred_items(content.tolist(), used), ids)
     splits.check_ratios(parts, grouping, ids, config.split)
     for name in splits.SPLITS:
         workspace.save_arrays(folder, name, keys=keys[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
@@ -199,7 +200,8 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     opened = shards.open_shards(clean_folder / "shards")
     dataset["input_shape"] = list(opened.shape)
     statistics = splits.normalizer(shards.Items(opened, keys[parts["train"]]), config.normalize, per_feature=False)
-    return Assignment(parts, ids, y, item_hashes.tolist(), grouping, stratify, cluster=cluster), statistics
+    return Assignment(parts, ids, y, item_hashes.tolist(), grouping, stratify, content=content.tolist(),
+                      cluster=cluster), statistics
 
 
 BASELINE = "logistic"

@@ -95,7 +95,8 @@ def clean(raw: signals.Recordings, config: config_module.Config, folder: Path) -
                  "changed": len(raw.ids)}, fields
 
 
-def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path) -> tuple[Assignment, dict]:
+def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path,
+          used: set[str] = frozenset()) -> tuple[Assignment, dict]:
     """Windows of one recording (and identical windows) stay together; or each recording is cut in time."""
     x, y, ids, recording, start = workspace.load_arrays(clean_folder, "clean", "x", "y", "ids", "recording", "start")
     rules = config.split
@@ -103,8 +104,14 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     temporal = rules.strategy == "temporal"
     content = [splits.content_hash(window) for window in x]
     grouping = splits.group_ids(content, recording)
-    parts = signals.temporal_split(recording, start, x.shape[1], rules.val_fraction, rules.test_fraction) \
-        if temporal else signals.grouped_split(grouping, stratify, rules.val_fraction, rules.test_fraction, rules.seed)
+    barred = splits.barred_items(content, used)
+    if temporal:
+        parts = signals.temporal_split(recording, start, x.shape[1], rules.val_fraction, rules.test_fraction)
+        splits.check_unused_test(parts["test"], barred, ids)
+    else:
+        candidates, share = splits.test_candidates(grouping, barred, rules.test_fraction)
+        parts = signals.grouped_split(grouping, stratify, rules.val_fraction, rules.test_fraction, rules.seed,
+                                      *((candidates, share) if barred is not None else ()))
     for name in splits.SPLITS:
         workspace.save_arrays(folder, name, x=x[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
     dataset["input_shape"] = list(x.shape[1:])

@@ -8,6 +8,7 @@ rows. The bundle carries the fitted preprocessing for the device.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,7 +27,16 @@ NAME = "table"
 
 
 def read(config: config_module.Config) -> sources.RawTable:
-    return sources.load(config.data, config.root)
+    """The table; a declared time order that the split would ignore is a warning (printed, and in analyze's
+    report and clean's log)."""
+    raw = sources.load(config.data, config.root)
+    if config.data.time_column and config.split.strategy != "temporal":
+        warning = (f"data.time_column '{config.data.time_column}' orders the rows in time, but split.strategy is "
+                   f"'{config.split.strategy}': later rows may train a model tested on earlier ones. Set "
+                   "split.strategy: temporal, or leave data.time_column out")
+        raw.warnings.append(warning)
+        print(f"warning: {warning}", file=sys.stderr)
+    return raw
 
 
 def profile(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[dict, dict]:
@@ -140,7 +150,8 @@ def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) ->
     return workspace.csv_text(workspace.LOG_HEADER, rows)
 
 
-def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path) -> tuple[Assignment, dict]:
+def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path,
+          used: set[str] = frozenset()) -> tuple[Assignment, dict]:
     """Rows with identical content (and, when asked, rows of one `data.group_column` group) stay in one split;
     the preprocessing is fitted on the training rows and every split is stored encoded."""
     table = pd.read_parquet(clean_folder / "table.parquet")
@@ -153,7 +164,7 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     content = tables.row_hashes(frame, pd.Series(y))
     column_groups = groups if config.split.group == "column" else None
     grouping = splits.group_ids(content, column_groups)
-    parts = splits.assign(stratify, grouping, times, config.split)
+    parts = splits.assign(stratify, grouping, times, config.split, splits.barred_items(content, used), ids)
     if config.split.strategy != "temporal":
         splits.check_ratios(parts, grouping, ids, config.split)
     transformer = tables.preprocessor(frame, config.data.columns, config.normalize).fit(frame.iloc[parts["train"]])
