@@ -310,3 +310,65 @@ def test_normalizer_statistics(method, scope, mean, variance):
     train = np.array([[[[1, 3], [2, 4]]], [[[1, 3], [2, 4]]]], dtype=np.uint8)  # (2, 1, 2, 2 channels)
     statistics = splits.normalizer(train, config_module.NormalizeConfig(method=method, scope=scope), False)
     assert statistics["mean"] == pytest.approx(mean) and statistics["variance"] == pytest.approx(variance)
+
+
+@pytest.mark.slow
+def test_raw_csv_rows_through_the_bundle_match_the_pipeline(tmp_path):
+    """Device parity for tables: raw rows (planted range violations, missing tokens, text and inf in numeric
+    columns, an unseen category) through the bundle's predictor get the features and the predictions of the
+    pipeline's own encoding; a row that training would drop is named and the others are still predicted."""
+    import csv
+    import subprocess
+    import sys
+
+    from deploy.edge import predict as edge
+    from pipelines import __main__ as cli
+
+    _customers(tmp_path / "customers.csv")
+    config = _csv_config(tmp_path)
+    tree = config_module.to_dict(config)
+    tree["export"]["gate_majority_margin"] = -1.0  # a tiny model: the gates are tested elsewhere
+    workspace.write_text(tmp_path / "customers.yaml", __import__("yaml").safe_dump(tree))
+    for stage in ("clean", "split", "train", "export"):
+        assert cli.main([stage, "--config", str(tmp_path / "customers.yaml")]) == 0, stage
+    bundle = workspace.bundle_dir(tmp_path, config.experiment)
+    metadata = workspace.read_json(bundle / "metadata.json")
+    split_folder = workspace.stage_dir(tmp_path, config.experiment, "split")
+    stored = {}
+    for name in splits.SPLITS:
+        x, ids = workspace.load_arrays(split_folder, name, "x", "ids")
+        stored.update(zip(ids.tolist(), x))
+    with open(tmp_path / "customers.csv", newline="") as stream:
+        rows = {f"row-{number}": row for number, row in enumerate(csv.DictReader(stream), start=2)}
+    # every row the pipeline kept, planted problems included, encodes to the very features training stored
+    planted = ["row-5", "row-7", "row-12", "row-14", "row-18", "row-20", "row-21"]  # -4, missing, clip, text, ...
+    assert set(planted) <= set(stored)
+    for item, features in stored.items():
+        encoded, _ = edge.encode_row(rows[item], metadata["preprocessing"])
+        np.testing.assert_allclose(encoded, features, rtol=1e-5, atol=1e-5, err_msg=item)
+    with pytest.raises(ValueError, match=r"column 'score': 150 is outside \[-inf, 100\]; training drops"):
+        edge.encode_row(rows["row-16"], metadata["preprocessing"])
+
+    # the predictor on a file: the kept rows, an unseen city, the dropped row and an extra column
+    chosen = sorted(stored)[:20] + planted
+    unseen = {**rows["row-3"], "city": "west"}
+    with open(tmp_path / "raw.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, [*rows["row-2"], "note"])
+        writer.writeheader()
+        for item in chosen:
+            writer.writerow({**rows[item], "note": "x"})
+        writer.writerow({**rows["row-16"], "note": "x"})
+        writer.writerow({**unseen, "note": "x"})
+    done = subprocess.run([sys.executable, "-m", "deploy.edge.predict", str(bundle), str(tmp_path / "raw.csv")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1  # one row failed
+    labels = (bundle / "labels.txt").read_text().split()
+    model = edge.LiteRTModel(bundle / "model.tflite")
+    expected = [labels[index] for index in edge.decide(model.predict(np.stack([stored[i] for i in chosen])))]
+    predicted = [line.split("\t")[1] for line in done.stdout.splitlines()]
+    assert predicted[:len(chosen)] == expected and len(predicted) == len(chosen) + 1  # and the unseen city's
+    line_of_dropped = len(chosen) + 2
+    assert f"row {line_of_dropped}: column 'score': 150 is outside" in done.stderr
+    assert "column(s) ['constant', 'group', 'day', 'target', 'note'] are not model inputs" in done.stderr
+    assert f"row {line_of_dropped + 1}: column 'city': unseen category 'west'" in done.stderr
+    assert "1 item(s) failed; the others were predicted" in done.stderr

@@ -108,10 +108,28 @@ def test_basic_motions_runs_end_to_end_to_an_int8_bundle_that_fits_a_cortex_m4(t
     assert metadata["preprocessing"]["kind"] == "signal" and metadata["preprocessing"]["window"] == 50
     recordings = signals.load_embedded("basic_motions")  # the device path: a CSV recording in, labels out
     pd.DataFrame(recordings.signals[0], columns=recordings.channels).to_csv(tmp_path / "one.csv", index=False)
+    pd.DataFrame(recordings.signals[1][:30], columns=recordings.channels).to_csv(tmp_path / "short.csv", index=False)
     from deploy.edge import predict
 
-    results = predict.predict(bundle, [str(tmp_path / "one.csv")])
-    assert len(results) == 6 and all(label in recordings.class_names for _, label, _ in results)
+    results = predict.predict(bundle, [str(tmp_path / "short.csv"), str(tmp_path / "one.csv")])
+    # the short recording is named and fails alone; the other gets one line per window, then its vote
+    assert results[0] == (str(tmp_path / "short.csv"), None,
+                          f"{tmp_path / 'short.csv'}: 30 samples, shorter than one window (50)")
+    windows, voted = results[1:7], results[7]
+    assert len(results) == 8 and all(label in recordings.class_names for _, label, _ in windows)
+    # parity: the windows the pipeline stored for this recording get the same labels from the bundle's model
+    split_folder = workspace.stage_dir(tmp_path, "motions", "split")
+    stored = {}
+    for name in ("train", "val", "test"):
+        x, ids = workspace.load_arrays(split_folder, name, "x", "ids")
+        stored.update({item: window for item, window in zip(ids.tolist(), x)
+                       if item.startswith(f"{recordings.ids[0]}@")})
+    model = predict.LiteRTModel(bundle / "model.tflite")
+    starts = sorted(stored, key=lambda item: int(item.split("@")[1]))
+    outputs = model.predict(np.stack([stored[item] for item in starts]))
+    assert [label for _, label, _ in windows] == [recordings.class_names[i] for i in outputs.argmax(axis=1)]
+    label, share = predict.vote(outputs)
+    assert voted == (str(tmp_path / "one.csv"), recordings.class_names[label], share)
 
 
 def test_the_threshold_is_the_best_f1_on_labelled_validation_else_a_normal_percentile():

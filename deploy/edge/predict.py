@@ -107,31 +107,104 @@ def load_image(path: str | Path, preprocessing: dict) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({error})") from None
 
 
-def encode_row(row: dict, columns: list[dict]) -> np.ndarray:
-    """A table row (column -> text) -> the model's feature vector, as the split stage's fitted preprocessing
-    does it: fill missing values, one-hot or bin, then scale; all parameters come from metadata.json."""
-    features = []
-    for rule in columns:
-        column = rule["column"]
-        if column not in row:
-            raise ValueError(f"no column '{column}' (the model needs {[item['column'] for item in columns]})")
-        text = (row[column] or "").strip()
-        if "categories" in rule:
-            value = text if text else str(rule["fill"])
-            features.extend(1.0 if value == category else 0.0 for category in rule["categories"])
+def column_rules(values: dict[str, np.ndarray], rules: dict[str, dict]) -> tuple[np.ndarray, list[tuple]]:
+    """The declared column rules (config `data.columns`), in order, on float columns (NaN: missing), changed in
+    place: a value outside [min, max] drops its row, is clipped, or becomes missing (`out_of_range`); then a
+    missing value of a column with `impute: derive` is derived from its `derive_from` column
+    (`derive_offset + derive_scale * other`). Clean applies them to the whole table and the edge predictor to
+    each raw row: this is the one definition.
+
+    Returns:
+        (rows to drop, events: (row, column, "out_of_range" or "derive", old value, new value) in order).
+    """
+    count = len(next(iter(values.values()))) if values else 0
+    drop, events = np.zeros(count, dtype=bool), []
+    for name, rule in rules.items():
+        if name not in values:
             continue
-        try:
-            value = float(text) if text else float(rule["fill"])
-        except ValueError:
-            raise ValueError(f"column '{column}': {text!r} is not a number") from None
-        if not np.isfinite(value):
-            value = float(rule["fill"])
-        if "bin_edges" in rule:
-            value = float(np.searchsorted(rule["bin_edges"][1:-1], value, side="right"))
-        if "scale" in rule:
-            value = (value - rule["offset"]) / rule["scale"]
+        column = values[name]
+        low = -np.inf if rule.get("min") is None else rule["min"]
+        high = np.inf if rule.get("max") is None else rule["max"]
+        for row in np.flatnonzero((column < low) | (column > high)):
+            old = float(column[row])
+            if rule.get("out_of_range", "missing") == "drop":
+                drop[row] = True
+            elif rule["out_of_range"] == "clip":
+                column[row] = float(np.clip(old, low, high))
+            else:
+                column[row] = np.nan
+            events.append((int(row), name, "out_of_range", old, float(column[row])))
+        source = values.get(rule.get("derive_from") or "")
+        if rule.get("impute") == "derive" and source is not None:
+            derived = rule.get("derive_offset", 0.0) + rule.get("derive_scale", 1.0) * source
+            for row in np.flatnonzero(np.isnan(column) & ~np.isnan(derived) & ~drop):
+                column[row] = derived[row]
+                events.append((int(row), name, "derive", float("nan"), float(derived[row])))
+    return drop, events
+
+
+def read_cell(text: str | None, numeric: bool, missing_values: list[str]):
+    """One raw CSV cell as training read it: a missing-value token (exact text) is missing; in a numeric column
+    a number, with text or an infinite value read as missing (NaN); in a categorical column the text."""
+    if text is None or text in missing_values:
+        return np.nan if numeric else None
+    if not numeric:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        return np.nan
+    return value if np.isfinite(value) else np.nan
+
+
+def encode_row(row: dict, preprocessing: dict) -> tuple[np.ndarray, list[str]]:
+    """A raw table row (column -> text) -> (the model's feature vector, notes), as training did it: the missing
+    tokens, the declared column rules (`column_rules`), then the split's fitted preprocessing (fill missing
+    values, one-hot or bin, then scale); every parameter comes from metadata.json.
+
+    Raises:
+        ValueError: a column the model needs is absent, or the column rules drop the row (training would have).
+    """
+    columns, tokens = preprocessing["columns"], preprocessing.get("missing_values", [""])
+    rules = preprocessing.get("rules", {})
+    absent = [entry["column"] for entry in columns if entry["column"] not in row]
+    if absent:
+        raise ValueError(f"no column(s) {absent} (the model needs {[entry['column'] for entry in columns]})")
+    numeric = {entry["column"] for entry in columns if "categories" not in entry}
+    numeric |= {name for name in rules if name in row} | {rule.get("derive_from") for rule in rules.values()
+                                                          if rule.get("derive_from") in row}
+    values = {name: np.array([read_cell(row[name], True, tokens)], dtype=np.float64) for name in numeric}
+    notes = [f"column '{name}': {row[name]!r} is not a number, read as missing" for name in sorted(numeric)
+             if np.isnan(values[name][0]) and row[name] not in tokens and row[name] is not None
+             and row[name].strip().lower() not in ("inf", "-inf", "+inf", "infinity", "-infinity")]
+    drop, events = column_rules(values, rules)
+    for _, name, what, old, new in events:
+        if what == "out_of_range":
+            low, high = (rules[name].get(end) for end in ("min", "max"))
+            bounds = f"[{-np.inf if low is None else low:g}, {np.inf if high is None else high:g}]"
+            if drop[0]:
+                raise ValueError(f"column '{name}': {old:g} is outside {bounds}; training drops such rows")
+            notes.append(f"column '{name}': {old:g} outside {bounds} -> {'missing' if np.isnan(new) else f'{new:g}'}")
+    features = []
+    for entry in columns:
+        column = entry["column"]
+        if "categories" in entry:
+            value = read_cell(row[column], False, tokens)
+            value = str(entry["fill"]) if value is None else value
+            if value not in entry["categories"]:
+                notes.append(f"column '{column}': unseen category {value!r}, encoded as none of "
+                             f"{entry['categories']} (as in training)")
+            features.extend(1.0 if value == category else 0.0 for category in entry["categories"])
+            continue
+        value = values[column][0]
+        if np.isnan(value):
+            value = float(entry["fill"])
+        if "bin_edges" in entry:
+            value = float(np.searchsorted(entry["bin_edges"][1:-1], value, side="right"))
+        if "scale" in entry:
+            value = (value - entry["offset"]) / entry["scale"]
         features.append(value)
-    return np.array(features, dtype=np.float32)
+    return np.array(features, dtype=np.float32), notes
 
 
 def _windows(path: str, preprocessing: dict):
@@ -159,22 +232,36 @@ def _windows(path: str, preprocessing: dict):
 
 
 def _items(paths: list[str], preprocessing: dict):
-    """(name, model input) for each image file, or for each row of each CSV file for a table model."""
+    """(name, model input) for each image file, each window of a recording, or each row of each CSV file for a
+    table model; (name, ValueError) for one that cannot be read."""
     import csv
 
     for path in paths:
-        if preprocessing["kind"] == "image":
-            yield str(path), load_image(path, preprocessing)
-            continue
-        if preprocessing["kind"] == "signal":
-            yield from _windows(path, preprocessing)
+        try:  # a file that cannot be read fails alone; the others are still predicted
+            if preprocessing["kind"] == "image":
+                yield str(path), load_image(path, preprocessing)
+                continue
+            if preprocessing["kind"] == "signal":
+                yield from _windows(path, preprocessing)
+                continue
+        except ValueError as error:
+            yield str(path), error
             continue
         with open(path, newline="") as stream:
-            for number, row in enumerate(csv.DictReader(stream), start=2):
+            reader = csv.DictReader(stream)
+            known = {entry["column"] for entry in preprocessing["columns"]} | set(preprocessing.get("rules", {}))
+            extra = [name for name in reader.fieldnames or [] if name not in known]
+            if extra:
+                print(f"note: {path}: column(s) {extra} are not model inputs; ignored", file=sys.stderr)
+            for number, row in enumerate(reader, start=2):
                 try:
-                    yield f"{path}:{number}", encode_row(row, preprocessing["columns"])
-                except ValueError as error:
-                    raise ValueError(f"{path}: row {number}: {error}") from None
+                    item, notes = encode_row(row, preprocessing)
+                except ValueError as error:  # this row fails; the others are still predicted
+                    yield f"{path}:{number}", ValueError(f"{path}: row {number}: {error}")
+                    continue
+                for note in notes:
+                    print(f"note: {path}: row {number}: {note}", file=sys.stderr)
+                yield f"{path}:{number}", item
 
 
 def normalized(windows: np.ndarray, normalization: dict) -> np.ndarray:
@@ -200,15 +287,22 @@ def decide(scores: np.ndarray, threshold: float | None = None, positive: int = 1
     return np.where(scores[..., positive] >= threshold, positive, 1 - positive)
 
 
-def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]]:
+def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str | None, float | str]]:
     """(item, label, score) per image file, CSV row or window; for regression the label is the predicted value,
-    for anomaly detection 'anomaly' or 'normal' by the bundle's threshold, the score the window's."""
+    for anomaly detection 'anomaly' or 'normal' by the bundle's threshold, the score the window's. A sensor
+    classifier adds one line per recording after all the windows: its vote (`vote`). An item that cannot be
+    scored is (item, None, the reason)."""
     bundle = Path(bundle)
     metadata = json.loads((bundle / "metadata.json").read_text())
     labels = (bundle / "labels.txt").read_text().splitlines()
     model = LiteRTModel(bundle / "model.tflite")
-    results = []
+    decision = (metadata.get("decision_threshold"), metadata.get("positive_index", 1))
+    voting = metadata["preprocessing"]["kind"] == "signal" and metadata.get("task") == "classification"
+    results, windows = [], {}
     for name, item in _items(paths, metadata["preprocessing"]):
+        if isinstance(item, ValueError):  # a bad row or file: named, and the others still predicted
+            results.append((name, None, str(item)))
+            continue
         scores = model.invoke(item)
         if metadata.get("task") == "regression":
             results.append((name, f"{float(scores[0]):.4f}", float(scores[0])))
@@ -217,9 +311,22 @@ def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str, float]
             score = float(anomaly_scores(scores, item, metadata["normalization"]))
             results.append((name, labels[1] if score >= metadata["threshold"] else labels[0], score))
             continue
-        best = int(decide(scores, metadata.get("decision_threshold"), metadata.get("positive_index", 1)))
+        best = int(decide(scores, *decision))
         results.append((name, labels[best], float(scores[best])))
+        if voting:
+            windows.setdefault(name.rsplit("@", 1)[0], []).append(scores)
+    for recording, found in windows.items():
+        label, share = vote(np.stack(found), *decision)
+        results.append((recording, labels[label], share))
     return results
+
+
+def vote(window_scores: np.ndarray, threshold: float | None = None, positive: int = 1) -> tuple[int, float]:
+    """A recording's class from its windows' class probabilities: the decision on their mean (a soft vote),
+    and that class's mean probability. What a device reports for a whole recording."""
+    mean = np.asarray(window_scores, np.float64).mean(axis=0)
+    label = int(decide(mean, threshold, positive))
+    return label, float(mean[label])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,12 +336,19 @@ def main(argv: list[str] | None = None) -> int:
                         "(one item per row) or a sensor model (one recording per file, one column per channel)")
     args = parser.parse_args(argv)
     try:
+        failed = 0
         for path, label, score in predict(args.bundle, args.images):
-            print(f"{path}\t{label}\t{score:.4f}")
+            if label is None:
+                print(f"error: {score}", file=sys.stderr)
+                failed += 1
+            else:
+                print(f"{path}\t{label}\t{score:.4f}")
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return 0
+    if failed:
+        print(f"error: {failed} item(s) failed; the others were predicted", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 
+import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core import figures, workspace
 from pipelines.data import duplicates, sources, splits, tables
@@ -76,32 +77,29 @@ def _correlation_plot(raw: sources.RawTable, path: Path) -> None:
 
 def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list) -> pd.Series:
     """Declared ranges, then derived values (so a value the range rule invalidates is derived too, before any
-    imputation); returns the mask of rows to drop."""
-    drop = pd.Series(False, index=frame.index)
-    for name, rule in rules.items():
-        for row in tables.violations(frame, {name: rule})["range"].get(name, []):
-            value = frame.at[row, name]
-            if rule.out_of_range == "drop":
-                drop.iloc[row] = True
-                action, result = "dropped", "row dropped"
-            elif rule.out_of_range == "clip":
-                frame.at[row, name] = float(np.clip(value, rule.min if rule.min is not None else -np.inf,
-                                                    rule.max if rule.max is not None else np.inf))
-                action, result = "changed", f"clipped to {frame.at[row, name]:g}"
-            else:
-                frame.at[row, name] = np.nan
-                action, result = "changed", "set missing (imputed after the split)"
-            log.append((ids[row], f"columns.{name}.out_of_range={rule.out_of_range}", action,
-                        f"{name}={tables.plain(value)} outside [{tables.plain(rule.min)}, {tables.plain(rule.max)}]: "
-                        f"{result}"))
-        if rule.impute == "derive":
-            derived = tables._derived(frame, rule)
-            missing = frame[name].isna() & derived.notna() & ~drop
-            frame.loc[missing, name] = derived[missing]
-            log += [(ids[row], f"columns.{name}.impute=derive", "changed",
-                     f"missing {name} = {rule.derive_offset:g} + {rule.derive_scale:g} * {rule.derive_from} = "
-                     f"{tables.plain(frame.at[row, name])}") for row in np.flatnonzero(missing)]
-    return drop
+    imputation), by the edge predictor's own `column_rules`; returns the mask of rows to drop."""
+    names = [name for name in {*rules, *(rule.derive_from for rule in rules.values() if rule.derive_from)}
+             if name in frame]
+    values = {name: pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, copy=True)
+              for name in names}
+    drop, events = edge.column_rules(values, {name: config_module.to_dict(rule) for name, rule in rules.items()})
+    for row, name, what, old, new in events:
+        rule = rules[name]
+        if what == "derive":
+            log.append((ids[row], f"columns.{name}.impute=derive", "changed",
+                        f"missing {name} = {rule.derive_offset:g} + {rule.derive_scale:g} * {rule.derive_from} = "
+                        f"{tables.plain(new)}"))
+            continue
+        action, result = {"drop": ("dropped", "row dropped"), "clip": ("changed", f"clipped to {new:g}")}.get(
+            rule.out_of_range, ("changed", "set missing (imputed after the split)"))
+        log.append((ids[row], f"columns.{name}.out_of_range={rule.out_of_range}", action,
+                    f"{name}={tables.plain(old)} outside [{tables.plain(rule.min)}, {tables.plain(rule.max)}]: "
+                    f"{result}"))
+    for name in rules:
+        changed = sorted({row for row, column, what, _, _ in events if column == name and not drop[row]})
+        if changed:
+            frame.loc[frame.index[changed], name] = values[name][changed]
+    return pd.Series(drop, index=frame.index)
 
 
 def clean(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[list, dict, dict]:
@@ -177,6 +175,9 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     for name in splits.SPLITS:
         workspace.save_arrays(folder, name, x=x[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
     dataset["input_shape"] = list(x.shape[1:])
+    # what a raw row goes through before the fitted preprocessing, for the edge bundle (see `preprocessing`)
+    dataset["column_rules"] = {name: config_module.to_dict(rule) for name, rule in config.data.columns.items()}
+    dataset["missing_values"] = list(config.data.missing_values)
     hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)]
     statistics = {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
                   "mean": [0.0], "variance": [1.0]}  # scaled inside the fitted preprocessing
@@ -193,5 +194,10 @@ def features(x) -> np.ndarray:
 
 
 def preprocessing(dataset: dict, split_folder: Path) -> dict:
+    """A raw row's way into the model, as training went: the missing-value tokens, the declared column rules
+    (ranges, clip/missing/drop, derive), the fitted imputation, encoding and scaling, the expected columns; an
+    unseen category is encoded as none of the known ones, as the training encoder does."""
     return {"kind": "table", "feature_names": dataset["feature_names"],
-            "columns": workspace.read_json(split_folder / "preprocessing.json")}
+            "columns": workspace.read_json(split_folder / "preprocessing.json"),
+            "rules": dataset.get("column_rules", {}), "missing_values": dataset.get("missing_values", [""]),
+            "unseen_category": "encoded as none of the known categories"}
