@@ -38,6 +38,15 @@ def test_the_majority_predictor_and_a_classical_baseline_are_beaten_or_the_model
     result = gates.verdict(floors, data, one_class, None, "logistic")
     assert [check["check"] for check in result["checks"]] == ["beats the majority predictor", "accuracy >= 1",
                                                               "macro_recall >= 0.9"]
+    per_class = config_module.replace_path(config, "export.gate_min", {"recall@b": 1.0, "f1@z": 0.5})
+    result = gates.verdict(per_class, data, right, features, "logistic")
+    assert sorted((check["check"], check["model"], check["passed"]) for check in result["checks"][2:]) == [
+        ("f1@z >= 0.5", None, False), ("recall@b >= 1", 1.0, True)]  # 'z' is no class: the floor fails
+    two = _data(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]), names=("no", "yes"))
+    leaning = np.array([[0.9, 0.1], [0.8, 0.2], [0.65, 0.35], [0.45, 0.55]])  # argmax misses one 'yes'
+    strict = config_module.replace_path(config, "export.gate_min", {"recall@yes": 1.0})
+    assert not gates.verdict(strict, two, leaning, None, "logistic")["blessed"]
+    assert gates.verdict(strict, two, leaning, None, "logistic", (0.3, 1))["blessed"]  # decided at 0.3: caught
     regression = _data(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0]), "regression", ())
     mean_only = np.full((2, 1), 2.0)  # the training mean: no better than it (MAE 1 both)
     assert not gates.verdict(config, regression, mean_only, None, "logistic")["blessed"]

@@ -5,7 +5,8 @@ class (its mean, for regression) by more than `export.gate_majority_margin`, (b)
 the same training split, on the data kind's cheap features (`kinds.<kind>.features`: grey thumbnails, encoded
 rows, window statistics), by at least `export.gate_baseline_margin` (negative: it may trail by that much; for
 regression the margins are fractions of the reference's MAE), and
-(c) every floor in `export.gate_min` (a metric of the validation report, e.g. `accuracy` or `macro_recall`).
+(c) every floor in `export.gate_min` (a metric of the validation report, e.g. `accuracy` or `macro_recall`, or
+a class's own, `recall@malignant`). A binary model with a tuned threshold is judged by its decisions there.
 The champion rule (pipelines/training/champion.py) already keeps a model from replacing a better champion.
 Anomaly detection has no majority class or classical baseline here; only its floors apply.
 """
@@ -18,6 +19,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.data.splits import SplitData
 from pipelines.training import metrics
@@ -53,14 +55,26 @@ def baseline(data: SplitData, features: dict[str, np.ndarray], model: str, seed:
     return name, _score(data.task, data.y["val"], estimator.predict(features["val"]))
 
 
+def floor_value(report: dict, name: str) -> float | None:
+    """A metric of the validation report by its `export.gate_min` name: `accuracy`, `macro_recall`, ..., or a
+    class's own as `<metric>@<class>` (`recall@malignant`; precision, recall, specificity, npv, f1). None when
+    the report has no such metric or class."""
+    if "@" not in name:
+        return report.get(name)
+    metric, label = name.split("@", 1)
+    return report.get("per_class", {}).get(label, {}).get(metric)
+
+
 def verdict(config: config_module.Config, data: SplitData, outputs: np.ndarray, features: dict | None,
-            baseline_model: str) -> dict:
+            baseline_model: str, decision: tuple[float, int] | None = None) -> dict:
     """Every check with its numbers, and whether the model is blessed. `outputs` are the model's validation
-    outputs; `features` the kind's features of train and val (None: no baseline for this task)."""
+    outputs, decided by argmax or a binary model's (threshold, positive index) `decision`; `features` the kind's
+    features of train and val (None: no baseline for this task)."""
     settings, task, checks = config.export, data.task, []
     if task in ("classification", "regression"):
         higher = task == "classification"
-        score = _score(task, data.y["val"], outputs.argmax(axis=1) if higher else outputs[:, 0])
+        score = _score(task, data.y["val"], edge.decide(outputs, *(decision or (None,))) if higher
+                       else outputs[:, 0])
         metric = "accuracy" if higher else "mae"
         # accuracy: the difference in points; MAE: the reduction as a fraction of the reference's MAE
         gain = (lambda other: score - other) if higher else \
@@ -76,10 +90,11 @@ def verdict(config: config_module.Config, data: SplitData, outputs: np.ndarray, 
                            "margin": settings.gate_baseline_margin,
                            "passed": gain(value) >= settings.gate_baseline_margin})
     if settings.gate_min:
-        report = metrics.classification(data.y["val"], outputs, data.class_names) if task == "classification" \
-            else metrics.regression(data.y["val"], outputs[:, 0]) if task == "regression" else {}
+        report = metrics.classification(data.y["val"], outputs, data.class_names, decision) \
+            if task == "classification" else metrics.regression(data.y["val"], outputs[:, 0]) \
+            if task == "regression" else {}
         for metric, floor in settings.gate_min.items():
-            value = report.get(metric)
+            value = floor_value(report, metric)
             checks.append({"check": f"{metric} >= {floor:g}", "against": "export.gate_min", "metric": f"val {metric}",
                            "model": value, "reference": floor, "margin": 0.0,
                            "passed": value is not None and value >= floor})

@@ -42,7 +42,8 @@ class ExportConfig:
                                          "(0: it must match it; positive: beat it by that much; regression: "
                                          "a fraction of the baseline's MAE)")
     gate_min: dict[str, float] = option({}, "gate: floors on validation metrics, e.g. {accuracy: 0.9, "
-                                        "macro_recall: 0.8} (names of the evaluate report)")
+                                        "macro_recall: 0.8, recall@malignant: 0.95} (names of the evaluate "
+                                        "report; <metric>@<class> for one class)")
 
     def check(self, config: Config) -> None:
         from deploy import micro
