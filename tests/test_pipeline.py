@@ -70,6 +70,10 @@ def test_every_stage_wrote_a_manifest_and_the_bundle(ran):
     assert abs(report["results"][variant]["accuracy"] - keras_row["accuracy"]) <= 0.05
     low, high = report["intervals"]["keras"]["accuracy"]
     assert low <= keras_row["accuracy"] <= high
+    # the gate's classical model, fitted on train, scored once on the same test split beside the network
+    baseline = report["baseline"]
+    assert baseline["model"].startswith("logistic regression") and 0.5 < baseline["results"]["accuracy"] <= 1.0
+    assert "| baseline | " in (evaluated / "test_report.md").read_text()
     assert set(keras_row["per_class"]["3"]) == {"precision", "recall", "specificity", "npv", "f1", "support"}
     for name, size in (("confusion_keras.png", (495, 450)), (f"confusion_{variant}.png", (495, 450)),
                        ("reliability.png", (450, 450))):

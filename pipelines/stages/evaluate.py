@@ -22,8 +22,8 @@ from pipelines.core import config as config_module
 from pipelines.core import figures, ledger, stage, tracking, workspace
 from pipelines.core.errors import ConfigError, DataError, StageError
 from pipelines.core.ledger import TestSetUsed  # noqa: F401 (what evaluate raises)
-from pipelines.data import splits
-from pipelines.training import anomaly, metrics
+from pipelines.data import kinds, splits
+from pipelines.training import anomaly, gates, metrics
 
 
 def procedure(config: config_module.Config, task: str) -> dict:
@@ -102,7 +102,30 @@ def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], f
         figures.save(figure, folder / "reliability.png")
 
 
-def _report(results: dict, intervals: dict, fixed: dict, uses: list[dict], task: str) -> str:
+def _baseline(config: config_module.Config, split_folder: Path, dataset: dict, items, y: np.ndarray,
+              fixed: dict) -> dict:
+    """The data kind's classical model (the export gate's), fitted on the training split and scored once on this
+    test split with the same procedure: what the network's test score stands beside."""
+    kind = kinds.get(dataset["kind"])
+    train = splits.load_split(split_folder, ("train",))
+    name, estimator = gates.fit_baseline(dataset["task"], kind.features(train.x["train"]), train.y["train"],
+                                         kind.BASELINE, config.train.seed)
+    features = kind.features(items)
+    if dataset["task"] == "classification":
+        output = np.zeros((len(y), len(dataset["class_names"])), np.float32)
+        output[:, estimator.classes_] = estimator.predict_proba(features)
+        results = metrics.classification(y, output, dataset["class_names"])
+    else:
+        output = estimator.predict(features)
+        results = metrics.regression(y, output)
+    intervals = metrics.bootstrap(y, output, dataset["task"], fixed["bootstrap_resamples"], fixed["confidence"],
+                                  fixed["seed"]) if fixed["bootstrap_resamples"] else {}
+    return {"model": f"{name} on the kind's features, fitted on the training split", "results": results,
+            "intervals": intervals}
+
+
+def _report(results: dict, intervals: dict, fixed: dict, uses: list[dict], task: str,
+            reference: dict | None = None) -> str:
     names = [name if task != "classification" or name in ("accuracy", "roc_auc") else f"macro_{name}"
              for name in fixed["metrics"]]
     confidence = int(round(100 * fixed["confidence"]))
@@ -113,13 +136,17 @@ def _report(results: dict, intervals: dict, fixed: dict, uses: list[dict], task:
     lines += ["",
              f"Intervals: {confidence}% percentile bootstrap over test items ({fixed['bootstrap_resamples']} "
              "resamples).", "", "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-    for model, row in results.items():
+    rows = {**results, **({"baseline": reference["results"]} if reference else {})}
+    intervals = {**intervals, **({"baseline": reference["intervals"]} if reference else {})}
+    for model, row in rows.items():
         cells = []
         for name in names:
             value, interval = row.get(name), intervals[model].get(name)
             text = "n/a" if value is None else f"{value:.4f}"
             cells.append(text + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    if reference:
+        lines += ["", f"baseline: {reference['model']}, scored once on this test split beside the network."]
     per_class = results["keras"].get("per_class")
     if per_class:
         lines += ["", "Per class (Keras model):", "", "| class | PPV | TPR | TNR | NPV | F1 | support |",
@@ -192,6 +219,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         intervals = {name: metrics.bootstrap(y, output, task, fixed["bootstrap_resamples"], fixed["confidence"],
                                              fixed["seed"], thresholds[name] or 0.0, decision)
                      if fixed["bootstrap_resamples"] else {} for name, output in outputs.items()}
+        reference = _baseline(config, split_folder, dataset, items, y, fixed) if task != "anomaly" else None
         if task == "anomaly":
             _histograms(y, outputs, results, folder)
         else:
@@ -204,13 +232,15 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
                          "evaluate.tflite_variant": variant, "champion_version": version})
         workspace.write_json(folder / "test_report.json", {
             "manifest_sha256": manifest_sha, "uses": len(uses) + 1, "record": record, "procedure": fixed,
-            "earlier_uses": uses, "results": results, "intervals": intervals,
+            "earlier_uses": uses, "results": results, "intervals": intervals, "baseline": reference,
             "decision": {key: shipped[key] for key in ("decision_threshold", "positive_class", "objective", "floors")
                          if key in shipped}})
-        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, uses, task))
+        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, uses, task, reference))
         mlflow.log_artifacts(str(folder), "evaluation")
         ledger.record(keys, record)
         flat = {"test/uses": len(uses) + 1, **_flat_metrics(results, intervals)}
+        if reference:
+            flat.update(_flat_metrics({"baseline": reference["results"]}, {"baseline": reference["intervals"]}))
         tracking.log_metrics(flat)
         return flat
 

@@ -40,9 +40,10 @@ def majority(data: SplitData) -> tuple[str, float]:
                                                                                             train.mean()))
 
 
-def baseline(data: SplitData, features: dict[str, np.ndarray], model: str, seed: int) -> tuple[str, float]:
-    """(what it is, its validation score): a classical model fitted on the training split's features."""
-    classification = data.task == "classification"
+def fit_baseline(task: str, features: np.ndarray, y: np.ndarray, model: str, seed: int) -> tuple[str, object]:
+    """(what it is, the fitted estimator): the classical model of a kind (`model`: "forest" or "logistic";
+    ridge regression for a regression task) fitted on the training split's features."""
+    classification = task == "classification"
     if model == "forest":
         estimator = (RandomForestClassifier if classification else RandomForestRegressor)(n_estimators=100,
                                                                                         random_state=seed)
@@ -51,7 +52,12 @@ def baseline(data: SplitData, features: dict[str, np.ndarray], model: str, seed:
         estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)
                                   if classification else Ridge())
         name = "logistic regression" if classification else "ridge regression"
-    estimator.fit(features["train"], data.y["train"])
+    return name, estimator.fit(features, y)
+
+
+def baseline(data: SplitData, features: dict[str, np.ndarray], model: str, seed: int) -> tuple[str, float]:
+    """(what it is, its validation score): a classical model fitted on the training split's features."""
+    name, estimator = fit_baseline(data.task, features["train"], data.y["train"], model, seed)
     return name, _score(data.task, data.y["val"], estimator.predict(features["val"]))
 
 
