@@ -372,3 +372,20 @@ def test_raw_csv_rows_through_the_bundle_match_the_pipeline(tmp_path):
     assert "column(s) ['constant', 'group', 'day', 'target', 'note'] are not model inputs" in done.stderr
     assert f"row {line_of_dropped + 1}: column 'city': unseen category 'west'" in done.stderr
     assert "1 item(s) failed; the others were predicted" in done.stderr
+
+
+def test_analysis_baseline_folds_hold_out_the_test_share_and_keep_groups_and_time():
+    rng = np.random.default_rng(0)
+    labels, times = rng.integers(0, 2, 100), np.arange(100)[::-1]
+    pool, folds, how = splits.analysis_folds(100, labels, None, times, config_module.SplitConfig(strategy="temporal"))
+    assert len(pool) == 85 and times[pool].max() < 85  # the latest 15 items are never looked at
+    assert len(folds) == 3 and "forward folds in time" in how
+    for train, held in folds:  # each fold trains on the past only
+        assert times[pool[train]].max() < times[pool[held]].min()
+    groups = np.repeat(np.arange(20), 5)
+    rules = config_module.SplitConfig()
+    pool, folds, how = splits.analysis_folds(100, labels, groups, None, rules)
+    test = np.setdiff1d(np.arange(100), pool)
+    assert 10 <= len(test) <= 20 and not set(groups[pool]) & set(groups[test]) and "by group" in how
+    for train, held in folds:
+        assert not set(groups[pool[train]]) & set(groups[pool[held]])

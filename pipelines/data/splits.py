@@ -19,6 +19,7 @@ from sklearn.model_selection import (
     KFold,
     StratifiedGroupKFold,
     StratifiedKFold,
+    TimeSeriesSplit,
     train_test_split,
 )
 from tqdm import tqdm
@@ -175,6 +176,42 @@ def check_ratios(parts: dict, groups: np.ndarray, ids: np.ndarray, rules: config
                          f"holds {sizes.max()} of {total} items, e.g. {largest}. Lower "
                          "data.near_duplicate_tolerance (fewer images merged as near-duplicates), or check "
                          "data.group_column")
+
+
+def analysis_folds(count: int, labels: np.ndarray | None, groups: np.ndarray | None, times: np.ndarray | None,
+                   rules: config_module.SplitConfig, folds: int = 3) -> tuple[np.ndarray, list, str]:
+    """Where analyze's baseline may look: (the items outside a test share held out by the split's rules (its
+    seed and fractions, groups whole, the latest items for a temporal split), the cross-validation
+    folds over them as (train, validation) positions in that pool, a description). The folds keep groups whole
+    and, for a temporal split, train on the past only (scikit-learn's TimeSeriesSplit), so the baseline's
+    score is not flattered by rows a model will never train on."""
+    grouping = np.arange(count) if groups is None else np.unique(np.asarray(groups).astype(str),
+                                                                 return_inverse=True)[1]
+    temporal = rules.strategy == "temporal" and times is not None
+    stratify = labels if rules.strategy == "stratified" and labels is not None else None
+    rules = dataclasses.replace(rules, strategy="temporal" if temporal else
+                                "random" if rules.strategy == "temporal" else rules.strategy)
+    try:
+        parts = assign(stratify, grouping, times if temporal else None, rules)
+        pool, held = np.sort(np.concatenate([parts["train"], parts["val"]])), f"{rules.test_fraction:.0%} held out"
+    except ValueError:  # too few items or groups to set a test share aside: say so
+        pool, held = np.arange(count), "nothing held out (too few items or groups for a test share)"
+    if temporal:
+        order = pool[np.argsort(np.asarray(times)[pool], kind="stable")]
+        positions = np.searchsorted(pool, order)
+        found = [(positions[train], positions[held]) for train, held in TimeSeriesSplit(folds).split(order)]
+        return pool, found, f"{folds} forward folds in time, {held} (the latest)"
+    grouped = len(np.unique(grouping[pool])) < len(pool)
+    strata = stratify[pool] if stratify is not None else None
+    if grouped:
+        splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=rules.seed) if strata is not None \
+            else GroupKFold(folds)
+    else:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=rules.seed) if strata is not None \
+            else KFold(folds, shuffle=True, random_state=rules.seed)
+    found = list(splitter.split(pool, strata, grouping[pool] if grouped else None))
+    return pool, found, (f"{folds}-fold cross-validation{' by group' if grouped else ''}, {held} as the split "
+                         "would hold out its test share")
 
 
 FORWARD = "forward_chaining"  # the manifest's `fold_scheme` for a temporal split's folds

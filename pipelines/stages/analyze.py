@@ -6,8 +6,9 @@ mode, unreadable files, exact duplicates (content hash) and label conflicts; nea
 ranges, outliers, constant and duplicate columns, high-cardinality categoricals, correlations, declared-range
 violations and inconsistencies between columns. Sensor signals: channel ranges, missing samples, flat and
 clipped stretches, sampling jitter. Each kind's adapter (pipelines/data/kinds/) profiles its data and fits a
-quick scikit-learn baseline, so the user knows what a deep model has to beat. Writes report.md, report.json
-and plots; logs them to MLflow.
+quick scikit-learn baseline, so the user knows what a deep model has to beat: cross-validated with the split's
+grouping and time order, never on a test share held out by the split's rules (`splits.analysis_folds`). Writes
+report.md, report.json and plots; logs them to MLflow.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _markdown(report: dict) -> str:
     lines = [f"# Dataset analysis: {report['source']}", "", f"- kind: {report['kind']}, task: {report['task']}, "
              f"items: {report['items']}"]
     baseline = report["baseline"]
-    lines.append(f"- baseline ({baseline['model']}, {baseline['cv_folds']}-fold CV): {baseline['metric']} "
+    lines.append(f"- baseline ({baseline['model']}, {baseline.get('evaluated_on', '')}): {baseline['metric']} "
                  f"{baseline['score_mean']:.4f} +/- {baseline['score_std']:.4f}")
     skip = {"source", "kind", "task", "items", "baseline"}
     for key, value in report.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.model_selection import cross_val_score
 
 from pipelines.core import config as config_module
 from pipelines.core import figures, workspace
@@ -43,10 +43,15 @@ def profile(raw: signals.Recordings, config: config_module.Config, folder: Path)
         counts = np.bincount(raw.labels, minlength=len(raw.class_names))
         report["class_counts"] = {name: int(count) for name, count in zip(raw.class_names, counts)}
         forest = RandomForestClassifier(n_estimators=100, random_state=seed)
-        scores = cross_val_score(forest, signals.summary_features(windows.x), windows.label,
-                                 groups=windows.recording, cv=GroupKFold(3))
+        # whole recordings per fold, and a test share of recordings held out as the split holds out its own
+        grouped = dataclasses.replace(config.split, strategy="stratified" if config.split.strategy == "stratified"
+                                      else "random")
+        pool, folds, how = splits.analysis_folds(len(windows.label), windows.label,
+                                                 np.asarray(windows.recording), None, grouped)
+        scores = cross_val_score(forest, signals.summary_features(windows.x[pool]), windows.label[pool], cv=folds)
         report["baseline"] = {"model": "random forest on per-channel window statistics", "metric": "accuracy",
-                              "cv_folds": 3, "score_mean": float(scores.mean()), "score_std": float(scores.std())}
+                              "cv_folds": len(folds), "evaluated_on": how, "score_mean": float(scores.mean()),
+                              "score_std": float(scores.std())}
     else:
         report["baseline"] = {"model": "none (anomaly detection)", "metric": "-", "cv_folds": 0,
                               "score_mean": float("nan"), "score_std": float("nan")}

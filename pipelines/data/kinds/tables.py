@@ -42,25 +42,34 @@ def read(config: config_module.Config) -> sources.RawTable:
 
 def profile(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[dict, dict]:
     report = tables.profile(raw, config.data)
-    report["baseline"] = baseline(raw, config.data, config.split.seed)
+    report["baseline"] = baseline(raw, config)
     _correlation_plot(raw, folder / "correlations.png")
     return report, {}
 
 
-def baseline(raw: sources.RawTable, data: config_module.DataConfig, seed: int) -> dict:
-    """Random forest with feature importances, 3-fold cross-validated (accuracy, or MAE for regression)."""
+def baseline(raw: sources.RawTable, config: config_module.Config) -> dict:
+    """Random forest with feature importances, cross-validated (accuracy, or MAE for regression) on the rows
+    outside the share the split would hold out for test, with its grouping and time order
+    (`splits.analysis_folds`)."""
+    data, seed = config.data, config.split.seed
     classification = raw.task == "classification"
     forest = (RandomForestClassifier if classification else RandomForestRegressor)(n_estimators=100,
                                                                                   random_state=seed)
     model = make_pipeline(tables.preprocessor(raw.features, data.columns), forest)
     scoring = "accuracy" if classification else "neg_mean_absolute_error"
-    scores = cross_val_score(model, raw.features, raw.target, cv=3, scoring=scoring)
-    model.fit(raw.features, raw.target)
+    groups = raw.groups.to_numpy() if raw.groups is not None and config.split.group == "column" else None
+    pool, folds, how = splits.analysis_folds(len(raw.target), raw.target.to_numpy() if classification else None,
+                                             groups,
+                                             raw.times.to_numpy() if raw.times is not None else None, config.split)
+    features, target = raw.features.iloc[pool], raw.target.iloc[pool]
+    scores = cross_val_score(model, features, target, cv=folds, scoring=scoring)
+    model.fit(features, target)
     names = model[0].get_feature_names_out()
     ranked = sorted(zip(model[-1].feature_importances_, names), reverse=True)[:10]
     sign = 1.0 if classification else -1.0
     return {"model": "random forest (100 trees)", "metric": "accuracy" if classification else "mae",
-            "cv_folds": 3, "score_mean": float(sign * scores.mean()), "score_std": float(scores.std()),
+            "cv_folds": len(folds), "evaluated_on": how, "score_mean": float(sign * scores.mean()),
+            "score_std": float(scores.std()),
             "feature_importances": [[name, float(value)] for value, name in ranked]}
 
 
