@@ -389,3 +389,39 @@ def test_analysis_baseline_folds_hold_out_the_test_share_and_keep_groups_and_tim
     assert 10 <= len(test) <= 20 and not set(groups[pool]) & set(groups[test]) and "by group" in how
     for train, held in folds:
         assert not set(groups[pool[train]]) & set(groups[pool[held]])
+
+
+@pytest.mark.slow
+def test_slice_floors_gate_export_and_evaluate_reports_each_slice_with_intervals(tmp_path):
+    from pipelines.core.errors import StageError
+    from pipelines.stages import evaluate, export, train
+
+    _customers(tmp_path / "customers.csv")
+    tree = config_module.to_dict(_csv_config(tmp_path))
+    tree["data"]["slice_column"] = "city"
+    tree["export"]["gate_majority_margin"] = -1.0  # a tiny model: the slice floors are what is tested
+    tree["export"]["gate_min"] = {"accuracy@city=east": 1.01, "accuracy@city=west": 0.0}
+    config = config_module.from_dict(tree)
+    for stage in (clean, split, train):
+        stage.run(config)
+    folder = workspace.stage_dir(tmp_path, config.experiment, "split")
+    cities = splits.slice_values(folder, "val")
+    assert set(cities) == {"north", "south", "east"}
+    with pytest.raises(StageError, match=r"accuracy@city=east >= 1.01: val accuracy@city=east 0\.\d+ against "
+                                         r"1\.0100.*accuracy@city=west >= 0: val accuracy@city=west n/a"):
+        export.run(config)
+    export.run(config, allow_unblessed=True)
+    evaluate.run(config)
+    report = workspace.read_json(workspace.stage_dir(tmp_path, config.experiment, "evaluate") / "test_report.json")
+    sliced = report["slices"]
+    assert sliced["column"] == "city" and sliced["metric"] == "accuracy"
+    test_cities = splits.slice_values(folder, "test")
+    y = workspace.load_arrays(folder, "test", "y")[0]
+    assert sum(row["count"] for row in sliced["values"].values()) == len(y)
+    for city, row in sliced["values"].items():
+        mask = test_cities == city
+        assert row["count"] == mask.sum()
+        low, high = row["keras"]["interval"]
+        assert low <= row["keras"]["accuracy"] <= high
+    text = (workspace.stage_dir(tmp_path, config.experiment, "evaluate") / "test_report.md").read_text()
+    assert "Per slice of `city`" in text and "| east | " in text

@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -99,7 +100,10 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 def log_config(config: config_module.Config) -> None:
     """Logs the resolved config as params and as `config.yaml`."""
     resolved = config_module.to_dict(config)
-    mlflow.log_params(flatten(resolved))
+    # MLflow keys allow letters, digits and _-. :/ only: a gate floor such as `recall@malignant` is logged as
+    # `recall_at_malignant`, any other character as _ (config.yaml keeps every name as written)
+    mlflow.log_params({re.sub(r"[^\w\-. :/]", "_", key.replace("@", "_at_").replace("=", "_is_")): value
+                       for key, value in flatten(resolved).items()})
     mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
 
 

@@ -363,6 +363,12 @@ class SplitData:
         return len(self.class_names) if self.task == "classification" else 1
 
 
+def slice_values(folder: Path, name: str) -> np.ndarray | None:
+    """Each item's value of the declared `data.slice_column` in one split (text), or None when none is declared."""
+    path = Path(folder) / f"{name}_slice.npy"
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
 def split_items(folder: Path, name: str, verify: bool = True) -> readers.SplitReader:
     """One split's inputs as a reader: keys into clean's shards (checked against their checksums), or the
     array the split stored (windows, encoded rows)."""

@@ -124,6 +124,41 @@ def _baseline(config: config_module.Config, split_folder: Path, dataset: dict, i
             "intervals": intervals}
 
 
+def _slices(values: np.ndarray | None, dataset: dict, y: np.ndarray, outputs: dict, fixed: dict,
+            decision: tuple[float, int] | None) -> dict | None:
+    """Each value of the declared slice column on its own: its test items' count and every model's headline
+    metric (accuracy, or MAE) with a bootstrap interval, by the fixed procedure."""
+    if values is None:
+        return None
+    task, found = dataset["task"], {}
+    metric = "accuracy" if task == "classification" else "mae"
+    for value in sorted(set(values.tolist())):
+        mask = values == value
+        row = {"count": int(mask.sum())}
+        for name, output in outputs.items():
+            scores = metrics.classification(y[mask], output[mask], dataset["class_names"], decision) \
+                if task == "classification" else metrics.regression(y[mask], output[mask])
+            interval = metrics.bootstrap(y[mask], output[mask], task, fixed["bootstrap_resamples"],
+                                         fixed["confidence"], fixed["seed"], 0.0, decision).get(metric) \
+                if fixed["bootstrap_resamples"] else None
+            row[name] = {metric: scores[metric], "interval": interval}
+        found[value] = row
+    return {"column": dataset["slice_column"], "metric": metric, "values": found}
+
+
+def _slice_text(sliced: dict | None) -> str:
+    if not sliced:
+        return ""
+    models = [name for name in next(iter(sliced["values"].values())) if name != "count"]
+    lines = ["", f"Per slice of `{sliced['column']}` ({sliced['metric']}, with the same intervals):", "",
+             "| slice | test items | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for value, row in sliced["values"].items():
+        cells = [f"{row[name][sliced['metric']]:.4f}" + (f" [{row[name]['interval'][0]:.4f}, "
+                 f"{row[name]['interval'][1]:.4f}]" if row[name]["interval"] else "") for name in models]
+        lines.append(f"| {value} | {row['count']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _report(results: dict, intervals: dict, fixed: dict, uses: list[dict], task: str,
             reference: dict | None = None) -> str:
     names = [name if task != "classification" or name in ("accuracy", "roc_auc") else f"macro_{name}"
@@ -220,6 +255,8 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
                                              fixed["seed"], thresholds[name] or 0.0, decision)
                      if fixed["bootstrap_resamples"] else {} for name, output in outputs.items()}
         reference = _baseline(config, split_folder, dataset, items, y, fixed) if task != "anomaly" else None
+        sliced = _slices(splits.slice_values(split_folder, "test"), dataset, y, outputs, fixed, decision) \
+            if task != "anomaly" else None
         if task == "anomaly":
             _histograms(y, outputs, results, folder)
         else:
@@ -232,10 +269,11 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
                          "evaluate.tflite_variant": variant, "champion_version": version})
         workspace.write_json(folder / "test_report.json", {
             "manifest_sha256": manifest_sha, "uses": len(uses) + 1, "record": record, "procedure": fixed,
-            "earlier_uses": uses, "results": results, "intervals": intervals, "baseline": reference,
+            "earlier_uses": uses, "results": results, "intervals": intervals, "baseline": reference, "slices": sliced,
             "decision": {key: shipped[key] for key in ("decision_threshold", "positive_class", "objective", "floors")
                          if key in shipped}})
-        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, uses, task, reference))
+        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, uses, task, reference)
+                             + _slice_text(sliced))
         mlflow.log_artifacts(str(folder), "evaluation")
         ledger.record(keys, record)
         flat = {"test/uses": len(uses) + 1, **_flat_metrics(results, intervals)}

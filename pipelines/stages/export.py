@@ -113,7 +113,7 @@ def triage(model, data, representative, keras_outputs, table: dict, folder: Path
 
 
 def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.ndarray, version: str,
-             allow_unblessed: bool, decision: dict | None = None) -> dict:
+             allow_unblessed: bool, decision: dict | None = None, split_folder: Path | None = None) -> dict:
     """The gates' verdict on the Keras model's validation outputs (pipelines/training/gates.py), printed and
     tagged on the registered version (`blessed`).
 
@@ -123,7 +123,9 @@ def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.n
     kind = kinds.get(data.dataset["kind"])
     features = None if data.task == "anomaly" else {name: kind.features(data.x[name]) for name in ("train", "val")}
     rule = (decision["decision_threshold"], decision["positive_index"]) if decision else None
-    gate = gates.verdict(config, data, outputs, features, kind.BASELINE, rule)
+    values = splits.slice_values(split_folder, "val") if split_folder is not None else None
+    slices = (data.dataset["slice_column"], values) if values is not None else None
+    gate = gates.verdict(config, data, outputs, features, kind.BASELINE, rule, slices)
     print(gates.text(gate))
     tracking.tag_version(config, version, {"blessed": str(gate["blessed"]).lower()})
     mlflow.set_tags({"blessed": str(gate["blessed"]).lower()})
@@ -311,7 +313,7 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
         decision = _decision(config, data, tracking.version_tags(config, version) or {})
         keras_row = validation(data, keras_outputs, config, decision=decision)
-        gate = blessing(config, data, keras_outputs, version, allow_unblessed, decision)
+        gate = blessing(config, data, keras_outputs, version, allow_unblessed, decision, split_folder)
         column = metrics.selection_column(data.task, data.y["val"])
         reference = keras_row[column]
         # calibration samples from what the model trained on (an anomaly detector: normal windows only)

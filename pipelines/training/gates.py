@@ -61,21 +61,27 @@ def baseline(data: SplitData, features: dict[str, np.ndarray], model: str, seed:
     return name, _score(data.task, data.y["val"], estimator.predict(features["val"]))
 
 
-def floor_value(report: dict, name: str) -> float | None:
-    """A metric of the validation report by its `export.gate_min` name: `accuracy`, `macro_recall`, ..., or a
-    class's own as `<metric>@<class>` (`recall@malignant`; precision, recall, specificity, npv, f1). None when
-    the report has no such metric or class."""
+def floor_value(report: dict, name: str, sliced=None) -> float | None:
+    """A metric of the validation report by its `export.gate_min` name: `accuracy`, `macro_recall`, ..., a
+    class's own as `<metric>@<class>` (`recall@malignant`; precision, recall, specificity, npv, f1), or a
+    slice's as `<metric>@<column>=<value>` (`sliced(column, value)` gives that slice's report). None when there
+    is no such metric, class or slice."""
     if "@" not in name:
         return report.get(name)
-    metric, label = name.split("@", 1)
-    return report.get("per_class", {}).get(label, {}).get(metric)
+    metric, where = name.split("@", 1)
+    if "=" in where:
+        found = sliced(*where.split("=", 1)) if sliced is not None else None
+        return None if found is None else found.get(metric)
+    return report.get("per_class", {}).get(where, {}).get(metric)
 
 
 def verdict(config: config_module.Config, data: SplitData, outputs: np.ndarray, features: dict | None,
-            baseline_model: str, decision: tuple[float, int] | None = None) -> dict:
+            baseline_model: str, decision: tuple[float, int] | None = None,
+            slices: tuple[str, np.ndarray] | None = None) -> dict:
     """Every check with its numbers, and whether the model is blessed. `outputs` are the model's validation
     outputs, decided by argmax or a binary model's (threshold, positive index) `decision`; `features` the kind's
-    features of train and val (None: no baseline for this task)."""
+    features of train and val (None: no baseline for this task); `slices` the declared slice column and each
+    validation item's value of it."""
     settings, task, checks = config.export, data.task, []
     if task in ("classification", "regression"):
         higher = task == "classification"
@@ -96,11 +102,19 @@ def verdict(config: config_module.Config, data: SplitData, outputs: np.ndarray, 
                            "margin": settings.gate_baseline_margin,
                            "passed": gain(value) >= settings.gate_baseline_margin})
     if settings.gate_min:
-        report = metrics.classification(data.y["val"], outputs, data.class_names, decision) \
-            if task == "classification" else metrics.regression(data.y["val"], outputs[:, 0]) \
-            if task == "regression" else {}
+        def scored(mask):
+            if task == "classification":
+                return metrics.classification(data.y["val"][mask], outputs[mask], data.class_names, decision)
+            return metrics.regression(data.y["val"][mask], outputs[mask][:, 0]) if task == "regression" else {}
+
+        def sliced(column, value):
+            if slices is None or slices[0] != column or not (slices[1] == value).any():
+                return None
+            return scored(slices[1] == value)
+
+        report = scored(np.ones(len(data.y["val"]), dtype=bool))
         for metric, floor in settings.gate_min.items():
-            value = floor_value(report, metric)
+            value = floor_value(report, metric, sliced)
             checks.append({"check": f"{metric} >= {floor:g}", "against": "export.gate_min", "metric": f"val {metric}",
                            "model": value, "reference": floor, "margin": 0.0,
                            "passed": value is not None and value >= floor})

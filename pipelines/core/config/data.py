@@ -43,6 +43,8 @@ class DataConfig:
                        one_of("auto", "classification", "regression"))
     group_column: str = option("", "CSV column whose groups never cross splits")
     time_column: str = option("", "CSV column that orders rows in time (split.strategy: temporal)")
+    slice_column: str = option("", "CSV column whose values are slices: export.gate_min floors as "
+                               "<metric>@<column>=<value>, and evaluate reports each slice with intervals")
     image_size: int = option(16, "side in pixels of the canonical square image", at_least(8))
     channels: int = option(1, "channels of the canonical image (1 grey, 3 RGB)", one_of(1, 3))
     shard_records: int = option(0, "images per shard file written by clean (0: about 32 MB a file); more files "

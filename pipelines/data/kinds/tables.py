@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core import figures, workspace
+from pipelines.core.errors import DataError
 from pipelines.data import duplicates, sources, splits, tables
 from pipelines.data.splits import Assignment
 
@@ -157,6 +158,22 @@ def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) ->
     return workspace.csv_text(workspace.LOG_HEADER, rows)
 
 
+def _slices(table: pd.DataFrame, data: config_module.DataConfig) -> np.ndarray | None:
+    """Each row's value of `data.slice_column` as text (a feature, the group or the time column), or None.
+
+    Raises:
+        DataError: the column is not in the cleaned table.
+    """
+    name = data.slice_column
+    if not name:
+        return None
+    column = "__group" if name == data.group_column else "__time" if name == data.time_column else name
+    if column not in table:
+        raise DataError(f"data.slice_column: no column '{name}' in the cleaned table (columns: "
+                        f"{[c for c in table.columns if not c.startswith('__')]})")
+    return np.array(table[column].astype(str).tolist(), dtype=str)
+
+
 def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path,
           used: set[str] = frozenset()) -> tuple[Assignment, dict]:
     """Rows with identical content (and, when asked, rows of one `data.group_column` group) stay in one split;
@@ -181,8 +198,12 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     workspace.write_text(folder / "imputation_log.csv", _imputation_log(frame, ids, fitted))
     x = transformer.transform(frame).astype(np.float32)
     y = y.astype(np.float32 if dataset["task"] == "regression" else np.int64)
+    sliced = _slices(table, config.data)
     for name in splits.SPLITS:
-        workspace.save_arrays(folder, name, x=x[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
+        workspace.save_arrays(folder, name, x=x[parts[name]], y=y[parts[name]], ids=ids[parts[name]],
+                              **({"slice": sliced[parts[name]]} if sliced is not None else {}))
+    if sliced is not None:
+        dataset["slice_column"] = config.data.slice_column
     dataset["input_shape"] = list(x.shape[1:])
     # what a raw row goes through before the fitted preprocessing, for the edge bundle (see `preprocessing`)
     dataset["column_rules"] = {name: config_module.to_dict(rule) for name, rule in config.data.columns.items()}
