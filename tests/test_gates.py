@@ -47,6 +47,12 @@ def test_the_majority_predictor_and_a_classical_baseline_are_beaten_or_the_model
     strict = config_module.replace_path(config, "export.gate_min", {"recall@yes": 1.0})
     assert not gates.verdict(strict, two, leaning, None, "logistic")["blessed"]
     assert gates.verdict(strict, two, leaning, None, "logistic", (0.3, 1))["blessed"]  # decided at 0.3: caught
+    change = config_module.replace_path(config, "export.gate_max_drop", 0.1)
+    result = gates.verdict(change, data, one_class, None, "logistic", incumbent=("version 1, bundled before", right))
+    assert [check["passed"] for check in result["checks"]] == [False, False]  # 0.5 against the old model's 1.0
+    assert result["failed"][1].startswith("does not fall below the bundled model: val accuracy 0.5000 against "
+                                          "1.0000 (version 1, bundled before, margin -0.1)")
+    assert gates.verdict(change, data, right, None, "logistic", incumbent=("v1", one_class))["checks"][1]["passed"]
     regression = _data(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0]), "regression", ())
     mean_only = np.full((2, 1), 2.0)  # the training mean: no better than it (MAE 1 both)
     assert not gates.verdict(config, regression, mean_only, None, "logistic")["blessed"]
@@ -56,9 +62,10 @@ def test_the_majority_predictor_and_a_classical_baseline_are_beaten_or_the_model
 
 @pytest.mark.slow
 def test_export_refuses_a_one_class_champion_unless_allowed_and_tags_it(tmp_path):
-    config = tiny_config(tmp_path, "export.gate_baseline_margin=-0.05")  # the default gate
+    config = tiny_config(tmp_path, "export.gate_baseline_margin=-0.05", "export.gate_max_drop=0.0")
     for stage in (clean, split, train):
         stage.run(config)
+    export.run(config, allow_unblessed=True)  # version 1 bundled: what the next champion must not fall below
     folder = workspace.stage_dir(tmp_path, config.experiment, "split")
     shape = tuple(splits.split_items(folder, "val").shape[1:])
     inputs = keras.Input(shape)
@@ -71,14 +78,17 @@ def test_export_refuses_a_one_class_champion_unless_allowed_and_tags_it(tmp_path
                                               splits.identity(folder), "classification",
                                               splits.split_items(folder, "val").head(2))
     assert promoted
+    before = (workspace.bundle_dir(tmp_path, config.experiment) / "model.tflite").read_bytes()
     with pytest.raises(StageError, match=r"fails its gates on validation data \(beats the majority predictor: "
-                                         r"val accuracy 0\.\d+ against 0\.\d+ \(always '\d'"):
+                                         r"val accuracy 0\.\d+ against 0\.\d+ \(always '\d'.*does not fall below "
+                                         r"the bundled model: val accuracy 0\.\d+ against 0\.\d+ \(version 1, "
+                                         r"bundled before, margin -0\)"):
         export.run(config)
-    assert not (workspace.bundle_dir(tmp_path, config.experiment) / "model.tflite").exists()
+    assert (workspace.bundle_dir(tmp_path, config.experiment) / "model.tflite").read_bytes() == before  # kept
     assert tracking.version_tags(config, version)["blessed"] == "false"
     export.run(config, allow_unblessed=True)
     bundle = workspace.bundle_dir(tmp_path, config.experiment)
     found = sorted(bundle.rglob("metadata.json"))  # the bundle and every device target's say so
     assert len(found) >= 2 and all(workspace.read_json(path)["blessed"] is False for path in found)
     table = workspace.read_json(workspace.stage_dir(tmp_path, config.experiment, "export") / "export_table.json")
-    assert not table["gates"]["blessed"] and len(table["gates"]["checks"]) == 2
+    assert not table["gates"]["blessed"] and len(table["gates"]["checks"]) == 3

@@ -26,7 +26,7 @@ from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
 from pipelines.data import kinds, splits
-from pipelines.training import fitting, gates, metrics, objectives
+from pipelines.training import champion, fitting, gates, metrics, objectives
 
 
 def validation(data: splits.SplitData, outputs: np.ndarray, config: config_module.Config,
@@ -112,8 +112,29 @@ def triage(model, data, representative, keras_outputs, table: dict, folder: Path
     table["int8_selective"] = row
 
 
+def incumbent(config: config_module.Config, bundle: Path, version: str, model, data: splits.SplitData,
+              split_folder: Path) -> tuple[str, np.ndarray] | None:
+    """The version bundled before this one and its outputs on this validation split (gate d), when there is one
+    and it reads the same inputs: a table model encoded by another split's preprocessing cannot be scored here."""
+    path = bundle / "metadata.json"
+    if config.export.gate_max_drop is None or data.task == "anomaly" or not path.is_file():
+        return None
+    previous = str(workspace.read_json(path).get("source", {}).get("version"))
+    if previous == str(version) or not tracking.version_exists(config, previous):
+        return None
+    tags = tracking.version_tags(config, previous) or {}
+    older = tracking.load_champion(config, previous)
+    if data.dataset["kind"] == "table" and tags.get(champion.SPLIT_TAG) != splits.identity(split_folder) or \
+            tuple(older.input_shape[1:]) != tuple(model.input_shape[1:]):
+        print(f"[export] gate: version {previous}, bundled before, reads other inputs (another input shape, or a "
+              "table encoded by another split); not compared")
+        return None
+    return f"version {previous}, bundled before", splits.predict({"older": older}, data.x["val"])["older"]
+
+
 def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.ndarray, version: str,
-             allow_unblessed: bool, decision: dict | None = None, split_folder: Path | None = None) -> dict:
+             allow_unblessed: bool, decision: dict | None = None, split_folder: Path | None = None,
+             previous: tuple[str, np.ndarray] | None = None) -> dict:
     """The gates' verdict on the Keras model's validation outputs (pipelines/training/gates.py), printed and
     tagged on the registered version (`blessed`).
 
@@ -125,7 +146,7 @@ def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.n
     rule = (decision["decision_threshold"], decision["positive_index"]) if decision else None
     values = splits.slice_values(split_folder, "val") if split_folder is not None else None
     slices = (data.dataset["slice_column"], values) if values is not None else None
-    gate = gates.verdict(config, data, outputs, features, kind.BASELINE, rule, slices)
+    gate = gates.verdict(config, data, outputs, features, kind.BASELINE, rule, slices, previous)
     print(gates.text(gate))
     tracking.tag_version(config, version, {"blessed": str(gate["blessed"]).lower()})
     mlflow.set_tags({"blessed": str(gate["blessed"]).lower()})
@@ -313,7 +334,8 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
         decision = _decision(config, data, tracking.version_tags(config, version) or {})
         keras_row = validation(data, keras_outputs, config, decision=decision)
-        gate = blessing(config, data, keras_outputs, version, allow_unblessed, decision, split_folder)
+        gate = blessing(config, data, keras_outputs, version, allow_unblessed, decision, split_folder,
+                        incumbent(config, bundle, version, model, data, split_folder))
         column = metrics.selection_column(data.task, data.y["val"])
         reference = keras_row[column]
         # calibration samples from what the model trained on (an anomaly detector: normal windows only)

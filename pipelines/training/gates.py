@@ -6,7 +6,9 @@ the same training split, on the data kind's cheap features (`kinds.<kind>.featur
 rows, window statistics), by at least `export.gate_baseline_margin` (negative: it may trail by that much; for
 regression the margins are fractions of the reference's MAE), and
 (c) every floor in `export.gate_min` (a metric of the validation report, e.g. `accuracy` or `macro_recall`, or
-a class's own, `recall@malignant`). A binary model with a tuned threshold is judged by its decisions there.
+a class's own, `recall@malignant`, or a slice's, `accuracy@city=east`), and (d) with `export.gate_max_drop`, not
+fall below the version bundled before it, scored on the same validation split, by more than that (TFX's change
+threshold). A binary model with a tuned threshold is judged by its decisions there.
 The champion rule (pipelines/training/champion.py) already keeps a model from replacing a better champion.
 Anomaly detection has no majority class or classical baseline here; only its floors apply.
 """
@@ -77,11 +79,12 @@ def floor_value(report: dict, name: str, sliced=None) -> float | None:
 
 def verdict(config: config_module.Config, data: SplitData, outputs: np.ndarray, features: dict | None,
             baseline_model: str, decision: tuple[float, int] | None = None,
-            slices: tuple[str, np.ndarray] | None = None) -> dict:
+            slices: tuple[str, np.ndarray] | None = None,
+            incumbent: tuple[str, np.ndarray] | None = None) -> dict:
     """Every check with its numbers, and whether the model is blessed. `outputs` are the model's validation
     outputs, decided by argmax or a binary model's (threshold, positive index) `decision`; `features` the kind's
     features of train and val (None: no baseline for this task); `slices` the declared slice column and each
-    validation item's value of it."""
+    validation item's value of it; `incumbent` the model bundled before and its validation outputs."""
     settings, task, checks = config.export, data.task, []
     if task in ("classification", "regression"):
         higher = task == "classification"
@@ -101,6 +104,13 @@ def verdict(config: config_module.Config, data: SplitData, outputs: np.ndarray, 
                            "metric": f"val {metric}", "model": score, "reference": value,
                            "margin": settings.gate_baseline_margin,
                            "passed": gain(value) >= settings.gate_baseline_margin})
+        if incumbent is not None and settings.gate_max_drop is not None:
+            name, previous = incumbent
+            value = _score(task, data.y["val"], edge.decide(previous, *(decision or (None,))) if higher
+                           else previous[:, 0])
+            checks.append({"check": "does not fall below the bundled model", "against": name,
+                           "metric": f"val {metric}", "model": score, "reference": value,
+                           "margin": -settings.gate_max_drop, "passed": gain(value) >= -settings.gate_max_drop})
     if settings.gate_min:
         def scored(mask):
             if task == "classification":

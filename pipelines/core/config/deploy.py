@@ -41,6 +41,9 @@ class ExportConfig:
                                          "model fitted on the same training split by at most minus this "
                                          "(0: it must match it; positive: beat it by that much; regression: "
                                          "a fraction of the baseline's MAE)")
+    gate_max_drop: float | None = option(None, "gate: the model's val accuracy (regression: MAE, as a fraction) may "
+                                         "fall below the version bundled before it, scored on this validation "
+                                         "split, by at most this (unset: no such check)")
     gate_min: dict[str, float] = option({}, "gate: floors on validation metrics, e.g. {accuracy: 0.9, "
                                         "macro_recall: 0.8, recall@malignant: 0.95} (names of the evaluate "
                                         "report; <metric>@<class> for one class)")
