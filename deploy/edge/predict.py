@@ -107,18 +107,17 @@ def load_image(path: str | Path, preprocessing: dict) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({error})") from None
 
 
-def column_rules(values: dict[str, np.ndarray], rules: dict[str, dict]) -> tuple[np.ndarray, list[tuple]]:
-    """The declared column rules (config `data.columns`), in order, on float columns (NaN: missing), changed in
-    place: a value outside [min, max] drops its row, is clipped, or becomes missing (`out_of_range`); then a
-    missing value of a column with `impute: derive` is derived from its `derive_from` column
+def column_rules(values: dict[str, np.ndarray], rules: dict[str, dict], rows: int) -> tuple[np.ndarray, list[tuple]]:
+    """The declared column rules (config `data.columns`), in order, on float columns of `rows` values (NaN:
+    missing), changed in place: a value outside [min, max] drops its row, is clipped, or becomes missing
+    (`out_of_range`); then a missing value of a column with `impute: derive` is derived from its `derive_from` column
     (`derive_offset + derive_scale * other`). Clean applies them to the whole table and the edge predictor to
     each raw row: this is the one definition.
 
     Returns:
         (rows to drop, events: (row, column, "out_of_range" or "derive", old value, new value) in order).
     """
-    count = len(next(iter(values.values()))) if values else 0
-    drop, events = np.zeros(count, dtype=bool), []
+    drop, events = np.zeros(rows, dtype=bool), []
     for name, rule in rules.items():
         if name not in values:
             continue
@@ -177,7 +176,7 @@ def encode_row(row: dict, preprocessing: dict) -> tuple[np.ndarray, list[str]]:
     notes = [f"column '{name}': {row[name]!r} is not a number, read as missing" for name in sorted(numeric)
              if np.isnan(values[name][0]) and row[name] not in tokens and row[name] is not None
              and row[name].strip().lower() not in ("inf", "-inf", "+inf", "infinity", "-infinity")]
-    drop, events = column_rules(values, rules)
+    drop, events = column_rules(values, rules, 1)
     for _, name, what, old, new in events:
         if what == "out_of_range":
             low, high = (rules[name].get(end) for end in ("min", "max"))

@@ -34,8 +34,22 @@ def validation(data: splits.SplitData, outputs: np.ndarray, config: config_modul
     """A model's validation columns (pipelines/training/metrics.py: accuracy and agreement with the Keras model,
     decided at a binary model's threshold when it has one, MAE, or an anomaly detector's own threshold and F1)."""
     rule = (decision["decision_threshold"], decision["positive_index"]) if decision else None
-    return metrics.validation(data.task, data.y["val"], outputs, reference, data.x["val"], data.normalizer,
-                              config.train.anomaly_percentile, rule)
+    row = metrics.validation(data.task, data.y["val"], outputs, reference, data.x["val"], data.normalizer,
+                             config.train.anomaly_percentile, rule)
+    goal = config.train.objective
+    if goal != "auto" and data.task in ("classification", "regression"):  # the project's metric, which chooses
+        positive = objectives.positive_index(data.class_names, config.train.positive_class) if data.class_names else 1
+        row[f"val_{goal}"] = objectives.score(goal, data.y["val"], outputs if data.task == "classification"
+                                              else outputs[:, 0], rule[0] if rule else None, positive)
+    return row
+
+
+def selection_column(config: config_module.Config, data: splits.SplitData) -> str:
+    """The validation column that chooses between variants: `val_<train.objective>` when named (a drop for a
+    metric where higher is better, else a relative increase), else accuracy, MAE or a detector's F1."""
+    if config.train.objective != "auto" and data.task in ("classification", "regression"):
+        return f"val_{config.train.objective}"
+    return metrics.selection_column(data.task, data.y["val"])
 
 
 def measure(model: edge.LiteRTModel, data: splits.SplitData, keras_outputs: np.ndarray,
@@ -158,7 +172,10 @@ def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.n
 
 
 def _losses(table: dict, reference: float, settings: config_module.ExportConfig, column: str):
-    if metrics.HIGHER_IS_BETTER[column]:
+    higher = metrics.HIGHER_IS_BETTER.get(column)
+    if higher is None:  # a named train.objective
+        higher = objectives.OBJECTIVES[column.removeprefix("val_")][1]
+    if higher:
         losses = {name: reference - row[column] for name, row in table.items()}
         return losses, settings.max_accuracy_drop, "export.max_accuracy_drop"
     losses = {name: (row[column] - reference) / max(reference, 1e-12) for name, row in table.items()}
@@ -336,7 +353,7 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
         keras_row = validation(data, keras_outputs, config, decision=decision)
         gate = blessing(config, data, keras_outputs, version, allow_unblessed, decision, split_folder,
                         incumbent(config, bundle, version, model, data, split_folder))
-        column = metrics.selection_column(data.task, data.y["val"])
+        column = selection_column(config, data)
         reference = keras_row[column]
         # calibration samples from what the model trained on (an anomaly detector: normal windows only)
         representative = fitting.training_view(data).x["train"].head(config.export.representative_samples)

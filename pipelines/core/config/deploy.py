@@ -27,8 +27,10 @@ class ExportConfig:
     triage_layers: int = option(3, "layers the selective-quantization variant keeps in float", at_least(1))
     optimize_epochs: int = option(6, "fine-tuning epochs of pruning, clustering and QAT", at_least(1))
     representative_samples: int = option(200, "training images used to calibrate int8", at_least(1))
-    max_accuracy_drop: float = option(0.01, "largest val accuracy drop allowed for the bundled variant", at_least(0))
-    max_mae_increase: float = option(0.05, "regression: largest relative val MAE increase allowed for the bundle",
+    max_accuracy_drop: float = option(0.01, "largest val accuracy drop allowed for the bundled variant (of "
+                                      "train.objective when named and higher is better)", at_least(0))
+    max_mae_increase: float = option(0.05, "regression: largest relative val MAE increase allowed for the bundle "
+                                     "(of train.objective when named and lower is better)",
                                      at_least(0))
     latency_runs: int = option(50, "batch-1 invocations timed per variant", at_least(1))
     targets: tuple[Any, ...] = option(

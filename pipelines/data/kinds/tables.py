@@ -92,7 +92,8 @@ def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list)
              if name in frame]
     values = {name: pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, copy=True)
               for name in names}
-    drop, events = edge.column_rules(values, {name: config_module.to_dict(rule) for name, rule in rules.items()})
+    drop, events = edge.column_rules(values, {name: config_module.to_dict(rule) for name, rule in rules.items()},
+                                     len(frame))
     for row, name, what, old, new in events:
         rule = rules[name]
         if what == "derive":
