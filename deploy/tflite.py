@@ -31,6 +31,17 @@ def convertible(model):
     return model
 
 
+def representative_dataset(representative: np.ndarray):
+    """The converter's calibration generator: one float32 training item at a time, batch of one."""
+    samples = representative.astype(np.float32)
+
+    def dataset():
+        for index in range(len(samples)):
+            yield [samples[index : index + 1]]
+
+    return dataset
+
+
 def convert(model, variant: str, representative: np.ndarray | None = None) -> bytes:
     """Converts a Keras model to a TF-Lite flatbuffer.
 
@@ -49,14 +60,8 @@ def convert(model, variant: str, representative: np.ndarray | None = None) -> by
     if variant == "int8":
         if representative is None or not len(representative):
             raise ValueError("int8 export needs representative training images")
-        samples = representative.astype(np.float32)
-
-        def dataset():
-            for index in range(len(samples)):
-                yield [samples[index : index + 1]]
-
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = dataset
+        converter.representative_dataset = representative_dataset(representative)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8

@@ -14,12 +14,7 @@ from deploy import tflite
 
 
 def _converter(model, representative: np.ndarray):
-    samples = representative.astype(np.float32)
-
-    def dataset():
-        for index in range(len(samples)):
-            yield [samples[index : index + 1]]
-
+    dataset = tflite.representative_dataset(representative)
     converter = tf.lite.TFLiteConverter.from_keras_model(tflite.convertible(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = dataset
