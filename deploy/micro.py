@@ -273,11 +273,3 @@ def c_array(flatbuffer: bytes, arena_bytes: int, op_names: list[str], labels: li
               "template <typename Resolver>\nTfLiteStatus RegisterOps(Resolver& resolver) {\n"
               f"{registrations}\n  return kTfLiteOk;\n}}\n")
     return cc, header
-
-
-def parse_c_array(text: str, symbol: str = "g_model_data") -> bytes:
-    """The bytes of `symbol`'s array in a generated .cc file (what a C compiler would place in flash)."""
-    body = re.search(rf"{symbol}\[\]\s*=\s*\{{(.*?)\}};", text, re.S)
-    if not body:
-        raise ValueError(f"no array {symbol} in the file")
-    return bytes(int(token, 16) for token in re.findall(r"0x[0-9a-fA-F]{2}", body.group(1)))

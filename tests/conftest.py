@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny config in tmp_path (one epoch-ish, 8x8 images), run on the CPU."""
 
 import os
+import re
 
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests write their own store under tmp_path
 
@@ -214,3 +215,11 @@ def postgres_url():
         subprocess.run([*as_user, str(folder / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def parse_c_array(text: str, symbol: str = "g_model_data") -> bytes:
+    """The bytes of `symbol`'s array in a generated .cc file (what a C compiler would place in flash)."""
+    body = re.search(rf"{symbol}\[\]\s*=\s*\{{(.*?)\}};", text, re.S)
+    if not body:
+        raise ValueError(f"no array {symbol} in the file")
+    return bytes(int(token, 16) for token in re.findall(r"0x[0-9a-fA-F]{2}", body.group(1)))

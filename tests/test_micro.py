@@ -7,6 +7,7 @@ import tf_keras as keras
 from deploy import micro, tflite
 from pipelines.core import config as config_module
 from pipelines.core.config import ConfigError
+from tests.conftest import parse_c_array
 
 
 def _model():
@@ -66,7 +67,7 @@ def test_the_c_array_holds_the_flatbuffer_byte_for_byte(flatbuffers):
     flatbuffer = converted["int8"]
     ops = micro.ops(flatbuffer)
     source, header = micro.c_array(flatbuffer, 12345, ops, ["a", 'b"c'], (0.5, -3))
-    assert micro.parse_c_array(source) == flatbuffer
+    assert parse_c_array(source) == flatbuffer
     assert "alignas(16) const unsigned char g_model_data[]" in source
     assert f"g_model_data_len = {len(flatbuffer)};" in source
     assert "kTensorArenaSize = 12345;" in header and "kInputZeroPoint = -3;" in header

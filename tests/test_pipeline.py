@@ -15,7 +15,7 @@ from pipelines.core import stage as stage_module
 from pipelines.core import tracking, workspace
 from pipelines.data import splits
 from pipelines.stages import evaluate, pipeline, split
-from tests.conftest import TINY, png, split_arrays, tamper_shard, tiny_config
+from tests.conftest import TINY, parse_c_array, png, split_arrays, tamper_shard, tiny_config
 
 STAGE_NAMES = [stage.name for stage in pipeline()]
 
@@ -423,7 +423,7 @@ def test_export_bundles_each_device_target_with_its_fit(ran):
     assert variant["macs"] > 0 and variant["params"] > 0
     flatbuffer = (workspace.stage_dir(root, config.experiment, "export") / f"{chosen}.tflite").read_bytes()
     source = (bundle / "cortex_m4" / "model_data.cc").read_text()
-    assert micro.parse_c_array(source) == flatbuffer
+    assert parse_c_array(source) == flatbuffer
     header = (bundle / "cortex_m4" / "model_data.h").read_text()
     assert f"kTensorArenaSize = {variant['tflm_arena_bytes']};" in header
     assert (bundle / "cortex_m4" / "ops.txt").read_text().split() == micro.ops(flatbuffer)

@@ -155,16 +155,6 @@ def hamming_pairs(hashes: np.ndarray, radius: int, chunk: int = 4096) -> np.ndar
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
-def hamming_pairs_exhaustive(hashes: np.ndarray, radius: int, chunk: int = 1024) -> np.ndarray:
-    """The same pairs as `hamming_pairs`, by comparing every pair (chunk x N at a time): the reference."""
-    found = [np.zeros((0, 2), np.int64)]
-    for start in range(0, len(hashes), chunk):
-        first, second = np.nonzero(np.bitwise_count(hashes[start:start + chunk, None] ^ hashes[None, :]) <= radius)
-        first += start
-        found.append(np.column_stack([first, second])[first < second])
-    return np.concatenate(found)
-
-
 def _normalized(rows: np.ndarray) -> np.ndarray:
     rows = rows - rows.mean(axis=1, keepdims=True)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)

@@ -40,7 +40,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 PRIMITIVE = (str, int, float, bool, type(None))
 
 
-def _plain(value):
+def plain(value):
+    """A NumPy scalar as the Python number a config holds."""
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -69,7 +70,7 @@ def decode(space: dict[str, config_module.ParamSpace], params: dict) -> dict:
     for path, value in params.items():
         if space[path].kind == "choice":
             value = next(choice for choice in space[path].values if _encode(choice) == value)
-        decoded[path] = _plain(value)
+        decoded[path] = plain(value)
     return decoded
 
 
@@ -87,7 +88,7 @@ def sample(space: dict[str, config_module.ParamSpace], count: int, seed: int) ->
 def axis(param: config_module.ParamSpace, low: float, high: float, points: int) -> list:
     """`points` values from low to high, log-spaced for log_uniform, whole numbers for int."""
     if points == 1 or low == high:
-        return [_plain(low) if param.kind != "int" else int(round(low))]
+        return [plain(low) if param.kind != "int" else int(round(low))]
     values = np.geomspace(low, high, points) if param.kind == "log_uniform" else np.linspace(low, high, points)
     if param.kind == "int":
         return sorted({int(round(value)) for value in values})
@@ -107,7 +108,7 @@ def grid_around(space: dict[str, config_module.ParamSpace], top: list[dict], poi
             grid[path] = sorted(set(seen), key=seen.index)
         else:
             grid[path] = axis(param, min(seen), max(seen), points)
-    return [{path: _plain(value) for path, value in params.items()} for params in ParameterGrid(grid)]
+    return [{path: plain(value) for path, value in params.items()} for params in ParameterGrid(grid)]
 
 
 def nearest_first(space: dict[str, config_module.ParamSpace], plan: list[dict], best: dict) -> list[dict]:
@@ -122,12 +123,6 @@ def nearest_first(space: dict[str, config_module.ParamSpace], plan: list[dict], 
 
     return sorted(plan, key=lambda params: sum(coordinate(path, params[path]) ** 2 for path in params))
 
-
-def full_grid(space: dict[str, config_module.ParamSpace], points: int) -> list[dict]:
-    """An exhaustive grid over the whole space (the benchmark's reference)."""
-    grid = {path: list(param.values) if param.kind == "choice" else axis(param, param.low, param.high, points)
-            for path, param in space.items()}
-    return [{path: _plain(value) for path, value in params.items()} for params in ParameterGrid(grid)]
 
 
 def key(params: dict) -> str:

@@ -13,7 +13,6 @@ the model) and fine-tuning, Keras's two-phase recipe.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import mlflow
@@ -151,28 +150,3 @@ def _validate(model: keras.Model, data: SplitData, scores: dict, config: config_
         raise StageError(f"the assembled model scores {score:.4f} on val, the head on cached features "
                            f"{scores[key]:.4f}: the cache does not match the backbone")
     return {**scores, key: float(score), "val/loss": float(loss)}
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
-
-
-def head_epoch_seconds(head: keras.Model, model: keras.Model, features: np.ndarray, x: np.ndarray,
-                       y: np.ndarray, batch_size: int, epochs: int = 4) -> tuple[float, float]:
-    """Median seconds of a training epoch of the head on cached features, and of one through the frozen
-    backbone (the first epoch, which traces the graph, is left out)."""
-    timings = []
-    for network, inputs in ((head, features), (model, x.astype(np.float32))):
-        timer = _EpochTimer()
-        data = tf.data.Dataset.from_tensor_slices((inputs, y)).batch(batch_size).cache()
-        network.fit(data, epochs=epochs, callbacks=[timer], verbose=0)
-        timings.append(float(np.median(timer.seconds[1:])))
-    return timings[0], timings[1]
