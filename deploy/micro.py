@@ -79,8 +79,9 @@ def resolve(item: str | dict) -> Target:
     if missing:
         raise ValueError(f"missing key {missing[0]!r}")
     name = str(item["name"])
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"name {name!r}: letters, digits, '_', '.', '-' only (it names a bundle folder)")
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}", name):
+        raise ValueError(f"name {name!r}: letters, digits, '_', '.', '-' only, not starting with '.', at most 100 "
+                         "characters (it names a bundle folder)")
     if item["runtime"] not in RUNTIME_FLASH:
         raise ValueError(f"{name}.runtime: one of {', '.join(RUNTIME_FLASH)}, got {item['runtime']!r}")
     for key in ("ram_bytes", "flash_bytes", "cores"):

@@ -238,6 +238,9 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     _check_field_counts(path)
     try:  # read once, as text; the dtypes follow from it (numbers where every present cell is one)
         text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+                        "save it as UTF-8") from None
     except pd.errors.ParserError as error:  # e.g. "Expected 4 fields in line 7, saw 5"
         raise DataError(f"{path}: {error}") from None
     except pd.errors.EmptyDataError:

@@ -138,6 +138,22 @@ def check_unused_test(test: np.ndarray, barred: np.ndarray | None, ids: np.ndarr
                         "a new test split, or evaluate with --reuse-test")
 
 
+def check_strata(labels: np.ndarray | None, ids: np.ndarray, class_names: list[str]) -> None:
+    """A stratified split needs at least two items of every class (one for test, one for the rest).
+
+    Raises:
+        DataError: naming the classes with fewer and their items.
+    """
+    if labels is None:
+        return
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    rare = [index for index, count in enumerate(counts) if count == 1]
+    if rare:
+        named = ", ".join(f"'{class_names[index]}' ({ids[np.flatnonzero(labels == index)[0]]})" for index in rare[:5])
+        raise DataError(f"split: class(es) with a single item cannot be stratified: {named}; add items, leave the "
+                        "class out (data.classes), or set split.strategy: random")
+
+
 def assign(labels: np.ndarray | None, groups: np.ndarray, times: np.ndarray | None,
            rules: config_module.SplitConfig, barred: np.ndarray | None = None,
            ids: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -127,9 +127,12 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                              f"{error.start}); save it as UTF-8") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+            raise ConfigError(f"{path}: not valid YAML: {schema.one_line(error)}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     try:

@@ -44,8 +44,14 @@ def one_of(*choices: str) -> Rule:
     return check
 
 
+NAME_LENGTH = 100  # a folder name, with room for the suffixes of staging folders under the file system's 255
+
+
 def plain_name(value: Any) -> str | None:
-    """A name that is safe as one folder: letters, digits, '-', '_' and '.', not starting with '.'."""
+    """A name that is safe as one folder: letters, digits, '-', '_' and '.', not starting with '.', at most
+    `NAME_LENGTH` characters."""
+    if len(value) > NAME_LENGTH:
+        return f"must be at most {NAME_LENGTH} characters, got {len(value)}"
     return None if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", value) else \
         f"must be a plain name (letters, digits, '-', '_', '.'; not starting with '.'), got {value!r}"
 
@@ -183,8 +189,17 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key.path=value")
-        parsed.append((key.strip(), yaml.safe_load(text)))
+        try:
+            parsed.append((key.strip(), yaml.safe_load(text)))
+        except yaml.YAMLError as error:  # not YAML, or a tag safe loading refuses (!!python/...)
+            raise ConfigError(f"--set {item!r}: the value is not a plain YAML value "
+                              f"({one_line(error)})") from None
     return parsed
+
+
+def one_line(error: Exception) -> str:
+    """An error's message on one line (YAML's span several, with a caret under the column)."""
+    return " ".join(str(error).split())
 
 
 

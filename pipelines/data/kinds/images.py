@@ -195,6 +195,7 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
                                                                         "cluster", "content", "sha256")
     stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
     grouping = splits.group_ids(content.tolist(), cluster)
+    splits.check_strata(stratify, ids, dataset["class_names"])
     parts = splits.assign(stratify, grouping, None, config.split, splits.barred_items(content.tolist(), used), ids)
     splits.check_ratios(parts, grouping, ids, config.split)
     for name in splits.SPLITS:

@@ -189,6 +189,7 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     content = tables.row_hashes(frame, pd.Series(y))
     column_groups = groups if config.split.group == "column" else None
     grouping = splits.group_ids(content, column_groups)
+    splits.check_strata(stratify, ids, dataset["class_names"])
     parts = splits.assign(stratify, grouping, times, config.split, splits.barred_items(content, used), ids)
     if config.split.strategy != "temporal":
         splits.check_ratios(parts, grouping, ids, config.split)
