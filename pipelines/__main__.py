@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: staging is discarded, the run marked failed; a rerun resumes
+        print(f"interrupted; rerun resumes ({args.stage}: a stage's unfinished outputs were discarded)",
+              file=sys.stderr)
+        return 130
     except MlflowException as error:  # the store or server refused: its message says why
         if debug:
             raise

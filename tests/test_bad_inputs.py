@@ -58,3 +58,83 @@ def test_a_class_with_a_single_row_is_named_before_splitting(tmp_path, capsys):
                     "leave the class out (data.classes), or set split.strategy: random")
     assert not list((tmp_path / "data").rglob("split_manifest.json"))
     config_module.load(None, [f"runtime.root={tmp_path}"])  # nothing else broke
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("train:\n  epochs: 3\n  epochs: 4\n", "key 'epochs' is given twice"),
+    ("a: &x [1, 2]\ntrain:\n  epochs: *x\n", "aliases (*name) are not allowed in a config"),
+    ("train:\n  learning_rate: .inf\n", "train.learning_rate: must be a finite number, got inf"),
+])
+def test_duplicate_keys_aliases_and_infinite_numbers_are_refused(tmp_path, capsys, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    line = _one_line(capsys, 2, ["clean", "--config", str(path)])
+    assert line.startswith(f"config error: {path}: ") and expected in line
+
+
+def test_a_class_name_with_a_newline_is_refused_and_c_strings_are_escaped(tmp_path, capsys):
+    from PIL import Image
+
+    from deploy import micro
+
+    for name in ("good", "bad\nname"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(3):
+            Image.new("L", (8, 8), index * 40).save(tmp_path / "images" / name / f"{index}.png")
+    line = _one_line(capsys, 1, ["analyze", "--set", f"runtime.root={tmp_path}", "--set", "data.source=image_folder",
+                                 "--set", "data.path=images"])
+    assert line == (f"error: {tmp_path / 'images'}: class folder 'bad\\nname': a class name may not hold a control "
+                    "character (newline, tab, ...); rename it")
+    assert micro.c_string('say "hi"\\\n?') == '"say \\"hi\\"\\\\\\012\\077"'
+
+
+def test_a_link_out_of_the_image_folder_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(tmp_path / "elsewhere.png")
+    (tmp_path / "images" / "a" / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    line = _one_line(capsys, 1, ["analyze", "--set", f"runtime.root={tmp_path}", "--set", "data.source=image_folder",
+                                 "--set", "data.path=images"])
+    assert line.startswith(f"error: {tmp_path / 'images' / 'a' / 'link.png'}: a link to {tmp_path / 'elsewhere.png'}, "
+                           "outside the image folder")
+
+
+def test_rows_that_differ_only_in_their_time_column_are_not_duplicates(tmp_path):
+    from pipelines.stages import clean
+
+    frame = pd.DataFrame({"x": [1.0, 1.0, 2.0, 3.0] * 5, "day": range(20), "label": ["a", "a", "b", "b"] * 5})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    config = config_module.load(None, [f"runtime.root={tmp_path}", "data.source=csv", "data.path=rows.csv",
+                                       "data.target=label", "data.time_column=day", "split.strategy=temporal",
+                                       "model.architecture=mlp"])
+    result = clean.run(config)
+    assert result.metrics["clean/items_out"] == 20  # visits on other days are other rows
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from pipelines.core import workspace
+    from pipelines.stages import clean, split
+    from tests.conftest import TINY, stage_command, tiny_config
+
+    config = tiny_config(tmp_path, "train.epochs=200", "train.patience=200")
+    clean.run(config)
+    split.run(config)
+    command = stage_command("train", [*TINY, f"runtime.root={tmp_path}", "train.epochs=200", "train.patience=200"])
+    backup_root = workspace.stage_dir(tmp_path, config.experiment, "train").parent / ".backup"
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("INFO:", "WARNING:", "I0000"))]
+    assert lines[-1] == "interrupted; rerun resumes (train: a stage's unfinished outputs were discarded)"
+    assert "Traceback" not in err
+    assert not (workspace.stage_dir(tmp_path, config.experiment, "train") / "manifest.json").exists()

@@ -141,6 +141,18 @@ def _open_image(path: Path) -> tuple[Image.Image | None, str | None]:
         return None, f"{type(error).__name__}: {error}"
 
 
+def check_class_names(names, where: str) -> None:
+    """A class name is one line of labels.txt and a C string in a microcontroller bundle: no control characters.
+
+    Raises:
+        DataError: naming the class.
+    """
+    for name in names:
+        if any(ord(character) < 32 or ord(character) == 127 for character in str(name)):
+            raise DataError(f"{where} {str(name)!r}: a class name may not hold a control character (newline, tab, "
+                            "...); rename it")
+
+
 def _image_folder(root: Path) -> RawImages:
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
@@ -148,8 +160,14 @@ def _image_folder(root: Path) -> RawImages:
     if not classes:
         raise DataError(f"{root}: no class sub-folders (expected one folder per class, as in "
                          "image_dataset_from_directory)")
+    check_class_names(classes, f"{root}: class folder")
     files = [(label, path) for label, name in enumerate(classes) for path in sorted((root / name).rglob("*"))
              if path.is_file() and not path.name.startswith(".")]
+    inside = root.resolve()
+    outside = [path for _, path in files if not path.resolve().is_relative_to(inside)]
+    if outside:
+        raise DataError(f"{outside[0]}: a link to {outside[0].resolve()}, outside the image folder {root}; copy the "
+                        f"file in or remove the link ({len(outside)} such link(s))")
     return RawImages(ImageSequence(paths=[path for _, path in files]),
                      np.array([label for label, _ in files], dtype=np.int64), tuple(classes),
                      tuple(str(path.relative_to(root)) for _, path in files), 255.0, f"image folder {root}")
@@ -266,6 +284,7 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     class_names: tuple[str, ...] = ()
     if task == "classification":
         class_names = tuple(str(item) for item in sorted(target.unique(), key=str))
+        check_class_names(class_names, f"{path}: target column '{data.target}' class")
         if len(class_names) < 2:
             raise DataError(f"{path}: target column '{data.target}' has a single class {class_names}")
         target = target.map({value: index for index, value in enumerate(sorted(target.unique(), key=str))})

@@ -1,10 +1,10 @@
 """Typed, frozen, nested experiment configuration: one section per concern, checked at load.
 
-A YAML file (loaded with `yaml.safe_load`) is a small diff of the defaults. Every field has a default and a
-one-line doc; unknown keys and bad values raise `ConfigError` naming the key path and the rule before any
-work starts, e.g. `train.learning_rate: must be > 0, got -1`. Sections live by concern (`data.py`,
-`training.py`, `deploy.py`, `generative.py`); a rule that involves two sections is the `check` method of the
-section it constrains, and runs at load.
+A YAML file (loaded safely, with duplicate keys and aliases refused) is a small diff of the defaults. Every
+field has a default and a one-line doc; unknown keys and bad values raise `ConfigError` naming the key path
+and the rule before any work starts, e.g. `train.learning_rate: must be > 0, got -1`. Sections live by
+concern (`data.py`, `training.py`, `deploy.py`, `generative.py`); a rule that involves two sections is the
+`check` method of the section it constrains, and runs at load.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = schema.read_yaml(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as error:
             raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
                               f"{error.start}); save it as UTF-8") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -103,9 +104,12 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
         try:
             if isinstance(value, bool):
                 raise TypeError
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{path}: must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+        return number
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: must be a string, got {value!r}")
@@ -190,11 +194,37 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         try:
-            parsed.append((key.strip(), yaml.safe_load(text)))
+            parsed.append((key.strip(), read_yaml(text)))
         except yaml.YAMLError as error:  # not YAML, or a tag safe loading refuses (!!python/...)
             raise ConfigError(f"--set {item!r}: the value is not a plain YAML value "
                               f"({one_line(error)})") from None
     return parsed
+
+
+class StrictLoader(yaml.SafeLoader):
+    """Safe loading that also refuses a key given twice in one mapping (YAML lets the last win silently) and
+    aliases (`*name`: a few hundred bytes can expand to hundreds of megabytes)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str):
+    """A config's YAML (a file, or a --set value) by `StrictLoader`."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def one_line(error: Exception) -> str:

@@ -118,8 +118,12 @@ def clean(raw: sources.RawTable, config: config_module.Config, folder: Path) -> 
     tables._check_columns(frame, config.data.columns, raw.origin)
     log = [("-", "source", "changed", warning) for warning in raw.warnings]
     drop = _apply_column_rules(frame, config.data.columns, raw.ids, log)
-    hashes = tables.row_hashes(frame, raw.target)
-    feature_hashes = tables.row_hashes(frame, pd.Series([""] * len(frame)))
+    # identical means identical in every column: two visits of one person on two days are two rows
+    compared = frame.assign(**{name: values.to_numpy() for name, values in (("__group", raw.groups),
+                                                                            ("__time", raw.times))
+                               if values is not None})
+    hashes = tables.row_hashes(compared, raw.target)
+    feature_hashes = tables.row_hashes(compared, pd.Series([""] * len(frame)))
     duplicate_rules = config.clean
     labels = raw.target.to_numpy()
     for index, (rule, detail) in duplicates.find_drops(hashes, labels, duplicate_rules, raw.ids,
