@@ -138,3 +138,30 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path):
     assert lines[-1] == "interrupted; rerun resumes (train: a stage's unfinished outputs were discarded)"
     assert "Traceback" not in err
     assert not (workspace.stage_dir(tmp_path, config.experiment, "train") / "manifest.json").exists()
+
+
+def test_a_killed_runs_debris_and_mlflow_run_are_cleaned_even_when_the_next_run_skips(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core import tracking, workspace
+    from pipelines.stages import clean
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tmp_path)
+    clean.run(config)
+    folder = workspace.stage_dir(tmp_path, config.experiment, "clean")
+    debris = folder.parent / ".clean.killed.tmp"
+    debris.mkdir()
+    (debris / "half.npy").write_bytes(b"x" * 1000)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    client = MlflowClient()
+    left = client.create_run(tracking.configure(config), tags={"stage": "clean", "pid": dead.stdout.strip(),
+                                                               "host": __import__("socket").gethostname()})
+    capsys.readouterr()
+    result = clean.run(config)
+    assert result.skipped and not debris.exists()
+    assert client.get_run(left.info.run_id).info.status == "KILLED"
+    assert "[clean] removed the unfinished outputs of a killed run" in capsys.readouterr().out

@@ -93,6 +93,9 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
     resolved = resolved_sections(config, sections)
     stage_fingerprint = fingerprint(config, stage, sections, inputs)
     chief = cluster.is_chief(config.runtime.strategy)
+    if chief and workspace.clear_debris(folder):  # a killed run: its staging went, its MLflow run is closed
+        print(f"[{stage}] removed the unfinished outputs of a killed run")
+        tracking.close_stale_runs(tracking.configure(config))
     if not force and workspace.is_fresh(folder, stage_fingerprint):
         manifest = workspace.read_manifest(folder)
         # A multi-worker cluster's other workers follow the chief's folder alone: their MLflow store is a

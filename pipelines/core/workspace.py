@@ -163,15 +163,22 @@ def is_fresh(folder: Path, stage_fingerprint: str) -> bool:
     )
 
 
+def clear_debris(folder: Path) -> list[Path]:
+    """Removes the staging folders a run killed mid-stage (SIGKILL, power loss) left beside `folder`; the
+    workspace lock says no other run is writing here now, so what is left is debris. Returns what it removed."""
+    folder = Path(folder)
+    stale = sorted(folder.parent.glob(f".{folder.name}.*.tmp")) if folder.parent.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 @contextlib.contextmanager
 def staging(folder: Path) -> Iterator[Path]:
     """Yields an empty temporary folder that replaces `folder` when the block succeeds."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    # A run killed mid-stage (SIGKILL, power loss) leaves its staging folder; the workspace lock says no
-    # other run is writing here now, so what is left is debris.
-    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
+    clear_debris(folder)
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         temporary.chmod(folder_mode())
