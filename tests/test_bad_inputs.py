@@ -165,3 +165,21 @@ def test_a_killed_runs_debris_and_mlflow_run_are_cleaned_even_when_the_next_run_
     assert result.skipped and not debris.exists()
     assert client.get_run(left.info.run_id).info.status == "KILLED"
     assert "[clean] removed the unfinished outputs of a killed run" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_unreachable_tracking_server_is_named_in_one_line_quickly(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_HTTP_REQUEST")}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipelines", "clean", "--set", f"runtime.root={tmp_path}"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**environment, "MLFLOW_TRACKING_URI": "http://127.0.0.1:1"})
+    elapsed = time.monotonic() - started
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("MLflow error", "error", "unexpected"))]
+    assert done.returncode == 1 and len(lines) == 1 and "127.0.0.1" in lines[0] and "refused" in lines[0]
+    assert elapsed < 60  # MLflow's own retries took about four minutes
