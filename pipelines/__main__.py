@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -147,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MLflow error: {error.message} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     except Exception as error:  # a bug, in the project or a library: say so, and where to see more
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) and not debug:
+            where = error.filename or config.root  # a failed write() names no file: the workspace, then
+            print(f"error: {os.strerror(error.errno).lower()} writing under {where} ({args.stage}: nothing "
+                  "half-written was kept; the previous outputs stand)", file=sys.stderr)
+            return 1
         if debug:
             raise
         print(f"unexpected error: {type(error).__name__}: {error}\n"

@@ -183,3 +183,19 @@ def test_an_unreachable_tracking_server_is_named_in_one_line_quickly(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.startswith(("MLflow error", "error", "unexpected"))]
     assert done.returncode == 1 and len(lines) == 1 and "127.0.0.1" in lines[0] and "refused" in lines[0]
     assert elapsed < 60  # MLflow's own retries took about four minutes
+
+
+def test_a_full_disk_is_one_line_naming_the_workspace_and_nothing_half_written_stays(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from pipelines.core import workspace
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(workspace, "save_arrays", full)
+    line = _one_line(capsys, 1, ["clean", "--set", f"runtime.root={tmp_path}", "--set", "data.image_size=8"])
+    assert line == (f"error: no space left on device writing under {tmp_path} (clean: nothing half-written was "
+                    "kept; the previous outputs stand)")
+    stage_parent = workspace.stage_dir(tmp_path, "digits", "clean").parent
+    assert not list(stage_parent.glob(".clean.*")) and not (stage_parent / "clean").exists()
