@@ -153,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {os.strerror(error.errno).lower()} writing under {where} ({args.stage}: nothing "
                   "half-written was kept; the previous outputs stand)", file=sys.stderr)
             return 1
+        if type(error).__name__ == "DataLossError" and not debug:  # tf.data streaming a corrupt shard record
+            from pipelines.data import shards
+
+            where = shards.find_corrupt(workspace.stage_dir(config.root, config.experiment, "clean") / "shards")
+            print(f"error: {where or 'a shard of ' + config.experiment}: a record fails its CRC: the shard is "
+                  "corrupt; rerun clean --force", file=sys.stderr)
+            return 1
         if debug:
             raise
         print(f"unexpected error: {type(error).__name__}: {error}\n"

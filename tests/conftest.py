@@ -77,10 +77,11 @@ def split_arrays(folder: Path, name: str, *names: str) -> tuple:
                  workspace.load_arrays(folder, name, item)[0] for item in names)
 
 
-def tamper_shard(split_folder: Path, name: str, position: int, resign: bool = False) -> None:
+def tamper_shard(split_folder: Path, name: str, position: int, resign: bool = False,
+                 record_crc: bool = True) -> None:
     """Inverts the pixels of item `position` of a split inside its shard file, as an edit on disk would;
-    `resign` also updates the shard's checksum in the index (a deliberate edit that only the split
-    manifest's item hashes can catch)."""
+    `resign` also updates the shard's checksum in the index and, with `record_crc`, the record's own CRC (a
+    deliberate edit that only the split manifest's item hashes can catch)."""
     import json
 
     import numpy as np
@@ -95,6 +96,13 @@ def tamper_shard(split_folder: Path, name: str, position: int, resign: bool = Fa
     start = record * shards.record_bytes + 12 + 8
     data[start:start + shards.pixels] = (255 - np.frombuffer(bytes(data[start:start + shards.pixels]), np.uint8)
                                          ).tobytes()
+    if resign and record_crc:  # every record's CRC made to match its (edited) bytes
+        from pipelines.data.shards import masked_crc32c
+
+        records = np.frombuffer(bytes(data), np.uint8).reshape(-1, shards.record_bytes).copy()
+        payload = records[:, 12:12 + 8 + shards.pixels]
+        records[:, 12 + 8 + shards.pixels:] = masked_crc32c(payload).astype("<u4").view(np.uint8).reshape(-1, 4)
+        data = bytearray(records.tobytes())
     path.write_bytes(bytes(data))
     if resign:
         import hashlib

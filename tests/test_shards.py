@@ -10,9 +10,10 @@ from PIL import Image
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
+from pipelines.core.errors import DataError
 from pipelines.data import augment, readers, shards, splits
 from pipelines.stages import clean, split
-from tests.conftest import stage_command, tamper_shard, tiny_config
+from tests.conftest import TINY, stage_command, tamper_shard, tiny_config
 
 
 def _shard_set(folder, count=300, side=8, per_shard=64):
@@ -95,6 +96,34 @@ def test_a_shard_that_fails_its_checksum_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"shards/part-00000.tfrecord: shard fails its SHA-256 checksum .* "
                                          "rerun clean with --force"):
         splits.load_split(folder)
+
+
+def test_a_corrupt_record_in_a_resigned_shard_is_named_on_every_read_path(tmp_path, capsys):
+    """The shard's SHA-256 made to match a corrupted record (its CRC not): read at its offset, in chunks or
+    streamed, the record fails its CRC and the file is named."""
+    config = tiny_config(tmp_path)
+    clean.run(config)
+    folder = split.run(config).folder
+    tamper_shard(folder, "train", 0, resign=True, record_crc=False)
+    items = splits.split_items(folder, "train")
+    message = r"shards/part-00000.tfrecord: .*(CRC|corrupt).*rerun clean --force"
+    with pytest.raises(DataError, match=message):
+        items.head(len(items))  # records read at their offsets
+    with pytest.raises(DataError, match=message):
+        items.array()  # in chunks, into memory
+    with pytest.raises(DataError, match=message):
+        splits.load_split(folder, in_memory_mb=1000)
+    from pipelines import __main__ as cli  # streamed by tf.data during training: named too, in one line
+
+    settings = [item for setting in [*TINY, f"runtime.root={tmp_path}", "runtime.in_memory_mb=0"]
+                for item in ("--set", setting)]
+    capsys.readouterr()
+    assert cli.main(["train", *settings]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error", "unexpected"))]
+    assert len(errors) == 1 and errors[0].endswith("shards/part-00000.tfrecord: a record fails its CRC: the shard is "
+                                                   "corrupt; rerun clean --force")
+    tamper_shard(folder, "train", 0, resign=True)  # a deliberate edit, CRCs and all: the manifest's hashes catch it
+    assert len(splits.split_items(folder, "train").array()) == len(items)
 
 
 def _photos(folder, count: int, side: int = 96):

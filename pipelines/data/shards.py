@@ -30,6 +30,7 @@ INDEX = "shards.json"
 SHARD_BYTES = 32 << 20  # about 32 MB a file: enough files to interleave and to shard across workers
 SHUFFLE_BUFFER = 2048  # records held for shuffling (at 128 px RGB about 100 MB)
 KEY_BYTES = 8
+READ_BYTES = 8 << 20  # records decoded at a time when reading chunks: about 8 MB
 FRAME_BYTES = 16  # TFRecord framing: length (8), its CRC (4), then the data, then the data's CRC (4)
 
 
@@ -100,26 +101,35 @@ class Shards:
         return f"{self.folder.rstrip('/')}/{self.files[shard]['name']}"
 
     def read(self, keys) -> np.ndarray:
-        """The images of `keys`, in that order, each read at its offset (for a few items; stream for many)."""
+        """The images of `keys`, in that order, each read at its offset with its record CRC checked (for a few
+        items; stream for many)."""
         import tensorflow as tf
 
         keys = np.asarray(keys, dtype=np.int64).reshape(-1)
         out = np.empty((len(keys), *self.shape), np.uint8)
         order = np.argsort(keys, kind="stable")
-        handles = {}
+        payload = KEY_BYTES + self.pixels
+        handles, found = {}, np.empty((len(keys), payload + 4), np.uint8)
         try:
             for position in order:
                 shard, record = divmod(int(keys[position]), self.per_shard)
                 if shard not in handles:
                     handles[shard] = tf.io.gfile.GFile(self.path(shard), "rb")
-                handles[shard].seek(record * self.record_bytes + 12 + KEY_BYTES)
-                data = handles[shard].read(self.pixels)
-                if len(data) != self.pixels:
+                handles[shard].seek(record * self.record_bytes + 12)
+                data = handles[shard].read(payload + 4)
+                if len(data) != payload + 4:
                     raise DataError(f"{self.path(shard)}: shard ends before record {record}; rerun clean --force")
-                out[position] = np.frombuffer(data, np.uint8).reshape(self.shape)
+                found[position] = np.frombuffer(data, np.uint8)
         finally:
             for handle in handles.values():
                 handle.close()
+        stored = found[:, payload:].copy().view("<u4")[:, 0]
+        bad = np.flatnonzero(masked_crc32c(found[:, :payload]) != stored)
+        if len(bad):
+            shard, record = divmod(int(keys[bad[0]]), self.per_shard)
+            raise DataError(f"{self.path(shard)}: record {record} fails its CRC: the shard is corrupt; rerun clean "
+                            "--force")
+        out[:] = found[:, KEY_BYTES:payload].reshape(len(keys), *self.shape)
         return out
 
     def chunks(self, keys, rows: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -128,16 +138,66 @@ class Shards:
 
         keys = np.asarray(keys, dtype=np.int64)
         shard_of = keys // self.per_shard
+        block = max(1, min(rows, READ_BYTES // self.record_bytes))  # records decoded at a time
         for shard in np.unique(shard_of):
             positions = np.flatnonzero(shard_of == shard)
-            with tf.io.gfile.GFile(self.path(int(shard)), "rb") as stream:
-                data = np.frombuffer(stream.read(), np.uint8)
-            records = data.reshape(-1, self.record_bytes)[:, 12 + KEY_BYTES:12 + KEY_BYTES + self.pixels]
             local = keys[positions] - shard * self.per_shard
-            for start in range(0, len(positions), rows):
-                part = slice(start, start + rows)
-                yield positions[part], records[local[part]].reshape(-1, *self.shape)
-            del data, records
+            order = np.argsort(local, kind="stable")
+            positions, local = positions[order], local[order]
+            path, first = self.path(int(shard)), 0
+            records = tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(block)
+            try:  # TensorFlow's reader checks every record's CRC
+                for batch in records:
+                    data = tf.io.decode_raw(batch, tf.uint8).numpy()
+                    inside = slice(np.searchsorted(local, first), np.searchsorted(local, first + len(data)))
+                    if inside.stop > inside.start:
+                        yield positions[inside], data[local[inside] - first, KEY_BYTES:KEY_BYTES + self.pixels
+                                                      ].reshape(-1, *self.shape)
+                    first += len(data)
+            except tf.errors.DataLossError as error:
+                raise DataError(f"{path}: {error.message.splitlines()[0]}: the shard is corrupt; rerun clean "
+                                "--force") from None
+
+
+def _crc_table() -> np.ndarray:
+    table = np.zeros(256, np.uint32)
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # CRC-32C (Castagnoli), reflected
+        table[byte] = crc
+    return table
+
+
+CRC_TABLE = _crc_table()
+
+
+def masked_crc32c(rows: np.ndarray) -> np.ndarray:
+    """TFRecord's masked CRC-32C of each row of bytes (n, length), all rows in lockstep: what a record stores
+    after its data, so a record read at its offset is checked like one the TFRecord reader reads."""
+    crc = np.full(len(rows), 0xFFFFFFFF, np.uint32)
+    for column in np.ascontiguousarray(np.asarray(rows, np.uint8).T):
+        crc = CRC_TABLE[(crc ^ column) & 0xFF] ^ (crc >> np.uint32(8))
+    crc ^= np.uint32(0xFFFFFFFF)
+    return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)
+
+
+def find_corrupt(folder: str | Path) -> str | None:
+    """The first shard file under `folder` with a record that fails its CRC (TensorFlow's streaming reader says
+    only "corrupted record at <offset>"), or None."""
+    import tensorflow as tf
+
+    index = Path(folder) / INDEX
+    if not index.is_file():
+        return None
+    for entry in workspace.read_json(index)["files"]:
+        path = str(Path(folder) / entry["name"])
+        try:
+            for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(4096):
+                pass
+        except tf.errors.DataLossError:
+            return path
+    return None
 
 
 def open_shards(folder: str | Path, verify: bool = True) -> Shards:
