@@ -227,6 +227,8 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         else {}
     decision = (shipped["decision_threshold"], shipped["positive_index"]) if "decision_threshold" in shipped else None
 
+    found: dict = {}  # the ledger's earlier uses of these test items, read by the guard before the body runs
+
     def body(folder: Path) -> dict:
         y, ids = workspace.load_arrays(split_folder, "test", "y", "ids")
         hashes = [""] * len(y)
@@ -261,7 +263,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
             _histograms(y, outputs, results, folder)
         else:
             plots(y, outputs, results, dataset["class_names"] if task == "classification" else [], folder, decision)
-        uses = ledger.earlier_uses(keys)
+        uses = found["uses"]  # read once, by the guard
         record = {"evaluate_run_id": mlflow.active_run().info.run_id, "experiment": config.experiment,
                   "manifest_sha256": manifest_sha, "reused": str(bool(uses)).lower(),
                   "champion_version": version, "procedure": fixed, "tflite_variant": variant}
@@ -287,7 +289,8 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         if champion != version:
             raise StageError(f"the edge bundle was exported from version {version} of '{config.experiment}', but "
                              f"the champion is now version {champion}; run export first (make export)")
-        ledger.check(ledger.earlier_uses(keys), len(keys), reuse_test, fixed)
+        found["uses"] = ledger.earlier_uses(keys)
+        ledger.check(found["uses"], len(keys), reuse_test, fixed)
 
     inputs = {"split": manifest_sha, "export": stage.identity(export_folder),
               "bundle": workspace.sha256_file(bundle) if bundle.is_file() else "missing",

@@ -14,6 +14,7 @@ from sklearn import metrics as sk_metrics
 import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core.errors import ConfigError
+from pipelines.training import metrics
 
 # name -> (task, higher is better)
 OBJECTIVES = {
@@ -38,17 +39,6 @@ def positive_index(class_names: list[str], positive_class: str) -> int:
     if positive_class not in class_names:
         raise ConfigError(f"train.positive_class: {positive_class!r} is not a class (classes: {class_names})")
     return class_names.index(positive_class)
-
-
-def _rates(y: np.ndarray, predicted: np.ndarray, classes: int) -> dict[str, np.ndarray]:
-    confusion = sk_metrics.confusion_matrix(y, predicted, labels=range(classes)).astype(float)
-    tp = np.diag(confusion)
-    fp, fn = confusion.sum(axis=0) - tp, confusion.sum(axis=1) - tp
-    tn = confusion.sum() - tp - fp - fn
-    div = lambda a, b: np.divide(a, b, out=np.zeros_like(a), where=b > 0)  # noqa: E731
-    ppv, recall = div(tp, tp + fp), div(tp, tp + fn)
-    return {"recall": recall, "specificity": div(tn, tn + fp), "ppv": ppv, "npv": div(tn, tn + fn),
-            "f1": div(2 * ppv * recall, ppv + recall)}
 
 
 def score(name: str, y: np.ndarray, outputs: np.ndarray, threshold: float | None = None, positive: int = 1) -> float:
@@ -80,7 +70,8 @@ def score(name: str, y: np.ndarray, outputs: np.ndarray, threshold: float | None
         return float((predicted == y).mean())
     if name == "balanced_accuracy":
         return float(sk_metrics.balanced_accuracy_score(y, predicted))
-    values = _rates(y, predicted, classes)[name]
+    rates = metrics.per_class_rates(sk_metrics.confusion_matrix(y, predicted, labels=range(classes)))
+    values = rates["precision" if name == "ppv" else name]
     return float(values[positive] if classes == 2 else values.mean())
 
 
