@@ -1,4 +1,4 @@
-"""The DCGAN stage: real custom-loop training on tiny data, samples logged, and resume after a kill."""
+"""The DCGAN stage: real `fit()` training on tiny data, samples logged, and resume after a kill."""
 
 import re
 import subprocess
@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.core import tracking, workspace
 from pipelines.stages import clean, gan, split
+from pipelines.training import generative
 from tests.conftest import TINY, png, sigkill_after_first_checkpoint, stage_command, tiny_config
 
 GAN = ["gan.epochs=3", "gan.sample_every=1", "gan.batch_size=32", "gan.latent_dim=8", "gan.base_filters=4"]
@@ -31,7 +32,7 @@ def test_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, 
     config = tiny_config(tmp_path, *GAN)
     clean.run(config)
     split.run(config)
-    real_grid = gan.sample_grid
+    real_grid = generative.sample_grid
     calls = []
 
     def killed_at_epoch_two(generator, noise, labels, path, title):
@@ -40,12 +41,12 @@ def test_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, 
             raise KeyboardInterrupt("killed")
         real_grid(generator, noise, labels, path, title)
 
-    monkeypatch.setattr(gan, "sample_grid", killed_at_epoch_two)
+    monkeypatch.setattr(generative, "sample_grid", killed_at_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         gan.run(config)
     folder = workspace.stage_dir(tmp_path, config.experiment, "gan")
     assert not folder.exists()  # nothing half-written
-    monkeypatch.setattr(gan, "sample_grid", real_grid)
+    monkeypatch.setattr(generative, "sample_grid", real_grid)
 
     result = gan.run(config)
     assert "resuming from checkpoint at epoch 2" in capsys.readouterr().out
@@ -98,3 +99,18 @@ def test_gan_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     steps = [point.step for point in client.get_metric_history(latest.info.run_id, "gan/d_loss")]
     assert min(steps) == epoch and max(steps) == 39  # only the epochs after the checkpoint were trained
     assert latest.data.metrics["gan/fid"] < latest.data.metrics["gan/fid_untrained_generator"]  # 40 epochs learn
+
+
+def test_gan_step_under_a_mirrored_strategy_moves_the_averaged_generator():
+    from pipelines.core import config as config_module
+    from pipelines.training import fitting
+
+    settings = tiny_config(".", *GAN).gan
+    strategy = fitting.strategy(config_module.RuntimeConfig(strategy="mirrored"))  # one replica on this CPU
+    model = generative.build_model(settings, (8, 8, 1), strategy)
+    before = [weight.numpy() for weight in model.average_generator.trainable_weights]
+    real = np.random.default_rng(0).uniform(-1, 1, (32, 8, 8, 1)).astype(np.float32)
+    losses = model.train_on_batch(real, np.zeros(32, np.int32), return_dict=True)
+    assert set(losses) == {"d_loss", "g_loss"} and all(np.isfinite(value) for value in losses.values())
+    after = [weight.numpy() for weight in model.average_generator.trainable_weights]
+    assert any(np.abs(new - old).max() > 0 for new, old in zip(after, before))  # the moving average moved

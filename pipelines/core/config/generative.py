@@ -28,6 +28,8 @@ class GanConfig:
     jit_compile: bool = option(True, "XLA-compile the training step (with one replica; a multi-replica "
                                "strategy gets tf.function alone)")
     sample_every: int = option(5, "epochs between sample grids and checkpoints", at_least(1))
+    checkpoints_kept: int = option(2, "checkpoints kept in the stage's backup folder (the newest resumes a killed "
+                                   "run)", at_least(1))
     conditional: bool = option(False, "class-conditional GAN: the label is a second input to both networks")
     seed: int = option(0, "seed of weights, noise and shuffling")
 
@@ -118,6 +120,7 @@ class SrConfig:
     adversarial_steps: int = option(300, "steps of adversarial fine-tuning after the pixel phase", at_least(0))
     adversarial_learning_rate: float = option(1e-4, "Adam learning rate of both networks in fine-tuning",
                                               greater_than(0))
+    adversarial_beta_1: float = option(0.9, "Adam beta_1 of both networks in fine-tuning", at_least(0), below(1))
     discriminator_filters: int = option(16, "filters of the first discriminator block", at_least(1))
     adversarial_weight: float = option(1e-3, "weight of the adversarial loss in fine-tuning (SRGAN: 1e-3)",
                                        at_least(0))
@@ -126,8 +129,12 @@ class SrConfig:
     vgg_weights: str = option("imagenet", "VGG19 weights: 'imagenet' (downloads once) or a weights file")
     feature_filters: int = option(32, "filters of the project's content network", at_least(1))
     feature_steps: int = option(300, "training steps of the project's content network", at_least(1))
+    feature_learning_rate: float = option(1e-3, "Adam learning rate of the project's content network",
+                                          greater_than(0))
     content_weight: float = option(1.0, "weight of the content (feature MSE) loss in fine-tuning", at_least(0))
     log_every: int = option(100, "steps between logged losses and checkpoints", at_least(1))
+    checkpoints_kept: int = option(2, "checkpoints kept in the stage's backup folder (the newest resumes a killed "
+                                   "run)", at_least(1))
     shave: int = option(2, "border pixels left out of PSNR and SSIM", at_least(0))
     seed: int = option(0, "seed of patches, weights and shuffling")
 
