@@ -38,7 +38,7 @@ def test_a_used_test_set_is_refused_after_clean_a_new_seed_or_a_new_name(tmp_pat
     # make clean: the workspace goes, the store keeps the ledger
     shutil.rmtree(tmp_path / "data" / "processed")
     assert _all(tmp_path) == 1  # every stage again, evaluate refuses
-    with pytest.raises(evaluate.TestSetUsed, match=rf"{len(used)} of the {len(used)} test items were first "
+    with pytest.raises(ledger.TestSetUsed, match=rf"{len(used)} of the {len(used)} test items were first "
                                                    rf"evaluated on .* by MLflow run {first} \(1 use"):
         evaluate.run(tiny_config(tmp_path, *WINE))
 
@@ -46,12 +46,12 @@ def test_a_used_test_set_is_refused_after_clean_a_new_seed_or_a_new_name(tmp_pat
     assert _all(tmp_path, "split.seed=7") == 1
     overlap = len(_test_ids(tmp_path) & used)
     assert 0 < overlap < len(used)
-    with pytest.raises(evaluate.TestSetUsed, match=rf"{overlap} of the .* by MLflow run {first} .*'wine'"):
+    with pytest.raises(ledger.TestSetUsed, match=rf"{overlap} of the .* by MLflow run {first} .*'wine'"):
         evaluate.run(tiny_config(tmp_path, *WINE, "split.seed=7"))
 
     # the same data under another experiment name
     assert _all(tmp_path, "experiment=wine_again") == 1
-    with pytest.raises(evaluate.TestSetUsed, match=rf"by MLflow run {first}"):
+    with pytest.raises(ledger.TestSetUsed, match=rf"by MLflow run {first}"):
         evaluate.run(tiny_config(tmp_path, *WINE, "experiment=wine_again"))
 
     # a re-split that keeps the used items out of its test split is a fresh test set

@@ -11,10 +11,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from pipelines import __main__ as cli
+from pipelines.core import ledger, tracking, workspace
 from pipelines.core import stage as stage_module
-from pipelines.core import tracking, workspace
 from pipelines.data import splits
 from pipelines.stages import evaluate, pipeline, split
+from pipelines.training import evaluation
 from tests.conftest import TINY, parse_c_array, png, split_arrays, tamper_shard, tiny_config
 
 STAGE_NAMES = [stage.name for stage in pipeline()]
@@ -138,15 +139,15 @@ def test_changed_test_item_is_refused_naming_it(ran):
     x, y, ids = split_arrays(folder, "test", "x", "y", "ids")
     hashes = lambda images, labels: [splits.item_hash(image, label.item())  # noqa: E731
                                      for image, label in zip(images, labels)]
-    evaluate.verify_test_items(folder, hashes(x, y), y, ids)  # as split wrote them: accepted
+    evaluation.verify_test_items(folder, hashes(x, y), y, ids)  # as split wrote them: accepted
     edited = x.copy()
     edited[3] = 255 - edited[3]
     with pytest.raises(ValueError, match=rf"changed \['{ids[3]}'\]"):
-        evaluate.verify_test_items(folder, hashes(edited, y), y, ids)
+        evaluation.verify_test_items(folder, hashes(edited, y), y, ids)
     relabelled = y.copy()
     relabelled[5] = (y[5] + 1) % 10  # a label changed on disk, pixels untouched
     with pytest.raises(ValueError, match=rf"labels changed: \['{ids[5]} \(label {y[5]} -> {relabelled[5]}\)'\]"):
-        evaluate.verify_test_items(folder, hashes(x, relabelled), relabelled, ids)
+        evaluation.verify_test_items(folder, hashes(x, relabelled), relabelled, ids)
 
 
 def _val_images_and_labels(root, config, folder, count: int) -> tuple[list, list[str]]:
@@ -218,21 +219,21 @@ def test_second_run_skips_and_test_split_is_used_once(ran):
     assert manifests["tune"]["inputs"]["split"] == stage_module.identity(workspace.stage_dir(root, config.experiment,
                                                                                       "split"))
     first = [run for run in after if run.data.tags.get("stage") == "evaluate"][0].info.run_id
-    with pytest.raises(evaluate.TestSetUsed, match=f"first evaluated on .* by MLflow run {first} \\(1 use"):
+    with pytest.raises(ledger.TestSetUsed, match=f"first evaluated on .* by MLflow run {first} \\(1 use"):
         evaluate.run(tiny_config(root, "train.epochs=2"), force=True)
 
     assert _cli(root, "evaluate", "--set", "train.epochs=2", "--reuse-test", "--force") == 0
     _, runs = _runs(config)
     reused = [run for run in runs if run.data.tags.get("test_reused") == "true"]
     assert len(reused) == 1 and reused[0].data.metrics["test/uses"] == 2
-    with pytest.raises(evaluate.TestSetUsed, match=f"by MLflow run {first} \\(2 use"):  # still the first use
+    with pytest.raises(ledger.TestSetUsed, match=f"by MLflow run {first} \\(2 use"):  # still the first use
         evaluate.run(tiny_config(root, "train.epochs=2"), force=True)
 
 
 def test_changed_procedure_or_tampered_test_item_stops_evaluation(ran):
     root, config = ran
     settings = ("train.epochs=2", "evaluate.bootstrap_resamples=50")
-    with pytest.raises(evaluate.TestSetUsed, match="the evaluation procedure changed"):
+    with pytest.raises(ledger.TestSetUsed, match="the evaluation procedure changed"):
         evaluate.run(tiny_config(root, *settings), reuse_test=True)
     folder = workspace.stage_dir(root, config.experiment, "split")
     ids, = workspace.load_arrays(folder, "test", "ids")

@@ -12,195 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
-from sklearn import metrics as sk_metrics
 
 import deploy.edge.predict as edge
 from pipelines.core import config as config_module
-from pipelines.core import figures, ledger, stage, tracking, workspace
-from pipelines.core.errors import ConfigError, DataError, StageError
-from pipelines.core.ledger import TestSetUsed  # noqa: F401 (what evaluate raises)
-from pipelines.data import kinds, splits
-from pipelines.training import anomaly, gates, metrics
-
-
-def procedure(config: config_module.Config, task: str) -> dict:
-    settings = config.evaluate
-    default = {"classification": metrics.CLASSIFICATION, "anomaly": metrics.ANOMALY}.get(task, metrics.REGRESSION)
-    chosen = settings.metrics or default
-    unknown = sorted(set(chosen) - set(default))
-    if unknown:
-        raise ConfigError(f"evaluate.metrics: {unknown} are not {task} metrics (choose from {list(default)})")
-    return {"metrics": list(chosen), "bootstrap_resamples": settings.bootstrap_resamples,
-            "confidence": settings.confidence, "seed": settings.seed}
-
-
-def verify_test_items(split_folder: Path, hashes: list[str], y: np.ndarray, ids: np.ndarray) -> None:
-    """Every test item's hash of content and label (`splits.item_hash`, computed as the items stream) must
-    match the split manifest.
-
-    Raises:
-        DataError: naming the items whose content or label changed, or that are missing or unexpected.
-    """
-    manifest = workspace.read_json(split_folder / splits.MANIFEST)
-    expected = {item["id"]: item for item in manifest["items"] if item["split"] == "test"}
-    actual = {str(item_id): (digest, label.item()) for item_id, digest, label in zip(ids, hashes, y)}
-    changed = sorted(item for item in actual if item in expected and actual[item][0] != expected[item]["sha256"])
-    relabelled = [f"{item} (label {expected[item]['label']!r} -> {actual[item][1]!r})" for item in changed
-                  if actual[item][1] != expected[item]["label"]]
-    missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
-    if changed or missing or extra:
-        raise DataError(f"{split_folder}: test split does not match {splits.MANIFEST}: changed {changed[:10]} "
-                        f"(labels changed: {relabelled[:10]}), missing {missing[:10]}, unexpected {extra[:10]}; "
-                        "evaluation stopped")
-
-
-def _histograms(y: np.ndarray, window_scores: dict, results: dict, folder: Path) -> None:
-    """An anomaly detector's test scores, normal and anomalous windows apart, with each model's threshold."""
-    for name, values in window_scores.items():
-        figure, axis = plt.subplots(figsize=(7, 3.5))
-        bins = np.geomspace(max(values.min(), 1e-6), values.max() * 1.01, 60)
-        for label, what in ((0, "normal"), (1, "anomalous")):
-            if (y == label).any():
-                axis.hist(values[y == label], bins=bins, alpha=0.6, label=f"{what} ({(y == label).sum()})")
-        axis.axvline(results[name]["threshold"], color="black", linestyle="--",
-                     label=f"threshold {results[name]['threshold']:.3g}")
-        axis.set(xscale="log", xlabel="reconstruction error (normalized units)", ylabel="test windows",
-                 title=f"Anomaly scores of the test windows: {name}")
-        axis.legend()
-        figures.save(figure, folder / f"test_scores_{name}.png")
-
-
-def plots(y: np.ndarray, outputs: dict, results: dict, class_names: list[str], folder: Path,
-          decision: tuple[float, int] | None = None) -> None:
-    """Confusion matrices and a reliability diagram, or residual plots for regression."""
-    for name, output in outputs.items():
-        figure, axis = plt.subplots(figsize=(5.5, 5))
-        if class_names:
-            sk_metrics.ConfusionMatrixDisplay.from_predictions(y, edge.decide(output, *(decision or (None,))),
-                                                               display_labels=class_names,
-                                                               ax=axis, colorbar=False)
-            axis.set_title(f"Test confusion: {name}")
-            figures.save(figure, folder / f"confusion_{name}.png")
-        else:
-            axis.scatter(output, y - output, s=10)
-            axis.axhline(0, color="grey", linestyle="--")
-            axis.set(xlabel="predicted", ylabel="true - predicted", title=f"Test residuals: {name}")
-            figures.save(figure, folder / f"residuals_{name}.png")
-    if class_names:
-        figure, axis = plt.subplots(figsize=(5, 5))
-        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-        for name in outputs:
-            curve = results[name]["calibration"]
-            used = [index for index, count in enumerate(curve["counts"]) if count]
-            axis.plot([curve["confidence"][i] for i in used], [curve["accuracy"][i] for i in used], marker="o",
-                      label=f"{name} (ECE {curve['ece']:.3f})")
-        axis.set(xlabel="confidence of the top class", ylabel="accuracy", title="Reliability diagram (test)")
-        axis.legend()
-        figures.save(figure, folder / "reliability.png")
-
-
-def _baseline(config: config_module.Config, split_folder: Path, dataset: dict, items, y: np.ndarray,
-              fixed: dict) -> dict:
-    """The data kind's classical model (the export gate's), fitted on the training split and scored once on this
-    test split with the same procedure: what the network's test score stands beside."""
-    kind = kinds.get(dataset["kind"])
-    train = splits.load_split(split_folder, ("train",))
-    name, estimator = gates.fit_baseline(dataset["task"], kind.features(train.x["train"]), train.y["train"],
-                                         kind.BASELINE, config.train.seed)
-    features = kind.features(items)
-    if dataset["task"] == "classification":
-        output = np.zeros((len(y), len(dataset["class_names"])), np.float32)
-        output[:, estimator.classes_] = estimator.predict_proba(features)
-        results = metrics.classification(y, output, dataset["class_names"])
-    else:
-        output = estimator.predict(features)
-        results = metrics.regression(y, output)
-    intervals = metrics.bootstrap(y, output, dataset["task"], fixed["bootstrap_resamples"], fixed["confidence"],
-                                  fixed["seed"]) if fixed["bootstrap_resamples"] else {}
-    return {"model": f"{name} on the kind's features, fitted on the training split", "results": results,
-            "intervals": intervals}
-
-
-def _slices(values: np.ndarray | None, dataset: dict, y: np.ndarray, outputs: dict, fixed: dict,
-            decision: tuple[float, int] | None) -> dict | None:
-    """Each value of the declared slice column on its own: its test items' count and every model's headline
-    metric (accuracy, or MAE) with a bootstrap interval, by the fixed procedure."""
-    if values is None:
-        return None
-    task, found = dataset["task"], {}
-    metric = "accuracy" if task == "classification" else "mae"
-    for value in sorted(set(values.tolist())):
-        mask = values == value
-        row = {"count": int(mask.sum())}
-        for name, output in outputs.items():
-            scores = metrics.classification(y[mask], output[mask], dataset["class_names"], decision) \
-                if task == "classification" else metrics.regression(y[mask], output[mask])
-            interval = metrics.bootstrap(y[mask], output[mask], task, fixed["bootstrap_resamples"],
-                                         fixed["confidence"], fixed["seed"], 0.0, decision).get(metric) \
-                if fixed["bootstrap_resamples"] else None
-            row[name] = {metric: scores[metric], "interval": interval}
-        found[value] = row
-    return {"column": dataset["slice_column"], "metric": metric, "values": found}
-
-
-def _slice_text(sliced: dict | None) -> str:
-    if not sliced:
-        return ""
-    models = [name for name in next(iter(sliced["values"].values())) if name != "count"]
-    lines = ["", f"Per slice of `{sliced['column']}` ({sliced['metric']}, with the same intervals):", "",
-             "| slice | test items | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
-    for value, row in sliced["values"].items():
-        cells = [f"{row[name][sliced['metric']]:.4f}" + (f" [{row[name]['interval'][0]:.4f}, "
-                 f"{row[name]['interval'][1]:.4f}]" if row[name]["interval"] else "") for name in models]
-        lines.append(f"| {value} | {row['count']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _report(results: dict, intervals: dict, fixed: dict, uses: list[dict], task: str,
-            reference: dict | None = None) -> str:
-    names = [name if task != "classification" or name in ("accuracy", "roc_auc") else f"macro_{name}"
-             for name in fixed["metrics"]]
-    confidence = int(round(100 * fixed["confidence"]))
-    lines = ["# Test evaluation", "", f"Uses of these test items, this one included: {len(uses) + 1}"
-             + (" (REUSED: this score is no longer an unbiased estimate)" if uses else ""), ""]
-    lines += [f"- earlier use: {use['time']}, MLflow run {use['evaluate_run_id']} (experiment "
-              f"'{use['experiment']}'), {use['shared']} of these items" for use in uses]
-    lines += ["",
-             f"Intervals: {confidence}% percentile bootstrap over test items ({fixed['bootstrap_resamples']} "
-             "resamples).", "", "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-    rows = {**results, **({"baseline": reference["results"]} if reference else {})}
-    intervals = {**intervals, **({"baseline": reference["intervals"]} if reference else {})}
-    for model, row in rows.items():
-        cells = []
-        for name in names:
-            value, interval = row.get(name), intervals[model].get(name)
-            text = "n/a" if value is None else f"{value:.4f}"
-            cells.append(text + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""))
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    if reference:
-        lines += ["", f"baseline: {reference['model']}, scored once on this test split beside the network."]
-    per_class = results["keras"].get("per_class")
-    if per_class:
-        lines += ["", "Per class (Keras model):", "", "| class | PPV | TPR | TNR | NPV | F1 | support |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['specificity']:.4f} | "
-                  f"{row['npv']:.4f} | {row['f1']:.4f} | {row['support']} |" for label, row in per_class.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _flat_metrics(results: dict, intervals: dict) -> dict:
-    flat = {}
-    for model, row in results.items():
-        prefix = "test" if model == "keras" else f"test/{model}"
-        flat.update({f"{prefix}/{key}": value for key, value in row.items() if isinstance(value, float)})
-        if "calibration" in row:
-            flat[f"{prefix}/ece"] = row["calibration"]["ece"]
-        for key, (low, high) in intervals[model].items():
-            flat.update({f"{prefix}/{key}_ci_low": low, f"{prefix}/{key}_ci_high": high})
-    return flat
+from pipelines.core import ledger, stage, tracking, workspace
+from pipelines.core.errors import StageError
+from pipelines.data import splits
+from pipelines.training import evaluation
 
 
 def run(config: config_module.Config, force: bool = False, reuse_test: bool = False) -> stage.StageResult:
@@ -213,7 +32,7 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
     manifest_sha = splits.identity(split_folder)
     keys = ledger.test_keys(split_folder)
     dataset = workspace.read_json(split_folder / "dataset.json")
-    fixed = procedure(config, dataset["task"])
+    fixed = evaluation.procedure(config, dataset["task"])
     variant = config.evaluate.tflite_variant
     table = workspace.read_json(export_folder / "export_table.json")
     if variant == "bundle":
@@ -240,29 +59,18 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         items = splits.split_items(split_folder, "test")
         outputs = splits.predict({"keras": tracking.load_champion(config, version),
                                   variant: edge.LiteRTModel(export_folder / f"{variant}.tflite")}, items, hash_items)
-        verify_test_items(split_folder, hashes, y, ids)
-        if task == "anomaly":  # reconstructions -> each window's score
-            normalizer = workspace.read_json(split_folder / "normalizer.json")
-            windows = items.array()  # sensor windows: a small split
-            outputs = {name: anomaly.scores(output, windows, normalizer) for name, output in outputs.items()}
-            results = {name: {**anomaly.report(y, output, thresholds[name]), "threshold": thresholds[name]}
-                       for name, output in outputs.items()}
-        elif task == "classification":
-            results = {name: metrics.classification(y, output, dataset["class_names"], decision)
-                       for name, output in outputs.items()}
-        else:
-            outputs = {name: output[:, 0] for name, output in outputs.items()}
-            results = {name: metrics.regression(y, output) for name, output in outputs.items()}
-        intervals = {name: metrics.bootstrap(y, output, task, fixed["bootstrap_resamples"], fixed["confidence"],
-                                             fixed["seed"], thresholds[name] or 0.0, decision)
-                     if fixed["bootstrap_resamples"] else {} for name, output in outputs.items()}
-        reference = _baseline(config, split_folder, dataset, items, y, fixed) if task != "anomaly" else None
-        sliced = _slices(splits.slice_values(split_folder, "test"), dataset, y, outputs, fixed, decision) \
+        evaluation.verify_test_items(split_folder, hashes, y, ids)
+        normalizer = workspace.read_json(split_folder / "normalizer.json") if task == "anomaly" else None
+        outputs, results, intervals = evaluation.scored(task, y, outputs, items, dataset, normalizer, thresholds,
+                                                        decision, fixed)
+        reference = evaluation.baseline(config, split_folder, dataset, items, y, fixed) if task != "anomaly" else None
+        sliced = evaluation.slices(splits.slice_values(split_folder, "test"), dataset, y, outputs, fixed, decision) \
             if task != "anomaly" else None
         if task == "anomaly":
-            _histograms(y, outputs, results, folder)
+            evaluation.histograms(y, outputs, results, folder)
         else:
-            plots(y, outputs, results, dataset["class_names"] if task == "classification" else [], folder, decision)
+            names = dataset["class_names"] if task == "classification" else []
+            evaluation.plots(y, outputs, results, names, folder, decision)
         uses = found["uses"]  # read once, by the guard
         record = {"evaluate_run_id": mlflow.active_run().info.run_id, "experiment": config.experiment,
                   "manifest_sha256": manifest_sha, "reused": str(bool(uses)).lower(),
@@ -274,13 +82,14 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
             "earlier_uses": uses, "results": results, "intervals": intervals, "baseline": reference, "slices": sliced,
             "decision": {key: shipped[key] for key in ("decision_threshold", "positive_class", "objective", "floors")
                          if key in shipped}})
-        workspace.write_text(folder / "test_report.md", _report(results, intervals, fixed, uses, task, reference)
-                             + _slice_text(sliced))
+        text = evaluation.report(results, intervals, fixed, uses, task, reference) + evaluation.slice_text(sliced)
+        workspace.write_text(folder / "test_report.md", text)
         mlflow.log_artifacts(str(folder), "evaluation")
         ledger.record(keys, record)
-        flat = {"test/uses": len(uses) + 1, **_flat_metrics(results, intervals)}
+        flat = {"test/uses": len(uses) + 1, **evaluation.flat_metrics(results, intervals)}
         if reference:
-            flat.update(_flat_metrics({"baseline": reference["results"]}, {"baseline": reference["intervals"]}))
+            flat.update(evaluation.flat_metrics({"baseline": reference["results"]},
+                                                {"baseline": reference["intervals"]}))
         tracking.log_metrics(flat)
         return flat
 
