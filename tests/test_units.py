@@ -9,8 +9,8 @@ from sklearn import metrics as sk_metrics
 
 from pipelines.core import config as config_module
 from pipelines.data import duplicates, sources
-from pipelines.stages import export, tune
-from pipelines.training import metrics
+from pipelines.stages import tune
+from pipelines.training import metrics, variants
 
 
 def test_canonical_image_is_uint8_resized_with_the_configured_channels():
@@ -91,16 +91,16 @@ def test_export_picks_the_smallest_variant_within_the_allowed_drop():
     table = {"float32": {"size_bytes": 100, "val_accuracy": 0.99},
              "int8": {"size_bytes": 30, "val_accuracy": 0.975}}
     settings = config_module.ExportConfig
-    assert export.choose(table, 0.99, settings(max_accuracy_drop=0.02)) == "int8"
-    assert export.choose(table, 0.99, settings(max_accuracy_drop=0.01)) == "float32"
+    assert variants.choose(table, 0.99, settings(max_accuracy_drop=0.02)) == "int8"
+    assert variants.choose(table, 0.99, settings(max_accuracy_drop=0.01)) == "float32"
     with pytest.raises(RuntimeError, match="no TF-Lite variant within export.max_accuracy_drop"):
-        export.choose(table, 0.999, settings(max_accuracy_drop=0.001))
+        variants.choose(table, 0.999, settings(max_accuracy_drop=0.001))
     regression = {"float32": {"size_bytes": 100, "val_mae": 10.0}, "int8": {"size_bytes": 30, "val_mae": 10.4}}
-    assert export.choose(regression, 10.0, settings(max_mae_increase=0.05), "val_mae") == "int8"
-    assert export.choose(regression, 10.0, settings(max_mae_increase=0.01), "val_mae") == "float32"
+    assert variants.choose(regression, 10.0, settings(max_mae_increase=0.05), "val_mae") == "int8"
+    assert variants.choose(regression, 10.0, settings(max_mae_increase=0.01), "val_mae") == "float32"
     detector = {"float32": {"size_bytes": 100, "val_f1": 0.8}, "int8": {"size_bytes": 30, "val_f1": 0.78}}
-    assert export.choose(detector, 0.8, settings(max_accuracy_drop=0.05), "val_f1") == "int8"
-    assert export.choose(detector, 0.8, settings(max_accuracy_drop=0.01), "val_f1") == "float32"
+    assert variants.choose(detector, 0.8, settings(max_accuracy_drop=0.05), "val_f1") == "int8"
+    assert variants.choose(detector, 0.8, settings(max_accuracy_drop=0.01), "val_f1") == "float32"
 
 
 def test_classification_metrics_match_scikit_learn_and_a_hand_count():
