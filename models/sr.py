@@ -99,3 +99,82 @@ def build_vgg19_features(weights: str = "imagenet", layer: str = "block5_conv4")
     image = keras.Input(shape=(None, None, 3), name="image")
     x = keras.applications.vgg19.preprocess_input(keras.layers.Rescaling(255.0, name="to_255")(image))
     return keras.Model(image, keras.Model(vgg.input, vgg.get_layer(layer).output)(x), name="vgg19_features")
+
+
+class SRGAN(keras.Model):
+    """The generator's two training phases as one `fit()`-able model (the keras-io custom `train_step` pattern),
+    on batches of (low-res, high-res) patches. `compile(adversarial=False)`: the pixel phase, MSE alone through
+    `pixel_optimizer`. `compile(adversarial=True)`: SRGAN fine-tuning, one tape for the discriminator and one for
+    the generator, whose loss is pixel MSE + `content_weight` x the MSE between `features` of the output and of
+    the target + `adversarial_weight` x the adversarial term. Losses are scaled for `tf.distribute` (averaged over
+    the global batch); each phase reports its losses through `keras.metrics.Mean` trackers."""
+
+    PIXEL_LOSSES = ("pixel_loss",)
+    ADVERSARIAL_LOSSES = ("pixel_loss", "content_loss", "adversarial_loss", "g_loss", "d_loss")
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, features: keras.Model,
+                 global_batch_size: int, content_weight: float = 1.0, adversarial_weight: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.generator, self.discriminator, self.features = generator, discriminator, features
+        self.global_batch_size = global_batch_size
+        self.content_weight, self.adversarial_weight = content_weight, adversarial_weight
+        self.bce = keras.losses.BinaryCrossentropy(from_logits=True, reduction=keras.losses.Reduction.NONE)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.ADVERSARIAL_LOSSES}
+        self.adversarial = False
+
+    def compile(self, pixel_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
+                d_optimizer: keras.optimizers.Optimizer, adversarial: bool = False, **kwargs):
+        """Choosing the phase recompiles, so `fit()` traces the other step (as a fine-tune recompiles)."""
+        super().compile(**kwargs)
+        self.pixel_optimizer, self.g_optimizer, self.d_optimizer = pixel_optimizer, g_optimizer, d_optimizer
+        self.adversarial = adversarial
+
+    @property
+    def metrics(self) -> list:
+        names = self.ADVERSARIAL_LOSSES if self.adversarial else self.PIXEL_LOSSES
+        return [self.trackers[name] for name in names]
+
+    def _average(self, per_example: tf.Tensor) -> tf.Tensor:
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+
+    @staticmethod
+    def _mse(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(tf.square(first - second), axis=[1, 2, 3])
+
+    def _pixel_step(self, low: tf.Tensor, high: tf.Tensor) -> dict:
+        with tf.GradientTape() as tape:
+            loss = self._average(self._mse(self.generator(low, training=True), high))
+        gradients = tape.gradient(loss, self.generator.trainable_weights)
+        self.pixel_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
+        return {"pixel_loss": loss}
+
+    def _adversarial_step(self, low: tf.Tensor, high: tf.Tensor) -> dict:
+        fake = self.generator(low, training=True)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(high, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            d_loss = self._average(self.bce(tf.ones_like(real_logits), real_logits)
+                                   + self.bce(tf.zeros_like(fake_logits), fake_logits))
+        gradients = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
+        with tf.GradientTape() as tape:
+            fake = self.generator(low, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            pixel = self._average(self._mse(fake, high))
+            content = self._average(self._mse(self.features(fake, training=False),
+                                              self.features(high, training=False)))
+            adversarial = self._average(self.bce(tf.ones_like(fake_logits), fake_logits))
+            g_loss = pixel + self.content_weight * content + self.adversarial_weight * adversarial
+        gradients = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
+        return {"pixel_loss": pixel, "content_loss": content, "adversarial_loss": adversarial, "g_loss": g_loss,
+                "d_loss": d_loss}
+
+    def train_step(self, data) -> dict:
+        low, high = data
+        losses = (self._adversarial_step if self.adversarial else self._pixel_step)(low, high)
+        # Each replica's loss is its share of the global mean; the trackers average over replicas, so scale back.
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        for name, value in losses.items():
+            self.trackers[name].update_state(value * replicas)
+        return {tracker.name: tracker.result() for tracker in self.metrics}

@@ -11,6 +11,7 @@ import models.sr as sr_models
 from pipelines.core import config as config_module
 from pipelines.core import tracking
 from pipelines.stages import sr
+from pipelines.training import superres
 from tests.conftest import png, tiny_config
 
 SR = ["sr.train_images=[astronaut, moon]", "sr.eval_images=[camera, coffee]", "sr.patch_size=16",
@@ -33,17 +34,17 @@ def test_pixel_shuffle_moves_channels_into_2x2_blocks():
 def test_untrained_generator_is_the_bicubic_baseline():
     low = np.random.default_rng(0).uniform(size=(10, 14, 3)).astype(np.float32)
     generator = sr_models.build_sr_generator(filters=4, blocks=1)
-    np.testing.assert_allclose(np.clip(generator(low[None])[0].numpy(), 0, 1), sr.bicubic_upscale(low), atol=1e-5)
+    np.testing.assert_allclose(np.clip(generator(low[None])[0].numpy(), 0, 1), superres.bicubic_upscale(low), atol=1e-5)
     assert sr_models.build_sr_discriminator(4)(np.zeros((2, 24, 24, 3), np.float32)).shape == (2, 1)
 
 
 def test_patches_pair_each_high_res_patch_with_its_downscaled_self():
-    image = sr.photographs(("astronaut",))["astronaut"]
-    low, high = sr.patches([image], count=12, size=32, seed=3)
+    image = superres.photographs(("astronaut",))["astronaut"]
+    low, high = superres.patches([image], count=12, size=32, seed=3)
     assert low.shape == (12, 16, 16, 3) and high.shape == (12, 32, 32, 3)
     for low_patch, high_patch in zip(low, high):  # rotations and flips were applied to both alike
         interior = (slice(4, 12), slice(4, 12))  # the anti-aliasing kernel reaches across the patch border
-        np.testing.assert_allclose(sr.downscale(high_patch)[interior], low_patch[interior], atol=0.02)
+        np.testing.assert_allclose(superres.downscale(high_patch)[interior], low_patch[interior], atol=0.02)
     assert np.abs(low[0] - low[1]).mean() > 0.01  # different places
 
 
@@ -52,13 +53,22 @@ def test_held_out_photographs_and_their_twins_cannot_be_trained_on():
         tiny_config(".", "sr.train_images=[cat, moon]", "sr.eval_images=[chelsea]")
     with pytest.raises(config_module.ConfigError, match="sr.patch_size"):
         tiny_config(".", "sr.patch_size=15")
-    photos = sr.photographs(("stereo_motorcycle", "moon"))
+    photos = superres.photographs(("stereo_motorcycle", "moon"))
     assert set(photos) == {"stereo_motorcycle_left", "stereo_motorcycle_right", "moon"}
     copy = {"renamed": np.clip(photos["stereo_motorcycle_right"] * 1.05, 0, 1)}  # a copy under another name
     with pytest.raises(ValueError, match="'renamed' is a near-duplicate of training photograph 'stereo_motorcycle"):
-        sr.check_held_out({"moon": photos["moon"], "stereo_motorcycle_right": photos["stereo_motorcycle_right"]},
+        superres.check_held_out({"moon": photos["moon"], "stereo_motorcycle_right": photos["stereo_motorcycle_right"]},
                           copy, 0.28)
-    sr.check_held_out({"moon": photos["moon"]}, copy, 0.28)  # a different photograph passes
+    superres.check_held_out({"moon": photos["moon"]}, copy, 0.28)  # a different photograph passes
+
+
+def test_training_windows_end_at_each_log_step_and_at_the_end_of_each_phase():
+    assert superres.windows(0, 6, 10, 2) == [(0, 2, 3, False), (6, 2, 2, True)]
+    assert superres.windows(2, 6, 10, 2) == [(2, 2, 2, False), (6, 2, 2, True)]  # resumed at step 2
+    assert superres.windows(0, 150, 330, 100) == [(0, 100, 1, False), (100, 50, 1, False), (150, 50, 1, True),
+                                                 (200, 100, 1, True), (300, 30, 1, True)]
+    assert superres.windows(0, 6, 6, 4) == [(0, 4, 1, False), (4, 2, 1, False)]  # no adversarial phase
+    assert superres.windows(10, 6, 10, 2) == []  # nothing left
 
 
 @pytest.mark.slow
@@ -106,9 +116,10 @@ def test_adversarial_step_runs_compiled_under_a_mirrored_strategy(tmp_path):
     strategy = fitting.strategy(config_module.RuntimeConfig(strategy="mirrored"))  # one replica on this CPU
     with strategy.scope():
         _, features = sr_models.build_feature_autoencoder(4)
-    trainer = sr.SRTrainer(config, features, strategy, tmp_path / "checkpoints")
+    model = superres.build_model(config, features, strategy)
+    superres.use_phase(model, adversarial=True)
     low = tf.random.uniform((8, 8, 8, 3))
     high = tf.random.uniform((8, 16, 16, 3))
-    losses = trainer.adversarial_step(low, high)
+    losses = model.train_on_batch(low, high, return_dict=True)
     assert set(losses) == {"pixel_loss", "content_loss", "adversarial_loss", "g_loss", "d_loss"}
     assert all(np.isfinite(float(value)) for value in losses.values())

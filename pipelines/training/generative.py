@@ -56,14 +56,26 @@ def sample_grid(generator: keras.Model, noise: np.ndarray, labels: np.ndarray | 
     figures.save(figure, path, dpi=80, tight=False)
 
 
-def restore_checkpoint(directory: Path, kept: int, **objects) -> tf.train.CheckpointManager:
-    """A checkpoint manager over `objects` in `directory`, its latest checkpoint restored (optimizer slots are
-    restored when the first step creates them)."""
-    checkpoint = tf.train.Checkpoint(**objects)
+def resume(directory: Path, kept: int, strategy: tf.distribute.Strategy, stage_name: str, unit: str,
+           **objects) -> tuple[tf.train.CheckpointManager, tf.Variable, int]:
+    """A checkpoint manager over `objects` and a counter of the `unit`s done, in `directory`, restored from its
+    latest checkpoint (optimizer slots are restored when the first step creates them). A resumed run says so,
+    on the console and as the run's tag `<stage_name>.resumed_from_<unit>`.
+
+    Returns:
+        (manager, counter, the count restored: 0 for a fresh start).
+    """
+    with strategy.scope():
+        counter = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{unit}s_done")
+    checkpoint = tf.train.Checkpoint(done=counter, **objects)
     manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=kept)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
-    return manager
+    start = int(counter.numpy())
+    if start:
+        print(f"[{stage_name}] resuming from checkpoint at {unit} {start} ({manager.latest_checkpoint})")
+        mlflow.set_tag(f"{stage_name}.resumed_from_{unit}", str(start))
+    return manager, counter, start
 
 
 class LossLogger(keras.callbacks.Callback):
@@ -124,20 +136,15 @@ def train(config: config_module.Config, images: np.ndarray, labels: np.ndarray, 
     strategy = fitting.strategy(config.runtime)
     classes = num_classes(config, labels)
     model = build_model(settings, images.shape[1:], strategy, classes)
-    with strategy.scope():
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    manager = restore_checkpoint(checkpoint_dir, settings.checkpoints_kept, generator=model.generator,
-                                 average_generator=model.average_generator, discriminator=model.discriminator,
-                                 g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer, epoch=epoch)
-    start = int(epoch.numpy())
-    if start:
-        print(f"[gan] resuming from checkpoint at epoch {start} ({manager.latest_checkpoint})")
-        mlflow.set_tag("gan.resumed_from_epoch", str(start))
+    manager, epoch, start = resume(checkpoint_dir, settings.checkpoints_kept, strategy, "gan", "epoch",
+                                   generator=model.generator, average_generator=model.average_generator,
+                                   discriminator=model.discriminator, g_optimizer=model.g_optimizer,
+                                   d_optimizer=model.d_optimizer)
     noise = np.random.default_rng(settings.seed).normal(size=(SAMPLES, settings.latent_dim)).astype(np.float32)
     fixed_labels = np.arange(SAMPLES) % classes if classes else None
     data = (tf.data.Dataset.from_tensor_slices((to_unit_range(images), labels.astype(np.int32)))
             .shuffle(len(images), seed=settings.seed).batch(settings.batch_size, drop_remainder=True))
-    callbacks = [LossLogger("gan/", lambda done: done),
+    callbacks = [LossLogger("gan/", lambda epoch: epoch),
                  SampleAndCheckpoint(manager, epoch, settings.sample_every, settings.epochs, noise, fixed_labels,
                                      folder)]
     history = model.fit(data, epochs=settings.epochs, initial_epoch=start, callbacks=callbacks,
