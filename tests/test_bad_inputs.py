@@ -28,6 +28,67 @@ def test_bad_settings_stop_with_one_line_naming_the_key(tmp_path, capsys, settin
     assert not (tmp_path / "data").exists() and not (tmp_path / "x").exists()
 
 
+# Config values refused at load, before any work: each case one exact line naming the key (exit 2), nothing written.
+CONFIG_CASES = [
+    ("nope=1", "nope: unknown key (known: experiment, data, clean, split, normalize, model, train, transfer, augment, "
+     "search, export, evaluate, gan, sr, denoise, segment, runtime)"),
+    ("model.dropout=0.5", "model.dropout: unknown key (did you mean 'dropout_rate'?)"),
+    ("train.epochs=0", "train.epochs: must be >= 1, got 0"),
+    ("train.epochs=abc", "train.epochs: must be an integer, got 'abc'"),
+    ("train.epochs=2.5", "train.epochs: must be an integer, got 2.5"),
+    ("train.learning_rate=-1", "train.learning_rate: must be > 0, got -1.0"),
+    ("train.batch_size=0", "train.batch_size: must be >= 1, got 0"),
+    ("train.optimizer=lbfgs", "train.optimizer: must be one of ['adam', 'sgd', 'rmsprop', 'adagrad'], got 'lbfgs'"),
+    ("train.objective=speed", "train.objective: must be one of ['auto', 'accuracy', 'balanced_accuracy', 'f1', "
+     "'recall', 'specificity', 'ppv', 'npv', 'roc_auc', 'pr_auc', 'mae', 'rmse', 'mape'], got 'speed'"),
+    ("train.threshold=maybe", "train.threshold: must be one of ['argmax', 'tuned'], got 'maybe'"),
+    ("train.floors={sensitivity: 2}", "train.floors: ['sensitivity'] are not decision metrics (choose from "
+     "['accuracy', 'balanced_accuracy', 'f1', 'recall', 'specificity', 'ppv', 'npv'])"),
+    ("model.architecture=vit", "model.architecture: must be one of ['small_cnn', 'resnet', 'mlp', 'transfer', "
+     "'cnn1d', 'recurrent', 'autoencoder1d'], got 'vit'"),
+    ("model.filters=[]", "model.filters: must not be empty"),
+    ("model.l2=-1", "model.l2: must be >= 0, got -1.0"),
+    ("model.backbone.kind=torch", "model.backbone.kind: must be one of ['project_autoencoder', "
+     "'project_source_task', 'hub', 'applications'], got 'torch'"),
+    ("model.backbone.source_val_fraction=1", "model.backbone.source_val_fraction: must be < 1, got 1.0"),
+    ("split.val_fraction=1.5", "split.val_fraction: must be < 1, got 1.5"),
+    ("split.test_fraction=0", "split.test_fraction: must be > 0, got 0.0"),
+    ("split.strategy=weird", "split.strategy: must be one of ['stratified', 'random', 'temporal'], got 'weird'"),
+    ("data.source=ftp", "data.source: must be one of ['digits', 'image_folder', 'breast_cancer', 'wine', "
+     "'diabetes', 'csv', 'basic_motions', 'internal_bleeding', 'sensor_csv'], got 'ftp'"),
+    ("data.channels=2", "data.channels: must be one of [1, 3], got 2"),
+    ("data.image_size=[0, 8]", "data.image_size: must be an integer, got [0, 8]"),
+    ("data.target=", "data.target: must be a string, got None"),
+    ("data.near_duplicate_tolerance=-1", "data.near_duplicate_tolerance: must be > 0, got -1.0"),
+    ("experiment=a/b", "experiment: must be a plain name (letters, digits, '-', '_', '.'; not starting with '.'), "
+     "got 'a/b'"),
+    ("experiment=", "experiment: must be a string, got None"),
+    ("export.variants=[int4]", "export.variants: must be one of ['float32', 'dynamic_range', 'float16', 'int8', "
+     "'qat_int8', 'pruned_int8', 'pqat_int8', 'clustered_int8'], got 'int4'"),
+    ("export.targets=[nano33]", "export.targets[0]: unknown target 'nano33' (presets: cortex_m4, cortex_m7, "
+     "esp32_s3, raspberry_pi; or a mapping with name, ram_bytes, flash_bytes, runtime)"),
+    ("export.max_accuracy_drop=-0.1", "export.max_accuracy_drop: must be >= 0, got -0.1"),
+    ("export.optimize_batch_size=0", "export.optimize_batch_size: must be >= 1, got 0"),
+    ("evaluate.confidence=1.5", "evaluate.confidence: must be < 1, got 1.5"),
+    ("search.space={train.learning_rate: {kind: log_uniform, low: 0, high: 1}}",
+     "search.space.train.learning_rate.low: must be > 0 for kind 'log_uniform', got 0"),
+    ("search.space={nope.x: {kind: uniform, low: 0, high: 1}}", "search.space.nope.x: unknown key (not a config "
+     "field)"),
+    ("runtime.strategy=tpu", "runtime.strategy: must be one of ['default', 'mirrored', 'multi_worker'], got 'tpu'"),
+    ("runtime.in_memory_mb=-5", "runtime.in_memory_mb: must be >= 0, got -5.0"),
+    ("gan.epochs=0", "gan.epochs: must be >= 1, got 0"),
+    ("sr.patch_size=15", "sr.patch_size: must be even (x2 super-resolution), got 15"),
+    ("segment.num_classes=1", "segment.num_classes: must be >= 2, got 1"),
+]
+
+
+@pytest.mark.parametrize(("setting", "expected"), CONFIG_CASES, ids=[case[0][:40] for case in CONFIG_CASES])
+def test_a_bad_config_value_is_one_line_naming_its_key(tmp_path, capsys, setting, expected):
+    line = _one_line(capsys, 2, ["clean", "--set", f"runtime.root={tmp_path}", "--set", setting])
+    assert line == f"config error: defaults: {expected}"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns").exists()
+
+
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
     path = tmp_path / "latin.yaml"
     path.write_bytes("experiment: caf\xe9\n".encode("latin-1"))
@@ -39,6 +100,37 @@ def _csv(tmp_path, frame, encoding="utf-8"):
     frame.to_csv(tmp_path / "rows.csv", index=False, encoding=encoding)
     return ["--set", f"runtime.root={tmp_path}", "--set", "data.source=csv", "--set", "data.path=rows.csv",
             "--set", "data.target=label", "--set", "model.architecture=mlp"]
+
+
+ROWS = "".join(f"{index},{'ab'[index % 2]}\n" for index in range(10))
+CSV_CASES = [
+    ("", "empty CSV file"),
+    ("x,label\n", "no data rows, only the header"),
+    ("x,y\n1,2\n3,4\n", "no column 'label' (columns: x, y)"),
+    ("x,label\n" + "".join(f"{index},a\n" for index in range(20)), "target column 'label' has a single class ('a',)"),
+    ("x,label\n1,a\n2,b,extra\n3,a\n", "line 3 has 3 fields, the header has 2"),
+    ("x,x,label\n1,2,a\n3,4,b\n", "column name(s) ['x'] appear more than once in the header"),
+    ("\x00\x01garbage,label\n1,a\n", "not a text CSV file (it holds NUL bytes)"),
+    ("x,label\n" + ROWS + "5,\n", "target column 'label' is missing in rows [12]"),
+    # a quoted cell over three lines: the rows after it are named by the line they start on
+    ('x,note,label\n1,"three\nline\nnote",a\n' + ROWS.replace("\n", ",n\n").replace(",a,n", ",n,a")
+     .replace(",b,n", ",n,b") + "5,n,\n", "target column 'label' is missing in rows [15]"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CSV_CASES, ids=[case[1][:30] for case in CSV_CASES])
+def test_a_bad_csv_is_one_line_naming_the_file_and_row(tmp_path, capsys, text, expected):
+    settings = _csv(tmp_path, pd.DataFrame())
+    (tmp_path / "rows.csv").write_text(text)
+    line = _one_line(capsys, 1, ["clean", *settings])
+    assert line == f"error: {tmp_path / 'rows.csv'}: {expected}"
+    assert not list((tmp_path / "data").rglob("manifest.json"))
+
+
+def test_a_missing_csv_is_named(tmp_path, capsys):
+    settings = _csv(tmp_path, pd.DataFrame())
+    line = _one_line(capsys, 1, ["analyze", *settings, "--set", "data.path=missing.csv"])
+    assert line == f"error: {tmp_path / 'missing.csv'}: CSV file not found"
 
 
 def test_a_latin1_csv_is_named(tmp_path, capsys):

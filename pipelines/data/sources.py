@@ -207,7 +207,7 @@ def _embedded_table(name: str) -> RawTable:
                     f"sklearn.datasets.load_{name} (shipped inside scikit-learn)", class_names)
 
 
-def _coerce_numeric_text(frame: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
+def _coerce_numeric_text(frame: pd.DataFrame, path: Path, warnings: list[str], lines: list[int]) -> pd.DataFrame:
     """A column that is numeric but for a few text cells: those cells become missing, each one named."""
     for column in frame.columns:
         if pd.api.types.is_numeric_dtype(frame[column]):
@@ -217,25 +217,39 @@ def _coerce_numeric_text(frame: pd.DataFrame, path: Path, warnings: list[str]) -
         bad = present & numbers.isna()
         if present.sum() and bad.sum() and bad.sum() <= 0.1 * present.sum():
             for row in np.flatnonzero(bad.to_numpy())[:20]:
-                warnings.append(f"{path}: row {row + 2}, column '{column}': text {frame[column].iloc[row]!r} "
+                warnings.append(f"{path}: row {lines[row]}, column '{column}': text {frame[column].iloc[row]!r} "
                                 "in a numeric column, read as missing")
             frame[column] = numbers
     return frame
 
 
-def _check_field_counts(path: Path) -> None:
-    """Every row must have as many fields as the header: pandas would pad a short row with missing values."""
+def _record_lines(path: Path) -> list[int]:
+    """The line on which each data record starts (the header is line 1): a quoted cell may hold newlines, so a
+    record's line is not its index + 2. Checks on the way that the file is text, that no header name repeats, and
+    that every row has as many fields as the header (pandas would pad a short row with missing values)."""
     import csv
 
+    with open(path, "rb") as stream:
+        if b"\0" in stream.read(1 << 16):
+            raise DataError(f"{path}: not a text CSV file (it holds NUL bytes)")
     with open(path, newline="", encoding="utf-8", errors="replace") as stream:
         reader = csv.reader(stream)
         header = next(reader, None)
         if not header:
             raise DataError(f"{path}: empty CSV file")
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise DataError(f"{path}: column name(s) {repeated} appear more than once in the header")
+        lines, end = [], reader.line_num
         for row in reader:
             if row and len(row) != len(header):
-                raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
-                                 f"{len(header)}")
+                raise DataError(f"{path}: line {end + 1} has {len(row)} fields, the header has {len(header)}")
+            if row:
+                lines.append(end + 1)
+            end = reader.line_num
+    if not lines:
+        raise DataError(f"{path}: no data rows, only the header")
+    return lines
 
 
 def _typed(text: pd.DataFrame, missing: tuple[str, ...]) -> pd.DataFrame:
@@ -253,7 +267,7 @@ def _typed(text: pd.DataFrame, missing: tuple[str, ...]) -> pd.DataFrame:
 def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found")
-    _check_field_counts(path)
+    lines = _record_lines(path)
     try:  # read once, as text; the dtypes follow from it (numbers where every present cell is one)
         text = pd.read_csv(path, dtype=str, keep_default_na=False)
     except UnicodeDecodeError as error:
@@ -264,15 +278,18 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty CSV file") from None
     frame = _typed(text, data.missing_values)
+    if len(lines) != len(frame):  # a row pandas reads otherwise than the csv module: number rows by position
+        lines = [index + 2 for index in range(len(frame))]
     for column in (data.target, data.group_column, data.time_column):
         if column and column not in frame.columns:
             raise DataError(f"{path}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})")
     warnings: list[str] = []
-    frame = _coerce_numeric_text(frame, path, warnings)
+    frame = _coerce_numeric_text(frame, path, warnings, lines)
     numeric = frame.select_dtypes("number")
     infinite = np.isinf(numeric.to_numpy(dtype=float))
     for row, column in zip(*np.nonzero(infinite)):
-        warnings.append(f"{path}: row {row + 2}, column '{numeric.columns[column]}': infinite value, read as missing")
+        warnings.append(f"{path}: row {lines[row]}, column '{numeric.columns[column]}': infinite value, read as "
+                        "missing")
     frame[numeric.columns] = numeric.replace([np.inf, -np.inf], np.nan)
     target = frame[data.target]
     task = data.task
@@ -280,7 +297,7 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
         task = "regression" if pd.api.types.is_float_dtype(target) and target.nunique() > 20 else "classification"
     if target.isna().any():
         raise DataError(f"{path}: target column '{data.target}' is missing in rows "
-                         f"{[int(row) + 2 for row in np.flatnonzero(target.isna().to_numpy())[:10]]}")
+                         f"{[lines[row] for row in np.flatnonzero(target.isna().to_numpy())[:10]]}")
     class_names: tuple[str, ...] = ()
     if task == "classification":
         class_names = tuple(str(item) for item in sorted(target.unique(), key=str))
@@ -293,9 +310,9 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     excluded = [column for column in (data.target, data.group_column, data.time_column) if column]
     tokens = {column: {token: int(count) for token, count in text[column].value_counts().items()
                        if token in data.missing_values} for column in text.columns}
-    # Rows are named by their line in the file (the header is line 1), in every report and log.
+    # Rows are named by the line in the file where they start (the header is line 1), in every report and log.
     return RawTable(frame.drop(columns=excluded), target.reset_index(drop=True),
-                    tuple(f"row-{index + 2}" for index in range(len(frame))), task, f"CSV file {path}",
+                    tuple(f"row-{line}" for line in lines), task, f"CSV file {path}",
                     class_names, frame[data.group_column] if data.group_column else None,
                     frame[data.time_column] if data.time_column else None, warnings,
                     {column: found for column, found in tokens.items() if found})
