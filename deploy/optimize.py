@@ -22,6 +22,10 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 WRAPPED = (keras.layers.Conv2D, keras.layers.Dense)
 
 
+class Diverged(RuntimeError):
+    """A fine-tune's loss became NaN or infinite (Keras's TerminateOnNaN stopped it)."""
+
+
 def optimizable(model: keras.Model) -> str | None:
     """None when every layer is flat and known to tfmot's cloning, else the reason it is not."""
     for layer in model.layers:
@@ -41,39 +45,51 @@ def _clone(model: keras.Model, wrap) -> keras.Model:
     return clone
 
 
-def _batches(x, y: np.ndarray | None) -> int:
-    """Batches per epoch: of 32 for arrays; a dataset's own count (it must know its cardinality)."""
-    return int(x.cardinality()) if y is None else int(np.ceil(len(x) / 32))
+def _batches(x, y: np.ndarray | None, batch_size: int) -> int:
+    """Batches per epoch: of `batch_size` for arrays; a dataset's own count (it must know its cardinality)."""
+    return int(x.cardinality()) if y is None else int(np.ceil(len(x) / batch_size))
 
 
 def _finetune(model: keras.Model, loss: str, x, y: np.ndarray | None, epochs: int, learning_rate: float,
-              callbacks: list) -> None:
-    """`x`, `y` arrays, or `x` a `tf.data.Dataset` of (inputs, labels) batches and `y` None."""
+              callbacks: list, batch_size: int) -> None:
+    """`x`, `y` arrays, or `x` a `tf.data.Dataset` of (inputs, labels) batches and `y` None.
+
+    Raises:
+        Diverged: the loss became NaN or infinite, saying at which epoch.
+    """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+    callbacks = [*callbacks, keras.callbacks.TerminateOnNaN()]
     if y is None:
-        model.fit(x, epochs=epochs, callbacks=callbacks, verbose=0)
+        history = model.fit(x, epochs=epochs, callbacks=callbacks, verbose=0)
     else:
-        model.fit(x.astype(np.float32), y, batch_size=32, epochs=epochs, callbacks=callbacks, verbose=0)
+        history = model.fit(x.astype(np.float32), y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+                            verbose=0)
+    losses = history.history.get("loss", [])
+    if not np.all(np.isfinite(losses)) or len(losses) < epochs:
+        raise Diverged(f"the fine-tune's loss became non-finite in epoch {len(losses)} "
+                       f"(learning rate {learning_rate:g})")
 
 
-def prune(model: keras.Model, loss: str, x, y, sparsity: float, epochs: int, learning_rate: float) -> keras.Model:
+def prune(model: keras.Model, loss: str, x, y, sparsity: float, epochs: int, learning_rate: float,
+          batch_size: int = 32) -> keras.Model:
     """Low-magnitude pruning with a polynomial schedule to `sparsity`, fine-tuned, then `strip_pruning`."""
-    steps = max(1, epochs * _batches(x, y))
+    steps = max(1, epochs * _batches(x, y, batch_size))
     end = max(1, steps * 3 // 4)  # reach the target, then fine-tune a quarter of the steps at it
     schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end,
                                                     frequency=max(1, end // 10))
     pruned = _clone(model, lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule))
     _copy_wrapped(model, pruned)
-    _finetune(pruned, loss, x, y, epochs, learning_rate, [tfmot.sparsity.keras.UpdatePruningStep()])
+    _finetune(pruned, loss, x, y, epochs, learning_rate, [tfmot.sparsity.keras.UpdatePruningStep()], batch_size)
     return tfmot.sparsity.keras.strip_pruning(pruned)
 
 
-def quantization_aware(model: keras.Model, loss: str, x, y, epochs: int, learning_rate: float) -> keras.Model:
+def quantization_aware(model: keras.Model, loss: str, x, y, epochs: int, learning_rate: float,
+                       batch_size: int = 32) -> keras.Model:
     """Quantization-aware training of the Conv2D and Dense layers (`quantize_apply`)."""
     annotated = _clone(model, tfmot.quantization.keras.quantize_annotate_layer)
     _copy_wrapped(model, annotated)
     quantized = tfmot.quantization.keras.quantize_apply(annotated)
-    _finetune(quantized, loss, x, y, epochs, learning_rate, [])
+    _finetune(quantized, loss, x, y, epochs, learning_rate, [], batch_size)
     return quantized
 
 
@@ -91,18 +107,19 @@ class PrunePreserveScheme(tfmot.experimental.combine.Default8BitPrunePreserveQua
 
 
 def prune_preserving_quantization(model: keras.Model, loss: str, x, y, sparsity: float, epochs: int,
-                                  learning_rate: float) -> keras.Model:
+                                  learning_rate: float, batch_size: int = 32) -> keras.Model:
     """Pruning-preserving QAT (tfmot's collaborative optimization): prune to `sparsity` and strip, then
     quantization-aware training whose weight quantizer keeps the zeros at zero."""
-    pruned = prune(model, loss, x, y, sparsity, epochs, learning_rate)
+    pruned = prune(model, loss, x, y, sparsity, epochs, learning_rate, batch_size)
     annotated = _clone(pruned, tfmot.quantization.keras.quantize_annotate_layer)
     _copy_wrapped(pruned, annotated)
     quantized = tfmot.quantization.keras.quantize_apply(annotated, PrunePreserveScheme())
-    _finetune(quantized, loss, x, y, epochs, learning_rate, [])
+    _finetune(quantized, loss, x, y, epochs, learning_rate, [], batch_size)
     return quantized
 
 
-def cluster(model: keras.Model, loss: str, x, y, clusters: int, epochs: int, learning_rate: float) -> keras.Model:
+def cluster(model: keras.Model, loss: str, x, y, clusters: int, epochs: int, learning_rate: float,
+            batch_size: int = 32) -> keras.Model:
     """Weight clustering (k-means++ centroids) of the Conv2D and Dense kernels, fine-tuned, then stripped."""
     init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
 
@@ -110,7 +127,7 @@ def cluster(model: keras.Model, loss: str, x, y, clusters: int, epochs: int, lea
         return tfmot.clustering.keras.cluster_weights(layer, number_of_clusters=clusters, cluster_centroids_init=init)
 
     clustered = _clone_with_weights(model, wrap)
-    _finetune(clustered, loss, x, y, epochs, learning_rate, [])
+    _finetune(clustered, loss, x, y, epochs, learning_rate, [], batch_size)
     return tfmot.clustering.keras.strip_clustering(clustered)
 
 

@@ -6,6 +6,7 @@ class probabilities. Every block is residual (two Conv-BatchNorm stages plus a 1
 
 from __future__ import annotations
 
+import tensorflow as tf
 import tf_keras as keras
 
 
@@ -48,3 +49,15 @@ def build_unet(filters: tuple[int, ...], num_classes: int, input_shape: tuple[in
         x = _residual_block(x, filters[level], f"dec{level}")
     outputs = keras.layers.Conv2D(num_classes, 1, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="unet" if skips else "encoder_decoder")
+
+
+def dice_loss(y_true: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+    """Soft multi-class Dice loss per image: 1 - mean over classes of 2|P.Y| / (|P| + |Y|)."""
+    classes = tf.shape(probabilities)[-1]
+    one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, tf.shape(probabilities)[:-1]), tf.int32), classes)
+    overlap = tf.reduce_sum(one_hot * probabilities, axis=[1, 2])
+    total = tf.reduce_sum(one_hot + probabilities, axis=[1, 2])
+    return 1.0 - tf.reduce_mean((2.0 * overlap + 1.0) / (total + 1.0), axis=-1)
+
+
+LOSSES = {"cross_entropy": lambda: keras.losses.SparseCategoricalCrossentropy(), "dice": lambda: dice_loss}

@@ -11,6 +11,7 @@ from pipelines.core import tracking
 from pipelines.core.errors import DataError
 from pipelines.data import segmentation
 from pipelines.stages import clean, denoise, segment, split
+from pipelines.training import metrics
 from tests.conftest import png, tiny_config
 
 SEGMENT = ["segment.canvas_size=16", "segment.train_canvases=40", "segment.val_canvases=12",
@@ -41,7 +42,7 @@ def test_unet_has_skips_and_the_plain_model_has_none():
 def test_iou_and_pixel_accuracy_by_hand():
     truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
     predicted = np.array([[0, 1, 1, 1], [0, 0, 1, 2]])
-    result = segment.scores(truth, predicted, num_classes=4)
+    result = metrics.segmentation(truth, predicted, num_classes=4)
     assert result["pixel_accuracy"] == pytest.approx(6 / 8)
     # class 0: 3 hits, union 4; class 1: 3 hits, union 5; class 2: 0 hits, union 1; class 3 absent (NaN).
     np.testing.assert_allclose(result["iou"][:3], [3 / 4, 3 / 5, 0.0])
@@ -52,8 +53,8 @@ def test_dice_loss_is_zero_when_right_and_near_one_when_wrong():
     truth = np.array([[[0, 1], [1, 0]]])
     right = np.eye(2, dtype=np.float32)[truth]
     wrong = np.eye(2, dtype=np.float32)[1 - truth]
-    assert float(segment.dice_loss(truth, right)[0]) == pytest.approx(0.0, abs=1e-6)
-    assert float(segment.dice_loss(truth, wrong)[0]) > 0.7
+    assert float(unet.dice_loss(truth, right)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(unet.dice_loss(truth, wrong)[0]) > 0.7
 
 
 def test_generated_canvases_are_seeded_and_labelled_where_digits_are():
@@ -116,7 +117,7 @@ def test_segment_stage_trains_both_models_and_scores_the_unet_on_litert(tmp_path
     assert rows[0] == "class,unet_iou,plain_iou" and len(rows) == 12
     assert {"unet.keras", "plain.keras", "unet_int8.tflite", "predictions.png"} <= set(result.paths)
     tracking.configure(config)
-    history = MlflowClient().get_metric_history(result.run_id, "segment/plain/val_loss")
+    history = MlflowClient().get_metric_history(result.run_id, "segment/plain/val/loss")
     assert len(history) == 10
     assert segment.run(config).skipped
 

@@ -109,6 +109,62 @@ def test_nan_loss_stops_training_saying_where(tmp_path):
         fitting.fit(config, data, 3, log_to_mlflow=False)
 
 
+def _tiny_regressor(rate: float = 0.01) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(rate), "mse")
+    return model
+
+
+def test_the_one_fit_path_guards_stops_early_resumes_and_logs(tmp_path):
+    """fitting.guarded_fit, which every model's fit goes through: NaN guard, early stopping with the best
+    weights, ReduceLROnPlateau, resume of a killed fit from its backup, MLflow epoch curves under a prefix."""
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = x.sum(axis=1, keepdims=True)
+    bad = x.copy()
+    bad[::8, 2] = np.nan
+    with pytest.raises(fitting.TrainingDiverged, match=r"loss became nan at epoch 1, batch \d \(learning rate 0.01\)"):
+        fitting.guarded_fit(_tiny_regressor(), bad, y, epochs=3, batch_size=16, log=False)
+    # a validation set the model cannot improve on: early stopping ends the fit at 1 + patience epochs
+    history = fitting.guarded_fit(_tiny_regressor(), x, y, epochs=30, batch_size=16, log=False, patience=2,
+                                  validation_data=(x, np.full_like(y, 1e6)), reduce_lr_patience=1)
+    assert len(history["loss"]) < 30 and history["lr"][-1] < 0.01
+    class KilledAtEpochTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("killed")
+
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        fitting.guarded_fit(_tiny_regressor(), x, y, epochs=5, batch_size=16, log=False, backup_dir=backup,
+                            callbacks=[KilledAtEpochTwo()])
+    history = fitting.guarded_fit(_tiny_regressor(), x, y, epochs=5, batch_size=16, log=False, backup_dir=backup)
+    assert len(history["loss"]) == 3  # resumed after the two epochs that finished
+    assert history["loss"][-1] < history["loss"][0] and not any(backup.iterdir())  # cleared when done
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run() as run:
+            fitting.guarded_fit(_tiny_regressor(), x, y, epochs=2, batch_size=16, validation_data=(x, y),
+                                prefix="demo/")
+        logged = MlflowClient().get_run(run.info.run_id).data.metrics
+        assert {"demo/train/loss", "demo/val/loss"} <= set(logged)
+        assert len(MlflowClient().get_metric_history(run.info.run_id, "demo/val/loss")) == 2
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_a_diverging_optimization_fine_tune_is_refused_not_converted():
+    from deploy import optimize
+
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    x[3, 1] = np.inf
+    with pytest.raises(optimize.Diverged, match="loss became non-finite in epoch 1"):
+        optimize.quantization_aware(_tiny_regressor(), "mse", x, x.sum(axis=1), 2, 0.01, batch_size=8)
+
+
 @pytest.mark.slow
 def test_feature_cache_is_built_once_and_the_assembled_model_matches_the_head(tmp_path, capsys):
     from pipelines.stages import pretrain

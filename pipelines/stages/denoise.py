@@ -10,6 +10,7 @@ noisy / denoised / clean examples. The latent variant squeezes the code to `deno
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -44,11 +45,17 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray, path: Path) -> None:
     figures.save(figure, path, tight=False)
 
 
+SECTIONS = ("data", "split", "denoise")
+
+
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Trains the denoising autoencoder and the latent variant on the training split's images."""
     split_folder, _ = stage.upstream(config, "split", "denoise")
     settings = config.denoise
     inputs = {"split": stage.identity(split_folder)}
+    backup = stage.backup_dir(config, "denoise", stage.fingerprint(config, "denoise", SECTIONS, inputs))
+    if force:  # a forced rerun starts from scratch; an interrupted one resumes
+        shutil.rmtree(backup, ignore_errors=True)
 
     def body(folder: Path) -> dict:
         # The autoencoder trains in memory (digits-sized data): the splits are read whole from the shards.
@@ -59,7 +66,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         model, _ = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)
         fit = {"batch_size": settings.batch_size, "learning_rate": settings.learning_rate,
                "verbose": config.runtime.verbose}
-        autoencoders.fit(model, x_train, x_val, settings.epochs, prefix="denoise/", **fit)
+        autoencoders.fit(model, x_train, x_val, settings.epochs, prefix="denoise/", backup_dir=backup / "denoise",
+                         **fit)
         scores = autoencoders.denoising_scores(model, x_val, settings.noise_std, settings.seed)
         noisy, denoised = scores["noisy"], scores["denoised"]
         results = {"denoise/val_psnr_noisy_db": scores["psnr_noisy_db"],
@@ -71,7 +79,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         keras.utils.set_random_seed(settings.seed)
         latent_model, encoder = autoencoder.build_latent_autoencoder(settings.filters, x_train.shape[1:],
                                                                      settings.latent_dim, settings.noise_std)
-        autoencoders.fit(latent_model, x_train, x_val, settings.latent_epochs, prefix="latent/", **fit)
+        autoencoders.fit(latent_model, x_train, x_val, settings.latent_epochs, prefix="latent/",
+                         backup_dir=backup / "latent", **fit)
         results["denoise/latent_val_psnr_denoised_db"] = metrics.psnr(x_val / 255.0,
                                                                       latent_model.predict(noisy, verbose=0))
         latent_model.save(folder / "latent_autoencoder.keras")
@@ -86,6 +95,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
               f"{results['denoise/val_psnr_denoised_db']:.2f} dB "
               f"({results['denoise/val_psnr_gain_db']:+.2f} dB); 2-D latent variant "
               f"{results['denoise/latent_val_psnr_denoised_db']:.2f} dB")
+        shutil.rmtree(backup, ignore_errors=True)  # finished: the next run starts afresh
         return results
 
-    return stage.execute(config, "denoise", ("data", "split", "denoise"), inputs, body, force)
+    return stage.execute(config, "denoise", SECTIONS, inputs, body, force)

@@ -11,6 +11,7 @@ hub model. For other configs the stage has nothing to do and says so.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -25,26 +26,22 @@ from pipelines.data import sources, splits
 from pipelines.training import autoencoders, fitting, transfer
 
 
-def _fit_classifier(model: keras.Model, x, y, validation, settings: config_module.BackboneConfig, verbose: int):
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)
-    return model.fit(x, y, validation_data=validation, epochs=settings.pretrain_epochs, batch_size=64,
-                     callbacks=[early, fitting.MlflowEpochLogger()], verbose=verbose)
-
-
-def pretrain_autoencoder(config: config_module.Config, split_folder: Path) -> tuple[keras.Model, dict]:
+def pretrain_autoencoder(config: config_module.Config, split_folder: Path, backup: Path) -> tuple[keras.Model, dict]:
     """Denoising autoencoder on the training split's images (their labels are not used)."""
     settings = config.model.backbone
     x_train, x_val = (splits.split_items(split_folder, name).array() for name in ("train", "val"))
     keras.utils.set_random_seed(config.train.seed)
     model, encoder = autoencoder.build_denoising_autoencoder(settings.filters, x_train.shape[1:], settings.noise_std)
     x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)
-    autoencoders.fit(model, x_train, x_val, settings.pretrain_epochs, 64, 1e-3, config.runtime.verbose, patience=5)
+    autoencoders.fit(model, x_train, x_val, settings.pretrain_epochs, settings.pretrain_batch_size,
+                     settings.pretrain_learning_rate, config.runtime.verbose, patience=settings.pretrain_patience,
+                     backup_dir=backup)
     scores = autoencoders.denoising_scores(model, x_val, settings.noise_std, config.train.seed)
     return encoder, {"pretrain/val_psnr_noisy_db": scores["psnr_noisy_db"],
                      "pretrain/val_psnr_denoised_db": scores["psnr_denoised_db"]}
 
 
-def pretrain_source_task(config: config_module.Config) -> tuple[keras.Model, dict]:
+def pretrain_source_task(config: config_module.Config, backup: Path) -> tuple[keras.Model, dict]:
     """A classifier on the source classes; its encoder is the backbone. Target classes are never read."""
     settings = config.model.backbone
     names = tuple(str(item) for item in settings.source_classes)
@@ -54,15 +51,18 @@ def pretrain_source_task(config: config_module.Config) -> tuple[keras.Model, dic
         keep.append(index)
         images.append(sources.to_canonical(image, config.data.image_size, config.data.channels))
     x, y = np.stack(images).astype(np.float32), raw.labels[keep]
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.15, stratify=y, random_state=config.split.seed)
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=settings.source_val_fraction, stratify=y,
+                                                      random_state=config.split.seed)
     keras.utils.set_random_seed(config.train.seed)
     encoder = autoencoder.build_encoder(settings.filters, x.shape[1:])
     inputs = keras.Input(shape=x.shape[1:])
     features = keras.layers.Dropout(0.3)(encoder(inputs))
     model = keras.Model(inputs, keras.layers.Dense(len(names), activation="softmax")(features))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    _fit_classifier(model, x_train, y_train, (x_val, y_val), settings, config.runtime.verbose)
+    model.compile(optimizer=keras.optimizers.Adam(settings.pretrain_learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fitting.guarded_fit(model, x_train, y_train, validation_data=(x_val, y_val), epochs=settings.pretrain_epochs,
+                        batch_size=settings.pretrain_batch_size, patience=settings.pretrain_patience,
+                        verbose=config.runtime.verbose, backup_dir=backup)
     return encoder, {"pretrain/source_val_accuracy": float(model.evaluate(x_val, y_val, verbose=0)[1])}
 
 
@@ -71,6 +71,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     split_folder, _ = stage.upstream(config, "split", "pretrain")
     inputs = {"split": stage.identity(split_folder)}
     sections = ("data", "split", "model.backbone", "model.architecture", "train.seed")
+    backup = stage.backup_dir(config, "pretrain", stage.fingerprint(config, "pretrain", sections, inputs))
+    if force:  # a forced rerun starts from scratch; an interrupted one resumes
+        shutil.rmtree(backup, ignore_errors=True)
 
     def body(folder: Path) -> dict:
         if not config.model.uses_project_backbone:
@@ -80,9 +83,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             return {}
         backbone = config.model.backbone.kind
         if backbone == "project_autoencoder":
-            encoder, metrics = pretrain_autoencoder(config, split_folder)
+            encoder, metrics = pretrain_autoencoder(config, split_folder, backup)
         else:
-            encoder, metrics = pretrain_source_task(config)
+            encoder, metrics = pretrain_source_task(config, backup)
         key = workspace.fingerprint({"inputs": inputs, "config": config_module.to_dict(config.model.backbone),
                                      "data": config_module.to_dict(config.data)})[:16]
         path = workspace.stage_dir(config.root, config.experiment, "backbones") / f"{backbone}-{key}"
@@ -92,6 +95,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                                                         "feature_dim": int(encoder.output_shape[-1])})
         mlflow.log_artifact(str(folder / transfer.BACKBONE_RECORD))
         tracking.log_metrics(metrics)
+        shutil.rmtree(backup, ignore_errors=True)  # finished: the next run starts afresh
         return metrics
 
     def backbone_still_there(manifest: dict) -> bool:

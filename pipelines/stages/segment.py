@@ -8,55 +8,32 @@ TF-Lite float32 and full int8 and scored again on the LiteRT interpreter.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import sklearn
-import tensorflow as tf
 import tf_keras as keras
-from sklearn.metrics import confusion_matrix
 
 from models import unet
 from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
 from pipelines.data import segmentation, sources
-
-
-def dice_loss(y_true: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
-    """Soft multi-class Dice loss per image: 1 - mean over classes of 2|P.Y| / (|P| + |Y|)."""
-    classes = tf.shape(probabilities)[-1]
-    one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, tf.shape(probabilities)[:-1]), tf.int32), classes)
-    overlap = tf.reduce_sum(one_hot * probabilities, axis=[1, 2])
-    total = tf.reduce_sum(one_hot + probabilities, axis=[1, 2])
-    return 1.0 - tf.reduce_mean((2.0 * overlap + 1.0) / (total + 1.0), axis=-1)
-
-
-LOSSES = {"cross_entropy": lambda: keras.losses.SparseCategoricalCrossentropy(), "dice": lambda: dice_loss}
-
-
-def scores(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
-    """Pixel accuracy, IoU per class (NaN for a class in neither truth nor prediction) and their mean."""
-    matrix = confusion_matrix(truth.ravel(), predicted.ravel(), labels=np.arange(num_classes))
-    hits = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(axis=0) + matrix.sum(axis=1) - hits
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, hits / union, np.nan)
-    return {"pixel_accuracy": float(hits.sum() / matrix.sum()), "miou": float(np.nanmean(iou)), "iou": iou}
+from pipelines.training import fitting
+from pipelines.training import metrics as measures
 
 
 def train_model(name: str, skips: bool, settings: config_module.SegmentConfig,
-                data: segmentation.SegmentationData, verbose: int = 0) -> keras.Model:
+                data: segmentation.SegmentationData, verbose: int = 0, backup_dir: Path | None = None) -> keras.Model:
     keras.utils.set_random_seed(settings.seed)
     model = unet.build_unet(settings.filters, settings.num_classes, data.x_train.shape[1:], skips=skips)
-    model.compile(keras.optimizers.Adam(settings.learning_rate), LOSSES[settings.loss](),
+    model.compile(keras.optimizers.Adam(settings.learning_rate), unet.LOSSES[settings.loss](),
                   metrics=["accuracy"])
-    log = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: tracking.log_metrics(
-        {f"segment/{name}/{key}": float(value) for key, value in logs.items()}, step=epoch))
-    model.fit(data.x_train.astype(np.float32), data.y_train, batch_size=settings.batch_size,
-              epochs=settings.epochs, validation_data=(data.x_val.astype(np.float32), data.y_val),
-              callbacks=[log], verbose=verbose)
+    fitting.guarded_fit(model, data.x_train.astype(np.float32), data.y_train, epochs=settings.epochs,
+                        validation_data=(data.x_val.astype(np.float32), data.y_val), batch_size=settings.batch_size,
+                        prefix=f"segment/{name}/", verbose=verbose, backup_dir=backup_dir)
     return model
 
 
@@ -73,7 +50,7 @@ def export_unet(model: keras.Model, settings: config_module.SegmentConfig, data:
         flatbuffer = tflite.convert(model, variant, representative)
         workspace.write_bytes(folder / f"unet_{variant}.tflite", flatbuffer)
         masks = edge.LiteRTModel(flatbuffer).predict(data.x_val).argmax(axis=-1)
-        result = scores(data.y_val, masks, settings.num_classes)
+        result = measures.segmentation(data.y_val, masks, settings.num_classes)
         metrics.update({f"segment/unet_tflite_{variant}/miou": result["miou"],
                         f"segment/unet_tflite_{variant}/pixel_accuracy": result["pixel_accuracy"],
                         f"segment/unet_tflite_{variant}/pixel_agreement": float((masks == keras_masks).mean()),
@@ -122,15 +99,19 @@ def _inputs(config: config_module.Config) -> dict:
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Trains the U-Net and the plain encoder-decoder on the same data, scores both, exports the U-Net."""
     settings = config.segment
+    inputs = _inputs(config)
+    backup = stage.backup_dir(config, "segment", stage.fingerprint(config, "segment", SECTIONS, inputs))
+    if force:  # a forced rerun starts from scratch; an interrupted one resumes
+        shutil.rmtree(backup, ignore_errors=True)
 
     def body(folder: Path) -> dict:
         data = segmentation.load(settings, config.root)
         mlflow.log_params({"segment.train_canvases": len(data.x_train), "segment.val_canvases": len(data.x_val)})
         results, masks, metrics = {}, {}, {}
         for name, skips in (("unet", True), ("plain", False)):
-            model = train_model(name, skips, settings, data, config.runtime.verbose)
+            model = train_model(name, skips, settings, data, config.runtime.verbose, backup / name)
             masks[name] = model.predict(data.x_val.astype(np.float32), verbose=0).argmax(axis=-1)
-            results[name] = scores(data.y_val, masks[name], settings.num_classes)
+            results[name] = measures.segmentation(data.y_val, masks[name], settings.num_classes)
             metrics.update({f"segment/{name}/val_miou": results[name]["miou"],
                             f"segment/{name}/val_pixel_accuracy": results[name]["pixel_accuracy"],
                             f"segment/{name}/params": model.count_params()})
@@ -145,6 +126,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         print(f"[segment] validation mIoU: U-Net {metrics['segment/unet/val_miou']:.3f}, without skips "
               f"{metrics['segment/plain/val_miou']:.3f}, U-Net int8 on LiteRT "
               f"{metrics['segment/unet_tflite_int8/miou']:.3f}")
+        shutil.rmtree(backup, ignore_errors=True)  # finished: the next run starts afresh
         return metrics
 
-    return stage.execute(config, "segment", SECTIONS, _inputs(config), body, force)
+    return stage.execute(config, "segment", SECTIONS, inputs, body, force)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import tf_keras as keras
 
@@ -15,16 +17,15 @@ def noisy_copy(images: np.ndarray, noise_std: float, seed: int) -> np.ndarray:
 
 
 def fit(model: keras.Model, x_train: np.ndarray, x_val: np.ndarray, epochs: int, batch_size: int,
-        learning_rate: float, verbose: int, prefix: str = "", patience: int = 0) -> None:
+        learning_rate: float, verbose: int, prefix: str = "", patience: int | None = None,
+        backup_dir: Path | None = None) -> None:
     """Trains a model from images in [0, 255] to the clean images in [0, 1] (its noise layer corrupts the
-    input in training only); logs the curves to MLflow under `prefix`; early stopping when `patience`."""
+    input in training only) on the one fit path (fitting.guarded_fit): curves logged to MLflow under `prefix`,
+    early stopping unless `patience` is None, a killed fit resumed from `backup_dir`."""
     model.compile(keras.optimizers.Adam(learning_rate), "mse")
-    callbacks = [fitting.MlflowEpochLogger(prefix=prefix)]
-    if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                                       restore_best_weights=True))
-    model.fit(x_train, x_train / 255.0, validation_data=(x_val, x_val / 255.0), epochs=epochs,
-              batch_size=batch_size, callbacks=callbacks, verbose=verbose)
+    fitting.guarded_fit(model, x_train, x_train / 255.0, validation_data=(x_val, x_val / 255.0), epochs=epochs,
+                        batch_size=batch_size, patience=patience, prefix=prefix, verbose=verbose,
+                        backup_dir=backup_dir)
 
 
 def denoising_scores(model: keras.Model, x_val: np.ndarray, noise_std: float, seed: int) -> dict:

@@ -9,6 +9,7 @@ from scipy import linalg
 
 from models import cnn
 from pipelines.core import config as config_module
+from pipelines.training import fitting
 
 
 def feature_classifier(x: np.ndarray, y: np.ndarray, classes: int, seed: int, epochs: int = 8) -> keras.Model:
@@ -17,7 +18,7 @@ def feature_classifier(x: np.ndarray, y: np.ndarray, classes: int, seed: int, ep
     model = cnn.build_small_cnn(config_module.ModelConfig(), x.shape[1:], classes,
                                 {"mean": [float(x.mean())], "variance": [float(x.var()) or 1.0]})
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x.astype(np.float32), y, batch_size=64, epochs=epochs, verbose=0)
+    fitting.guarded_fit(model, x.astype(np.float32), y, epochs=epochs, batch_size=64, log=False)
     return keras.Model(model.input, model.get_layer("dense").output, name="fid_features"), model
 
 

@@ -221,25 +221,47 @@ def class_weights(config: config_module.Config, data: SplitData) -> dict | None:
         int(label): 1.0 for label in classes if label not in present}
 
 
-def _callbacks(config: config_module.Config, folder: Path | None, backup_dir: Path | None, offset: int,
-               log_to_mlflow: bool, scorer: ObjectiveLogger | None = None) -> tuple[list, NanGuard]:
+def guarded_fit(model: keras.Model, x, y=None, *, epochs: int, validation_data=None, patience: int | None = None,
+                reduce_lr_patience: int = 0, monitor: str = "val_loss", mode: str = "min",
+                checkpoint: Path | None = None, backup_dir: Path | None = None, log: bool = True, offset: int = 0,
+                prefix: str = "", verbose: int = 0, scorers: list | tuple = (), callbacks: list | tuple = (),
+                **options) -> dict:
+    """The one fit path of every model: `model.fit` with the NaN guard, early stopping on `monitor` unless
+    `patience` is None (best weights restored), ReduceLROnPlateau (factor 0.5) when `reduce_lr_patience`, the best
+    weights checkpointed to `checkpoint`, resume of a killed run from `backup_dir` (BackupAndRestore, epoch
+    granularity) and MLflow epoch logging under `prefix`. `options` go to `fit` as they are (batch_size,
+    steps_per_epoch, class_weight); `scorers` run before the standard callbacks (they write the logs those
+    watch), `callbacks` after them. Returns the history dict.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite; the message says at which epoch and batch.
+    """
     guard = NanGuard()
-    # a named objective is watched itself; otherwise the smooth validation loss
-    monitor, mode = ("val_selection", "max") if scorer is not None else ("val_loss", "min")
-    callbacks = [guard, *([scorer] if scorer is not None else []),
-                 keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.train.patience,
-                                               restore_best_weights=True)]
-    if config.train.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
-                                                           patience=config.train.reduce_lr_patience))
-    if folder is not None and config.train.checkpoint:
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"), monitor=monitor,
-                                                         mode=mode, save_best_only=True, save_weights_only=True))
+    standard = [guard, *scorers]
+    if patience is not None:
+        standard.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                                      restore_best_weights=True))
+    if reduce_lr_patience:
+        standard.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+                                                          patience=reduce_lr_patience))
+    if checkpoint is not None:
+        standard.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode,
+                                                        save_best_only=True, save_weights_only=True))
     if backup_dir is not None:  # a killed run resumes from its last completed epoch
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
-    if log_to_mlflow:
-        callbacks.append(MlflowEpochLogger(offset))
-    return callbacks, guard
+        if backup_dir.is_dir() and any(backup_dir.iterdir()):
+            print(f"[{prefix.rstrip('/') or 'train'}] resuming from the backup of an interrupted run in {backup_dir}")
+        standard.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    if log:
+        standard.append(MlflowEpochLogger(offset, prefix))
+    standard += list(callbacks)
+    history = model.fit(x, y, validation_data=validation_data, epochs=epochs, callbacks=standard, verbose=verbose,
+                        **options)
+    if guard.where:
+        epoch, batch, value = guard.where
+        raise TrainingDiverged(f"training stopped: the loss became {value} at epoch {epoch}, batch {batch} "
+                               f"(learning rate {float(keras.backend.get_value(model.optimizer.learning_rate)):g}); "
+                               "lower the learning rate, or look for NaN or inf in the inputs")
+    return history.history
 
 
 def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitData, epochs: int, *,
@@ -266,29 +288,26 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
         steps = -(-len(data.x["train"]) // config.train.batch_size)
     if steps:
         train = train.repeat()
-    if backup_dir is not None and backup_dir.is_dir() and any(backup_dir.iterdir()):
-        print(f"[train] resuming from the backup of an interrupted run in {backup_dir}")
-    extra = callbacks or []
     goal = objective(data.task, config.train)
     class_names = data.class_names if data.task == "classification" else []
     scorer = ObjectiveLogger(goal, val, data.y["val"], class_names) if goal.named else None
-    callbacks, guard = _callbacks(config, folder, backup_dir, offset, log_to_mlflow, scorer)
-    callbacks += extra
+    # a named objective is watched itself; otherwise the smooth validation loss
+    monitor, mode = ("val_selection", "max") if scorer is not None else ("val_loss", "min")
     started = time.perf_counter()
-    history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                        class_weight=class_weights(config, data), verbose=config.runtime.verbose)
+    history = guarded_fit(
+        model, train, epochs=epochs, validation_data=val, patience=config.train.patience,
+        reduce_lr_patience=config.train.reduce_lr_patience, monitor=monitor, mode=mode,
+        checkpoint=folder / "best.weights.h5" if folder is not None and config.train.checkpoint else None,
+        backup_dir=backup_dir, log=log_to_mlflow, offset=offset, verbose=config.runtime.verbose,
+        scorers=[scorer] if scorer is not None else [], callbacks=callbacks or [], steps_per_epoch=steps,
+        class_weight=class_weights(config, data))
     seconds = time.perf_counter() - started
-    if guard.where:
-        epoch, batch, value = guard.where
-        raise TrainingDiverged(f"training stopped: the loss became {value} at epoch {epoch}, batch {batch} "
-                               f"(learning rate {float(keras.backend.get_value(model.optimizer.learning_rate)):g}); "
-                               "lower train.learning_rate, or look for NaN or inf in the inputs")
     val_loss, score = model.evaluate(val, verbose=0)
     scores = {objective(data.task).key: float(score), "val/loss": float(val_loss),
-              "epochs": len(history.history["loss"]), "fit_seconds": seconds}
+              "epochs": len(history["loss"]), "fit_seconds": seconds}
     if goal.named:
         scores.update(score_objective(goal, data.y["val"], model.predict(val, verbose=0), class_names))
-    return history.history, scores
+    return history, scores
 
 
 def fit_inputs(x, y: np.ndarray, loss: str, num_outputs: int, batch_size: int, seed: int):

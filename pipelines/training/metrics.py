@@ -174,3 +174,12 @@ def validation(task: str, y: np.ndarray, outputs: np.ndarray, reference: np.ndar
         row["val_pr_auc"] = found["pr_auc"]
     return row
 
+
+def segmentation(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
+    """Pixel accuracy, IoU per class (NaN for a class in neither truth nor prediction) and their mean."""
+    matrix = sk_metrics.confusion_matrix(truth.ravel(), predicted.ravel(), labels=np.arange(num_classes))
+    hits = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(axis=0) + matrix.sum(axis=1) - hits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, hits / union, np.nan)
+    return {"pixel_accuracy": float(hits.sum() / matrix.sum()), "miou": float(np.nanmean(iou)), "iou": iou}

@@ -102,19 +102,23 @@ def optimized(model, variant: str, data: splits.SplitData, config: config_module
         mlflow.set_tag(f"export.{variant}.fallback", reason)
         return model, {"fallback": 1}
     settings, loss = config.export, fitting.loss_for(config, data.task)
-    rate = config.train.learning_rate
+    rate, batch = config.train.learning_rate, settings.optimize_batch_size
     view = fitting.training_view(data)  # what the model trained on
-    x, y = fitting.fit_inputs(view.x["train"], view.y["train"], loss, data.num_outputs, 32, config.train.seed)
-    if variant == "pruned_int8":
-        pruned = optimize.prune(model, loss, x, y, settings.prune_sparsity, settings.optimize_epochs, rate)
-        return pruned, {"sparsity": optimize.sparsity(pruned)}
-    if variant == "pqat_int8":
-        quantized = optimize.prune_preserving_quantization(model, loss, x, y, settings.prune_sparsity,
-                                                           settings.optimize_epochs, rate)
-        return quantized, {"sparsity": optimize.sparsity(quantized)}
-    if variant == "clustered_int8":
-        return optimize.cluster(model, loss, x, y, settings.clusters, settings.optimize_epochs, rate), {}
-    return optimize.quantization_aware(model, loss, x, y, settings.optimize_epochs, rate), {}
+    x, y = fitting.fit_inputs(view.x["train"], view.y["train"], loss, data.num_outputs, batch, config.train.seed)
+    try:
+        if variant == "pruned_int8":
+            pruned = optimize.prune(model, loss, x, y, settings.prune_sparsity, settings.optimize_epochs, rate, batch)
+            return pruned, {"sparsity": optimize.sparsity(pruned)}
+        if variant == "pqat_int8":
+            quantized = optimize.prune_preserving_quantization(model, loss, x, y, settings.prune_sparsity,
+                                                               settings.optimize_epochs, rate, batch)
+            return quantized, {"sparsity": optimize.sparsity(quantized)}
+        if variant == "clustered_int8":
+            return optimize.cluster(model, loss, x, y, settings.clusters, settings.optimize_epochs, rate, batch), {}
+        return optimize.quantization_aware(model, loss, x, y, settings.optimize_epochs, rate, batch), {}
+    except optimize.Diverged as error:
+        raise StageError(f"export: the {variant} fine-tune diverged: {error}; lower train.learning_rate, or leave "
+                         f"{variant} out of export.variants") from None
 
 
 def scored(flatbuffer: bytes, data: splits.SplitData, keras_outputs: np.ndarray, config: config_module.Config,

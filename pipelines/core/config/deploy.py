@@ -26,6 +26,7 @@ class ExportConfig:
                                 at_least(-1))
     triage_layers: int = option(3, "layers the selective-quantization variant keeps in float", at_least(1))
     optimize_epochs: int = option(6, "fine-tuning epochs of pruning, clustering and QAT", at_least(1))
+    optimize_batch_size: int = option(32, "fine-tuning batch size of pruning, clustering and QAT", at_least(1))
     representative_samples: int = option(200, "training images used to calibrate int8", at_least(1))
     max_accuracy_drop: float = option(0.01, "largest val accuracy drop allowed for the bundled variant (of "
                                       "train.objective when named and higher is better)", at_least(0))

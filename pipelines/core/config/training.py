@@ -25,6 +25,13 @@ class BackboneConfig:
     weights: str = option("", "applications: a weights file (include_top=False), or 'imagenet' when online")
     source_classes: tuple[int, ...] = option((0, 1, 2, 3, 4), "project_source_task: classes of the source task")
     pretrain_epochs: int = option(30, "epochs of the project's own pretraining", at_least(1))
+    pretrain_batch_size: int = option(64, "project backbones: images per pretraining step", at_least(1))
+    pretrain_learning_rate: float = option(1e-3, "project backbones: Adam learning rate of pretraining",
+                                           greater_than(0))
+    pretrain_patience: int = option(5, "project backbones: epochs without a better val_loss before pretraining "
+                                    "stops (best weights kept)", at_least(0))
+    source_val_fraction: float = option(0.15, "project_source_task: share of the source images held out to "
+                                        "early-stop and score the source classifier", greater_than(0), below(1))
     noise_std: float = option(40.0, "project_autoencoder: std of the Gaussian noise on 0-255 inputs", at_least(0))
     filters: tuple[int, ...] = option((32, 64), "project backbones: convolution filters per block", non_empty)
 
