@@ -91,6 +91,21 @@ def _summary(config: config_module.Config, results: list, seconds: float) -> Non
         print(f"edge bundle: {workspace.bundle_dir(config.root, config.experiment)}")
 
 
+def _mlflow_line(message: str) -> str:
+    """An MLflow error in one line: a database's own cause without the SQL statement and its parameters, and a
+    read-only store named with what to do."""
+    import mlflow
+
+    lines = [line.strip() for line in message.splitlines() if line.strip()
+             and not line.strip().startswith(("[SQL:", "[parameters:", "(Background on", "(raised as a result"))]
+    cause = next((line for line in lines if line.startswith(("(sqlite3.", "(psycopg"))), None)
+    text = cause or (lines[0] if lines else message.strip())
+    if "readonly database" in text or "read-only" in text:
+        return (f"the tracking store {mlflow.get_tracking_uri()} is read-only for this user ({text}); give write "
+                "access to its folder, or point MLFLOW_TRACKING_URI at a store you can write")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("PIPELINES_DEBUG", "") not in ("", "0")
@@ -145,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except MlflowException as error:  # the store or server refused: its message says why
         if debug:
             raise
-        print(f"MLflow error: {error.message} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"MLflow error: {_mlflow_line(error.message)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     except Exception as error:  # a bug, in the project or a library: say so, and where to see more
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) and not debug:

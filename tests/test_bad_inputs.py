@@ -291,3 +291,46 @@ def test_a_full_disk_is_one_line_naming_the_workspace_and_nothing_half_written_s
                     "kept; the previous outputs stand)")
     stage_parent = workspace.stage_dir(tmp_path, "digits", "clean").parent
     assert not list(stage_parent.glob(".clean.*")) and not (stage_parent / "clean").exists()
+
+
+def _cli_lines(tmp_path, *argv, env=None):
+    """A CLI run in its own process: (exit code, stderr lines without TensorFlow's start-up chatter)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pipelines", *argv, "--set", f"runtime.root={tmp_path}"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    noise = ("I0000", "E0000", "W0000", "WARNING: All log messages", "INFO:")
+    return done.returncode, [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+@pytest.mark.slow
+def test_a_read_only_store_is_named_in_one_line(tmp_path):
+    from pipelines.core import workspace
+
+    code, _ = _cli_lines(tmp_path, "analyze")
+    assert code == 0
+    database = tmp_path / "mlruns" / "mlflow.db"
+    code, lines = _cli_lines(tmp_path, "clean", env={"MLFLOW_TRACKING_URI": f"sqlite:///file:{database}?mode=ro&uri=true"})
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0] == (f"MLflow error: the tracking store sqlite:///file:{database}?mode=ro&uri=true is read-only for "
+                        "this user ((sqlite3.OperationalError) attempt to write a readonly database); give write "
+                        "access to its folder, or point MLFLOW_TRACKING_URI at a store you can write (rerun with "
+                        "--debug for the traceback)")
+    assert not workspace.stage_dir(tmp_path, "digits", "clean").exists()
+
+
+def test_experiments_started_at_once_on_a_new_store_all_start(tmp_path):
+    """MLflow creates the SQLite schema on first use; four processes at once raced on it (three of four failed
+    with 'table ... already exists' or 'duplicate column name' before tracking.configure took a lock)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom pipelines.core import config, tracking\n"
+              "print(tracking.configure(config.load(None, sys.argv[1:])))")
+    children = [subprocess.Popen([sys.executable, "-c", script, f"runtime.root={tmp_path}", f"experiment=e{index}"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(4)]
+    results = [child.communicate(timeout=300) for child in children]
+    assert [child.returncode for child in children] == [0] * 4, [err[-500:] for _, err in results]
+    assert sorted(out.strip().splitlines()[-1] for out, _ in results) == ["1", "2", "3", "4"]

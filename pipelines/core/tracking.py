@@ -58,6 +58,8 @@ def _store_root(config: config_module.Config) -> Path:
 def configure(config: config_module.Config) -> str:
     """Points MLflow at the project's store and returns the experiment id (created on first use)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database-migration INFO lines
+    # a database error is raised to the CLI, which names it in one line; MLflow also logs it with its traceback
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     root = _store_root(config)
     (root / "mlruns").mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(root) if root == config.root else f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
@@ -68,6 +70,30 @@ def configure(config: config_module.Config) -> str:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    with _schema_lock(uri):
+        return _experiment(config, uri, root)
+
+
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """Serializes the first use of a local SQLite store between processes (a lock file beside the database):
+    MLflow creates and migrates the schema on first use, and two processes doing it at once race
+    (`table _alembic_tmp_experiments already exists`)."""
+    database = Path(uri.removeprefix("sqlite:///"))
+    if not uri.startswith("sqlite:///") or "?" in uri or not database.parent.is_dir():
+        yield
+        return
+    import fcntl
+
+    with open(database.parent / ".schema.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _experiment(config: config_module.Config, uri: str, root: Path) -> str:
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is not None:
         if experiment.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
