@@ -299,8 +299,12 @@ def _cli_lines(tmp_path, *argv, env=None):
     import subprocess
     import sys
 
+    from tests.conftest import REPO
+
+    # from tmp_path: MLflow makes the folders of a `sqlite:///file:...` URI relative to the working directory
     done = subprocess.run([sys.executable, "-m", "pipelines", *argv, "--set", f"runtime.root={tmp_path}"],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     noise = ("I0000", "E0000", "W0000", "WARNING: All log messages", "INFO:")
     return done.returncode, [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(noise)]
 
