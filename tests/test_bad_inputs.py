@@ -74,6 +74,13 @@ CONFIG_CASES = [
      "search.space.train.learning_rate.low: must be > 0 for kind 'log_uniform', got 0"),
     ("search.space={nope.x: {kind: uniform, low: 0, high: 1}}", "search.space.nope.x: unknown key (not a config "
      "field)"),
+    ("search.space={train.optimizer: {kind: choice, values: [adam, 3]}}",
+     "search.space.train.optimizer.values[1]: train.optimizer: must be a string, got 3"),
+    ("search.space={train.optimizer: {kind: choice, values: [adam, lbfgs]}}",
+     "search.space.train.optimizer.values[1]: train.optimizer: must be one of ['adam', 'sgd', 'rmsprop', "
+     "'adagrad'], got 'lbfgs'"),
+    ("augment.transforms=[{name: HorizontalFlip}, {name: Twirl}]",
+     "augment.transforms[1]: albumentations has no transform 'Twirl'"),
     ("runtime.strategy=tpu", "runtime.strategy: must be one of ['default', 'mirrored', 'multi_worker'], got 'tpu'"),
     ("runtime.in_memory_mb=-5", "runtime.in_memory_mb: must be >= 0, got -5.0"),
     ("gan.epochs=0", "gan.epochs: must be >= 1, got 0"),

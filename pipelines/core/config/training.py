@@ -172,6 +172,13 @@ class AugmentConfig:
         for index, transform in enumerate(self.transforms):
             if not isinstance(transform, dict) or not isinstance(transform.get("name"), str):
                 raise ConfigError(f"augment.transforms[{index}]: must be a mapping with a 'name', got {transform!r}")
+        if self.transforms:  # a misspelt transform is found at load, not when training starts
+            import albumentations
+
+            for index, transform in enumerate(self.transforms):
+                if not isinstance(getattr(albumentations, transform["name"], None), type):
+                    raise ConfigError(f"augment.transforms[{index}]: albumentations has no transform "
+                                      f"'{transform['name']}'")
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,21 @@ class ParamSpace:
     low: float = option(0.0, "lower bound (log_uniform, uniform, int)")
     high: float = option(1.0, "upper bound (log_uniform, uniform, int)")
     values: tuple = option((), "candidates (choice)")
+
+
+def _check_choices(config: Config, path: str, values: tuple) -> None:
+    """Each candidate must be a value the field accepts (its type and rules), found at load rather than when a
+    trial runs it."""
+    from pipelines.core.config import schema
+
+    for index, value in enumerate(values):
+        tree = schema.to_dict(config)
+        tree["search"]["space"] = {}
+        schema.set_path(tree, path, value)
+        try:
+            schema.build(type(config), tree)
+        except ConfigError as error:
+            raise ConfigError(f"search.space.{path}.values[{index}]: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -220,6 +242,7 @@ class SearchConfig:
             if space.kind == "choice":
                 if not space.values:
                     raise ConfigError(f"search.space.{path}.values: must not be empty for kind 'choice'")
+                _check_choices(config, path, space.values)
             elif not space.low < space.high:
                 raise ConfigError(f"search.space.{path}: low must be < high, got {space.low:g} >= {space.high:g}")
             elif space.kind == "log_uniform" and space.low <= 0:
