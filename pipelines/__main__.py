@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import sys
 import time
 
@@ -100,6 +101,12 @@ def _mlflow_line(message: str) -> str:
              and not line.strip().startswith(("[SQL:", "[parameters:", "(Background on", "(raised as a result"))]
     cause = next((line for line in lines if line.startswith(("(sqlite3.", "(psycopg"))), None)
     text = cause or (lines[0] if lines else message.strip())
+    unreachable = re.search(r"API request to (https?://[^/\s]+)\S* failed .*(Connection refused|timed out|Name or "
+                            r"service not known|Temporary failure in name resolution)", text)
+    if unreachable:
+        return (f"cannot reach the tracking server {unreachable.group(1)} ({unreachable.group(2).lower()}, after "
+                f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '2')} quick retries); start it (make server) or "
+                "point MLFLOW_TRACKING_URI at a running one")
     if "readonly database" in text or "read-only" in text:
         return (f"the tracking store {mlflow.get_tracking_uri()} is read-only for this user ({text}); give write "
                 "access to its folder, or point MLFLOW_TRACKING_URI at a store you can write")

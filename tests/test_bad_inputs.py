@@ -280,8 +280,11 @@ def test_an_unreachable_tracking_server_is_named_in_one_line_quickly(tmp_path):
                           env={**environment, "MLFLOW_TRACKING_URI": "http://127.0.0.1:1"})
     elapsed = time.monotonic() - started
     lines = [line for line in done.stderr.splitlines() if line.startswith(("MLflow error", "error", "unexpected"))]
-    assert done.returncode == 1 and len(lines) == 1 and "127.0.0.1" in lines[0] and "refused" in lines[0]
-    assert elapsed < 60  # MLflow's own retries took about four minutes
+    assert done.returncode == 1 and lines == [
+        "MLflow error: cannot reach the tracking server http://127.0.0.1:1 (connection refused, after 2 quick "
+        "retries); start it (make server) or point MLFLOW_TRACKING_URI at a running one (rerun with --debug for the "
+        "traceback)"]
+    assert elapsed < 15  # MLflow's own retries took about four minutes; here about 9 s, start-up included
 
 
 def test_a_full_disk_is_one_line_naming_the_workspace_and_nothing_half_written_stays(tmp_path, capsys, monkeypatch):
