@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         if args.stage == "tune-worker":  # no workspace lock: the search it joins holds it
-            from pipelines.stages import tune
+            from pipelines.training import tuning
 
-            tune.work(config, args.idle)
+            tuning.work(config, args.idle)
             return 0
         if config.runtime.strategy == "multi_worker":
             from pipelines.training import fitting

@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
-from pipelines.stages import clean, split, train, tune
-from pipelines.training import fitting, search
+from pipelines.stages import clean, split, train
+from pipelines.training import fitting, search, tuning
 from tests.conftest import tiny_config
 
 SPACE = {"train.learning_rate": config_module.ParamSpace(kind="log_uniform", low=1e-4, high=1e-1),
@@ -54,6 +54,99 @@ def test_median_pruner_stops_a_trial_below_the_median_after_warmup(tmp_path):
     assert report.pruned_at == 2 and report.model.stop_training
 
 
+_ONE_WORKER = """
+import json, sys, time
+from pathlib import Path
+from optuna.trial import TrialState
+from pipelines.training import search
+
+url, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+study = search.open_study(url, name, higher=True, prune_warmup=0)
+ran = []
+
+def stub(trial, *args):
+    ran.append(trial.suggest_int("point", 0, 10_000))
+    return 0.0
+
+search.run_trial = stub
+while not go.exists():
+    time.sleep(0.01)
+search.work(study, None, None, None, lambda: not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+print(json.dumps(ran))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_workers_asking_at_once_never_take_a_trial_twice(tmp_path, backend, request):
+    """Three worker processes on one queue of 90 instant trials (the claim is all they do): every trial runs
+    once. Without open_study's BEGIN IMMEDIATE, SQLite handed 17 of 300 trials out twice to three processes."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'o.db'}"
+    name = f"claims-{tmp_path.name}"
+    study = search.open_study(url, name, higher=True, prune_warmup=0)
+    for point in range(90):
+        study.enqueue_trial({"point": point}, user_attrs={"phase": "random"})
+    go = tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", _ONE_WORKER, url, name, str(go)], stdout=subprocess.PIPE,
+                                text=True) for _ in range(3)]
+    time.sleep(1)
+    go.touch()
+    ran = [point for worker in workers for point in yaml.safe_load(worker.communicate(timeout=300)[0])]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert sorted(ran) == list(range(90))  # each planned trial once, none twice
+    trials = study.get_trials()
+    assert sorted(trial.params["point"] for trial in trials if trial.state == TrialState.COMPLETE) == sorted(ran)
+    assert all(trial.user_attrs.get("unplanned") and not trial.params
+               for trial in trials if trial.state != TrialState.COMPLETE)  # made by `ask` at the end, unrun
+
+
+def _queue(tmp_path, *rates):
+    study = search.open_study(f"sqlite:///{tmp_path / 'optuna.db'}", "s", higher=True, prune_warmup=0)
+    search.plan(study, "random", [{"train.learning_rate": rate} for rate in rates], SPACE)
+    return study
+
+
+def _until_empty(study):
+    return not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+
+
+def _stub(trial, *args):
+    trial.set_user_attr("seconds", 0.0)
+    return trial.suggest_float("train.learning_rate", 1e-4, 1e-1, log=True)
+
+
+def test_a_trial_taken_by_a_worker_killed_before_its_first_heartbeat_is_retried(tmp_path, monkeypatch):
+    study = _queue(tmp_path, 0.01)
+    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna's heartbeats start in `optimize`, after `ask`
+        study.ask()  # taken; the worker dies before `optimize` starts its heartbeat thread
+    search.fail_stale(study)
+    assert [trial.state for trial in study.get_trials()] == [TrialState.RUNNING]  # within the grace period
+    monkeypatch.setattr(search, "GRACE_SECONDS", 0)
+    search.fail_stale(study)
+    taken, retry = study.get_trials()
+    assert taken.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.user_attrs["phase"] == "random" and retry.system_attrs["failed_trial"] == taken.number
+    monkeypatch.setattr(search, "run_trial", _stub)
+    assert search.work(study, None, None, None, lambda: _until_empty(study)) == 1
+    assert study.get_trials()[-1].params == {"train.learning_rate": 0.01}
+
+
+def test_a_worker_whose_trial_was_taken_for_dead_goes_on_with_the_next(tmp_path, monkeypatch, capsys):
+    study = _queue(tmp_path, 0.01, 0.02)
+
+    def stalled(trial, *args):
+        if trial.number == 0:  # silent past the grace period: another worker failed it and enqueued it again
+            search._retry(study, study.tell(trial.number, state=TrialState.FAIL))
+        return _stub(trial)
+
+    monkeypatch.setattr(search, "run_trial", stalled)
+    assert search.work(study, None, None, None, lambda: _until_empty(study)) == 2  # the second, the retry
+    assert [trial.state for trial in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE,
+                                                             TrialState.COMPLETE]
+    assert study.get_trials()[2].params == {"train.learning_rate": 0.01}
+    assert "trial 0 was taken for dead" in capsys.readouterr().out
+
+
 def _search_config(root, folds: int = 0, **search_settings):
     tree = config_module.to_dict(tiny_config(root))
     tree["split"]["folds"] = folds
@@ -77,18 +170,18 @@ def _grid_keys(trials):
 @pytest.mark.slow
 def test_the_search_plans_both_phases_once_and_keeps_the_budget(tmp_path, capsys):
     config = _prepared(tmp_path, n_trials=3, grid_points=6, top_k=2, max_trials=6, epochs=1)
-    trials = tune.search_trials(tune.Search(config))
+    trials = tuning.search_trials(tuning.Search(config))
     assert len(trials) == 6 and [trial["phase"] for trial in trials].count("random") == 3
     assert len(set(_grid_keys(trials))) == len(_grid_keys(trials)) == 3  # no grid point twice
     assert "budget reached (6 trials)" in capsys.readouterr().out
-    study = optuna.load_study(study_name=tune.Search(config).name, storage=tune.Search(config).url)
+    study = optuna.load_study(study_name=tuning.Search(config).name, storage=tuning.Search(config).url)
     assert study.user_attrs["closed"] and study.user_attrs["planned:random"] == 3
-    assert all(trial["params"] == tune.sample(config.search)[index]
+    assert all(trial["params"] == tuning.sample(config.search)[index]
                for index, trial in enumerate(sorted(trials, key=lambda t: t["number"])[:3]))
-    again = tune.search_trials(tune.Search(config))  # finished: its trials stand, nothing runs again
+    again = tuning.search_trials(tuning.Search(config))  # finished: its trials stand, nothing runs again
     assert [trial["number"] for trial in again] == [trial["number"] for trial in trials]
     assert "finished earlier: its 6 trial(s) stand" in capsys.readouterr().out
-    fresh = tune.search_trials(tune.Search(config), fresh=True)  # forced: a new study, the same plan
+    fresh = tuning.search_trials(tuning.Search(config), fresh=True)  # forced: a new study, the same plan
     assert [trial["params"] for trial in fresh][:3] == [trial["params"] for trial in trials][:3]
 
 
@@ -102,7 +195,7 @@ def test_real_search_never_reads_the_test_split(tmp_path, monkeypatch):
         return real_load(folder, prefix, *names, **options)
 
     monkeypatch.setattr(workspace, "load_arrays", guarded)
-    trials = tune.search_trials(tune.Search(config))
+    trials = tuning.search_trials(tuning.Search(config))
     assert len(trials) == 2 and all(0 <= trial["val/accuracy"] <= 1 and trial["curve"] for trial in trials)
     assert all(trial["epochs"] <= 2 and trial["state"] == "complete" for trial in trials)
 
@@ -119,7 +212,7 @@ def test_cross_validated_objective_reports_mean_and_spread_over_the_folds(tmp_pa
     config = _search_config(tmp_path, folds=3, n_trials=1, objective="cv", epochs=1)
     for stage in (clean, split, train):
         stage.run(config)
-    trials = tune.search_trials(tune.Search(config))
+    trials = tuning.search_trials(tuning.Search(config))
     assert len(trials) == 1 and len(trials[0]["fold_scores"]) == 3
     assert trials[0]["val/accuracy"] == pytest.approx(np.mean(trials[0]["fold_scores"]))
     assert trials[0]["spread"] == pytest.approx(np.std(trials[0]["fold_scores"]))
@@ -135,7 +228,7 @@ def test_augmentation_strength_scales_every_probability():
 
 
 def _study(config):
-    job = tune.Search(config)
+    job = tuning.Search(config)
     return optuna.load_study(study_name=job.name, storage=job.url)
 
 
@@ -170,7 +263,7 @@ def test_two_workers_share_a_study_and_a_kill_loses_only_the_running_trials(tmp_
     command = [sys.executable, "-m", "pipelines"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     coordinator = subprocess.Popen([*command, "tune", "--config", str(resolved)], **quiet)
-    job = tune.Search(config)
+    job = tuning.Search(config)
     _wait(lambda: job.name in [s.study_name for s in optuna.get_all_study_summaries(job.url)], what="the study")
     worker = subprocess.Popen([*command, "tune-worker", "--config", str(resolved)], **quiet)
     try:
@@ -196,7 +289,9 @@ def test_two_workers_share_a_study_and_a_kill_loses_only_the_running_trials(tmp_
     assert len(finished) == planned  # together, exactly the plan
     assert len({search.key(trial.params) for trial in finished}) == len(finished)  # nothing ran twice
     assert all(trial.params == before[trial.number] for trial in finished if trial.number in before)
-    lost = [trial for trial in trials if trial.state == TrialState.FAIL]
+    unplanned = [trial for trial in trials if trial.user_attrs.get("unplanned")]
+    assert all(trial.state == TrialState.FAIL and not trial.params for trial in unplanned)  # made by ask, unrun
+    lost = [trial for trial in trials if trial.state == TrialState.FAIL and trial not in unplanned]
     assert len(lost) == 2  # the two trials running at the kills, and nothing else
     assert {search.key(trial.params) for trial in lost} <= {search.key(trial.params) for trial in finished}
     assert not [trial for trial in trials if trial.state in (TrialState.WAITING, TrialState.RUNNING)]
@@ -207,7 +302,7 @@ def test_two_workers_share_a_study_and_a_kill_loses_only_the_running_trials(tmp_
 @pytest.mark.slow
 def test_n_jobs_starts_local_workers_that_share_the_plan(tmp_path):
     config = _prepared(tmp_path, n_trials=6, grid_points=0, epochs=6, n_jobs=2)
-    trials = tune.search_trials(tune.Search(config))
+    trials = tuning.search_trials(tuning.Search(config))
     assert len(trials) == 6 and len({search.key(trial["params"]) for trial in trials}) == 6
     assert len({trial["worker"] for trial in trials}) == 2  # this process and the one it started
     logs = list(tmp_path.glob("**/.backup/tune-*/worker-0.log"))
@@ -219,7 +314,7 @@ def test_a_tune_worker_without_a_running_search_says_so(tmp_path):
 
     config = _prepared(tmp_path, n_trials=1, epochs=1)
     with pytest.raises(StageError, match="start `make tune` first"):
-        tune.work(config, idle_seconds=1)
+        tuning.work(config, idle_seconds=1)
 
 
 @pytest.mark.slow
@@ -229,23 +324,22 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path,
     config = _prepared(tmp_path, n_trials=4, grid_points=4, top_k=2, epochs=1)
     calls = []
 
-    def fake_trial(study, trial_id, config, split_folder, digest, interrupt_at=None):
-        trial = optuna.Trial(study, trial_id)
+    def fake_trial(trial, config, split_folder, digest, interrupt_at=None):
         params = {path: search._suggest(trial, path, distribution)
                   for path, distribution in search.distributions(config.search.space).items()}
         calls.append(search.key(params))
         if len(calls) == interrupt_at:
             raise KeyboardInterrupt
         trial.set_user_attr("seconds", 0.0)
-        study.tell(trial, 1.0 - abs(np.log10(params["train.learning_rate"]) + 2.5))
+        return 1.0 - abs(np.log10(params["train.learning_rate"]) + 2.5)
 
     monkeypatch.setattr(search, "run_trial", lambda *args: fake_trial(*args, interrupt_at=3))
     with pytest.raises(KeyboardInterrupt):
-        tune.search_trials(tune.Search(config))
+        tuning.search_trials(tuning.Search(config))
     study = _study(config)
     assert not study.user_attrs["closed"] and study.user_attrs["stopped"]
     monkeypatch.setattr(search, "run_trial", fake_trial)
-    trials = tune.search_trials(tune.Search(config))
+    trials = tuning.search_trials(tuning.Search(config))
     planned = study.user_attrs["planned:random"] + study.user_attrs["planned:grid"]
     assert len(trials) == planned and study.user_attrs["closed"]
     assert len(calls) == planned + 1  # every planned trial once, and the interrupted one a second time
@@ -256,7 +350,7 @@ def test_the_study_outlives_a_change_of_workers_or_storage_but_not_of_the_search
     from pipelines.core import stage
 
     def fingerprint(*overrides):
-        return stage.fingerprint(tiny_config(tmp_path, *overrides), "tune", tune.SECTIONS, {"split": "s"})
+        return stage.fingerprint(tiny_config(tmp_path, *overrides), "tune", tuning.SECTIONS, {"split": "s"})
 
     assert fingerprint() == fingerprint("search.n_jobs=3", "search.storage=postgresql://u@db/x")
     assert fingerprint() != fingerprint("search.seed=1") and fingerprint() != fingerprint("search.epochs=5")
@@ -278,6 +372,6 @@ def test_cv_search_where_train_streams_and_val_is_in_memory(tmp_path):
     views = splits.fold_views(folder, data)
     assert sum(len(view.x["val"]) for view in views) == len(data.y["train"]) + len(data.y["val"])
     train.run(config)
-    trials = tune.search_trials(tune.Search(config))
+    trials = tuning.search_trials(tuning.Search(config))
     assert len(trials) == 1 and trials[0]["state"] == "complete" and len(trials[0]["fold_scores"]) == 2
     assert all(0.0 <= score <= 1.0 for score in trials[0]["fold_scores"])

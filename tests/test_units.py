@@ -9,8 +9,7 @@ from sklearn import metrics as sk_metrics
 
 from pipelines.core import config as config_module
 from pipelines.data import duplicates, sources
-from pipelines.stages import tune
-from pipelines.training import metrics, variants
+from pipelines.training import metrics, tuning, variants
 
 
 def test_canonical_image_is_uint8_resized_with_the_configured_channels():
@@ -77,13 +76,13 @@ def test_random_search_samples_inside_the_space_and_is_seeded():
         "train.learning_rate": {"kind": "log_uniform", "low": 1e-4, "high": 1e-2},
         "train.batch_size": {"kind": "int", "low": 16, "high": 64},
         "train.optimizer": {"kind": "choice", "values": ["adam", "sgd"]}}}})
-    trials = tune.sample(config.search)
-    assert len(trials) == 20 and trials == tune.sample(config.search)
+    trials = tuning.sample(config.search)
+    assert len(trials) == 20 and trials == tuning.sample(config.search)
     rates = [trial["train.learning_rate"] for trial in trials]
     assert min(rates) >= 1e-4 and max(rates) <= 1e-2 and min(rates) < 1e-3 < max(rates)
     assert all(isinstance(trial["train.batch_size"], int) and 16 <= trial["train.batch_size"] <= 64
                for trial in trials)
-    applied = tune.apply(config, trials[0])
+    applied = tuning.apply(config, trials[0])
     assert applied.train.optimizer == trials[0]["train.optimizer"]
 
 

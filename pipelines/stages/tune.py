@@ -2,10 +2,11 @@
 
 Phase 1 samples `search.n_trials` parameter sets from `search.space` (Optuna's seeded RandomSampler).
 Phase 2 spans a grid (`search.grid_points` values per numeric parameter, log-spaced where the distribution is)
-over the region of the `search.top_k` best random trials, nearest the best trial first. This stage plans each
-phase in an Optuna study (enqueued trials, each handed out once) and works on it with `search.n_jobs - 1` local
-worker processes; `make tune-worker` joins from another shell or machine that sees the same workspace and
-storage (`search.storage`). The objective is the validation metric, or the mean and spread over k folds of
+over the region of the `search.top_k` best random trials, nearest the best trial first. The search
+(pipelines/training/tuning.py, on Optuna in search.py) plans each phase in an Optuna study (enqueued trials, each
+handed out once) and works on it with `search.n_jobs - 1` local worker processes besides this one;
+`make tune-worker` joins from another shell or machine that sees the same workspace and storage (`search.storage`).
+The objective is the validation metric, or the mean and spread over k folds of
 train+val (`search.objective: cv`); the test split is never read. Budgets: `search.max_trials` and
 `search.max_seconds`; `search.prune_warmup` prunes by Optuna's MedianPruner. A killed search keeps its finished
 trials in the study, and a rerun continues it. Each trial is a nested MLflow run. The best configuration is
@@ -15,251 +16,45 @@ the same split (the one rule of pipelines/training/champion.py).
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import mlflow
-import optuna
 import yaml
 
 from pipelines.core import config as config_module
-from pipelines.core import figures, stage, tracking, workspace
-from pipelines.core.errors import StageError
+from pipelines.core import stage, tracking, workspace
 from pipelines.data import splits
-from pipelines.training import champion, fitting, recipes, search
-
-# Every search field but where the study lives and how many local workers take its trials: neither changes
-# the result, so changing them continues the same study.
-SECTIONS = (*recipes.SECTIONS, *(f"search.{field.name}" for field in dataclasses.fields(config_module.SearchConfig)
-                                 if field.name not in ("storage", "n_jobs")))
-
-
-def apply(config: config_module.Config, params: dict) -> config_module.Config:
-    for path, value in params.items():
-        config = config_module.replace_path(config, path, value)
-    return config
-
-
-def sample(settings: config_module.SearchConfig) -> list[dict]:
-    return search.sample(settings.space, settings.n_trials, settings.seed)
-
-
-def _log_trial(config: config_module.Config, trial: dict, key: str) -> str:
-    """One nested MLflow run per trial: params, the validation curve, the result, phase, time, pruning."""
-    tags = {"phase": trial["phase"], "pruned": str(bool(trial.get("pruned_at"))).lower(),
-            "state": trial["state"], "diverged": str("diverged" in trial).lower(), "worker": str(trial["worker"]),
-            "optuna_trial": str(trial["number"])}
-    span = (trial["started"], trial["started"] + trial["seconds"]) if trial.get("started") else None
-    with tracking.run(apply(config, trial["params"]), f"trial-{trial['number']}", tags=tags, span=span) as active:
-        mlflow.log_params({f"trial.{path}": value for path, value in trial["params"].items()})
-        curve = trial.get("curve", [])
-        for epoch, value in enumerate(curve):
-            mlflow.log_metric(key, value, step=epoch)
-        final = {key: trial[key], "trial/seconds": trial["seconds"]}
-        final.update({name: trial[name] for name in ("val/loss", "spread", "epochs") if name in trial})
-        if trial.get("pruned_at"):
-            final["trial/pruned_at_epoch"] = trial["pruned_at"]
-        # After the curve's last step, so that the runs table (which shows the latest step) shows the result.
-        tracking.log_metrics({name: value for name, value in final.items() if math.isfinite(value)},
-                             step=len(curve))
-        return active.info.run_id
-
-
-class Search:
-    """The study of one tune fingerprint: where it lives, what it is called, and the data it trains on."""
-
-    def __init__(self, config: config_module.Config):
-        if config.runtime.strategy == "multi_worker":  # workers take different trials: no collective steps
-            raise StageError("tune spreads its trials over machines with `make tune-worker`, each trial on one "
-                             "machine: run it with runtime.strategy 'default' (multi_worker is for train)")
-        self.config = config
-        self.split_folder, _ = stage.upstream(config, "split", "tune")
-        # train's result is only the baseline the search is plotted against: neither the study nor the stage's
-        # identity depends on it, so a rerun of train (forced, or an identical one) never restarts a search.
-        self.train_folder, self.train_manifest = stage.upstream(config, "train", "tune")
-        self.split_id = splits.identity(self.split_folder)
-        self.inputs = {"split": stage.identity(self.split_folder)}
-        if config.model.architecture == "transfer":
-            self.inputs["pretrain"] = stage.identity(stage.upstream(config, "pretrain", "tune")[0])
-        # The study is what the trials' results depend on: the split's content (its items and the normalizer
-        # fitted on them) and the search config; the stage's fingerprint is exactly that.
-        self.fingerprint = stage.fingerprint(config, "tune", SECTIONS, self.inputs)
-        self.name = f"{config.experiment}-tune-{self.fingerprint[:12]}"
-        folder = workspace.stage_dir(config.root, config.experiment, "tune").parent
-        self.url = config.search.storage or f"sqlite:///{folder / 'optuna.db'}"
-        self.objective = fitting.objective(workspace.read_json(self.split_folder / "dataset.json")["task"],
-                                           self.config.train)
-
-    def study(self) -> optuna.Study:
-        return search.open_study(self.url, self.name, self.objective.higher, self.config.search.prune_warmup)
-
-    def work(self, study: optuna.Study, done) -> int:
-        def said(trial):
-            state = trial.state.name.lower()
-            value = f"{trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("diverged", "")
-            pruned = f" at epoch {trial.user_attrs['pruned_at']} (median rule)" if "pruned_at" in trial.user_attrs \
-                else ""
-            print(f"[tune] trial {trial.number} ({trial.user_attrs.get('phase')}) {state}{pruned} {value}")
-
-        return search.work(study, self.config, self.split_folder, self.split_id, done, said,
-                           search.claim_lock(self.url))
-
-
-def _local_workers(config: config_module.Config, count: int, folder: Path) -> list[subprocess.Popen]:
-    """`count` worker processes on this machine, on the resolved config."""
-    if count <= 0:
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    resolved = folder / "worker_config.yaml"
-    resolved.write_text(yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
-    workers = []
-    for index in range(count):
-        with open(folder / f"worker-{index}.log", "w") as log:  # the child keeps its own descriptor
-            workers.append(subprocess.Popen([sys.executable, "-m", "pipelines", "tune-worker", "--config",
-                                             str(resolved)], stdout=log, stderr=subprocess.STDOUT))
-    return workers
-
-
-def run_phase(job: Search, study: optuna.Study, phase: str, plan: list[dict]) -> None:
-    """Plans the phase once and works until none of its trials waits or runs (or the time budget is spent)."""
-    planned = search.plan(study, phase, plan, job.config.search.space)
-    waiting, running = search.outstanding(study, phase)
-    if planned and waiting + running < planned:
-        print(f"[tune] {phase}: {planned - waiting - running} of {planned} trial(s) finished earlier, not redone")
-
-    def done() -> bool:
-        waiting, running = search.outstanding(study, phase)
-        expired = time.time() >= study.user_attrs["deadline"]
-        return running == 0 and (waiting == 0 or expired)
-
-    job.work(study, done)
-    waiting, _ = search.outstanding(study, phase)
-    if waiting:
-        print(f"[tune] budget reached (search.max_seconds): {waiting} planned {phase} trial(s) not run")
-
-
-def search_trials(job: Search, fresh: bool = False) -> list[dict]:
-    """Both phases on the study; returns every finished trial (now or in an interrupted run)."""
-    settings, key, higher = job.config.search, job.objective.key, job.objective.higher
-    study = job.study()
-    if study.user_attrs.get("closed"):  # finished earlier; an interrupted (or killed) one is resumed below
-        if not fresh:  # e.g. the final training was interrupted, or the champion moved: the trials stand
-            trials = search.records(study, key, settings.space)
-            print(f"[tune] search {job.name} finished earlier: its {len(trials)} trial(s) stand "
-                  "(--force searches afresh)")
-            return trials
-        optuna.delete_study(study_name=job.name, storage=job.url)
-        study = job.study()
-    study.set_user_attr("closed", False)
-    study.set_user_attr("stopped", False)
-    study.set_user_attr("deadline", time.time() + settings.max_seconds if settings.max_seconds else math.inf)
-    budget = settings.max_trials or math.inf
-    random_plan = sample(settings)[: int(min(settings.n_trials, budget))]
-    workers = _local_workers(job.config, settings.n_jobs - 1, stage.backup_dir(job.config, "tune", job.fingerprint))
-    try:
-        run_phase(job, study, "random", random_plan)
-        trials = search.records(study, key, settings.space)
-        ranked = [trial for trial in trials if trial["phase"] == "random" and trial["state"] == "complete"]
-        ranked = sorted(ranked, key=lambda trial: trial[key], reverse=higher)[: settings.top_k]
-        room = budget - len(random_plan)
-        if settings.grid_points and ranked and room > 0:
-            plan = search.grid_around(settings.space, [trial["params"] for trial in ranked], settings.grid_points)
-            tried = {search.key(trial["params"]) for trial in trials}
-            plan = search.nearest_first(settings.space, [params for params in plan
-                                                         if search.key(params) not in tried], ranked[0]["params"])
-            if len(plan) > room:
-                print(f"[tune] budget reached ({settings.max_trials} trials): {len(plan) - int(room)} planned grid "
-                      "trial(s) not run")
-            run_phase(job, study, "grid", plan[: int(min(len(plan), room))])
-        study.set_user_attr("closed", True)  # finished: the workers exit; a forced rerun starts afresh
-    finally:
-        # Interrupted (Ctrl-C, an error): the workers stop too, and the study stays open for a rerun to resume.
-        study.set_user_attr("stopped", True)
-        deadline = time.monotonic() + 60  # a worker ends with its current trial; then it is stopped
-        for worker in workers:
-            try:
-                worker.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-    return search.records(study, key, settings.space)
-
-
-def work(config: config_module.Config, idle_seconds: float = 600.0) -> int:
-    """`make tune-worker`: joins the search of this config's tune stage, which must be running or resumable,
-    and takes its trials until the search closes (or nothing happens for `idle_seconds`)."""
-    job = Search(config)
-    try:
-        optuna.load_study(study_name=job.name, storage=job.url)
-    except KeyError:
-        raise StageError(f"no search {job.name} in {job.url}: start `make tune` first (same config)") from None
-    study = job.study()
-    last = [time.monotonic()]
-
-    def done() -> bool:
-        if study.user_attrs.get("closed") or study.user_attrs.get("stopped"):
-            return True
-        if search.outstanding(study, "random") != (0, 0) or search.outstanding(study, "grid") != (0, 0):
-            last[0] = time.monotonic()
-        return time.monotonic() - last[0] > idle_seconds
-
-    ran = job.work(study, done)
-    print(f"[tune-worker] ran {ran} trial(s) of {job.name}")
-    return ran
-
-
-def _plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
-    names = sorted(trials[0]["params"]) if trials else []
-    figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.2), squeeze=False)
-    for axis, name in zip(axes[0], names):
-        for phase, marker in (("random", "o"), ("grid", "x")):
-            chosen = [trial for trial in trials if trial["phase"] == phase]
-            if not chosen:  # no legend entry for a phase that did not run
-                continue
-            axis.scatter([trial["params"][name] for trial in chosen], [trial[key] for trial in chosen],
-                         marker=marker, label=f"{phase} trials")
-        axis.axhline(baseline[key], color="grey", linestyle="--", label="train stage")
-        values = [trial["params"][name] for trial in trials]
-        if all(isinstance(value, float) and value > 0 for value in values) and max(values) / min(values) > 20:
-            axis.set_xscale("log")
-        axis.set(xlabel=name, ylabel=key)
-        axis.legend(fontsize=7)
-    figures.save(figure, path)
+from pipelines.training import champion, recipes, tuning
 
 
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     """Searches on validation data; the best configuration's model becomes `champion` if it beats it."""
-    job = Search(config)
+    job = tuning.Search(config)
 
     def body(folder: Path) -> dict:
         data = splits.load_split(job.split_folder, in_memory_mb=config.runtime.in_memory_mb)
         key, higher = job.objective.key, job.objective.higher
         baseline = {name: job.train_manifest["metrics"][name] for name in (key, "val/loss")}
-        trials = search_trials(job, fresh=force)
+        trials = tuning.search_trials(job, fresh=force)
         ranked = sorted([trial for trial in trials if trial["state"] == "complete"], key=lambda trial: trial[key],
                         reverse=higher)
         best = ranked[0] if ranked else None
         best_params = best["params"] if best else {}
-        best_config, final = apply(config, best_params), None
+        best_config, final = tuning.apply(config, best_params), None
         if best:  # the best configuration, trained with the full epoch budget; the champion rule decides
             with tracking.run(best_config, "best", tags={"phase": "final"}):
                 model, history, final = recipes.fit_model(best_config, data, job.split_id)
                 tracking.log_metrics({key: final[key], "val/loss": final["val/loss"]}, step=len(history["loss"]))
                 champion.register(best_config, model, final, job.split_id, data.task, data.x["val"].head(2))
         for trial in trials:
-            trial["run_id"] = _log_trial(config, trial, key)
+            trial["run_id"] = tuning.log_trial(config, trial, key)
         version = tracking.champion_version(config)
         workspace.write_text(folder / "best_config.yaml",
                              yaml.safe_dump(config_module.to_dict(best_config), sort_keys=False))
         workspace.write_json(folder / "trials.json", {"baseline": baseline, "trials": trials, "final": final,
                                                       "champion_version": version, "study": job.name,
                                                       "storage": job.url})
-        _plot(trials, baseline, key, folder / "trials.png")
+        tuning.plot(trials, baseline, key, folder / "trials.png")
         for name in ("best_config.yaml", "trials.json", "trials.png"):
             mlflow.log_artifact(str(folder / name))
         mlflow.log_params({f"best.{path}": value for path, value in best_params.items()})
@@ -275,5 +70,5 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         return {**metrics, "model_version": version}
 
     return stage.execute(
-        config, "tune", SECTIONS, job.inputs, body, force,
+        config, "tune", tuning.SECTIONS, job.inputs, body, force,
         still_valid=lambda manifest: tracking.champion_version(config) == manifest["metrics"]["model_version"])

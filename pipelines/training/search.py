@@ -5,20 +5,20 @@ A study per experiment and fingerprint lives in Optuna's RDB storage (a SQLite f
 `search.storage` for a PostgreSQL URL that several machines share). Each phase is planned in full by the
 coordinator (the tune stage) and enqueued in the study: the random phase sampled by Optuna's seeded
 `RandomSampler`, the grid phase the refined grid below. Workers (the stage itself, `search.n_jobs - 1` local
-processes, `make tune-worker` elsewhere) take enqueued trials, each handed out once (the storage's compare-and-set
-of WAITING to RUNNING), so no point runs twice and the phases finish exactly their plan. Pruning is Optuna's
-`MedianPruner`. Heartbeats mark the trial of a killed worker failed after a grace period, and Optuna's
-`RetryHeartbeatStaleTrialCallback` enqueues it again: a kill loses only the running trial. This module does
-not touch MLflow; the stage logs one nested run per trial after the search.
+processes, `make tune-worker` elsewhere) run `Study.optimize`, whose `ask` takes an enqueued trial by the storage's
+compare-and-set of WAITING to RUNNING (atomic on PostgreSQL by its row lock, on SQLite by `open_study`'s
+transactions), so each trial is handed out once, no point runs twice and the phases finish exactly their plan.
+Pruning is Optuna's `MedianPruner`. Optuna's heartbeats mark the trial of a killed worker failed after a grace
+period, and its `RetryHeartbeatStaleTrialCallback` enqueues it again: a kill loses only the running trial. This
+module does not touch MLflow; the stage logs one nested run per trial after the search.
 """
 
 from __future__ import annotations
 
-import contextlib
+import datetime
 import json
 import os
 import socket
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import sqlalchemy
 import tf_keras as keras
 from optuna.trial import TrialState
 from sklearn.model_selection import ParameterGrid
@@ -36,6 +37,7 @@ from pipelines.training import fitting, recipes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage prints one line per trial itself
 HEARTBEAT_SECONDS, GRACE_SECONDS = 2, 20  # a worker silent for 20 s is taken for dead
+RETRIES = 2  # a trial whose worker dies runs at most twice more (a trial that kills its worker stops there)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 PRIMITIVE = (str, int, float, bool, type(None))
 
@@ -129,14 +131,29 @@ def key(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
 
+def _begin_immediate(connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.Study:
-    """The study `name` in the storage at `url`, created on first use (by any process: creation is atomic)."""
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    """The study `name` in the storage at `url`, created on first use (by any process: creation is atomic).
+
+    `Study.ask` takes an enqueued trial by reading it WAITING and setting it RUNNING in one transaction
+    (`SELECT ... FOR UPDATE`, then UPDATE): PostgreSQL's row lock makes that atomic. SQLite ignores FOR UPDATE, and
+    Python's sqlite3 module begins a transaction only at the UPDATE, so two processes could both read WAITING and
+    both take the trial (measured with three processes asking from one queue: 17 of 300 trials handed out twice).
+    Here each SQLite transaction begins with BEGIN IMMEDIATE, which takes the write lock before the read
+    (SQLAlchemy's recipe for pysqlite's transactions), so the read and the update are one step on SQLite too."""
+    sqlite = url.startswith("sqlite")
+    # isolation_level None: pysqlite emits no BEGIN of its own; the "begin" event below emits BEGIN IMMEDIATE.
+    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+    if sqlite:
+        sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
     # The median rule from `prune_warmup` epochs on: Optuna counts steps from 0, the config counts epochs.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(prune_warmup - 1, 0)) \
         if prune_warmup else optuna.pruners.NopPruner()
@@ -154,57 +171,6 @@ def plan(study: optuna.Study, phase: str, plan_: list[dict], space: dict[str, co
                             skip_if_exists=False)
     study.set_user_attr(f"planned:{phase}", len(plan_))
     return len(plan_)
-
-
-def claim_lock(url: str):
-    """What makes taking a trial atomic across processes. PostgreSQL's row lock (`SELECT ... FOR UPDATE`, which
-    Optuna's state update takes) does; SQLite ignores row locks, so two processes could both read WAITING and
-    both set RUNNING: there, an exclusive lock file beside the database serializes the claim."""
-    if url.startswith("sqlite:///"):
-        import filelock
-
-        return filelock.FileLock(url[len("sqlite:///"):] + ".claim.lock")
-    return contextlib.nullcontext()
-
-
-def pop(study: optuna.Study, lock=None) -> int | None:
-    """Takes one enqueued trial for this process, or None. The storage's WAITING -> RUNNING update, under
-    `lock` (see `claim_lock`), succeeds for one taker only, so concurrent workers never get the same trial
-    (unlike `Study.ask`, this never invents a trial when the queue is empty). The first heartbeat is recorded
-    at once, so a worker killed right after taking a trial leaves a trial that goes stale (and is retried)."""
-    with lock if lock is not None else contextlib.nullcontext():
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            try:
-                if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                    study._storage.record_heartbeat(trial._trial_id)
-                    return trial._trial_id
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-    return None
-
-
-class _Heartbeat:
-    """Records the running trial's heartbeat in the storage until the trial ends."""
-
-    def __init__(self, study: optuna.Study, trial_id: int):
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, args=(study._storage, trial_id), daemon=True)
-
-    def _beat(self, storage, trial_id):
-        while not self.stop.is_set():
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception:  # a busy database or a dropped connection: try again at the next beat
-                pass
-            self.stop.wait(HEARTBEAT_SECONDS)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 class _Report(keras.callbacks.Callback):
@@ -238,11 +204,10 @@ def _suggest(trial: optuna.Trial, path: str, distribution):
     return trial.suggest_categorical(path, distribution.choices)
 
 
-def run_trial(study: optuna.Study, trial_id: int, config: config_module.Config, split_folder: Path,
-              split_digest: str) -> None:
-    """Trains trial `trial_id` (taken with `pop`) on the training split, scores it on validation (or on k folds
-    of train+val) and tells the study. Reads only the training side of the split."""
-    trial = optuna.Trial(study, trial_id)
+def run_trial(trial: optuna.Trial, config: config_module.Config, split_folder: Path, split_digest: str) -> float:
+    """The objective: trains the trial's parameters on the training split and returns its validation score (or
+    the mean over k folds of train+val); raises TrialPruned when the median rule stops it, returns NaN (a failed
+    trial, not retried) when training diverges. Reads only the training side of the split."""
     space = config.search.space
     params = decode(space, {path: _suggest(trial, path, distribution)
                             for path, distribution in distributions(space).items()})
@@ -252,77 +217,128 @@ def run_trial(study: optuna.Study, trial_id: int, config: config_module.Config, 
     # train and val only: the test split is never read here
     data = splits.load_split(Path(split_folder), in_memory_mb=config.runtime.in_memory_mb)
     objective = fitting.objective(data.task, config.train)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("started", time.time())
     started = time.perf_counter()
-    with _Heartbeat(study, trial_id):
-        try:
-            if config.search.objective == "cv":
-                scores = [recipes.fit_model(config, fold, split_digest, log_to_mlflow=False)[2][objective.key]
-                          for fold in splits.fold_views(Path(split_folder), data, config.runtime.in_memory_mb)]
-                trial.set_user_attr("fold_scores", [float(score) for score in scores])
-                trial.set_user_attr("spread", float(np.std(scores)))
-                trial.set_user_attr("seconds", time.perf_counter() - started)
-                study.tell(trial, float(np.mean(scores)))
-                return
-            report = _Report(trial, objective)
-            _, history, result = recipes.fit_model(config, data, split_digest, log_to_mlflow=False,
-                                                   callbacks=[report])
-        except fitting.TrainingDiverged as error:  # a legitimate outcome of a bad region: recorded, not retried
-            trial.set_user_attr("diverged", str(error))
+    try:
+        if config.search.objective == "cv":
+            scores = [recipes.fit_model(config, fold, split_digest, log_to_mlflow=False)[2][objective.key]
+                      for fold in splits.fold_views(Path(split_folder), data, config.runtime.in_memory_mb)]
+            trial.set_user_attr("fold_scores", [float(score) for score in scores])
+            trial.set_user_attr("spread", float(np.std(scores)))
             trial.set_user_attr("seconds", time.perf_counter() - started)
-            study.tell(trial, state=TrialState.FAIL)
-            return
-        trial.set_user_attr("curve", [float(value) for value in history.get(objective.log_name, [])])
-        trial.set_user_attr("val/loss", float(result["val/loss"]))
-        trial.set_user_attr("epochs", int(result["epochs"]))
+            return float(np.mean(scores))
+        report = _Report(trial, objective)
+        _, history, result = recipes.fit_model(config, data, split_digest, log_to_mlflow=False, callbacks=[report])
+    except fitting.TrainingDiverged as error:  # a legitimate outcome of a bad region: recorded, not retried
+        trial.set_user_attr("diverged", str(error))
         trial.set_user_attr("seconds", time.perf_counter() - started)
-        if report.pruned_at:
-            trial.set_user_attr("pruned_at", report.pruned_at)
-            trial.set_user_attr("score", float(result[objective.key]))  # the best before it stopped
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, float(result[objective.key]))
+        return float("nan")
+    trial.set_user_attr("curve", [float(value) for value in history.get(objective.log_name, [])])
+    trial.set_user_attr("val/loss", float(result["val/loss"]))
+    trial.set_user_attr("epochs", int(result["epochs"]))
+    trial.set_user_attr("seconds", time.perf_counter() - started)
+    if report.pruned_at:
+        trial.set_user_attr("pruned_at", report.pruned_at)
+        trial.set_user_attr("score", float(result[objective.key]))  # the best before it stopped
+        raise optuna.TrialPruned(f"below the median at epoch {report.pruned_at}")
+    return float(result[objective.key])
+
+
+def _waiting(study: optuna.Study) -> bool:
+    """Whether an enqueued trial waits, and the study's `deadline` (the time budget) lets one start."""
+    if time.time() >= study.user_attrs.get("deadline", float("inf")):
+        return False
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Enqueues a failed trial again with its parameters and attributes, as the heartbeat callback does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, trial)
+
+
+def _fail(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | None:
+    """Fails running trial `number` and returns it, or None when it is not running (another process ended it)."""
+    try:
+        return study.tell(number, state=TrialState.FAIL)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # finished (or failed) meanwhile
+        return None
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """A killed worker's trial: failed once its heartbeat is GRACE_SECONDS old and enqueued again (Optuna's
+    `fail_stale_trials` and the storage's retry callback). A trial taken by a worker killed before its first
+    heartbeat (Optuna's check skips a trial without one) has no `worker` yet: it is failed and enqueued here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # "experimental" since 2.9
+        optuna.storages.fail_stale_trials(study)
+    horizon = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_SECONDS)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" not in trial.user_attrs and trial.datetime_start and trial.datetime_start < horizon:
+            failed = _fail(study, trial.number)
+            if failed is not None:
+                _retry(study, failed)
 
 
 def work(study: optuna.Study, config: config_module.Config, split_folder: Path, split_digest: str,
-         done: Callable[[], bool], on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-         lock=None) -> int:
-    """Takes and runs enqueued trials until `done()`; returns how many this process ran. Before the study's
-    `deadline` (the time budget) only: after it, planned trials stay unrun. `lock`: see `claim_lock`."""
-    ran = 0
+         done: Callable[[], bool], on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> int:
+    """Runs the study's enqueued trials in this process until `done()`; returns how many it ran.
+
+    A batch is `Study.optimize` (ask, heartbeats, tell); after each trial its callback stops it when no trial
+    waits, the time budget is spent or `done()`, so that `ask` never makes a trial of its own. Should another
+    worker take the last one between that check and the `ask`, the new trial is failed at once, unrun and tagged
+    `unplanned`. Between batches: stale trials are failed and enqueued again, and new ones are waited for."""
+    ran, current = 0, {"number": None, "lost": False}
+
+    def objective(trial: optuna.Trial) -> float:
+        current.update(number=trial.number, lost=False)
+        if "phase" not in trial.user_attrs:  # not an enqueued trial: nothing was left to take
+            trial.set_user_attr("unplanned", True)
+            study.stop()
+            return float("nan")
+        try:
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            return run_trial(trial, config, split_folder, split_digest)
+        except optuna.exceptions.UpdateFinishedTrialError:  # taken for dead and failed by another process
+            current["lost"] = True
+            raise
+
+    def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal ran
+        if not trial.user_attrs.get("unplanned"):
+            ran += 1
+            if on_trial:
+                on_trial(trial)
+        if not _waiting(study) or done():
+            study.stop()
+
     while not done():
-        with warnings.catch_warnings(), lock if lock is not None else contextlib.nullcontext():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # "experimental" since 2.9
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and enqueued again
-        deadline = study.user_attrs.get("deadline")
-        trial_id = pop(study, lock) if deadline is None or time.time() < deadline else None
-        if trial_id is None:
+        fail_stale(study)
+        if not _waiting(study):
             time.sleep(0.5)
             continue
         try:
-            run_trial(study, trial_id, config, split_folder, split_digest)
-        except optuna.exceptions.UpdateFinishedTrialError:  # taken as stale and finished elsewhere meanwhile
-            print(f"[tune] trial {study._storage.get_trial(trial_id).number} was finished by another worker")
-            continue
-        except BaseException:  # Ctrl-C or an error: hand the trial back before going
-            _requeue(study, trial_id)
+            study.optimize(objective, callbacks=[after])
+        except BaseException:
+            if current["lost"]:  # its retry runs (or ran) elsewhere
+                print(f"[tune] trial {current['number']} was taken for dead and retried by another worker")
+                continue
+            _hand_back(study, current["number"])
             raise
-        ran += 1
-        if on_trial:
-            on_trial(study._storage.get_trial(trial_id))
     return ran
 
 
-def _requeue(study: optuna.Study, trial_id: int) -> None:
-    """An interrupted trial: failed, and enqueued again with its parameters and phase (what the heartbeat
-    callback does for a killed worker, at once)."""
-    frozen = study._storage.get_trial(trial_id)
-    if frozen.state != TrialState.RUNNING:
+def _hand_back(study: optuna.Study, number: int | None) -> None:
+    """An interrupted trial (Ctrl-C, an error): failed, and enqueued again at once (what the heartbeat callback
+    does for a killed worker after the grace period)."""
+    if number is None:
         return
-    study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    study.enqueue_trial(frozen.system_attrs.get("fixed_params", frozen.params),
-                        user_attrs={"phase": frozen.user_attrs.get("phase")}, skip_if_exists=False)
+    trial = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
+    if trial.state == TrialState.RUNNING:  # interrupted outside the objective, before Optuna told it
+        trial = _fail(study, number)
+    if trial is not None and trial.state == TrialState.FAIL and not {"diverged", "unplanned"} & set(trial.user_attrs):
+        _retry(study, trial)
 
 
 def outstanding(study: optuna.Study, phase: str) -> tuple[int, int]:
