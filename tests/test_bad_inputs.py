@@ -187,6 +187,25 @@ def test_a_class_name_with_a_newline_is_refused_and_c_strings_are_escaped(tmp_pa
     assert micro.c_string('say "hi"\\\n?') == '"say \\"hi\\"\\\\\\012\\077"'
 
 
+@pytest.mark.parametrize(("classes", "expected"), [
+    ({"a": 3}, "image folder {folder}: 1 class(es) with readable items (a); classification needs at least two"),
+    ({"a": 3, "b": 0}, "image folder {folder}: 1 class(es) with readable items (a); classification needs at least "
+     "two"),
+    (None, "{folder}: image folder not found"),
+])
+def test_an_image_folder_without_two_classes_is_one_line(tmp_path, capsys, classes, expected):
+    from PIL import Image
+
+    for name, count in (classes or {}).items():
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(count):
+            Image.new("L", (8, 8), index * 40).save(tmp_path / "images" / name / f"{index}.png")
+    line = _one_line(capsys, 1, ["clean", "--set", f"runtime.root={tmp_path}", "--set", "data.source=image_folder",
+                                 "--set", "data.path=images", "--set", "data.image_size=8"])
+    assert line == "error: " + expected.format(folder=tmp_path / "images")
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("manifest.json"))
+
+
 def test_a_link_out_of_the_image_folder_is_refused(tmp_path, capsys):
     from PIL import Image
 
