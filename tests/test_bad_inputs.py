@@ -322,9 +322,16 @@ def test_a_full_disk_is_one_line_naming_the_workspace_and_nothing_half_written_s
     assert not list(stage_parent.glob(".clean.*")) and not (stage_parent / "clean").exists()
 
 
+def _own_store_environment() -> dict:
+    """This environment without MLFLOW_TRACKING_URI, which an earlier test's `mlflow.set_tracking_uri` wrote into
+    it: a child process must use the store of its own runtime.root."""
+    import os
+
+    return {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+
+
 def _cli_lines(tmp_path, *argv, env=None):
     """A CLI run in its own process: (exit code, stderr lines without TensorFlow's start-up chatter)."""
-    import os
     import subprocess
     import sys
 
@@ -333,7 +340,7 @@ def _cli_lines(tmp_path, *argv, env=None):
     # from tmp_path: MLflow makes the folders of a `sqlite:///file:...` URI relative to the working directory
     done = subprocess.run([sys.executable, "-m", "pipelines", *argv, "--set", f"runtime.root={tmp_path}"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                          env={**_own_store_environment(), "PYTHONPATH": str(REPO), **(env or {})})
     noise = ("I0000", "E0000", "W0000", "WARNING: All log messages", "INFO:")
     return done.returncode, [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(noise)]
 
@@ -363,7 +370,8 @@ def test_experiments_started_at_once_on_a_new_store_all_start(tmp_path):
     script = ("import sys\nfrom pipelines.core import config, tracking\n"
               "print(tracking.configure(config.load(None, sys.argv[1:])))")
     children = [subprocess.Popen([sys.executable, "-c", script, f"runtime.root={tmp_path}", f"experiment=e{index}"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(4)]
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=_own_store_environment()) for index in range(4)]
     results = [child.communicate(timeout=300) for child in children]
     assert [child.returncode for child in children] == [0] * 4, [err[-500:] for _, err in results]
     assert sorted(out.strip().splitlines()[-1] for out, _ in results) == ["1", "2", "3", "4"]

@@ -176,3 +176,15 @@ def test_every_config_key_an_error_message_names_exists():
                     if field not in {item.name for item in dataclasses.fields(getattr(defaults, section))}:
                         wrong.append(f"{path.name}:{node.lineno}: {section}.{field}")
     assert checked > 20 and not wrong, wrong
+
+
+def test_a_config_file_without_an_experiment_takes_its_own_name(tmp_path):
+    path = tmp_path / "birds.yaml"
+    path.write_text("train:\n  epochs: 2\n")
+    assert config_module.load(path).experiment == "birds"  # never the defaults' digits workspace
+    assert config_module.load(path, ["experiment=other"]).experiment == "other"
+    assert config_module.load(None).experiment == "digits"
+    (tmp_path / "my birds.yaml").write_text("train:\n  epochs: 2\n")
+    with pytest.raises(config_module.ConfigError, match=r"my birds.yaml: experiment: must be a plain name"):
+        config_module.load(tmp_path / "my birds.yaml")
+

@@ -72,7 +72,8 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    experiment: str = option("digits", "MLflow experiment, registered model and workspace folder name", plain_name,
+    experiment: str = option("digits", "MLflow experiment, registered model and workspace folder name (a config "
+                             "file without it takes the file's name)", plain_name,
                              lambda value: "is reserved for the test ledger (pipelines/core/ledger.py)"
                              if value == "test-ledger" else None)
     data: DataConfig = field(default_factory=DataConfig)
@@ -116,7 +117,8 @@ def replace_path(config: Config, path: str, value: Any) -> Config:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Loads a YAML experiment file (or only the defaults when `path` is None).
+    """Loads a YAML experiment file (or only the defaults when `path` is None). A file without `experiment` takes
+    its own name (`configs/birds.yaml` is experiment `birds`).
 
     Raises:
         ConfigError: the file is missing or not a mapping, or a key or value breaks a rule.
@@ -135,6 +137,10 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{path}: not valid YAML: {schema.one_line(error)}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
+        if "experiment" not in values and not any(item.split("=", 1)[0].strip() == "experiment"
+                                                  for item in overrides):
+            # a config file names its own workspace: never the defaults' (digits), which another config owns
+            values = {"experiment": path.stem, **values}
     try:
         return from_dict(values, overrides)
     except ConfigError as error:
