@@ -7,10 +7,13 @@ with `search.n_jobs` 1 over its wall time with `search.n_jobs` 2 (this process a
 starts, which loads TensorFlow and the split before its first trial: that start-up is in the two-worker time). On
 an N-core machine it can be at most min(2, N); on the 2-core machine of the recorded entry at most 2, and less in
 practice, since one trial's TensorFlow already spreads over both cores and the two processes then share them.
+`load_average`: the 1-minute load average at the start of the two timed searches, since other work on the machine
+skews the ratio.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +40,7 @@ def run() -> dict:
     config = config_module.from_dict(tree)
     for stage in (clean, split, train):
         stage.run(config)
+    load = [os.getloadavg()[0]]
     started = time.perf_counter()
     chained = tuning.search_trials(tuning.Search(config))
     chained_seconds = time.perf_counter() - started
@@ -48,6 +52,7 @@ def run() -> dict:
     tuning.run_phase(job, study, "exhaustive", plan)
     exhaustive = search.records(study, "val/accuracy", config.search.space)
     two_workers = config_module.replace_path(config, "search.n_jobs", 2)
+    load.append(os.getloadavg()[0])
     started = time.perf_counter()
     paired = tuning.search_trials(tuning.Search(two_workers), fresh=True)  # the same study name: afresh
     paired_seconds = time.perf_counter() - started
@@ -57,7 +62,8 @@ def run() -> dict:
             "two_worker_seconds": round(paired_seconds, 1), "two_worker_trials": len(paired),
             "two_worker_processes": len({trial["worker"] for trial in paired}),
             "two_worker_best": max(trial["val/accuracy"] for trial in paired),
-            "two_worker_speedup": round(chained_seconds / paired_seconds, 2)}
+            "two_worker_speedup": round(chained_seconds / paired_seconds, 2),
+            "load_average": [round(value, 2) for value in load]}
 
 
 def full_grid(space: dict[str, config_module.ParamSpace], points: int) -> list[dict]:
