@@ -86,7 +86,7 @@ def _summary(config: config_module.Config, results: list, seconds: float) -> Non
     print(f"\nfinished in {seconds:.1f}s")
     for result in results:
         state = "skipped (unchanged)" if result.skipped else f"run {result.run_id}"
-        print(f"  {result.stage:9s} {state:38s} {result.folder}")
+        print(f"  {result.stage:9s} {result.seconds:7.1f}s  {state:38s} {result.folder}")
     print(f"MLflow store: {tracking.tracking_uri(config.root)}  (browse: make ui)")
     if any(result.stage == "export" for result in results):
         print(f"edge bundle: {workspace.bundle_dir(config.root, config.experiment)}")

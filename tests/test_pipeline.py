@@ -1,6 +1,7 @@
 """The end-to-end slice on a tiny config: every stage's real run(), MLflow, the registry, LiteRT, the bundle."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -39,6 +40,27 @@ def _runs(config):
     client = MlflowClient()
     experiment = client.get_experiment_by_name(config.experiment)
     return client, client.search_runs([experiment.experiment_id], max_results=500)
+
+
+def test_the_shipped_variant_loads_from_the_registry_and_predicts_as_the_bundle(ran):
+    import mlflow
+
+    from deploy.edge.predict import LiteRTModel
+
+    root, config = ran
+    export = workspace.read_manifest(workspace.stage_dir(root, config.experiment, "export"))
+    chosen = export["metrics"]["chosen"]
+    version = export["metrics"][f"registered/{chosen}"]
+    tracking.configure(config)
+    model = mlflow.pyfunc.load_model(f"models:/{config.experiment}-{chosen}/{version}")
+    x_val, = split_arrays(workspace.stage_dir(root, config.experiment, "split"), "val", "x")
+    bundle = LiteRTModel(workspace.bundle_dir(root, config.experiment) / "model.tflite")
+    np.testing.assert_array_equal(model.predict(x_val.astype(np.float32)), bundle.predict(x_val))
+    tags = MlflowClient().get_model_version(f"{config.experiment}-{chosen}", version).tags
+    assert tags["source_version"] == export["metrics"]["champion_version"] and int(tags["size_bytes"]) > 0
+    fits = workspace.read_json(workspace.bundle_dir(root, config.experiment) / "fit.json")
+    assert {key: value for key, value in tags.items() if key.startswith("fit.")} == {
+        f"fit.{target}": entry["variants"][chosen]["verdict"] for target, entry in fits.items()}
 
 
 def test_every_stage_wrote_a_manifest_and_the_bundle(ran):
@@ -200,10 +222,13 @@ def test_an_identical_upstream_rerun_or_a_memory_knob_changes_nothing_downstream
 
 
 @pytest.mark.slow
-def test_second_run_skips_and_test_split_is_used_once(ran):
+def test_second_run_skips_and_test_split_is_used_once(ran, capsys):
     root, config = ran
     _, before = _runs(config)
+    capsys.readouterr()
     assert _cli(root, "all") == 0
+    summary = re.findall(r"^  (\w+) +(\d+\.\d)s  skipped \(unchanged\)", capsys.readouterr().out, re.MULTILINE)
+    assert [name for name, _ in summary] == STAGE_NAMES  # each stage's line says its wall time and that it skipped
     _, after = _runs(config)
     new = [run for run in after if run.info.run_id not in {old.info.run_id for old in before}]
     assert [run.data.tags["stage"] for run in new] == ["pipeline"]  # only the parent; every stage skipped

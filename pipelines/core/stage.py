@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class StageResult:
     run_id: str | None
     skipped: bool = False
     paths: tuple[str, ...] = ()
+    seconds: float = 0.0  # wall time of this call, the freshness check included
 
 
 def upstream(config: config_module.Config, stage: str, needed_by: str) -> tuple[Path, dict]:
@@ -89,6 +91,7 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
         still_valid: extra freshness check on the old manifest (e.g. its registered model still exists).
         guard: called when the stage is about to run, before any MLflow run opens; raises to refuse.
     """
+    started = time.perf_counter()
     folder = workspace.stage_dir(config.root, config.experiment, stage)
     resolved = resolved_sections(config, sections)
     stage_fingerprint = fingerprint(config, stage, sections, inputs)
@@ -104,7 +107,7 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
             print(f"[{stage}] skipped: inputs and config unchanged since run {manifest['run_id']} "
                   f"(outputs in {folder}; --force reruns it)")
             return StageResult(stage, folder, manifest["metrics"], manifest["run_id"], skipped=True,
-                               paths=tuple(manifest["outputs"]))
+                               paths=tuple(manifest["outputs"]), seconds=time.perf_counter() - started)
     if guard is not None:
         guard()
     print(f"[{stage}] running")
@@ -117,7 +120,8 @@ def execute(config: config_module.Config, stage: str, sections: tuple[str, ...],
                                             metrics)
         mlflow.log_artifact(str(staged / workspace.MANIFEST))
     print(f"[{stage}] done: {_summary(metrics)} -> {folder}")
-    return StageResult(stage, folder, metrics, active.info.run_id, paths=tuple(manifest["outputs"]))
+    return StageResult(stage, folder, metrics, active.info.run_id, paths=tuple(manifest["outputs"]),
+                       seconds=time.perf_counter() - started)
 
 
 def _summary(metrics: dict) -> str:

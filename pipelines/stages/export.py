@@ -92,7 +92,12 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
                                   {"variant": entry["chosen"], **entry})
             bundles.write(staged, flatbuffers[chosen], labels, described(chosen), fit=fits)
         logged = _log(bundle, folder, table, fits, chosen, version, column, reference, gate["blessed"])
-        return {**logged, "chosen": chosen, "champion_version": version}
+        registered = variants.register(config, folder, table, fits, described, data.x["val"].head(2), version,
+                                       gate["blessed"])
+        print("[export] registered: " + ", ".join(f"{config.experiment}-{variant} version {number}"
+                                                  for variant, number in registered.items()))
+        return {**logged, "chosen": chosen, "champion_version": version,
+                **{f"registered/{variant}": number for variant, number in registered.items()}}
 
     inputs = {"split": stage.identity(split_folder), "champion": f"{config.experiment} version {version}",
               "unblessed_allowed": allow_unblessed}

@@ -233,3 +233,31 @@ def metadata(flatbuffer: bytes, data: splits.SplitData, variant: str, row: dict,
             "source": {"experiment": config.experiment, "registered_model": f"{config.experiment}@champion",
                        "version": version},
             "metrics": row}
+
+
+def register(config: config_module.Config, folder: Path, table: dict, fits: dict, described, example: np.ndarray,
+             source_version: str, blessed: bool) -> dict[str, str]:
+    """Each variant as an MLflow pyfunc model on LiteRT (deploy/pyfunc.py), registered as a version of
+    `<experiment>-<variant>` and tagged with its size, TFLM arena, validation scores, the gates' verdict, the Keras
+    version it came from and its verdict per device target. Returns variant -> registered version."""
+    from mlflow.tracking import MlflowClient
+
+    from deploy import pyfunc
+
+    versions, client = {}, MlflowClient()
+    example = np.asarray(example, dtype=np.float32)  # the signature: float inputs, as the interpreter is fed
+    for variant, row in table.items():
+        metadata = workspace.write_json(folder / f"{variant}.metadata.json", described(variant))
+        name = f"{config.experiment}-{variant}"
+        version = pyfunc.log(f"tflite-{variant}", folder / f"{variant}.tflite", metadata, example, name)
+        tags = {"source_version": source_version, "blessed": str(blessed).lower(), "variant": variant,
+                **{key: str(value) for key, value in row.items() if isinstance(value, (int, float))
+                   and not isinstance(value, bool) and key in ("size_bytes", "gzip_bytes", "tflm_arena_bytes",
+                                                              "macs", "params", "val_accuracy", "val_mae", "val_f1",
+                                                              "latency_ms_median")},
+                **{f"fit.{target}": entry["variants"][variant]["verdict"] for target, entry in fits.items()}}
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value[:5000])
+        versions[variant] = version
+    return versions
+
