@@ -147,7 +147,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite batch loss and remembers where it happened."""
+    """Stops training at the first non-finite batch loss (`loss`, or any of a custom train_step's losses, such
+    as a GAN's d_loss and g_loss) and remembers where it happened."""
 
     def __init__(self):
         super().__init__()
@@ -157,9 +158,10 @@ class NanGuard(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            self.where = (self.epoch + 1, batch + 1, float(loss))
+        losses = {key: value for key, value in (logs or {}).items() if "loss" in key}
+        bad = next(((key, value) for key, value in losses.items() if not np.isfinite(value)), None)
+        if bad is not None:
+            self.where = (self.epoch + 1, batch + 1, float(bad[1]), bad[0])
             self.model.stop_training = True
 
 
@@ -221,6 +223,21 @@ def class_weights(config: config_module.Config, data: SplitData) -> dict | None:
         int(label): 1.0 for label in classes if label not in present}
 
 
+def _learning_rates(model: keras.Model) -> str:
+    """'learning rate 0.001', or each of a custom model's optimizers (a GAN's d_optimizer and g_optimizer)."""
+    found = {name.removesuffix("_optimizer"): value for name, value in vars(model).items()
+             if name.endswith("_optimizer") and isinstance(value, keras.optimizers.Optimizer)}
+    if not found and getattr(model, "optimizer", None) is not None:  # a model compiled the usual way
+        found = {"learning": model.optimizer}
+    rates = []
+    for name, optimizer in found.items():
+        rate = optimizer.learning_rate
+        rate = rate(optimizer.iterations) if callable(rate) else rate
+        rates.append(f"{'learning' if name == 'learning' else name + ' learning'} rate "
+                     f"{float(keras.backend.get_value(rate)):g}")
+    return ", ".join(rates) or "no optimizer"
+
+
 def guarded_fit(model: keras.Model, x, y=None, *, epochs: int, validation_data=None, patience: int | None = None,
                 reduce_lr_patience: int = 0, monitor: str = "val_loss", mode: str = "min",
                 checkpoint: Path | None = None, backup_dir: Path | None = None, log: bool = True, offset: int = 0,
@@ -257,10 +274,11 @@ def guarded_fit(model: keras.Model, x, y=None, *, epochs: int, validation_data=N
     history = model.fit(x, y, validation_data=validation_data, epochs=epochs, callbacks=standard, verbose=verbose,
                         **options)
     if guard.where:
-        epoch, batch, value = guard.where
-        raise TrainingDiverged(f"training stopped: the loss became {value} at epoch {epoch}, batch {batch} "
-                               f"(learning rate {float(keras.backend.get_value(model.optimizer.learning_rate)):g}); "
-                               "lower the learning rate, or look for NaN or inf in the inputs")
+        epoch, batch, value, name = guard.where
+        what = "the loss" if name == "loss" else f"the loss {name}"
+        raise TrainingDiverged(f"training stopped: {what} became {value} at epoch {epoch}, batch {batch} "
+                               f"({_learning_rates(model)}); lower the learning rate, or look for NaN or inf in the "
+                               "inputs")
     return history.history
 
 
