@@ -114,3 +114,18 @@ def test_gan_step_under_a_mirrored_strategy_moves_the_averaged_generator():
     assert set(losses) == {"d_loss", "g_loss"} and all(np.isfinite(value) for value in losses.values())
     after = [weight.numpy() for weight in model.average_generator.trainable_weights]
     assert any(np.abs(new - old).max() > 0 for new, old in zip(after, before))  # the moving average moved
+
+
+def test_a_diverging_gan_stops_on_the_one_fit_path_naming_its_loss():
+    import tensorflow as tf
+
+    from pipelines.core import config as config_module
+    from pipelines.training import fitting
+
+    settings = tiny_config(".", *GAN, "gan.jit_compile=false").gan
+    model = generative.build_model(settings, (8, 8, 1), fitting.strategy(config_module.RuntimeConfig()))
+    real = np.full((64, 8, 8, 1), np.nan, np.float32)
+    data = tf.data.Dataset.from_tensor_slices((real, np.zeros(64, np.int32))).batch(32, drop_remainder=True)
+    with pytest.raises(fitting.TrainingDiverged, match=r"the loss d_loss became nan at epoch 1, batch 1 \(d learning "
+                                                       r"rate 0\.0002, g learning rate 0\.0002\)"):
+        fitting.guarded_fit(model, data, epochs=2, log=False)

@@ -147,10 +147,11 @@ def train(config: config_module.Config, images: np.ndarray, labels: np.ndarray, 
     callbacks = [LossLogger("gan/", lambda epoch: epoch),
                  SampleAndCheckpoint(manager, epoch, settings.sample_every, settings.epochs, noise, fixed_labels,
                                      folder)]
-    history = model.fit(data, epochs=settings.epochs, initial_epoch=start, callbacks=callbacks,
-                        verbose=config.runtime.verbose)
+    # the one fit path: its NaN guard stops a diverged GAN naming the loss; resume and logging are the callbacks'
+    history = fitting.guarded_fit(model, data, epochs=settings.epochs, initial_epoch=start, callbacks=callbacks,
+                                  log=False, verbose=config.runtime.verbose)
     model.average_generator.save(folder / "generator.keras")
-    return {f"gan/{name}": values[-1] for name, values in history.history.items()}
+    return {f"gan/{name}": values[-1] for name, values in history.items()}
 
 
 def generate(generator: keras.Model, count: int, latent_dim: int, seed: int,

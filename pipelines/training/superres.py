@@ -106,8 +106,8 @@ def content_network(settings: config_module.SrConfig, high: np.ndarray, cache: P
     autoencoder.compile(keras.optimizers.Adam(settings.feature_learning_rate), "mse")
     data = tf.data.Dataset.from_tensor_slices((high, high)).shuffle(len(high), seed=settings.seed).repeat() \
         .batch(settings.batch_size)
-    history = autoencoder.fit(data, steps_per_epoch=settings.feature_steps, epochs=1, verbose=0)
-    mlflow.log_metric("sr/content_network_mse", history.history["loss"][-1])
+    history = fitting.guarded_fit(autoencoder, data, steps_per_epoch=settings.feature_steps, epochs=1, log=False)
+    mlflow.log_metric("sr/content_network_mse", history["loss"][-1])
     features.trainable = False
     save_model(features, cache)
     return features
@@ -201,7 +201,8 @@ def train(config: config_module.Config, features: keras.Model, low: np.ndarray, 
         callbacks = [LossLogger("sr/", step),
                      WindowCheckpoint(manager, counter, step, settings.pixel_steps,
                                       checkpoint_dir / "generator_pixel.keras")]
-        model.fit(data, steps_per_epoch=length, epochs=count, callbacks=callbacks, verbose=config.runtime.verbose)
+        fitting.guarded_fit(model, data, steps_per_epoch=length, epochs=count, callbacks=callbacks, log=False,
+                            verbose=config.runtime.verbose)
     return model.generator
 
 
