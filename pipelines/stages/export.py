@@ -60,7 +60,7 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
                                  variants.incumbent(config, bundle, version, model, data, split_folder))
         column = variants.selection_column(config, data)
         reference = keras_row[column]
-        table = variants.convert(model, data, keras_outputs, config, folder, rule)
+        table = variants.convert(model, data, keras_outputs, keras_row, config, folder, rule)
         chosen = variants.choose(table, reference, config.export, column)
         flatbuffers = {variant: (folder / f"{variant}.tflite").read_bytes() for variant in table}
         costs, items = {}, data.x["val"].head(config.export.micro_samples)

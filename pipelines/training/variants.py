@@ -132,7 +132,7 @@ def scored(flatbuffer: bytes, data: splits.SplitData, keras_outputs: np.ndarray,
     return row
 
 
-def convert(model, data: splits.SplitData, keras_outputs: np.ndarray, config: config_module.Config,
+def convert(model, data: splits.SplitData, keras_outputs: np.ndarray, keras_row: dict, config: config_module.Config,
             folder: Path, rule: dict | None = None) -> dict:
     """Every `export.variants` entry converted (after pruning, clustering or QAT when asked), written to
     `folder/<variant>.tflite` and scored; with an int8 variant that loses more than `export.triage_drop`, the
@@ -145,9 +145,8 @@ def convert(model, data: splits.SplitData, keras_outputs: np.ndarray, config: co
         flatbuffer = tflite.convert(source, "int8" if variant.endswith("_int8") else variant, representative)
         workspace.write_bytes(folder / f"{variant}.tflite", flatbuffer)
         table[variant] = {**scored(flatbuffer, data, keras_outputs, config, rule), **notes}
-    reference = validation(data, keras_outputs, config, rule=rule).get("val_accuracy")
     if "int8" in table and data.task == "classification" and \
-            reference - table["int8"]["val_accuracy"] > config.export.triage_drop:
+            keras_row["val_accuracy"] - table["int8"]["val_accuracy"] > config.export.triage_drop:
         triage(model, data, representative, keras_outputs, table, folder, config, rule)
     return table
 
