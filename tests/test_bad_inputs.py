@@ -303,7 +303,9 @@ def test_an_unreachable_tracking_server_is_named_in_one_line_quickly(tmp_path):
         "MLflow error: cannot reach the tracking server http://127.0.0.1:1 (connection refused, after 2 quick "
         "retries); start it (make server) or point MLFLOW_TRACKING_URI at a running one (rerun with --debug for the "
         "traceback)"]
-    assert elapsed < 15  # MLflow's own retries took about four minutes; here about 9 s, start-up included
+    # MLflow's own retries take about four minutes; ours about 9 s on an idle machine, start-up included. The
+    # bound only tells the two apart: a loaded CI machine once took 17 s.
+    assert elapsed < 90
 
 
 def test_a_full_disk_is_one_line_naming_the_workspace_and_nothing_half_written_stays(tmp_path, capsys, monkeypatch):
