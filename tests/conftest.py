@@ -231,3 +231,11 @@ def parse_c_array(text: str, symbol: str = "g_model_data") -> bytes:
     if not body:
         raise ValueError(f"no array {symbol} in the file")
     return bytes(int(token, 16) for token in re.findall(r"0x[0-9a-fA-F]{2}", body.group(1)))
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch):
+    """Every test starts without MLFLOW_TRACKING_URI, and `mlflow.set_tracking_uri` (which writes it into this
+    process's environment) does not outlive the test: a later test's child process must use the store of its own
+    runtime.root, not an earlier test's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

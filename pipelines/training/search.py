@@ -281,6 +281,16 @@ def fail_stale(study: optuna.Study) -> None:
                 _retry(study, failed)
 
 
+def _first_beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Records the trial's first heartbeat before the trial is marked as this worker's. Optuna's first beat comes
+    from a thread that may run only after the objective has begun (under load, seconds later); a worker killed in
+    between would leave a RUNNING trial with a `worker` and no heartbeat, which neither `fail_stale_trials` nor
+    `fail_stale`'s check for trials without a `worker` ever fails, and the search would wait for it forever."""
+    storage = trial.storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+
+
 def work(study: optuna.Study, config: config_module.Config, split_folder: Path, split_digest: str,
          done: Callable[[], bool], on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> int:
     """Runs the study's enqueued trials in this process until `done()`; returns how many it ran.
@@ -298,6 +308,7 @@ def work(study: optuna.Study, config: config_module.Config, split_folder: Path, 
             study.stop()
             return float("nan")
         try:
+            _first_beat(study, trial)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             return run_trial(trial, config, split_folder, split_digest)
         except optuna.exceptions.UpdateFinishedTrialError:  # taken for dead and failed by another process
