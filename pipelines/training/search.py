@@ -288,7 +288,8 @@ def _first_beat(study: optuna.Study, trial: optuna.Trial) -> None:
     `fail_stale`'s check for trials without a `worker` ever fails, and the search would wait for it forever."""
     storage = trial.storage
     study_id = storage.get_study_id_from_name(study.study_name)
-    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)  # public storage API
+    storage.record_heartbeat(trial_id)
 
 
 def work(study: optuna.Study, config: config_module.Config, split_folder: Path, split_digest: str,
