@@ -14,7 +14,7 @@ STAGE_TARGETS := $(foreach pair,$(STAGE_PAIRS),$(firstword $(subst :, ,$(pair)))
 stage_of = $(lastword $(subst :, ,$(filter $(1):%,$(STAGE_PAIRS))))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup pipeline $(STAGE_TARGETS) ui server tune-worker test test-fast bench lint clean
+.PHONY: help setup pipeline $(STAGE_TARGETS) ui server tune-worker test test-fast bench lint docs docs-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -66,6 +66,12 @@ bench: setup ## run bench/ and write bench/results.json
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check pipelines models deploy tests bench
+
+docs: setup ## build the documentation site into site/ (mkdocs --strict; the reference pages come from the code)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: setup ## serve the documentation site on http://127.0.0.1:8000, rebuilding on every edit
+	$(VENV)/bin/mkdocs serve
 
 clean: ## remove generated outputs (never data/raw; mlruns/ only with MLRUNS=1)
 	rm -rf data/interim data/processed deploy/bundles bench/.work .pytest_cache .ruff_cache
