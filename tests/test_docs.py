@@ -167,6 +167,7 @@ def test_the_docs_site_builds_strictly_with_the_generated_pages(tmp_path):
     assert "data.signal_channels" in configuration and "generated: config-reference" not in configuration
     benchmarks = (tmp_path / "site" / "benchmarks" / "index.html").read_text(encoding="utf-8")
     assert "first_run_s" in benchmarks and "generated: bench-results" not in benchmarks
+    assert not (tmp_path / "site" / "hooks.py").exists()  # the build's own code is no page
     pages = list((tmp_path / "site").rglob("*.html"))
     assert len(pages) >= 20
     assert not [page for page in pages if bench_page.REFERENCE.search(page.read_text(encoding="utf-8"))]

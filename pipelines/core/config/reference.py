@@ -73,7 +73,7 @@ def describe_rule(rule: schema.Rule) -> str:
         return "one of " + ", ".join(f"`{choice}`" for choice in bound["choices"])
     if rule.__doc__:  # a named rule says what it wants; `NAME` in it is a constant of its module
         return re.sub(r"`([A-Z_]+)`", lambda match: str(rule.__globals__.get(match.group(1), match.group(0))),
-                      " ".join(rule.__doc__.split()))
+                      " ".join(rule.__doc__.split()).rstrip("."))
     if name == "non_empty":
         return "not empty"
     # an inline lambda: its longest text is the message, the other texts the values it refuses
