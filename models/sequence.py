@@ -3,7 +3,7 @@ recurrent network for classification, and a 1-D convolutional autoencoder for re
 scores. All take raw sensor values, so an exported TF-Lite model needs no preprocessing.
 
 Full int8 quantizes the whole input tensor with one scale: channels on very different scales (milli-g next to
-rad/s) lose the small one, as tables do (see the README's normalization notes)."""
+rad/s) lose the small one, as tables do (see docs/stages/split.md, Normalization)."""
 
 from __future__ import annotations
 

@@ -171,3 +171,17 @@ def test_the_docs_site_builds_strictly_with_the_generated_pages(tmp_path):
     pages = list((tmp_path / "site").rglob("*.html"))
     assert len(pages) >= 20
     assert not [page for page in pages if bench_page.REFERENCE.search(page.read_text(encoding="utf-8"))]
+
+
+def test_every_registered_stage_has_a_docs_page_in_the_site_navigation():
+    import yaml
+
+    from pipelines.stages import STAGES
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    pages = re.findall(r"stages/([\w-]+)\.md", yaml.safe_dump(nav))
+    table = (DOCS / "stages" / "index.md").read_text(encoding="utf-8")
+    for stage in STAGES:
+        assert (DOCS / "stages" / f"{stage.name}.md").is_file(), stage.name
+        assert stage.name in pages, f"mkdocs.yml's nav misses stages/{stage.name}.md"
+        assert f"| [`{stage.make_target}`]({stage.name}.md)" in table, stage.name
