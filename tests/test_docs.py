@@ -155,10 +155,9 @@ def test_the_sensor_csv_example_reads_recordings_in_the_format_its_comment_shows
     assert recordings.sampling_rate_hz == pytest.approx(50.0)
 
 
-@pytest.mark.skipif(shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None,
-                    reason="mkdocs is a dev dependency (make setup installs it)")
 def test_the_docs_site_builds_strictly_with_the_generated_pages(tmp_path):
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent))
+    assert mkdocs, "mkdocs is missing from the virtual environment: it is a dev dependency (make setup)"
     build = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
                            capture_output=True, text=True, env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
                                                                 "NO_MKDOCS_2_WARNING": "1"})
