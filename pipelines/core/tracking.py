@@ -217,12 +217,13 @@ def tag_version(config: config_module.Config, version: str, tags: dict[str, str]
         client.set_model_version_tag(config.experiment, version, key, value)
 
 
-def set_champion(config: config_module.Config, version: str) -> None:
-    MlflowClient().set_registered_model_alias(config.experiment, CHAMPION, version)
+def set_champion(config: config_module.Config, version: str, alias: str = CHAMPION) -> None:
+    MlflowClient().set_registered_model_alias(config.experiment, alias, version)
 
 
-def champion_version(config: config_module.Config) -> str | None:
-    """The version the `champion` alias points at; None when there is no registered model or no alias."""
+def champion_version(config: config_module.Config, alias: str = CHAMPION) -> str | None:
+    """The version the `champion` alias (or a board's `champion-<board>`) points at; None when there is no
+    registered model or no such alias."""
     configure(config)
     try:
         registered = MlflowClient().get_registered_model(config.experiment)
@@ -230,7 +231,7 @@ def champion_version(config: config_module.Config) -> str | None:
         if _not_found(error):
             return None
         raise
-    version = registered.aliases.get(CHAMPION)
+    version = registered.aliases.get(alias)
     return None if version is None else str(version)
 
 

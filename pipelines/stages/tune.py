@@ -24,7 +24,7 @@ import yaml
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.data import splits
-from pipelines.training import champion, recipes, tuning
+from pipelines.training import boards, champion, recipes, tuning
 
 
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
@@ -45,7 +45,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             with tracking.run(best_config, "best", tags={"phase": "final"}):
                 model, history, final = recipes.fit_model(best_config, data, job.split_id)
                 tracking.log_metrics({key: final[key], "val/loss": final["val/loss"]}, step=len(history["loss"]))
-                champion.register(best_config, model, final, job.split_id, data.task, data.x["val"].head(2))
+                best_version, _ = champion.register(best_config, model, final, job.split_id, data.task,
+                                                    data.x["val"].head(2))
         for trial in trials:
             trial["run_id"] = tuning.log_trial(config, trial, key)
         version = tracking.champion_version(config)
@@ -66,6 +67,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
                    "tune/pruned": sum(trial["state"] == "pruned" for trial in trials)}
         if final:
             metrics[f"tune/final_val_{name}"] = final[key]
+        if config.search.targets:  # each board's front and champion (pipelines/training/boards.py)
+            metrics.update(boards.crown(config, trials, data, job.split_id, key, higher, folder,
+                                        (best_params, best_version, final) if final else None))
         tracking.log_metrics(metrics)
         return {**metrics, "model_version": version}
 

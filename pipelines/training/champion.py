@@ -54,8 +54,9 @@ def takes_over(scores: dict, split_digest: str, champion_tags: dict | None, obje
 
 
 def register(config: config_module.Config, model: keras.Model, scores: dict, split_digest: str, task: str,
-             example: np.ndarray) -> tuple[str, bool]:
-    """Logs and registers `model`, then moves `champion` to it if the rule says so.
+             example: np.ndarray, alias: str = tracking.CHAMPION) -> tuple[str, bool]:
+    """Logs and registers `model`, then moves `champion` (or `alias`, a board's `champion-<board>`) to it if the
+    rule says so.
 
     Returns:
         (the new version, whether it is now the champion).
@@ -68,17 +69,29 @@ def register(config: config_module.Config, model: keras.Model, scores: dict, spl
         tags["val/threshold"] = repr(float(scores["val/threshold"]))
         tags["val/floors_met"] = str(bool(scores["val/floors_met"])).lower()
     version = tracking.register(config, log_keras_model(model, config, example, tags), tags)
-    incumbent = tracking.champion_version(config)
+    promoted = promote(config, version, scores, split_digest, task, alias)
+    return version, promoted
+
+
+def promote(config: config_module.Config, version: str, scores: dict, split_digest: str, task: str,
+            alias: str = tracking.CHAMPION, describe: bool = True) -> bool:
+    """Moves `alias` to the registered `version` (whose validation `scores` these are) if the rule says so;
+    `describe` writes the outcome into the version's description (when it was just registered)."""
+    objective = fitting.objective(task, config.train)
+    incumbent = tracking.champion_version(config, alias)
+    if incumbent == version:
+        return True
     promoted = takes_over(scores, split_digest, tracking.version_tags(config, incumbent) if incumbent else None,
                           objective)
-    state = "the champion" if promoted else f"not the champion (version {incumbent} stays)"
-    tracking.describe_version(config, version, f"{config.model.architecture} on split {split_digest[:12]}: "
-                                               f"{objective.key} {scores[objective.key]:.4f}, val/loss "
-                                               f"{scores['val/loss']:.4f}; {state} when registered")
+    state = f"the {alias}" if promoted else f"not the {alias} (version {incumbent} stays)"
+    if describe:
+        tracking.describe_version(config, version, f"{config.model.architecture} on split {split_digest[:12]}: "
+                                                   f"{objective.key} {scores[objective.key]:.4f}, val/loss "
+                                                   f"{scores['val/loss']:.4f}; {state} when registered")
     if promoted:
-        tracking.set_champion(config, version)
-        print(f"[champion] version {version} ({objective.key} {scores[objective.key]:.4f}) is the champion")
+        tracking.set_champion(config, version, alias)
+        print(f"[champion] version {version} ({objective.key} {scores[objective.key]:.4f}) is the {alias}")
     else:
         print(f"[champion] version {version} ({objective.key} {scores[objective.key]:.4f}) does not beat "
-              f"champion version {incumbent} on the same split; the champion stays")
-    return version, promoted
+              f"{alias} version {incumbent} on the same split; the {alias} stays")
+    return promoted

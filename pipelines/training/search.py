@@ -33,6 +33,7 @@ from sklearn.model_selection import ParameterGrid
 
 from pipelines.core import config as config_module
 from pipelines.data import splits
+from pipelines.training import boards as boards_module
 from pipelines.training import fitting, recipes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage prints one line per trial itself
@@ -135,7 +136,7 @@ def _begin_immediate(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.Study:
+def open_study(url: str, name: str, higher: bool, prune_warmup: int, boards: tuple[str, ...] = ()) -> optuna.Study:
     """The study `name` in the storage at `url`, created on first use (by any process: creation is atomic).
 
     `Study.ask` takes an enqueued trial by reading it WAITING and setting it RUNNING in one transaction
@@ -143,7 +144,8 @@ def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.S
     Python's sqlite3 module begins a transaction only at the UPDATE, so two processes could both read WAITING and
     both take the trial (measured with three processes asking from one queue: 17 of 300 trials handed out twice).
     Here each SQLite transaction begins with BEGIN IMMEDIATE, which takes the write lock before the read
-    (SQLAlchemy's recipe for pysqlite's transactions), so the read and the update are one step on SQLite too."""
+    (SQLAlchemy's recipe for pysqlite's transactions), so the read and the update are one step on SQLite too.
+    With `boards` (search.targets), the sampler's `constraints_func` records each trial's feasibility there."""
     sqlite = url.startswith("sqlite")
     # isolation_level None: pysqlite emits no BEGIN of its own; the "begin" event below emits BEGIN IMMEDIATE.
     engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
@@ -157,8 +159,13 @@ def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.S
     # The median rule from `prune_warmup` epochs on: Optuna counts steps from 0, the config counts epochs.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(prune_warmup - 1, 0)) \
         if prune_warmup else optuna.pruners.NopPruner()
+    sampler = None
+    if boards:  # the trials are enqueued: the sampler only records their constraints
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(constraints_func=boards_module.constraints(list(boards)))
     return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, pruner=pruner,
-                               direction="maximize" if higher else "minimize")
+                               sampler=sampler, direction="maximize" if higher else "minimize")
 
 
 def plan(study: optuna.Study, phase: str, plan_: list[dict], space: dict[str, config_module.ParamSpace]) -> int:
@@ -228,7 +235,8 @@ def run_trial(trial: optuna.Trial, config: config_module.Config, split_folder: P
             trial.set_user_attr("seconds", time.perf_counter() - started)
             return float(np.mean(scores))
         report = _Report(trial, objective)
-        _, history, result = recipes.fit_model(config, data, split_digest, log_to_mlflow=False, callbacks=[report])
+        model, history, result = recipes.fit_model(config, data, split_digest, log_to_mlflow=False,
+                                                   callbacks=[report])
     except fitting.TrainingDiverged as error:  # a legitimate outcome of a bad region: recorded, not retried
         trial.set_user_attr("diverged", str(error))
         trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -237,6 +245,9 @@ def run_trial(trial: optuna.Trial, config: config_module.Config, split_folder: P
     trial.set_user_attr("val/loss", float(result["val/loss"]))
     trial.set_user_attr("epochs", int(result["epochs"]))
     trial.set_user_attr("seconds", time.perf_counter() - started)
+    if config.search.targets and not report.pruned_at:  # int8 on TFLM and each board's estimate
+        for name, value in boards_module.measure_model(model, data, config).items():
+            trial.set_user_attr(name, plain(value))
     if report.pruned_at:
         trial.set_user_attr("pruned_at", report.pruned_at)
         trial.set_user_attr("score", float(result[objective.key]))  # the best before it stopped
@@ -381,6 +392,10 @@ def records(study: optuna.Study, objective_key: str, space: dict[str, config_mod
             record[objective_key] = float("-inf") if study.direction.name == "MAXIMIZE" else float("inf")
             record["diverged"] = attrs["diverged"]
         record.update({name: attrs[name] for name in ("val/loss", "epochs", "spread", "fold_scores") if name in attrs})
+        boards = {name: value for name, value in attrs.items()
+                  if name.startswith("board/") or name in ("int8_bytes", "macs", "params", "tflm_error")}
+        if boards:
+            record["boards"] = boards
         if "failed_trial" in trial.system_attrs:
             record["retry_of"] = trial.system_attrs["failed_trial"]
         space_trials.append(record)

@@ -87,7 +87,8 @@ class Search:
                                            self.config.train)
 
     def study(self) -> optuna.Study:
-        return search.open_study(self.url, self.name, self.objective.higher, self.config.search.prune_warmup)
+        boards = tuple(str(item if isinstance(item, str) else item["name"]) for item in self.config.search.targets)
+        return search.open_study(self.url, self.name, self.objective.higher, self.config.search.prune_warmup, boards)
 
     def work(self, study: optuna.Study, done) -> int:
         def said(trial):

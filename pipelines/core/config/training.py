@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.core.config.schema import at_least, below, get_path, greater_than, non_empty, one_of, option
 from pipelines.core.errors import ConfigError
@@ -227,8 +227,25 @@ class SearchConfig:
         },
         "distribution per config field, keyed by its dotted path",
     )
+    targets: tuple[Any, ...] = option(
+        (), "boards to search under (as export.targets: presets or mappings): each trial's model is converted to "
+        "int8, its TFLM arena and flash measured and its latency estimated per board; each board gets the most "
+        "accurate trial that fits and meets its deadline_ms as champion-<board>, and the Pareto front is logged")
 
     def check(self, config: Config) -> None:
+        from deploy import micro
+
+        names = []
+        for index, item in enumerate(self.targets):
+            try:
+                names.append(micro.resolve(item).name)
+            except ValueError as error:
+                raise ConfigError(f"search.targets[{index}]: {error}") from None
+        if len(set(names)) != len(names):
+            raise ConfigError(f"search.targets: names must differ, got {names}")
+        if self.targets and self.objective == "cv":
+            raise ConfigError("search.targets: measures each trial's model, which needs search.objective 'val' "
+                              "(with 'cv' a trial is several models)")
         if self.storage and not self.storage.startswith(("sqlite:///", "postgresql://", "postgresql+", "mysql")):
             raise ConfigError(f"search.storage: an Optuna RDB URL (sqlite:///..., postgresql://...), got "
                               f"{self.storage!r}")
