@@ -5,7 +5,9 @@ size and channel count in TFRecord shards, with unreadable files, exact duplicat
 and near-duplicates clustered; tables get the row-level rules (declared ranges, values derived from another
 column, duplicate rows and conflicts, constant columns), while fitted imputation and encoding happen in split,
 on the training split only; sensor recordings are cut into windows. Every dropped or changed item is listed in
-`cleaning_log.csv` with the rule that did it: nothing vanishes silently. Raw data is never modified.
+`cleaning_log.csv` with the rule that did it: nothing vanishes silently. A reviewer's decisions (`data.relabel`,
+`data.exclude`, pipelines/data/review.py) are applied first and logged with the file and line they came from.
+Raw data is never modified.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import mlflow
 
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
-from pipelines.data import kinds, sources
+from pipelines.data import kinds, review, sources
 
 
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
@@ -24,8 +26,10 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
 
     def body(folder: Path) -> dict:
         kind = kinds.for_source(config.data.source)
-        raw = kind.read(config)
+        split_folder = workspace.stage_dir(config.root, config.experiment, "split")
+        raw, reviewed, decided = review.apply(kind.read(config), config.data, config.root, split_folder)
         log, counts, fields = kind.clean(raw, config, folder)
+        log, counts = reviewed + log, {**counts, **decided}
         dataset = {"kind": kind.NAME, "task": raw.task, "class_names": list(raw.class_names), "origin": raw.origin,
                    **fields}
         workspace.write_json(folder / "dataset.json", dataset)
@@ -36,4 +40,6 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         return metrics
 
     inputs = {"source": sources.fingerprint(config.data, config.root)}
+    if config.data.relabel or config.data.exclude:
+        inputs["review"] = review.fingerprint(config.data, config.root)
     return stage.execute(config, "clean", ("data", "clean"), inputs, body, force)

@@ -75,6 +75,10 @@ class DataConfig:
                                                "-"), "CSV cells read as missing (analyze counts them per column)")
     high_cardinality: int = option(50, "a categorical column with more distinct values is reported", at_least(2))
     columns: dict[str, ColumnRule] = option({}, "declared rules per table column")
+    relabel: str = option("", "a reviewer's CSV (columns id, label) of items whose label clean replaces, "
+                          "relative to runtime.root (empty: none)")
+    exclude: str = option("", "a reviewer's CSV (columns id, reason) of items clean leaves out, relative to "
+                          "runtime.root (empty: none)")
 
     def check(self, config: Config) -> None:
         if self.image_size % 4:
