@@ -14,7 +14,7 @@ STAGE_TARGETS := $(foreach pair,$(STAGE_PAIRS),$(firstword $(subst :, ,$(pair)))
 stage_of = $(lastword $(subst :, ,$(filter $(1):%,$(STAGE_PAIRS))))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup pipeline $(STAGE_TARGETS) ui server tune-worker test test-fast bench lint docs docs-serve clean
+.PHONY: help setup init pipeline $(STAGE_TARGETS) ui server tune-worker test test-fast bench lint docs docs-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (quick when done)
+
+init: setup ## propose configs/<name>.yaml for your data: make init DATA=data/raw/x [NAME=name] (then make pipeline)
+	@test -n "$(DATA)" || { echo "usage: make init DATA=<image folder | table.csv | recordings folder> [NAME=name]" >&2; exit 2; }
+	$(RUN) init "$(DATA)" $(if $(NAME),--name "$(NAME)") $(ARGS)
 
 pipeline: setup ## every stage on $(CONFIG) as one MLflow parent run
 	$(RUN) all --config $(CONFIG) $(ARGS)

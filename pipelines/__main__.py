@@ -3,6 +3,8 @@
 It only parses, loads the config (failing before any work on a bad key or value), takes the workspace lock
 and calls the stages from the registry in `pipelines/stages/__init__.py`. A problem the user can fix prints
 one line; any other error is a bug, and `--debug` (or `PIPELINES_DEBUG=1`) shows its traceback.
+`python -m pipelines init DATA` proposes a config for the user's own data (pipelines/data/propose.py).
+TensorFlow's, LiteRT's and absl's own log lines stay off the terminal unless `--verbose`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import logging
 import os
 import re
+import subprocess
 import sys
 import time
+import warnings
+from pathlib import Path
 
 from pipelines.core import config as config_module
 from pipelines.core.errors import PipelineError
@@ -22,6 +28,31 @@ from pipelines.stages import BY_NAME, STAGES, pipeline
 ALL = "every stage of the pipeline in order, as one MLflow parent run with a nested run per stage"
 WORKER = "join a running search (make tune) from another shell or machine: takes its trials until it closes"
 SERVER = "the MLflow tracking server and UI over the project's store, serving artifacts (make ui, make server)"
+INIT = ("propose configs/<name>.yaml for your data: a folder of class sub-folders of images, a CSV table, or a "
+        "folder of sensor recording CSV files (make init DATA=...)")
+VERBOSE = "show TensorFlow's, LiteRT's and absl's own log lines (kept off the terminal by default)"
+
+# What TensorFlow, LiteRT (TF-Lite) and absl write to the process's stderr from C++, which Python cannot
+# silence at the source: absl's log lines ("W0000 00:00:1733222222.1 123 file.cc:45] ..."), TensorFlow's
+# older ones ("2026-12-03 07:30:00.1: I tensorflow/..."), LiteRT's minimal logger ("INFO: Created TensorFlow
+# Lite XNNPACK delegate for CPU."), absl's pre-init banner ("WARNING: All log messages before
+# absl::InitializeLog() ..."), the quantizer's and converter's printouts ("fully_quantize: 0, inference_type:
+# 6, ...", "Estimated count of arithmetic ops: ..."), and Python loggers in the default format
+# ("WARNING:absl:..."). Fatal lines (F0000, ERROR: ...) and anything else still reach the terminal.
+CHATTER = (r"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ ]+:\d+\] |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] "
+           r"|(?:INFO|WARNING|VERBOSE|DEBUG): |(?:DEBUG|INFO|WARNING):(?:absl|tensorflow|h5py):|fully_quantize: "
+           r"|Estimated count of arithmetic ops)|tensorflow/|XNNPACK")
+# Python warnings raised inside these packages (the converter's "Statistics for quantized inputs were expected",
+# tf.lite.Interpreter's deprecation) are theirs too.
+WARNING_MODULES = r"(?:tensorflow|tf_keras|tensorflow_model_optimization|tensorflow_hub|ai_edge_litert|absl)(?:\.|$)"
+# The filter is a process of its own, so that what a crashing process writes last still gets through.
+FILTER = ("import re, signal, sys\n"
+          "signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle\n"
+          "chatter = re.compile(sys.argv[1].encode())\n"
+          "for line in sys.stdin.buffer:\n"
+          "    if not chatter.search(line):\n"
+          "        sys.stdout.buffer.write(line)\n"
+          "        sys.stdout.buffer.flush()\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                          help="wait this long for another run on the same workspace (default: stop at once)")
         sub.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+        sub.add_argument("--verbose", action="store_true", help=VERBOSE)
         for option in options:
             sub.add_argument(option.flag, action="store_true", help=option.help)
     sub = commands.add_parser("tune-worker", help=WORKER, description=WORKER)
@@ -49,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--idle", type=float, default=600.0, metavar="SECONDS",
                      help="stop after this long with no trial waiting or running (default: 600)")
     sub.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    sub.add_argument("--verbose", action="store_true", help=VERBOSE)
     sub = commands.add_parser("server", help=SERVER, description=SERVER)
     sub.add_argument("--config", help="experiment YAML file; its runtime.root holds the store")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
@@ -59,7 +92,92 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1)")
     sub.add_argument("--allowed-hosts", default="", metavar="HOSTS",
                      help="Host headers the server admits besides localhost, comma-separated (e.g. tracker.lan:5000)")
+    sub = commands.add_parser("init", help=INIT, description=INIT)
+    sub.add_argument("data", help="the data: a folder of class folders of images, a CSV file, or a folder of "
+                     "recording CSV files")
+    sub.add_argument("--name", default="", help="the config's and experiment's name (default: the data's name)")
+    sub.add_argument("--target", default="", metavar="COLUMN", help="the table's target, or the recordings' label "
+                     "column, when init cannot tell it")
+    sub.add_argument("--time", default="", metavar="COLUMN", help="the recordings' time column, when init cannot "
+                     "tell it")
+    sub.add_argument("--sampling-rate", type=float, default=0.0, metavar="HZ",
+                     help="the recordings' samples per second, when they have no time column")
+    sub.add_argument("--force", action="store_true", help="overwrite an existing configs/<name>.yaml")
     return parser
+
+
+def init(args: argparse.Namespace) -> int:
+    """`init DATA`: writes configs/<name>.yaml proposed for the data, and says what to run next."""
+    from pipelines.data import propose
+
+    data = Path(args.data)
+    name = args.name or propose.default_name(data)
+    path = Path("configs") / f"{name}.yaml"
+    try:
+        propose.check_name(name)
+        proposal = propose.propose(data, propose.config_path(data, Path.cwd()), target=args.target,
+                                   time_column=args.time, sampling_rate=args.sampling_rate)
+        propose.write(proposal, path, name, args.data, force=args.force)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.data}: {proposal.found}")
+    width = max(len(choice.key) for choice in proposal.choices)
+    for choice in proposal.choices:
+        print(f"  {choice.key:{width}s}  {propose.flow(choice.value)}")
+    print(f"wrote {path} (each field with the reason it was chosen)\nnext: make pipeline CONFIG={path}")
+    return 0
+
+
+@contextlib.contextmanager
+def native_chatter_filtered():
+    """For the block, what C++ code writes to file descriptor 2 passes a filter process that drops the lines
+    matching CHATTER; Python's own stderr (errors, the tune bar) keeps writing to the terminal directly. Where
+    the filter cannot start, output is left as it is."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    try:
+        child = subprocess.Popen([sys.executable, "-S", "-c", FILTER, CHATTER], stdin=subprocess.PIPE,
+                                 stdout=terminal)
+    except OSError:
+        os.close(terminal)
+        yield
+        return
+    python_stderr = sys.stderr
+    try:
+        own = python_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a test's captured stream
+        own = False
+    if own:
+        sys.stderr = open(os.dup(terminal), "w", buffering=1, encoding=python_stderr.encoding,
+                          errors=python_stderr.errors)
+    os.dup2(child.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if own:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        child.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a child process of the run may still hold it
+            child.wait(timeout=5)
+
+
+def quiet(verbose: bool) -> contextlib.AbstractContextManager:
+    """TensorFlow, LiteRT and absl kept off the terminal (`--verbose`: every line of theirs shown)."""
+    if verbose:
+        if "tensorflow" not in sys.modules:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return contextlib.nullcontext()
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=WARNING_MODULES)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model download in export
+    return native_chatter_filtered()
 
 
 def run_all(config: config_module.Config, force: bool, options: dict) -> list:
@@ -115,7 +233,10 @@ def _mlflow_line(message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.stage == "init":
+        return init(args)
     debug = getattr(args, "debug", False) or os.environ.get("PIPELINES_DEBUG", "") not in ("", "0")
+    verbose = getattr(args, "verbose", False)
     try:
         config = config_module.load(args.config, args.overrides)
     except config_module.ConfigError as error:
@@ -129,15 +250,22 @@ def main(argv: list[str] | None = None) -> int:
         except PipelineError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    with quiet(verbose):
+        return _run(args, config, debug, verbose)
+
+
+def _run(args: argparse.Namespace, config: config_module.Config, debug: bool, verbose: bool) -> int:
     import models
 
+    if verbose:
+        import tensorflow  # noqa: F401  (its start-up lines shown)
     models.load_tensorflow()  # before MLflow and the stages import it, so its start-up chatter stays quiet
     from mlflow.exceptions import MlflowException
 
     from pipelines.core import cluster, workspace
 
     options = {name: value for name, value in vars(args).items()
-               if name not in ("stage", "config", "overrides", "force", "wait", "debug", "idle")}
+               if name not in ("stage", "config", "overrides", "force", "wait", "debug", "idle", "verbose")}
     started = time.perf_counter()
     try:
         if args.stage == "tune-worker":  # no workspace lock: the search it joins holds it

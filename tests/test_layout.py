@@ -79,7 +79,7 @@ def test_the_walk_catches_a_back_edge(tmp_path):
 def test_cli_make_and_readme_list_the_stages_of_the_registry():
     cli = subprocess.run([sys.executable, "-m", "pipelines", "--help"], capture_output=True, text=True, check=True)
     listed = re.findall(r"^    ([\w-]+)(?: |$)", cli.stdout, re.MULTILINE)
-    assert listed == [stage.name for stage in STAGES] + ["all", "tune-worker", "server"]
+    assert listed == [stage.name for stage in STAGES] + ["all", "tune-worker", "server", "init"]
     make = subprocess.run(["make", "--no-print-directory", "help", f"PYTHON={sys.executable}"], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout
     table = (ROOT / "docs" / "stages" / "index.md").read_text()  # the README links to it

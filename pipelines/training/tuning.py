@@ -6,16 +6,19 @@ The Optuna side (spaces, storage, the worker on `Study.optimize`) is pipelines/t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
 import optuna
+import tqdm
 import yaml
 
 from pipelines.core import config as config_module
@@ -116,19 +119,90 @@ def local_workers(config: config_module.Config, count: int, folder: Path) -> lis
     return workers
 
 
+class _AboveTheBar:
+    """stdout while a bar shows on stderr: each whole line is written above the bar (cleared, then redrawn), so
+    a trial's result or Keras' epoch lines never land on the bar's line."""
+
+    def __init__(self, bar: tqdm.tqdm, stream):
+        self.bar, self.stream, self.pending = bar, stream, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        if "\n" in self.pending:
+            lines, self.pending = self.pending.rsplit("\n", 1)
+            self.bar.clear()
+            self.stream.write(lines + "\n")
+            self.stream.flush()
+            self.bar.refresh()
+        return len(text)
+
+    def flush(self) -> None:  # a part line (a Keras progress bar's) waits for its end
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.pending:
+            self.write("\n")
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _best(study: optuna.Study, higher: bool) -> float | None:
+    values = [trial.value for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if trial.value is not None and math.isfinite(trial.value)]
+    return (max if higher else min)(values) if values else None
+
+
+@contextlib.contextmanager
+def progress(job: Search, study: optuna.Study, phase: str, planned: int, finished: int
+             ) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr for the phase: trials finished (by every worker) of those planned, the best score
+    so far, the time left (tqdm's estimate, and the search.max_seconds budget when one is set). Yields
+    `update(finished)`. Only the tune stage shows it; `make tune-worker` prints its trials' lines as before."""
+    if not planned:
+        yield lambda finished: None
+        return
+    bar = tqdm.tqdm(total=planned, initial=finished, desc=f"[tune] {phase}", unit="trial", file=sys.stderr,
+                    dynamic_ncols=True)
+    shown: list = [None]
+
+    def update(finished: int) -> None:
+        best = _best(study, job.objective.higher)
+        left = study.user_attrs["deadline"] - time.time()
+        postfix = (f"best {job.objective.key} {best:.4f}" if best is not None else "no result yet") + \
+            (f", budget {max(left, 0):.0f}s left" if math.isfinite(left) else "")
+        if (finished, postfix) != shown[0]:
+            shown[0] = (finished, postfix)
+            bar.n = finished
+            bar.set_postfix_str(postfix, refresh=False)
+            bar.refresh()
+
+    try:
+        with contextlib.redirect_stdout(_AboveTheBar(bar, sys.stdout)) as above:
+            try:
+                yield update
+            finally:
+                above.finish()
+    finally:
+        bar.close()
+
+
 def run_phase(job: Search, study: optuna.Study, phase: str, plan: list[dict]) -> None:
-    """Plans the phase once and works until none of its trials waits or runs (or the time budget is spent)."""
+    """Plans the phase once and works until none of its trials waits or runs (or the time budget is spent),
+    with a progress bar on stderr."""
     planned = search.plan(study, phase, plan, job.config.search.space)
     waiting, running = search.outstanding(study, phase)
     if planned and waiting + running < planned:
         print(f"[tune] {phase}: {planned - waiting - running} of {planned} trial(s) finished earlier, not redone")
 
-    def done() -> bool:
-        waiting, running = search.outstanding(study, phase)
-        expired = time.time() >= study.user_attrs["deadline"]
-        return running == 0 and (waiting == 0 or expired)
+    with progress(job, study, phase, planned, planned - waiting - running) as update:
+        def done() -> bool:
+            waiting, running = search.outstanding(study, phase)
+            update(planned - waiting - running)
+            expired = time.time() >= study.user_attrs["deadline"]
+            return running == 0 and (waiting == 0 or expired)
 
-    job.work(study, done)
+        job.work(study, done)
     waiting, _ = search.outstanding(study, phase)
     if waiting:
         print(f"[tune] budget reached (search.max_seconds): {waiting} planned {phase} trial(s) not run")
