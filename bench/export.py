@@ -68,7 +68,8 @@ def _micro_figures(table: dict, root: Path) -> dict:
     flatbuffer = (workspace.stage_dir(root, "digits", "export") / f"{chosen}.tflite").read_bytes()
     return {**figures, "tflm_agreement": row["tflm_top1_agreement"],
             "tflm_exact_outputs": row["tflm_exact_outputs"], "tflm_arena_bytes": row["tflm_arena_bytes"],
-            "tflm_flash_bytes": cell["flash_bytes"], "mcu_ram_bytes": cell["ram_bytes"],
+            "tflm_model_bytes": row["size_bytes"], "tflm_flash_bytes": cell["flash_bytes"],
+            "mcu_ram_bytes": cell["ram_bytes"],
             "mcu_accuracy_drop": report["results"]["keras"]["accuracy"] -
             _tflm_test_accuracy(flatbuffer, workspace.stage_dir(root, "digits", "split"))}
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import mlflow
 
 from deploy import bundle as bundles
-from deploy import measure, micro, report
+from deploy import measure, micro, preflight, report
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
+from pipelines.core.errors import StageError
 from pipelines.data import splits
 from pipelines.training import gates, variants
 
@@ -52,6 +53,17 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
 
     def body(folder: Path) -> dict:
         model = tracking.load_champion(config, version)
+        targets = [micro.resolve(item) for item in config.export.targets]
+        checked = preflight.check(model, config.export.variants, targets)  # before any conversion time is spent
+        if checked["stop"]:
+            raise StageError(checked["stop"])
+        workspace.write_json(folder / "preflight.json", checked)
+        mlflow.log_artifact(str(folder / "preflight.json"))
+        mlflow.set_tag("export.preflight.ops", ",".join(checked["ops"])[:500])
+        tracking.log_metrics({f"export/preflight/{name}/reference_only_ops": len(slow)
+                              for name, slow in checked["reference_only"].items()})
+        for line in checked["warnings"]:
+            print(f"[export] preflight: {line}")
         data = splits.load_split(split_folder, in_memory_mb=config.runtime.in_memory_mb)
         keras_outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
         rule = variants.decision(config, data, tracking.version_tags(config, version) or {})
@@ -68,7 +80,7 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
             device_row, costs[variant] = measure.on_device(flatbuffer, items)
             table[variant].update(device_row)
         allowed = variants.allowed(table, reference, config.export, column)
-        fits = report.fit_table(table, [micro.resolve(item) for item in config.export.targets], allowed)
+        fits = report.fit_table(table, targets, allowed)
         workspace.write_json(folder / "export_table.json", {
             f"keras_{column}": reference, "keras": keras_row, "gates": gate, "selected_by": column,
             "variants": table, "chosen": chosen, "targets": fits,
