@@ -93,3 +93,134 @@ def test_test_items_of_a_used_test_split_are_never_relabelled_or_dropped(tmp_pat
     (tmp_path / "exclude.csv").write_text(f"id,reason\n{train_item},looks wrong\n")
     assert clean.run(reviewed).metrics["clean/excluded"] == 1  # a training item still may go
     assert np.isin([train_item], _table(clean.run(reviewed).folder).index).sum() == 0
+
+
+# --- tables acted on: each rule on its own column of one small CSV with planted cases ---
+
+ROWS = 80
+CLIPPED, SET_MISSING, DROPPED, EMPTY = [3, 17, 31, 45, 59, 73], [5, 25, 65], [2, 12, 22, 32, 42, 52, 62, 72], [7, 8]
+
+
+def _planted(path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(50, 5, ROWS), "w": rng.normal(0, 1, ROWS), "m": rng.normal(10, 1, ROWS),
+                          "c": rng.normal(0, 1, ROWS), "n": np.zeros(ROWS), "e": rng.normal(0, 1, ROWS)})
+    frame.loc[CLIPPED, "a"], frame.loc[SET_MISSING, "m"], frame.loc[DROPPED, "c"] = 500.0, -100.0, 40.0
+    frame.loc[[1, 2, 3], "n"] = 1.0
+    frame["w_copy"] = frame["w"]
+    frame["c_twin"] = 2 * frame["c"] + rng.normal(0, 1e-3, ROWS)
+    frame["e"] = frame["e"].astype(object)
+    frame.loc[EMPTY, "e"] = ""
+    frame["target"] = np.tile(["yes", "no"], ROWS // 2)
+    text = frame.round(6).to_csv(index=False)
+    path.write_text(text + "1,2,3\n" + "1,2,3,4,5,6,7,8,9,10,11\n")  # lines 82 and 83: wrong field counts
+    return frame
+
+
+def _row(index):
+    return f"row-{index + 2}"  # a row is named by its line; the header is line 1
+
+
+PLANTED_RULES = [
+    "data.source=csv", "data.path=planted.csv", "data.target=target", "model.architecture=mlp", "experiment=planted",
+    "data.bad_lines=skip", "clean.missing_rows=drop", "data.drop_near_constant=0.9",
+    "data.drop_duplicate_columns=true", "data.drop_correlated=0.95",
+    'data.columns={"a": {"outliers": "clip"}, "w": {"outliers": "winsorize", "outlier_quantiles": [0.05, 0.95]}, '
+    '"m": {"outliers": "missing", "fences": "quantile", "outlier_quantiles": [0.1, 0.9]}, '
+    '"c": {"outliers": "drop"}}',
+]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    frame = _planted(root / "planted.csv")
+    config = tiny_config(root, *PLANTED_RULES)
+    cleaned, splitted = clean.run(config), split.run(config)
+    items = workspace.read_json(splitted.folder / "split_manifest.json")["items"]
+    read = lambda path: pd.read_csv(path, keep_default_na=False)  # noqa: E731
+    return {"frame": frame, "clean": cleaned.folder, "split": splitted.folder, "config": config,
+            "cleaning_log": read(cleaned.folder / "cleaning_log.csv"),
+            "rules_log": read(splitted.folder / "table_rules_log.csv"),
+            "where": {item["id"]: item["split"] for item in items}}
+
+
+def _train_values(planted, column):
+    """The column's values on the training rows, those an outlier rule left out included (fences see them)."""
+    logged = planted["rules_log"]
+    train = {item for item, name in planted["where"].items() if name == "train"}
+    train |= set(logged[logged.rule == "columns.c.outliers=drop"].id)
+    frame = planted["frame"].assign(id=[_row(index) for index in range(ROWS)]).set_index("id")
+    return frame.loc[sorted(train), column].astype(float)
+
+
+def test_bad_lines_are_quarantined_with_their_line_numbers_and_stop_by_default(planted, tmp_path):
+    quarantine = pd.read_csv(planted["clean"] / "quarantine.csv")
+    assert quarantine.line.tolist() == [82, 83] and quarantine.fields.tolist() == [3, 11]
+    assert quarantine.text.tolist() == ["1,2,3", "1,2,3,4,5,6,7,8,9,10,11"]
+    logged = planted["cleaning_log"].set_index("id")
+    assert logged.loc["line-82", "rule"] == "data.bad_lines=skip"
+    assert len(_table(planted["clean"])) == ROWS - len(EMPTY)  # every good row read, none shifted
+    config = tiny_config(planted["clean"].parents[3], *[item for item in PLANTED_RULES if "bad_lines" not in item])
+    with pytest.raises(DataError, match="planted.csv: line 82 has 3 fields, the header has 9"):
+        sources.load(config.data, config.root)
+
+
+def test_missing_rows_drop_leaves_out_exactly_the_rows_with_a_missing_value(planted):
+    logged = planted["cleaning_log"]
+    dropped = logged[logged.rule == "clean.missing_rows=drop"]
+    assert sorted(dropped.id) == sorted(_row(index) for index in EMPTY)
+    assert set(dropped.detail) == {"missing e"}
+    assert not set(dropped.id) & set(_table(planted["clean"]).index)
+
+
+def test_clip_moves_outliers_to_the_iqr_fences_learned_on_train(planted):
+    values = _train_values(planted, "a")
+    first, third = values.quantile([0.25, 0.75])
+    high = third + 1.5 * (third - first)
+    logged = planted["rules_log"][planted["rules_log"].rule == "columns.a.outliers=clip"]
+    assert sorted(logged.id) == sorted(_row(index) for index in CLIPPED)  # in every split, by train's fences
+    assert {planted["where"][item] for item in logged.id} - {"train"}, "a planted outlier outside train"
+    assert all(detail.endswith(f"clipped to {high:g}") for detail in logged.detail)
+    rules = workspace.read_json(planted["split"] / "dataset.json")["column_rules"]["a"]
+    assert rules["max"] == pytest.approx(high) and rules["out_of_range"] == "clip"  # the device clips alike
+
+
+def test_winsorize_clips_to_the_training_quantiles(planted):
+    low, high = _train_values(planted, "w").quantile([0.05, 0.95])
+    logged = planted["rules_log"][planted["rules_log"].rule == "columns.w.outliers=winsorize"]
+    frame = planted["frame"].assign(id=[_row(index) for index in range(ROWS)]).set_index("id")
+    kept = [item for item in frame.index if item in planted["where"] or item in set(logged.id)]
+    outside = frame.loc[kept, "w"].astype(float).round(6)
+    assert sorted(logged.id) == sorted(outside[(outside < low) | (outside > high)].index)
+    assert len(logged) >= 4
+
+
+def test_missing_blanks_outliers_for_the_train_fitted_imputer(planted):
+    logged = planted["rules_log"][planted["rules_log"].rule == "columns.m.outliers=missing"]
+    assert set(_row(index) for index in SET_MISSING) <= set(logged.id)
+    assert all(detail.endswith("set missing") for detail in logged.detail)
+    imputed = pd.read_csv(planted["split"] / "imputation_log.csv")
+    assert set(logged.id) <= set(imputed[imputed.detail.str.startswith("missing m ->")].id)
+
+
+def test_drop_leaves_out_training_outliers_only(planted):
+    logged = planted["rules_log"][planted["rules_log"].rule == "columns.c.outliers=drop"]
+    values = _train_values(planted, "c")
+    first, third = values.quantile([0.25, 0.75])
+    outside = values[(values < first - 1.5 * (third - first)) | (values > third + 1.5 * (third - first))]
+    assert sorted(logged.id) == sorted(outside.index)  # every training outlier, planted or natural
+    planted_ids = {_row(index) for index in DROPPED}
+    assert planted_ids & set(logged.id)
+    assert not set(logged.id) & set(planted["where"])  # gone from every split
+    kept = planted_ids - set(logged.id)
+    assert kept and {planted["where"][item] for item in kept} <= {"val", "test"}  # evaluation rows stay
+
+
+def test_feature_selection_drops_near_constant_duplicate_and_correlated_columns_on_train(planted):
+    logged = planted["rules_log"][planted["rules_log"].id.str.startswith("column:")].set_index("id")
+    assert logged.rule.to_dict() == {"column:n": "data.drop_near_constant",
+                                     "column:w_copy": "data.drop_duplicate_columns",
+                                     "column:c_twin": "data.drop_correlated"}
+    names = workspace.read_json(planted["split"] / "dataset.json")["feature_names"]
+    assert sorted(names) == ["a", "c", "e", "m", "w"]

@@ -84,6 +84,7 @@ class RawTable:
     times: pd.Series | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     missing_tokens: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # column -> token -> count
+    quarantined: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)  # (line, fields, text) skipped
     kind: str = "table"
 
 
@@ -223,10 +224,11 @@ def _coerce_numeric_text(frame: pd.DataFrame, path: Path, warnings: list[str], l
     return frame
 
 
-def _record_lines(path: Path) -> list[int]:
+def _record_lines(path: Path, skip_bad: bool = False) -> tuple[list[int], list[tuple[int, int, str]]]:
     """The line on which each data record starts (the header is line 1): a quoted cell may hold newlines, so a
     record's line is not its index + 2. Checks on the way that the file is text, that no header name repeats, and
-    that every row has as many fields as the header (pandas would pad a short row with missing values)."""
+    that every row has as many fields as the header (pandas would pad a short row with missing values); with
+    `skip_bad` such a row is set aside as (line, fields, its text) instead of stopping."""
     import csv
 
     with open(path, "rb") as stream:
@@ -240,16 +242,37 @@ def _record_lines(path: Path) -> list[int]:
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
             raise DataError(f"{path}: column name(s) {repeated} appear more than once in the header")
-        lines, end = [], reader.line_num
+        lines, bad, end = [], [], reader.line_num
         for row in reader:
             if row and len(row) != len(header):
-                raise DataError(f"{path}: line {end + 1} has {len(row)} fields, the header has {len(header)}")
-            if row:
+                if not skip_bad:
+                    raise DataError(f"{path}: line {end + 1} has {len(row)} fields, the header has {len(header)} "
+                                    "(data.bad_lines: skip sets such lines aside)")
+                bad.append((end + 1, len(row), ",".join(row)))
+            elif row:
                 lines.append(end + 1)
             end = reader.line_num
     if not lines:
         raise DataError(f"{path}: no data rows, only the header")
-    return lines
+    return lines, bad
+
+
+def _good_records(path: Path, bad: list[tuple[int, int, str]]):
+    """The CSV text without its set-aside lines, for pandas (a file object)."""
+    import csv
+    import io
+
+    skipped, out = {line for line, _, _ in bad}, io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    with open(path, newline="", encoding="utf-8") as stream:
+        reader = csv.reader(stream)
+        end = 0
+        for row in reader:
+            if row and end + 1 not in skipped:
+                writer.writerow(row)
+            end = reader.line_num
+    out.seek(0)
+    return out
 
 
 def _typed(text: pd.DataFrame, missing: tuple[str, ...]) -> pd.DataFrame:
@@ -267,9 +290,9 @@ def _typed(text: pd.DataFrame, missing: tuple[str, ...]) -> pd.DataFrame:
 def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found")
-    lines = _record_lines(path)
+    lines, bad = _record_lines(path, data.bad_lines == "skip")
     try:  # read once, as text; the dtypes follow from it (numbers where every present cell is one)
-        text = pd.read_csv(path, dtype=str, keep_default_na=False)
+        text = pd.read_csv(_good_records(path, bad) if bad else path, dtype=str, keep_default_na=False)
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
                         "save it as UTF-8") from None
@@ -315,7 +338,7 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
                     tuple(f"row-{line}" for line in lines), task, f"CSV file {path}",
                     class_names, frame[data.group_column] if data.group_column else None,
                     frame[data.time_column] if data.time_column else None, warnings,
-                    {column: found for column, found in tokens.items() if found})
+                    {column: found for column, found in tokens.items() if found}, quarantined=bad)
 
 
 def _signals(data: config_module.DataConfig, root: Path) -> signals.Recordings:

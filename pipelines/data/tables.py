@@ -93,6 +93,7 @@ def profile(raw: sources.RawTable, data: config_module.DataConfig) -> dict:
         "violations": {kind: {column: [raw.ids[row] for row in rows] for column, rows in found.items()}
                        for kind, found in violations(frame, data.columns).items()},
         "warnings": raw.warnings,
+        "quarantined_lines": [line for line, _, _ in raw.quarantined],
     }
     if raw.task == "classification":
         counts = np.bincount(raw.target.to_numpy(dtype=int), minlength=len(raw.class_names))
@@ -159,3 +160,94 @@ def row_hashes(frame: pd.DataFrame, target: pd.Series) -> list[str]:
     rows = frame.to_numpy(dtype=object)
     return [hashlib.sha256(("\x1f".join(map(str, row)) + "\x1e" + str(label)).encode()).hexdigest()
             for row, label in zip(rows, target.to_numpy(dtype=object))]
+
+
+def learn_fences(train: pd.DataFrame, rules: dict[str, config_module.ColumnRule]) -> dict[str, tuple[float, float]]:
+    """Per column with an `outliers` rule, the (low, high) fences from the training rows only: quartiles -/+
+    `fence_factor` * IQR, or the `outlier_quantiles` (always for winsorize)."""
+    fences = {}
+    for name, rule in rules.items():
+        if rule.outliers == "none" or name not in train:
+            continue
+        values = pd.to_numeric(train[name], errors="coerce").dropna()
+        if values.empty:
+            raise DataError(f"data.columns.{name}.outliers: column '{name}' has no numeric value in the training rows")
+        if rule.fences == "quantile" or rule.outliers == "winsorize":
+            low, high = values.quantile(list(rule.outlier_quantiles))
+        else:
+            first, third = values.quantile([0.25, 0.75])
+            low, high = first - rule.fence_factor * (third - first), third + rule.fence_factor * (third - first)
+        fences[name] = (float(low), float(high))
+    return fences
+
+
+def outlier_rules(frame: pd.DataFrame, train: np.ndarray, rules: dict[str, config_module.ColumnRule],
+                  ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list, dict]:
+    """Applies the `outliers` rules with fences learned on the rows `train` (positions): clip and winsorize move a
+    value to its fence, missing blanks it (the train-fitted imputer fills it), drop leaves a training row out
+    (a validation or test row stays as it is: the device cannot drop its input).
+
+    Returns:
+        (the frame, the training positions dropped, log rows, the device's column rules: the fences as
+        `min`/`max` with `out_of_range` clip or missing, the edge predictor's own definition).
+    """
+    fences = learn_fences(frame.iloc[train], rules)
+    frame, log, device, dropped = frame.copy(), [], {}, set()
+    in_train = np.zeros(len(frame), dtype=bool)
+    in_train[train] = True
+    for name, (low, high) in fences.items():
+        action = rules[name].outliers
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, copy=True)
+        outside = (values < low) | (values > high)
+        where = f"[{plain(low)}, {plain(high)}] ({rules[name].fences if action != 'winsorize' else 'quantile'} " \
+                "fences learned on train)"
+        if action == "drop":
+            for row in np.flatnonzero(outside & in_train):
+                dropped.add(int(row))
+                log.append((str(ids[row]), f"columns.{name}.outliers=drop", "dropped",
+                            f"{name}={plain(values[row])} outside {where}: training row left out"))
+            continue
+        for row in np.flatnonzero(outside):
+            new = float(np.clip(values[row], low, high)) if action in ("clip", "winsorize") else np.nan
+            log.append((str(ids[row]), f"columns.{name}.outliers={action}", "changed",
+                        f"{name}={plain(values[row])} outside {where}: "
+                        f"{'set missing' if np.isnan(new) else f'clipped to {plain(new)}'}"))
+            values[row] = new
+        frame[name] = values
+        device[name] = {"min": low, "max": high, "out_of_range": "missing" if action == "missing" else "clip"}
+    return frame, np.array(sorted(dropped), dtype=np.int64), log, device
+
+
+def select_features(train: pd.DataFrame, data: config_module.DataConfig) -> tuple[list[str], list]:
+    """The columns to drop, judged on the training rows only: near-constant (`drop_near_constant`), equal to an
+    earlier column (`drop_duplicate_columns`), highly correlated with an earlier numeric column
+    (`drop_correlated`); and one cleaning-log row each."""
+    dropped, log = [], []
+    if data.drop_near_constant > 0:
+        for column in train.columns:
+            share = train[column].value_counts(dropna=False, normalize=True).iloc[0] if len(train) else 1.0
+            if share >= data.drop_near_constant:
+                dropped.append(column)
+                log.append((f"column:{column}", "data.drop_near_constant", "dropped",
+                            f"its most common value covers {share:.1%} of the training rows"))
+    if data.drop_duplicate_columns:
+        kept = [column for column in train.columns if column not in dropped]
+        for position, column in enumerate(kept):
+            twin = next((other for other in kept[:position] if other not in dropped
+                         and train[column].equals(train[other])), None)
+            if twin is not None:
+                dropped.append(column)
+                log.append((f"column:{column}", "data.drop_duplicate_columns", "dropped",
+                            f"equal to column '{twin}' on the training rows"))
+    if data.drop_correlated > 0:
+        numeric = train[[column for column in train.select_dtypes("number").columns if column not in dropped]]
+        correlation = numeric.corr().abs()
+        for position, column in enumerate(numeric.columns):
+            for other in numeric.columns[:position]:
+                value = correlation.loc[column, other]
+                if other not in dropped and not np.isnan(value) and value >= data.drop_correlated:
+                    dropped.append(column)
+                    log.append((f"column:{column}", "data.drop_correlated", "dropped",
+                                f"|correlation| {value:.3f} with column '{other}' on the training rows"))
+                    break
+    return dropped, log

@@ -37,6 +37,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         workspace.write_json(folder / "dataset.json", dataset)
         for name in (splits.MANIFEST, "normalizer.json", "dataset.json"):
             mlflow.log_artifact(str(folder / name))
+        for log in sorted(folder.glob("*_log.csv")):  # the kind's logs of what split fitted and changed
+            mlflow.log_artifact(str(log))
         metrics = {f"split/{name}_items": len(assignment.parts[name]) for name in splits.SPLITS}
         if config.split.exclude_used_from_test:  # what the tracking store's test ledger held when this split ran
             metrics["split/used_test_items_held_out"] = len(set(assignment.content or []) & used)

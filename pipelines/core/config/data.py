@@ -30,6 +30,15 @@ class ColumnRule:
     derive_tolerance: float = option(1.0, "largest gap from the relation before a row counts as inconsistent",
                                      at_least(0))
     bins: int = option(0, "discretize into this many quantile bins (0 keeps the value)", at_least(0))
+    outliers: str = option("none", "what split does with a value outside the fences learned on the training rows: "
+                           "clip to the fences, winsorize (clip to the quantiles), set missing (then imputed), "
+                           "or drop the training row (validation and test rows are kept as they are)",
+                           one_of("none", "clip", "winsorize", "missing", "drop"))
+    fences: str = option("iqr", "outlier fences: iqr (quartiles -/+ fence_factor * IQR) or quantile "
+                         "(the outlier_quantiles)", one_of("iqr", "quantile"))
+    fence_factor: float = option(1.5, "IQR multiple of the iqr fences", greater_than(0))
+    outlier_quantiles: tuple[float, ...] = option((0.01, 0.99), "low and high quantile of the quantile fences "
+                                                  "and of winsorize")
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,16 @@ class DataConfig:
                                                "-"), "CSV cells read as missing (analyze counts them per column)")
     high_cardinality: int = option(50, "a categorical column with more distinct values is reported", at_least(2))
     columns: dict[str, ColumnRule] = option({}, "declared rules per table column")
+    bad_lines: str = option("stop", "a CSV line whose field count differs from the header's: stop naming it, or "
+                            "skip it into clean's quarantine.csv with its line number", one_of("stop", "skip"))
+    drop_near_constant: float = option(0.0, "split drops a table column whose most common value covers at least "
+                                       "this share of the training rows (0: off; 1: constant on train)",
+                                       at_least(0))
+    drop_duplicate_columns: bool = option(False, "split drops a table column equal to an earlier one on the "
+                                          "training rows")
+    drop_correlated: float = option(0.0, "split drops the later of two numeric table columns whose absolute "
+                                    "Pearson correlation on the training rows is at least this (0: off)",
+                                    at_least(0))
     relabel: str = option("", "a reviewer's CSV (columns id, label) of items whose label clean replaces, "
                           "relative to runtime.root (empty: none)")
     exclude: str = option("", "a reviewer's CSV (columns id, reason) of items clean leaves out, relative to "
@@ -94,6 +113,13 @@ class DataConfig:
         for name, rule in self.columns.items():
             if rule.min is not None and rule.max is not None and rule.min > rule.max:
                 raise ConfigError(f"data.columns.{name}: min must be <= max, got {rule.min:g} > {rule.max:g}")
+            if rule.outliers != "none" and (rule.min is not None or rule.max is not None):
+                raise ConfigError(f"data.columns.{name}.outliers: a column has a declared range (min/max) or "
+                                  f"learned fences, not both")
+            low, high = (tuple(rule.outlier_quantiles) + (None, None))[:2]
+            if len(rule.outlier_quantiles) != 2 or not 0 <= low < high <= 1:
+                raise ConfigError(f"data.columns.{name}.outlier_quantiles: must be two quantiles 0 <= low < high "
+                                  f"<= 1, got {list(rule.outlier_quantiles)}")
             if rule.impute == "derive" and not rule.derive_from:
                 raise ConfigError(f"data.columns.{name}.derive_from: must name a column for impute 'derive'")
 
@@ -111,6 +137,8 @@ class CleanConfig:
     drop_exact_duplicates: bool = option(True, "keep the first of identical images or rows, log the others")
     drop_label_conflicts: bool = option(True, "drop every copy of an item that carries two labels")
     drop_constant_columns: bool = option(True, "drop table columns with a single value")
+    missing_rows: str = option("impute", "table rows with a missing value: impute them (fitted on train, by "
+                               "split) or drop them here", one_of("impute", "drop"))
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,27 @@ def _apply_column_rules(frame: pd.DataFrame, rules: dict, ids: tuple, log: list)
     return pd.Series(drop, index=frame.index)
 
 
+def _quarantine(raw: sources.RawTable, folder: Path, log: list) -> None:
+    """The CSV lines `data.bad_lines: skip` set aside: `quarantine.csv` (line, fields, text) and a log row each."""
+    if not raw.quarantined:
+        return
+    workspace.write_text(folder / "quarantine.csv", workspace.csv_text(("line", "fields", "text"), raw.quarantined))
+    for line, fields, _ in raw.quarantined:
+        log.append((f"line-{line}", "data.bad_lines=skip", "dropped",
+                    f"{fields} fields, not the header's count: set aside in quarantine.csv"))
+
+
 def clean(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[list, dict, dict]:
     frame = raw.features.copy()
     tables._check_columns(frame, config.data.columns, raw.origin)
     log = [("-", "source", "changed", warning) for warning in raw.warnings]
     drop = _apply_column_rules(frame, config.data.columns, raw.ids, log)
+    _quarantine(raw, folder, log)
+    if config.clean.missing_rows == "drop":
+        for row in np.flatnonzero(frame.isna().any(axis=1).to_numpy() & ~drop.to_numpy()):
+            drop.iloc[row] = True
+            empty = [str(column) for column in frame.columns[frame.iloc[row].isna().to_numpy()]]
+            log.append((raw.ids[row], "clean.missing_rows=drop", "dropped", f"missing {', '.join(empty)}"))
     # identical means identical in every column: two visits of one person on two days are two rows
     compared = frame.assign(**{name: values.to_numpy() for name, values in (("__group", raw.groups),
                                                                             ("__time", raw.times))
@@ -150,7 +166,7 @@ def clean(raw: sources.RawTable, config: config_module.Config, folder: Path) -> 
     with workspace.atomic_path(folder / "table.parquet") as temporary:
         table.to_parquet(temporary, index=False)
     return log, {"items_in": len(frame), "items_out": int(keep.sum()), "dropped": int((~keep).sum()),
-                 "changed": sum(1 for row in log if row[2] == "changed")}, {}
+                 "changed": sum(1 for row in log if row[2] == "changed"), "quarantined": len(raw.quarantined)}, {}
 
 
 def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) -> str:
@@ -161,6 +177,24 @@ def _imputation_log(frame: pd.DataFrame, ids: np.ndarray, fitted: list[dict]) ->
             rows.append((str(ids[index]), f"impute={entry['impute']}", "changed",
                          f"missing {entry['column']} -> {entry['fill']} (fitted on train)"))
     return workspace.csv_text(workspace.LOG_HEADER, rows)
+
+
+def _train_rules(frame: pd.DataFrame, parts: dict, ids: np.ndarray, data: config_module.DataConfig,
+                 folder: Path) -> tuple[pd.DataFrame, dict, dict]:
+    """Feature selection and the outlier rules, both learned on the training rows only, logged in
+    `table_rules_log.csv`; returns the frame, the parts (less the training rows an outlier rule dropped) and the
+    learned fences as device column rules."""
+    dropped, log = tables.select_features(frame.iloc[parts["train"]], data)
+    frame = frame.drop(columns=dropped)
+    if frame.shape[1] == 0:
+        raise DataError(f"feature selection (data.drop_near_constant, data.drop_duplicate_columns, "
+                        f"data.drop_correlated) left no column: dropped {dropped}")
+    rules = {name: rule for name, rule in data.columns.items() if name in frame}
+    frame, left_out, outlier_log, learned = tables.outlier_rules(frame, parts["train"], rules, ids)
+    if len(left_out):
+        parts = {**parts, "train": parts["train"][~np.isin(parts["train"], left_out)]}
+    workspace.write_text(folder / "table_rules_log.csv", workspace.csv_text(workspace.LOG_HEADER, log + outlier_log))
+    return frame, parts, learned
 
 
 def _slices(table: pd.DataFrame, data: config_module.DataConfig) -> np.ndarray | None:
@@ -197,6 +231,7 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     parts = splits.assign(stratify, grouping, times, config.split, splits.barred_items(content, used), ids)
     if config.split.strategy != "temporal":
         splits.check_ratios(parts, grouping, ids, config.split)
+    frame, parts, learned = _train_rules(frame, parts, ids, config.data, folder)
     transformer = tables.preprocessor(frame, config.data.columns, config.normalize).fit(frame.iloc[parts["train"]])
     dataset["feature_names"] = [str(name) for name in transformer.get_feature_names_out()]
     fitted = tables.describe_fitted(transformer)
@@ -212,7 +247,8 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
         dataset["slice_column"] = config.data.slice_column
     dataset["input_shape"] = list(x.shape[1:])
     # what a raw row goes through before the fitted preprocessing, for the edge bundle (see `preprocessing`)
-    dataset["column_rules"] = {name: config_module.to_dict(rule) for name, rule in config.data.columns.items()}
+    dataset["column_rules"] = {name: {**config_module.to_dict(rule), **learned.get(name, {})}
+                               for name, rule in config.data.columns.items()}
     dataset["missing_values"] = list(config.data.missing_values)
     hashes = [splits.item_hash(row, label.item()) for row, label in zip(x, y)]
     statistics = {"fitted_on": "train", "method": config.normalize.method, "scope": "in_preprocessing",
