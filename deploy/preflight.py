@@ -104,6 +104,9 @@ RECURRENT = {
 DENSE_RANK_N = ("SHAPE", "GATHER", "REDUCE_PROD", "PACK", "CONCATENATION", "RESHAPE", "FULLY_CONNECTED")
 # A Reshape layer with an open batch: the target shape is packed at run time from the input's batch.
 RESHAPE_OPEN_BATCH = ("SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE")
+# Layers with weights a constant scale before them can be folded into (measured: Normalization before a
+# convolution, a Dense or an LSTM).
+WEIGHTED_LAYERS = {"Conv2D", "Conv1D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "LSTM", "GRU"}
 # Operators whose builtin options hold a fused ReLU: a ReLU layer right after them disappears into them.
 # (measured: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD and MAX_POOL_2D do; CONCATENATION does not)
 FUSES_RELU = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MAX_POOL_2D"}
@@ -210,6 +213,8 @@ def layer_ops(layer, previous: dict | None = None, open_batch: bool = True) -> t
     activation = _activation(layer) if hasattr(layer, "activation") else ((), False)
     if activation is None:
         return ("?",), f"activation {getattr(layer.activation, '__name__', layer.activation)!r}"
+    if activation[1] and kind in ("Conv2DTranspose", "Conv1DTranspose"):  # measured: not fused there
+        activation = (("RELU6",) if layer.activation.__name__ == "relu6" else ("RELU",), False)
     if kind == "Reshape" and open_batch:
         return RESHAPE_OPEN_BATCH, "the batch is computed at run time"
     if kind == "Dense" and open_batch and len(getattr(layer, "input_shape", ()) or ()) > 2:
@@ -241,11 +246,20 @@ def _walk(model, prefix: str = "", open_batch: bool = True) -> list[dict]:
         inbound = _inbound(layer)
         previous = by_layer.get(id(inbound[0]), {}) if len(inbound) == 1 else {}
         ops, note = layer_ops(layer, previous, open_batch)
+        if not open_batch:  # with a static shape the converter writes EXPAND_DIMS as RESHAPE
+            ops = tuple("RESHAPE" if op == "EXPAND_DIMS" else op for op in ops)
+        computing = [op for op in ops if op not in NO_COMPUTE]
         entry = {"layer": name, "class": type(layer).__name__, "ops": list(ops), "note": note,
-                 "tail": ops[-1] if ops else previous.get("tail"),
+                 "tail": computing[-1] if computing else previous.get("tail"),
                  "activated": _activated(layer, ops) or (not ops and previous.get("activated", False))}
         entries.append(entry)
         by_layer[id(layer)] = entry
+    for layer in model.layers:  # a constant scale feeding weights only may be folded into them
+        consumers = [node.outbound_layer for node in getattr(layer, "_outbound_nodes", [])]
+        if type(layer).__name__ in ("Normalization", "Rescaling") and consumers and \
+                all(type(consumer).__name__ in WEIGHTED_LAYERS for consumer in consumers):
+            by_layer[id(layer)]["note"] = "may be folded into the weights of the layer after it"
+            by_layer[id(layer)]["foldable"] = True
     return entries
 
 
@@ -265,7 +279,9 @@ def check(model, variants, targets) -> dict:
 
     # deploy/tflite.py converts a batch-1 copy of these models; the others keep an open batch dimension
     open_batch = not any(isinstance(layer, tflite.FIXED_BATCH_LAYERS) for layer in model.submodules)
-    layers = [{key: entry[key] for key in ("layer", "class", "ops", "note")} for entry in _walk(model, "", open_batch)]
+    walked = _walk(model, "", open_batch)
+    layers = [{key: entry[key] for key in ("layer", "class", "ops", "note")} for entry in walked]
+    foldable = {entry["layer"] for entry in walked if entry.get("foldable")}
     available, int8 = tflm_ops(), [variant for variant in variants if _int8(variant)]
     micro_targets = [target for target in targets if target.runtime == "tflm"]
     unsupported, warnings, reference = [], [], {}
@@ -288,8 +304,9 @@ def check(model, variants, targets) -> dict:
         library = kernel_library(target)
         if library not in OPTIMIZED:
             continue
-        slow = [{"layer": entry["layer"], "op": op} for entry in layers for op in dict.fromkeys(entry["ops"])
-                if op not in OPTIMIZED[library] and op not in NO_COMPUTE and op != "?"]
+        slow = [{"layer": entry["layer"], "op": op} for entry in layers if entry["layer"] not in foldable
+                for op in dict.fromkeys(entry["ops"]) if op not in OPTIMIZED[library] and op not in NO_COMPUTE
+                and op != "?"]
         reference[target.name] = slow
         if slow:
             warnings.append(f"{target.name} ({library}): reference kernels only for " + ", ".join(
