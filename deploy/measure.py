@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from deploy import latency as cost_model
 from deploy import micro
 from deploy.edge.predict import LiteRTModel
 
@@ -37,11 +38,12 @@ def latency(model: LiteRTModel, sample: np.ndarray, runs: int) -> dict:
 
 
 def on_device(flatbuffer: bytes, items: np.ndarray) -> tuple[dict, dict]:
-    """(row, cost): cost from the flatbuffer, LiteRT's working memory, and the same items on TFLite Micro
-    against LiteRT (the arena it needed and its agreement, or why it does not run there)."""
+    """(row, cost): cost from the flatbuffer (MACs, parameters and the counts the latency model reads:
+    deploy/latency.py `profile`), LiteRT's working memory, and the same items on TFLite Micro against LiteRT (the
+    arena it needed and its agreement, or why it does not run there)."""
     model = LiteRTModel(flatbuffer)
     cost = micro.cost(flatbuffer)
-    row = {"macs": cost["macs"], "params": cost["params"],
+    row = {**cost_model.profile(cost), "params": cost["params"],
            "litert_activation_bytes": micro.activation_bytes(flatbuffer)}
     tensors = np.stack([model.quantize(item)[0] for item in items])
     reference = np.stack([model.run(tensor[None])[0] for tensor in tensors])

@@ -30,7 +30,9 @@ RUNTIME_RAM = {"tflm": 8 * 1024, "litert": 64 * 1024 * 1024}
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A device's memory budget and the runtime that executes the model there."""
+    """A device's memory budget, the runtime that executes the model there, and what the latency and energy
+    estimates need (deploy/latency.py): the core, its clock, the kernel library, an optional deadline, and the
+    duty cycle and battery that battery life assumes."""
 
     name: str
     ram_bytes: int
@@ -38,6 +40,19 @@ class Target:
     runtime: str  # "tflm" or "litert"
     cores: int | None = None
     description: str = ""
+    core: str | None = None  # one of latency.CORES: cortex-m0plus, cortex-m4f, ..., xtensa-lx7, cortex-a72
+    mhz: float | None = None
+    kernels: str = ""  # tflm-reference, cmsis-nn, esp-nn, xnnpack (or a vendor runtime of the anchors); "" default
+    deadline_ms: float | None = None  # the latest an inference may finish; the bundle must meet it
+    inferences_per_hour: float | None = None  # duty cycle of the battery-life estimate
+    battery_mah: float | None = None
+    battery_volts: float = 3.7
+    sleep_uw: float = 0.0  # the board's power between inferences; not counted unless given
+    active_mw: float | None = None  # the board's power while it infers; unset: from the core's measured anchors
+
+    def __post_init__(self):
+        if not self.kernels:  # what the runtime runs without an optimized build
+            object.__setattr__(self, "kernels", "tflm-reference" if self.runtime == "tflm" else "xnnpack")
 
     @property
     def runtime_flash_bytes(self) -> int:
@@ -49,22 +64,36 @@ class Target:
 
 
 KIB, MIB = 1024, 1024 * 1024
+# Clocks and kernels are those of a board the anchors measured where one exists (deploy/anchors/mcu_latency.csv):
+# the STM32L4R5 (Cortex-M4F, 120 MHz) of MLPerf Tiny's reference results, the STM32F746 (Cortex-M7, 216 MHz),
+# the ESP32-S3 (240 MHz); each with the optimized kernels a user builds TFLM with (CMSIS-NN, ESP-NN). The duty
+# cycle (one inference a second) and a 1000 mAh 3.7 V cell are an example a user overrides.
+BATTERY = {"inferences_per_hour": 3600.0, "battery_mah": 1000.0}
 PRESETS = {target.name: target for target in (
-    Target("cortex_m4", 256 * KIB, 1 * MIB, "tflm", 1, "Cortex-M4 board (for example STM32F4, nRF52840 class)"),
-    Target("cortex_m7", 512 * KIB, 2 * MIB, "tflm", 1, "Cortex-M7 board (for example STM32F7 / i.MX RT class)"),
-    Target("esp32_s3", 512 * KIB, 8 * MIB, "tflm", 2, "ESP32-S3 module, internal SRAM only (no PSRAM)"),
-    Target("raspberry_pi", 1024 * MIB, 16 * 1024 * MIB, "litert", 4, "Raspberry Pi class Linux device, 1 GB"),
+    Target("cortex_m4", 256 * KIB, 1 * MIB, "tflm", 1, "Cortex-M4 board (for example STM32F4, nRF52840 class)",
+           "cortex-m4f", 120.0, "cmsis-nn", **BATTERY),
+    Target("cortex_m7", 512 * KIB, 2 * MIB, "tflm", 1, "Cortex-M7 board (for example STM32F7 / i.MX RT class)",
+           "cortex-m7", 216.0, "cmsis-nn", **BATTERY),
+    Target("esp32_s3", 512 * KIB, 8 * MIB, "tflm", 2, "ESP32-S3 module, internal SRAM only (no PSRAM)",
+           "xtensa-lx7", 240.0, "esp-nn", **BATTERY),
+    Target("raspberry_pi", 1024 * MIB, 16 * 1024 * MIB, "litert", 4, "Raspberry Pi class Linux device, 1 GB",
+           "cortex-a72", 1500.0, "xnnpack"),
 )}
 FIELDS = {field.name for field in dataclasses.fields(Target)}
+NUMBERS = ("mhz", "deadline_ms", "inferences_per_hour", "battery_mah", "battery_volts", "active_mw")
 
 
 def resolve(item: str | dict) -> Target:
     """A preset by name, or a profile given as a mapping (`name`, `ram_bytes`, `flash_bytes`, `runtime`,
-    optional `cores` and `description`).
+    optional `cores`, `description`, `core`, `mhz`, `kernels`, `deadline_ms`, `inferences_per_hour`,
+    `battery_mah`, `battery_volts`, `sleep_uw`, `active_mw`), or a preset with some of them changed
+    (`{preset: cortex_m4, deadline_ms: 5}`).
 
     Raises:
         ValueError: unknown preset or key, a missing key, or an impossible number; the message names it.
     """
+    from deploy import latency
+
     if isinstance(item, str):
         if item not in PRESETS:
             raise ValueError(f"unknown target {item!r} (presets: {', '.join(PRESETS)}; or a mapping with "
@@ -72,9 +101,13 @@ def resolve(item: str | dict) -> Target:
         return PRESETS[item]
     if not isinstance(item, dict):
         raise ValueError(f"a target is a preset name or a mapping, got {item!r}")
+    if "preset" in item:
+        base = resolve(str(item["preset"]))
+        item = {**{key: value for key, value in dataclasses.asdict(base).items() if value is not None},
+                **{key: value for key, value in item.items() if key != "preset"}}
     unknown = sorted(set(item) - FIELDS)
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} (keys: {', '.join(sorted(FIELDS))})")
+        raise ValueError(f"unknown key {unknown[0]!r} (keys: preset, {', '.join(sorted(FIELDS))})")
     missing = [key for key in ("name", "ram_bytes", "flash_bytes", "runtime") if key not in item]
     if missing:
         raise ValueError(f"missing key {missing[0]!r}")
@@ -88,8 +121,17 @@ def resolve(item: str | dict) -> Target:
         value = item.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name}.{key}: a positive whole number, got {value!r}")
-    return Target(name, item["ram_bytes"], item["flash_bytes"], item["runtime"], item.get("cores"),
-                  str(item.get("description", "")))
+    for key in (*NUMBERS, "sleep_uw"):
+        value = item.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or
+                                  (value == 0 and key in NUMBERS)):
+            raise ValueError(f"{name}.{key}: a positive number, got {value!r}")
+    if item.get("core") is not None and item["core"] not in latency.CORES:
+        raise ValueError(f"{name}.core: one of {', '.join(latency.CORES)}, got {item['core']!r}")
+    if item.get("kernels") and item["kernels"] not in latency.KERNELS + latency.VENDOR_RUNTIMES:
+        raise ValueError(f"{name}.kernels: one of {', '.join(latency.KERNELS + latency.VENDOR_RUNTIMES)}, got "
+                         f"{item['kernels']!r}")
+    return Target(**{**item, "description": str(item.get("description", ""))})
 
 
 class NativeOutput:
@@ -191,7 +233,9 @@ def cost(flatbuffer: bytes) -> dict:
 
     MACs count convolutions (output elements x kernel area x input channels), depthwise convolutions (output
     elements x kernel area), fully connected and batch matmul layers; other operators count no MACs.
-    Parameters are the elements of the constant tensors (weights and biases) the layers read.
+    Parameters are the elements of the constant tensors (weights and biases) the layers read. Each layer also
+    names the elements of its first activation input and whether all its tensors are integers (what the
+    latency model, deploy/latency.py, reads).
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -220,8 +264,11 @@ def cost(flatbuffer: bytes) -> dict:
                    (name in WEIGHTED or np.dtype(details[i]["dtype"]).kind == "f" or details[i]["dtype"] == np.int8)]
         params = sum(int(np.prod(details[i]["shape"])) for i in weights)
         counted.update(weights)
+        activations = [i for i in inputs if i not in constants]
+        in_elements = int(np.prod(details[activations[0]]["shape"])) if activations else 0
         layers.append({"index": op["index"], "op": name, "output": out_shape.tolist(), "macs": macs,
-                       "params": params})
+                       "params": params, "input_elements": in_elements,
+                       "integer": all(np.dtype(details[i]["dtype"]).kind in "iu" for i in [*inputs, *outputs])})
     return {"macs": sum(layer["macs"] for layer in layers), "params": sum(layer["params"] for layer in layers),
             "layers": layers}
 

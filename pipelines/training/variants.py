@@ -70,9 +70,11 @@ def losses(table: dict, reference: float, settings: config_module.ExportConfig, 
     return report.losses(table, column, reference, higher), limit, what
 
 
-def allowed(table: dict, reference: float, settings: config_module.ExportConfig, column: str) -> set[str]:
+def allowed(table: dict, reference: float, settings: config_module.ExportConfig, column: str) -> dict[str, float]:
+    """Variant -> its loss in `column`, for the variants within the allowed loss (what a target's choice ranks
+    ties by, deploy/report.py `choose`)."""
     lost, limit, _ = losses(table, reference, settings, column)
-    return {name for name, loss in lost.items() if loss <= limit + 1e-12}
+    return {name: loss for name, loss in lost.items() if loss <= limit + 1e-12}
 
 
 def choose(table: dict, reference: float, settings: config_module.ExportConfig, column: str = "val_accuracy") -> str:
@@ -254,9 +256,28 @@ def register(config: config_module.Config, folder: Path, table: dict, fits: dict
                    and not isinstance(value, bool) and key in ("size_bytes", "gzip_bytes", "tflm_arena_bytes",
                                                               "macs", "params", "val_accuracy", "val_mae", "val_f1",
                                                               "latency_ms_median")},
-                **{f"fit.{target}": entry["variants"][variant]["verdict"] for target, entry in fits.items()}}
+                **{f"fit.{target}": entry["variants"][variant]["verdict"] for target, entry in fits.items()},
+                **{f"latency_ms.{target}": report.latency_text(entry["variants"][variant])
+                   for target, entry in fits.items()}}
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value[:5000])
         versions[variant] = version
+    tracking.log_metrics(estimates(fits))
     return versions
+
+
+ESTIMATED = ("latency_ms", "latency_low_ms", "latency_high_ms", "energy_uj", "battery_hours")
+
+
+def estimates(fits: dict) -> dict[str, float]:
+    """The fit table's estimates as metrics: `export/<variant>/<target>/estimated_latency_ms` and its band,
+    `.../estimated_energy_uj`, `.../estimated_battery_hours`, `.../meets_deadline` (1 or 0)."""
+    logged = {}
+    for target, entry in fits.items():
+        for variant, cell in entry["variants"].items():
+            prefix = f"export/{variant}/{target}/"
+            logged.update({f"{prefix}estimated_{key}": float(cell[key]) for key in ESTIMATED if key in cell})
+            if "meets_deadline" in cell:
+                logged[f"{prefix}meets_deadline"] = int(cell["meets_deadline"])
+    return logged
 

@@ -36,7 +36,11 @@ class ExportConfig:
     latency_runs: int = option(50, "batch-1 invocations timed per variant", at_least(1))
     targets: tuple[Any, ...] = option(
         ("cortex_m4", "raspberry_pi"), "device targets, each a preset (cortex_m4, cortex_m7, esp32_s3, "
-        "raspberry_pi) or {name, ram_bytes, flash_bytes, runtime: tflm or litert, cores}; see deploy/micro.py")
+        "raspberry_pi), a preset with fields changed ({preset: cortex_m4, deadline_ms: 5}) or {name, ram_bytes, "
+        "flash_bytes, runtime: tflm or litert, cores, core (cortex-m4f, cortex-m7, xtensa-lx7, ...), mhz, kernels "
+        "(tflm-reference, cmsis-nn, esp-nn, xnnpack), deadline_ms, inferences_per_hour, battery_mah, "
+        "battery_volts, sleep_uw, active_mw}; each gets the fastest variant that fits and meets its deadline "
+        "(estimated latency, deploy/latency.py); see deploy/micro.py")
     micro_samples: int = option(100, "validation items run on TFLite Micro and compared with LiteRT", at_least(1))
     gate_majority_margin: float = option(0.0, "gate: the model's val accuracy (or MAE) must beat always answering "
                                          "the training split's majority class (or mean) by more than this")

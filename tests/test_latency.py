@@ -1,0 +1,162 @@
+"""The latency and energy model (deploy/latency.py), the targets that carry what it needs (deploy/micro.py), the
+fit table's estimates and each target's choice (deploy/report.py), and the MLPerf Tiny reference models."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from deploy import latency, micro, report
+
+
+@pytest.fixture(scope="module")
+def anchors():
+    return latency.anchors(), latency.reference_profiles()
+
+
+def test_every_anchor_row_is_predicted_without_itself_within_the_issue_s_median(anchors):
+    rows, profiles = anchors
+    errors = latency.leave_one_out(rows, profiles)
+    assert len(errors) == len(rows)
+    figures = latency.summary(errors)
+    assert figures["latency_model_median_abs_error"] <= 0.30
+    # Every optimized runtime's row, and every row of a core that keeps an anchor of its kernel family when it is
+    # left out, is within 60 %; the one row beyond is the ESP32-S3's reference kernels, the only reference row on
+    # its core (see bench tiny's per-row table).
+    beyond = [item for item in errors if abs(item["error"]) > 0.60]
+    assert all("no reference anchor on xtensa-lx7" in item["basis"] for item in beyond), beyond
+
+
+def test_a_row_left_out_does_not_inform_its_own_prediction(anchors):
+    rows, profiles = anchors
+    index = next(i for i, row in enumerate(rows) if row["model"] == "ic" and row["board"] == "NUCLEO-U575ZI-Q")
+    changed = [dict(row) for row in rows]
+    changed[index]["cycles"] *= 3.0
+    before = latency.leave_one_out(rows, profiles)[index]["predicted_ms"]
+    after = latency.leave_one_out(changed, profiles)[index]["predicted_ms"]
+    assert after == pytest.approx(before, rel=1e-6)
+
+
+def test_the_fit_reproduces_its_anchors_and_scales_with_the_clock(anchors):
+    rows, profiles = anchors
+    fit = latency.Fit(rows, profiles)
+    in_sample = [fit.cycles(profiles[row["model"]], row["core"], row["kernels"])[0] / row["cycles"] - 1
+                 for row in rows]
+    assert np.median(np.abs(in_sample)) < 0.15
+    m4 = micro.resolve("cortex_m4")
+    twice = dataclasses.replace(m4, mhz=2 * m4.mhz)
+    slow, fast = latency.estimate(profiles["kws"], m4), latency.estimate(profiles["kws"], twice)
+    assert fast["ms"] == pytest.approx(slow["ms"] / 2)
+    assert slow["low_ms"] < slow["ms"] < slow["high_ms"]
+    reference = dataclasses.replace(m4, kernels="tflm-reference")
+    assert latency.estimate(profiles["kws"], reference)["ms"] > 2 * slow["ms"]  # CMSIS-NN class against portable C
+
+
+def test_energy_is_the_core_s_measured_power_times_the_estimate_and_battery_life_follows(anchors):
+    rows, profiles = anchors
+    m4 = micro.resolve({"preset": "cortex_m4", "name": "m4_xcube", "kernels": "x-cube-ai"})
+    found = latency.estimate(profiles["kws"], m4)
+    measured = next(row for row in rows if row["model"] == "kws" and row["runtime"].startswith("x-cube-ai")
+                    and row["core"] == "cortex-m4f")
+    assert found["energy_uj"] == pytest.approx(float(measured["energy_uj"]), rel=0.35)
+    hours = m4.battery_mah * 3.6 * m4.battery_volts / (found["energy_uj"] * m4.inferences_per_hour / 3600 * 1e-6) / 3600
+    assert found["battery_hours"] == pytest.approx(hours)
+    sleeping = dataclasses.replace(m4, sleep_uw=100.0)
+    assert latency.estimate(profiles["kws"], sleeping)["battery_hours"] < found["battery_hours"]
+
+
+def test_no_estimate_is_made_up_where_the_anchors_say_nothing(anchors):
+    _, profiles = anchors
+    estimate, why = latency.explain(profiles["kws"], micro.resolve("raspberry_pi"))
+    assert estimate is None and "cortex-a72" in why
+    floating = {**profiles["kws"], "integer_only": 0}
+    assert latency.estimate(floating, micro.resolve("cortex_m4")) is None
+    m55 = micro.resolve({"preset": "cortex_m4", "name": "m55", "core": "cortex-m55", "kernels": "tflm-reference"})
+    assert latency.explain(profiles["kws"], m55)[0] is None
+    m7 = micro.resolve({"preset": "cortex_m7", "name": "m7_dark", "active_mw": None})
+    assert "energy_uj" in latency.estimate(profiles["kws"], m7)  # the M7 has measured energy in the anchors
+    xtensa = latency.estimate(profiles["kws"], micro.resolve("esp32_s3"))
+    assert "ms" in xtensa and "energy_uj" not in xtensa  # no energy measured on an ESP32-S3
+
+
+def test_targets_carry_core_clock_kernels_deadline_and_battery():
+    m4 = micro.resolve("cortex_m4")
+    assert (m4.core, m4.mhz, m4.kernels, m4.deadline_ms) == ("cortex-m4f", 120.0, "cmsis-nn", None)
+    custom = micro.resolve({"preset": "cortex_m4", "name": "fast_m4", "deadline_ms": 5})
+    assert custom.deadline_ms == 5 and custom.ram_bytes == m4.ram_bytes and custom.name == "fast_m4"
+    plain = micro.resolve({"name": "b", "ram_bytes": 1 << 16, "flash_bytes": 1 << 20, "runtime": "tflm"})
+    assert plain.kernels == "tflm-reference" and plain.core is None
+    for bad, field in (({"core": "pentium"}, "core"), ({"kernels": "magic"}, "kernels"),
+                       ({"deadline_ms": 0}, "deadline_ms"), ({"mhz": "fast"}, "mhz")):
+        with pytest.raises(ValueError, match=field):
+            micro.resolve({"preset": "cortex_m4", "name": "x", **bad})
+
+
+def _table(profiles: dict) -> dict:
+    """Three measured variants: a large fast one (DS-CNN's counts), a small slow one (ResNet-8's), a float one."""
+    def row(counts, size, arena, accuracy):
+        return {**counts, "size_bytes": size, "tflm_arena_bytes": arena, "litert_activation_bytes": arena,
+                "val_accuracy": accuracy}
+
+    return {"int8_fast": row(profiles["kws"], 90_000, 40_000, 0.90),
+            "int8_small": row(profiles["ic"], 60_000, 40_000, 0.91),
+            "float32": row({**profiles["kws"], "integer_only": 0}, 200_000, 90_000, 0.92)}
+
+
+def test_each_target_gets_the_fastest_variant_that_fits_and_meets_its_deadline_not_the_smallest(anchors):
+    _, profiles = anchors
+    table = _table(profiles)
+    allowed = {"int8_fast": 0.02, "int8_small": 0.01, "float32": 0.0}
+    m4 = micro.resolve({"preset": "cortex_m4", "name": "m4", "deadline_ms": 120})
+    fits = report.fit_table(table, [m4, micro.resolve("raspberry_pi")], allowed)
+    cells = fits["m4"]["variants"]
+    assert cells["int8_fast"]["latency_ms"] < cells["int8_small"]["latency_ms"]
+    assert fits["m4"]["chosen"] == "int8_fast"  # the larger file, but the faster there
+    assert cells["int8_fast"]["meets_deadline"] and "meets the 120 ms deadline" in cells["int8_fast"]["verdict"]
+    assert "latency_ms" not in cells["float32"] and "no estimate" in cells["float32"]["latency"]
+    # No estimate on the Linux board: the most accurate variant that fits, whatever its size.
+    assert fits["raspberry_pi"]["chosen"] == "float32"
+    text = report.fit_text(fits)
+    assert "Estimated, not measured: latency" in text and "Measured here: flash" in text
+    assert f"{cells['int8_fast']['latency_ms']:.3g} (" in text
+
+
+def test_a_target_whose_deadline_no_variant_meets_gets_no_bundle_and_one_line_saying_by_how_much(anchors):
+    _, profiles = anchors
+    table = _table(profiles)
+    tight = micro.resolve({"preset": "cortex_m4", "name": "tight", "deadline_ms": 5})
+    fits = report.fit_table(table, [tight], {"int8_fast": 0.0, "int8_small": 0.0, "float32": 0.0})
+    entry = fits["tight"]
+    fastest = entry["variants"]["int8_fast"]
+    assert entry["chosen"] is None and not fastest["meets_deadline"]
+    assert "no variant meets the 5 ms deadline" in entry["why"]
+    assert f"{fastest['latency_ms'] - 5:.3g} ms over" in entry["why"]
+    assert f"- tight: {entry['why']}" in report.fit_text(fits)
+
+
+@pytest.mark.slow
+def test_the_reference_models_have_their_published_shapes():
+    from models import reference
+
+    built = {name: build() for name, build in reference.references().items()}
+    assert built["kws"].input_shape == (None, 49, 10, 1) and built["kws"].output_shape == (None, 12)
+    assert built["vww"].input_shape == (None, 96, 96, 3) and built["vww"].output_shape == (None, 2)
+    assert built["person_detection"].input_shape == (None, 96, 96, 1)
+    assert built["ic"].input_shape == (None, 32, 32, 3) and built["ic"].output_shape == (None, 10)
+    assert built["ad"].input_shape == (None, 640) and built["ad"].output_shape == (None, 640)
+    assert built["vww"].layers[-1].input_shape == (None, 256)  # 8 x 2^5 filters after the 13 separable blocks
+
+
+@pytest.mark.slow
+def test_the_stored_profile_is_what_the_reference_model_converts_to(anchors):
+    from deploy import tflite
+    from models import reference
+
+    _, profiles = anchors
+    model = reference.build_fc_autoencoder()
+    flatbuffer = tflite.convert(model, "int8", np.random.default_rng(0).normal(size=(8, 640)).astype(np.float32))
+    assert latency.profile(micro.cost(flatbuffer)) == profiles["ad"]
+    assert latency.estimate(flatbuffer, micro.resolve("cortex_m7"))["ms"] == \
+        pytest.approx(latency.estimate(profiles["ad"], micro.resolve("cortex_m7"))["ms"])
