@@ -4,8 +4,9 @@ Strategies: stratified (classification) or random, seeded; temporal (the latest 
 share content (exact duplicates), near-duplicate images (clusters found by clean), recordings and, when asked,
 rows of one `data.group_column` group always land in one split: the data kind's adapter
 (pipelines/data/kinds/) decides the groups, writes each split's inputs and fits its preprocessing and the
-normalizer on the training split only. A leakage check runs on every split and fails the stage naming the
-items. The same config gives a byte-identical `split_manifest.json`.
+normalizer on the training split only. With `health.action` set, label issues are found over train+val with
+cleanlab (pipelines/data/health.py) and, when asked, the confident suspects leave train and val. A leakage check
+runs on every split and fails the stage naming the items. The same config gives a byte-identical `split_manifest.json`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import mlflow
 
 from pipelines.core import config as config_module
 from pipelines.core import ledger, stage, tracking, workspace
-from pipelines.data import kinds, splits
+from pipelines.data import health, kinds, splits
 
 
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
@@ -27,6 +28,13 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         dataset = workspace.read_json(clean_folder / "dataset.json")
         used = ledger.used_keys() if config.split.exclude_used_from_test else set()
         assignment, statistics = kinds.get(dataset["kind"]).split(clean_folder, dataset, config, folder, used)
+        checked = {}
+        if config.health.action != "off":  # label issues over train+val, before the manifest records the parts
+            workspace.write_json(folder / "dataset.json", dataset)
+            assignment, checked = health.check(folder, assignment, dataset, config)
+            for name in ("label_issues.csv", "health.json", "health_suspects.png"):
+                if (folder / name).is_file():
+                    mlflow.log_artifact(str(folder / name), "health")
         temporal = config.split.strategy == "temporal"
         fold_of = splits.fold_numbers(assignment.parts, assignment.stratify, assignment.grouping, config.split,
                                       assignment.times, assignment.streams) if config.split.folds else {}
@@ -39,11 +47,11 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             mlflow.log_artifact(str(folder / name))
         for log in sorted(folder.glob("*_log.csv")):  # the kind's logs of what split fitted and changed
             mlflow.log_artifact(str(log))
-        metrics = {f"split/{name}_items": len(assignment.parts[name]) for name in splits.SPLITS}
+        metrics = {**{f"split/{name}_items": len(assignment.parts[name]) for name in splits.SPLITS}, **checked}
         if config.split.exclude_used_from_test:  # what the tracking store's test ledger held when this split ran
             metrics["split/used_test_items_held_out"] = len(set(assignment.content or []) & used)
         tracking.log_metrics(metrics)
         return metrics
 
     inputs = {"clean": stage.identity(clean_folder)}
-    return stage.execute(config, "split", ("data", "split", "normalize"), inputs, body, force)
+    return stage.execute(config, "split", ("data", "split", "normalize", "health"), inputs, body, force)

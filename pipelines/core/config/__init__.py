@@ -23,6 +23,7 @@ from pipelines.core.config.data import (
     CleanConfig,
     ColumnRule,
     DataConfig,
+    HealthConfig,
     NormalizeConfig,
     SplitConfig,
 )
@@ -79,6 +80,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -174,3 +174,19 @@ class NormalizeConfig:
                         one_of("global", "per_channel"))
 
 
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    action: str = option("off", "label issues from out-of-fold predictions over train+val, found by split with "
+                         "cleanlab: off, report (label_issues.csv, per-class health, a gallery), or exclude (also "
+                         "leaves the suspects at or above min_confidence out of train and val; test is never "
+                         "touched)", one_of("off", "report", "exclude"))
+    model: str = option("knn", "the quick model of the out-of-fold predictions, on the kind's cheap features "
+                        "(thumbnails, encoded rows, window statistics): knn (on 30 principal components), "
+                        "logistic, or svm (RBF; slow beyond a few thousand items)", one_of("knn", "logistic", "svm"))
+    folds: int = option(5, "cross-validation folds over train+val (groups whole, as the split keeps them)",
+                        at_least(2))
+    min_confidence: float = option(0.5, "exclude: a suspect goes when the model gives its suspected label at "
+                                   "least this probability", at_least(0))
+    gallery: int = option(16, "worst suspects drawn in health_suspects.png (images)", at_least(0))
