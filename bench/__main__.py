@@ -19,7 +19,7 @@ from pathlib import Path
 from pipelines.core import workspace
 
 BENCHMARKS = ("pipeline", "data", "memory", "scale", "sensors", "transfer", "search", "export", "latency", "gan",
-              "architectures", "tiny")
+              "architectures", "tiny", "health")
 RESULTS = Path(__file__).parent / "results.json"
 
 
