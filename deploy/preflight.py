@@ -48,7 +48,7 @@ OPTIMIZED = {
     "esp-nn": frozenset("ADD CONV_2D DEPTHWISE_CONV_2D FULLY_CONNECTED MUL AVERAGE_POOL_2D MAX_POOL_2D "
                         "SOFTMAX".split()),
 }
-# The kernel library of the shipped TFLM presets, where the target itself does not name one.
+# The kernel library of the shipped TFLM presets, for a Target without a `kernels` field.
 PRESET_LIBRARY = {"cortex_m4": "cmsis-nn", "cortex_m7": "cmsis-nn", "esp32_s3": "esp-nn"}
 # Operators that only move or relabel memory: a reference kernel costs them nothing worth a warning.
 NO_COMPUTE = frozenset("RESHAPE SQUEEZE EXPAND_DIMS SHAPE".split())
@@ -144,15 +144,11 @@ def tflm_ops() -> frozenset[str]:
 
 
 def kernel_library(target) -> str | None:
-    """The target's kernel library (`cmsis-nn`, `esp-nn`, ...): the target's own field where it has one, else
-    the preset's; None where it uses TFLM's reference kernels or is not a TFLM target."""
+    """A TFLM target's kernel library (`tflm-reference`, `cmsis-nn`, `esp-nn`): its `kernels` field, else the
+    preset's; None for a target that does not run TFLM."""
     if getattr(target, "runtime", None) != "tflm":
         return None
-    for field in ("kernel_library", "kernels", "library"):
-        value = getattr(target, field, None)
-        if isinstance(value, str) and value:
-            return value
-    return PRESET_LIBRARY.get(target.name)
+    return getattr(target, "kernels", "") or PRESET_LIBRARY.get(target.name)
 
 
 def _inbound(layer) -> list:
