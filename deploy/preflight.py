@@ -218,7 +218,7 @@ def layer_ops(layer, previous: dict | None = None, open_batch: bool = True) -> t
     return LAYERS[kind] + activation[0], ""
 
 
-def _activated(layer, ops: tuple[str, ...]) -> bool:
+def _activated(layer) -> bool:
     """Whether the layer's output has been through an activation (fused or not): nothing more fuses into it."""
     if type(layer).__name__ in ("ReLU", "Activation"):
         return True
@@ -247,7 +247,7 @@ def _walk(model, prefix: str = "", open_batch: bool = True) -> list[dict]:
         computing = [op for op in ops if op not in NO_COMPUTE]
         entry = {"layer": name, "class": type(layer).__name__, "ops": list(ops), "note": note,
                  "tail": computing[-1] if computing else previous.get("tail"),
-                 "activated": _activated(layer, ops) or (not ops and previous.get("activated", False))}
+                 "activated": _activated(layer) or (not ops and previous.get("activated", False))}
         entries.append(entry)
         by_layer[id(layer)] = entry
     for layer in model.layers:  # a constant scale feeding weights only may be folded into them

@@ -1,5 +1,10 @@
 """export: the champion model to TF-Lite variants, each measured on the LiteRT interpreter; the edge bundle.
 
+First the operator preflight (deploy/preflight.py): a layer that TFLite Micro cannot run (for a TFLM target) or
+that cannot become int8 (for an int8 variant) stops export before any conversion, in one line naming the layer
+and the operator; operators that run only on reference kernels of a target's library are printed and recorded
+(preflight.json, MLflow).
+
 For each variant: size raw and gzipped, accuracy on validation and top-1 agreement with the Keras model,
 the largest probability difference, batch-1 latency (warm-up, then median and p90), multiply-accumulates and
 parameters counted from the flatbuffer, and a run on TensorFlow Lite for Microcontrollers (the arena it
