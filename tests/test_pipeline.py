@@ -17,7 +17,7 @@ from pipelines.core import stage as stage_module
 from pipelines.data import splits
 from pipelines.stages import evaluate, pipeline, split
 from pipelines.training import evaluation
-from tests.conftest import TINY, parse_c_array, png, split_arrays, tamper_shard, tiny_config
+from tests.conftest import REPO, TINY, parse_c_array, png, split_arrays, stage_command, tamper_shard, tiny_config
 
 STAGE_NAMES = [stage.name for stage in pipeline()]
 
@@ -29,10 +29,37 @@ def _cli(root, stage, *extra):
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory):
+def ran_in_a_terminal(tmp_path_factory):
+    """The tiny pipeline as a user runs it, in a process of its own: (root, what it printed on stdout and stderr)."""
     root = tmp_path_factory.mktemp("pipeline")
-    assert _cli(root, "all") == 0
+    done = subprocess.run(stage_command("all", [*TINY, f"runtime.root={root}"]), cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def ran(ran_in_a_terminal):
+    root, _, _ = ran_in_a_terminal
     return root, tiny_config(root)
+
+
+# What TensorFlow, LiteRT and absl print on their own: C++ log lines (absl's "W0000 00:00:...", TensorFlow's
+# "2026-... I tensorflow/..."), LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", Python loggers'
+# "WARNING:absl:", the converter's printouts, warnings raised in their files (".../tensorflow/lite/...py:846").
+CHATTER = re.compile(r"^(INFO:|WARNING:absl|WARNING: All log messages|[IWE]\d{4} |\d{4}-\d\d-\d\d \S+: [IWE] "
+                     r"|fully_quantize:)|tensorflow/|XNNPACK|absl::")
+
+
+def test_the_terminal_shows_each_stage_time_the_tune_bar_and_no_tensorflow_chatter(ran_in_a_terminal):
+    _, out, err = ran_in_a_terminal
+    summary = re.findall(r"^  (\w+) +\d+\.\ds  run [0-9a-f]{32} ", out, re.MULTILINE)
+    assert summary == STAGE_NAMES  # each stage's line: its wall time and its run (a skipped one says so)
+    chatter = [line for line in (out + err).replace("\r", "\n").splitlines() if CHATTER.search(line)]
+    assert not chatter, chatter
+    bar = err.replace("\r", "\n")  # tqdm's bar on stderr: trials done of planned, the best score so far
+    assert re.search(r"^\[tune\] random: 100%.* 1/1 \[.*best val/accuracy 0\.\d{4}", bar, re.MULTILINE), bar[-2000:]
+    assert "[tune] trial 0 (random) complete" in out
 
 
 def _runs(config):
