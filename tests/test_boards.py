@@ -1,4 +1,4 @@
-"""Search under a board's limits: feasibility, the Pareto front, each board's champion (pipelines/training/boards.py)."""
+"""Search under a board's limits: feasibility, the Pareto front, each board's champion (training/boards.py)."""
 
 import optuna
 import pytest
@@ -37,19 +37,46 @@ def test_the_front_holds_the_trials_no_other_beats_on_accuracy_latency_and_ram()
         (0, True, False), (1, True, True), (2, False, True), (3, True, True), (4, False, True)]
 
 
-def test_optunas_constraints_mark_a_trial_feasible_when_some_board_takes_it():
-    func = boards.constraints(["m4", "m7"])
-
-    def frozen(attrs):
-        return optuna.trial.create_trial(value=0.5, user_attrs=attrs)
-
-    assert func(frozen({"board/m4/feasible": False, "board/m7/feasible": True})) == [0.0]
-    assert func(frozen({"board/m4/feasible": False, "board/m7/feasible": False})) == [1.0]
-    assert func(frozen({})) == [1.0]  # pruned before it was measured
-
-
 def test_search_targets_are_checked_at_load(tmp_path):
     with pytest.raises(ConfigError, match=r"search.targets\[0\]: unknown target 'cortex_m99'"):
         config_module.from_dict({"search": {"targets": ["cortex_m99"]}})
     with pytest.raises(ConfigError, match="search.targets: measures each trial's model"):
         config_module.from_dict({"split": {"folds": 3}, "search": {"targets": ["cortex_m4"], "objective": "cv"}})
+
+
+@pytest.mark.slow
+def test_a_search_under_board_limits_gives_each_board_its_most_accurate_feasible_trial(tmp_path, capsys):
+    from pipelines.core import tracking, workspace
+    from pipelines.stages import clean, split, train, tune
+    from pipelines.training import tuning
+    from tests.conftest import tiny_config
+
+    tree = config_module.to_dict(tiny_config(tmp_path))
+    tree["search"].update({"n_trials": 2, "grid_points": 0, "epochs": 2, "seed": 0,
+                           "space": {"model.filters": {"kind": "choice", "values": [[4], [32]]}},
+                           # nothing finishes in a nanosecond; a Cortex-M7 without a deadline takes any that fits
+                           "targets": [{"preset": "cortex_m4", "deadline_ms": 1e-6}, "cortex_m7"]})
+    config = config_module.from_dict(tree)
+    for stage in (clean, split, train):
+        stage.run(config)
+    tune.run(config)
+    out = capsys.readouterr().out
+    folder = workspace.stage_dir(tmp_path, config.experiment, "tune")
+    rows = workspace.read_json(folder / "pareto.json")["rows"]
+    assert (folder / "pareto.png").stat().st_size > 0
+    assert sorted((row["board"], row["trial"]) for row in rows) == [("cortex_m4", 0), ("cortex_m4", 1),
+                                                                     ("cortex_m7", 0), ("cortex_m7", 1)]
+    assert all(row["latency_ms"] > 0 and row["ram_bytes"] > 0 for row in rows)  # measured and estimated
+    assert not any(row["feasible"] for row in rows if row["board"] == "cortex_m4")
+    assert "no trial fits cortex_m4 and meets its deadline: no champion-cortex_m4" in out
+    assert tracking.champion_version(config, "champion-cortex_m4") is None
+    m7 = [row for row in rows if row["board"] == "cortex_m7"]
+    assert all(row["feasible"] for row in m7)
+    best = max(m7, key=lambda row: row[KEY])
+    assert f"[tune] champion-cortex_m7: trial {best['trial']} " in out
+    assert tracking.champion_version(config, "champion-cortex_m7") is not None
+    study = tuning.Search(config).study()  # Optuna holds each board's excesses as the trial's constraints
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        constraints = {key: value for key, value in trial.system_attrs.items() if key.startswith("constraints:")}
+        assert constraints["constraints:board/cortex_m4/deadline_excess"] > 0
+        assert constraints["constraints:board/cortex_m7/ram_excess"] < 0

@@ -5,22 +5,21 @@ each board's own champion.
 Per trial (`measure`): the int8 flatbuffer's size (flash), the arena TensorFlow Lite Micro needed for it on a
 few validation items (RAM, measured), and per board the latency estimated by the board's cost model
 (deploy/latency.py) against its `deadline_ms`; a trial is feasible on a board when it fits its RAM and flash and
-meets its deadline. Optuna records the constraints through the sampler's `constraints_func` (`constraints`:
-feasible when it is on at least one board). The search stays one objective (validation accuracy): the trade-off
-is read from the front (`front`, `plot`) and each board's champion is its most accurate feasible trial (`champion_trial`).
+meets its deadline. Optuna records each board's excesses (RAM, flash, deadline; <= 0 when met) as the trial's
+constraints (`Trial.set_constraint`, feasible in Optuna's sense when it is on every board). The search stays one
+objective (validation accuracy): the trade-off is read from the front (`front`, `plot`), and each board's
+champion is its most accurate feasible trial there (`champion_trial`).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
-import optuna
 
-from deploy import measure, micro, tflite
+from deploy import latency, measure, micro, tflite
 from pipelines.core import config as config_module
 from pipelines.core import figures, tracking, workspace
 from pipelines.data import splits
@@ -49,27 +48,18 @@ def measure_model(model, data: splits.SplitData, config: config_module.Config) -
             found.update({prefix + "feasible": False, prefix + "why": "TFLM cannot run it"})
             continue
         verdict = micro.fit(target, len(flatbuffer), ram_needed)
-        from deploy import latency  # TEMPORARY until deploy/latency.py lands
-
         estimate = latency.estimate(flatbuffer, target)
         meets = target.deadline_ms is None or (estimate is not None and estimate["ms"] <= target.deadline_ms)
         found.update({prefix + "ram_bytes": verdict["ram_bytes"], prefix + "flash_bytes": verdict["flash_bytes"],
                       prefix + "fits": verdict["fits"], prefix + "meets_deadline": meets,
-                      prefix + "feasible": verdict["fits"] and meets})
+                      prefix + "feasible": verdict["fits"] and meets,
+                      prefix + "ram_excess": -verdict["ram_margin_bytes"],
+                      prefix + "flash_excess": -verdict["flash_margin_bytes"]})
         if estimate is not None:
             found[prefix + "latency_ms"] = float(estimate["ms"])
+            if target.deadline_ms is not None:
+                found[prefix + "deadline_excess"] = float(estimate["ms"]) - target.deadline_ms
     return found
-
-
-def constraints(names: list[str]):
-    """Optuna's `constraints_func` over the trial's measured attributes: one value per board, <= 0 when the
-    trial is feasible there, and the smallest of them first (feasible on at least one board), as Optuna reads a
-    trial feasible when every value is <= 0. A trial never measured (pruned, diverged) is infeasible."""
-    def func(trial: optuna.trial.FrozenTrial) -> list[float]:
-        values = [0.0 if trial.user_attrs.get(f"board/{name}/feasible") else 1.0 for name in names]
-        return [min(values)] if values else [math.inf]
-
-    return func
 
 
 def feasible(trial: dict, name: str) -> bool:

@@ -136,7 +136,7 @@ def _begin_immediate(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_study(url: str, name: str, higher: bool, prune_warmup: int, boards: tuple[str, ...] = ()) -> optuna.Study:
+def open_study(url: str, name: str, higher: bool, prune_warmup: int) -> optuna.Study:
     """The study `name` in the storage at `url`, created on first use (by any process: creation is atomic).
 
     `Study.ask` takes an enqueued trial by reading it WAITING and setting it RUNNING in one transaction
@@ -144,8 +144,7 @@ def open_study(url: str, name: str, higher: bool, prune_warmup: int, boards: tup
     Python's sqlite3 module begins a transaction only at the UPDATE, so two processes could both read WAITING and
     both take the trial (measured with three processes asking from one queue: 17 of 300 trials handed out twice).
     Here each SQLite transaction begins with BEGIN IMMEDIATE, which takes the write lock before the read
-    (SQLAlchemy's recipe for pysqlite's transactions), so the read and the update are one step on SQLite too.
-    With `boards` (search.targets), the sampler's `constraints_func` records each trial's feasibility there."""
+    (SQLAlchemy's recipe for pysqlite's transactions), so the read and the update are one step on SQLite too."""
     sqlite = url.startswith("sqlite")
     # isolation_level None: pysqlite emits no BEGIN of its own; the "begin" event below emits BEGIN IMMEDIATE.
     engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
@@ -159,13 +158,8 @@ def open_study(url: str, name: str, higher: bool, prune_warmup: int, boards: tup
     # The median rule from `prune_warmup` epochs on: Optuna counts steps from 0, the config counts epochs.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(prune_warmup - 1, 0)) \
         if prune_warmup else optuna.pruners.NopPruner()
-    sampler = None
-    if boards:  # the trials are enqueued: the sampler only records their constraints
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(constraints_func=boards_module.constraints(list(boards)))
     return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, pruner=pruner,
-                               sampler=sampler, direction="maximize" if higher else "minimize")
+                               direction="maximize" if higher else "minimize")
 
 
 def plan(study: optuna.Study, phase: str, plan_: list[dict], space: dict[str, config_module.ParamSpace]) -> int:
@@ -248,6 +242,8 @@ def run_trial(trial: optuna.Trial, config: config_module.Config, split_folder: P
     if config.search.targets and not report.pruned_at:  # int8 on TFLM and each board's estimate
         for name, value in boards_module.measure_model(model, data, config).items():
             trial.set_user_attr(name, plain(value))
+            if name.endswith("_excess"):  # Optuna's constraints: feasible when every one is <= 0
+                trial.set_constraint(name, value)
     if report.pruned_at:
         trial.set_user_attr("pruned_at", report.pruned_at)
         trial.set_user_attr("score", float(result[objective.key]))  # the best before it stopped

@@ -90,8 +90,7 @@ class Search:
                                            self.config.train)
 
     def study(self) -> optuna.Study:
-        boards = tuple(str(item if isinstance(item, str) else item["name"]) for item in self.config.search.targets)
-        return search.open_study(self.url, self.name, self.objective.higher, self.config.search.prune_warmup, boards)
+        return search.open_study(self.url, self.name, self.objective.higher, self.config.search.prune_warmup)
 
     def work(self, study: optuna.Study, done) -> int:
         def said(trial):
