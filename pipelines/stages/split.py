@@ -29,7 +29,7 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         used = ledger.used_keys() if config.split.exclude_used_from_test else set()
         assignment, statistics = kinds.get(dataset["kind"]).split(clean_folder, dataset, config, folder, used)
         checked = {}
-        if config.health.action != "off":  # label issues over train+val, before the manifest records the parts
+        if config.health.action != "none":  # label issues over train+val, before the manifest records the parts
             workspace.write_json(folder / "dataset.json", dataset)
             assignment, checked = health.check(folder, assignment, dataset, config)
             for name in ("label_issues.csv", "health.json", "health_suspects.png"):

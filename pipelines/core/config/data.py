@@ -178,10 +178,10 @@ class NormalizeConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    action: str = option("off", "label issues from out-of-fold predictions over train+val, found by split with "
-                         "cleanlab: off, report (label_issues.csv, per-class health, a gallery), or exclude (also "
+    action: str = option("none", "label issues from out-of-fold predictions over train+val, found by split with "
+                         "cleanlab: none, report (label_issues.csv, per-class health, a gallery), or exclude (also "
                          "leaves the suspects at or above min_confidence out of train and val; test is never "
-                         "touched)", one_of("off", "report", "exclude"))
+                         "touched)", one_of("none", "report", "exclude"))
     model: str = option("knn", "the quick model of the out-of-fold predictions, on the kind's cheap features "
                         "(thumbnails, encoded rows, window statistics): knn (on 30 principal components), "
                         "logistic, or svm (RBF; slow beyond a few thousand items)", one_of("knn", "logistic", "svm"))
