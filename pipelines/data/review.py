@@ -111,14 +111,23 @@ def _subset(raw, keep: np.ndarray):
 
 
 def used_test_ids(split_folder: Path) -> set[str]:
-    """The ids of the test items of this experiment's last split that the test ledger records as evaluated."""
+    """The ids of the test items of this experiment's last split that the test ledger records as evaluated, and
+    the recordings their windows were cut from (a window's id is `<recording>@<start>`; its group, or its stream
+    in a temporal split, the recording)."""
     if not (split_folder / "split_manifest.json").is_file():
         return set()
     from pipelines.core import ledger
 
     items = workspace.read_json(split_folder / "split_manifest.json")["items"]
-    test = {item.get("content", item["sha256"]): item["id"] for item in items if item["split"] == "test"}
-    return {test[key] for key in ledger.used_keys() & set(test)}
+    test = {item.get("content", item["sha256"]): item for item in items if item["split"] == "test"}
+    used = set()
+    for key in ledger.used_keys() & set(test):
+        item = test[key]
+        used.add(item["id"])
+        recording = item.get("group", item.get("stream"))  # signals: grouped by recording, or cut in time
+        if recording is not None and item["id"].startswith(f"{recording}@"):
+            used.add(recording)
+    return used
 
 
 def apply(raw, data: config_module.DataConfig, root: Path, split_folder: Path) -> tuple[object, list, dict]:
