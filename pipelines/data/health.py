@@ -78,7 +78,7 @@ def _gallery(reader, positions: np.ndarray, rows: list[tuple], path: Path) -> No
     items = reader.subset(positions).array() if len(positions) else np.zeros((0,))
     columns = min(8, len(positions))
     lines = -(-len(positions) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 1.9 * lines), squeeze=False)
+    figure, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 2.3 * lines), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     for axis, item, row in zip(axes.ravel(), items, rows):
@@ -123,7 +123,8 @@ def check(folder: Path, assignment: splits.Assignment, dataset: dict, config: co
     suspected, names = probabilities.argmax(axis=1), dataset["class_names"]
     confidence = probabilities[np.arange(len(pool)), suspected]
     quality = probabilities[np.arange(len(pool)), labels]
-    order = [int(position) for position in np.flatnonzero(mask)[np.argsort(quality[mask], kind="stable")]]
+    flagged = np.flatnonzero(mask)  # worst first: the given label least likely, the other one most
+    order = [int(position) for position in flagged[np.lexsort((-confidence[flagged], quality[flagged]))]]
     excluded = [position for position in order if health.action == "exclude"
                 and confidence[position] >= health.min_confidence]
     split_of = np.where(np.arange(len(pool)) < len(assignment.parts["train"]), "train", "val")
@@ -132,11 +133,11 @@ def check(folder: Path, assignment: splits.Assignment, dataset: dict, config: co
              "excluded" if position in set(excluded) else "reported") for position in order]
     workspace.write_text(folder / ISSUES, workspace.csv_text(HEADER, rows))
     counts = np.bincount(labels, minlength=len(names))
-    flagged = np.bincount(labels[mask], minlength=len(names))
+    per_class = np.bincount(labels[mask], minlength=len(names))
     workspace.write_json(folder / "health.json", {
         "model": health.model, "folds": health.folds, "items": len(pool), "label_issues": len(order),
         "excluded": len(excluded), "class_health": scores,
-        "class_issues": {name: int(count) for name, count in zip(names, flagged)},
+        "class_issues": {name: int(count) for name, count in zip(names, per_class)},
         "class_items": {name: int(count) for name, count in zip(names, counts)}})
     if len(reader.shape) == 4 and order and health.gallery:  # images: show the worst suspects
         worst = order[:health.gallery]
