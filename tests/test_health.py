@@ -8,7 +8,7 @@ import pytest
 from pipelines.core import ledger, tracking, workspace
 from pipelines.core.errors import DataError
 from pipelines.data import review, sources
-from pipelines.stages import clean, split
+from pipelines.stages import analyze, clean, split
 from tests.conftest import tiny_config
 
 
@@ -257,3 +257,13 @@ def test_health_reports_and_excludes_planted_label_errors_from_train_and_val_onl
     report = workspace.read_json(result.folder / "health.json")
     assert set(report["class_health"]) == {"0", "1", "7"} and min(report["class_health"].values()) < 1.0
     assert (result.folder / "health_suspects.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analyze_reports_label_health_outside_the_test_share(tmp_path):
+    result = analyze.run(_cancer(tmp_path, "health.action=report"))
+    section = workspace.read_json(result.folder / "report.json")["label_health"]
+    assert set(section["class_health"]) == {"malignant", "benign"}
+    assert 0.6 * 569 < section["items"] < 569 and "held out" in section["evaluated_on"]
+    assert section["label_issues"] == result.metrics["analyze/label_issues"]
+    assert len(section["worst_suspects"]) == min(20, section["label_issues"])
+    assert all(suspect[1] != suspect[2] for suspect in section["worst_suspects"])

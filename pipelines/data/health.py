@@ -44,21 +44,47 @@ def _model(name: str, features: int, seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.1, random_state=seed))
 
 
-def out_of_fold(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, health: config_module.HealthConfig,
-                seed: int) -> np.ndarray:
-    """Each item's class probabilities from a model that never saw it (nor any item of its group)."""
+def out_of_fold(features, labels: np.ndarray, groups: np.ndarray, health: config_module.HealthConfig,
+                seed: int, encoder=None) -> np.ndarray:
+    """Each item's class probabilities from a model that never saw it (nor any item of its group); `encoder`
+    (an unfitted scikit-learn transformer, for raw table rows) is fitted inside each fold."""
     folds = int(min(health.folds, np.bincount(labels).min()))
     if folds < 2:
         raise ValueError("health: a class has fewer than 2 items in train+val; no cross-validation is possible")
     grouped = len(np.unique(groups)) < len(groups)
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed) if grouped else \
         StratifiedKFold(folds, shuffle=True, random_state=seed)
+    width = features.shape[1] if encoder is None else len(encoder.fit(features).get_feature_names_out())
+    model = _model(health.model, width, seed)
+    if encoder is not None:
+        model = make_pipeline(encoder, *[step for _, step in model.steps])
     try:
-        return cross_val_predict(_model(health.model, features.shape[1], seed), features, labels, cv=splitter,
-                                 groups=groups if grouped else None, method="predict_proba")
+        return cross_val_predict(model, features, labels, cv=splitter, groups=groups if grouped else None,
+                                 method="predict_proba")
     except ValueError:  # groups too uneven to stratify every fold: whole groups, unstratified
-        return cross_val_predict(_model(health.model, features.shape[1], seed), features, labels,
-                                 cv=GroupKFold(folds), groups=groups, method="predict_proba")
+        return cross_val_predict(model, features, labels, cv=GroupKFold(folds), groups=groups,
+                                 method="predict_proba")
+
+
+def summary(features, labels: np.ndarray, groups: np.ndarray | None, ids, class_names, config: config_module.Config,
+            encoder=None) -> dict:
+    """Analyze's health section: label issues over the items outside the test share the split would hold out
+    (`splits.analysis_folds`, groups whole), counts, the health per class and the 20 worst suspects. Split's
+    check (`check`) is the one that acts."""
+    labels = np.asarray(labels).astype(np.int64)
+    pool, _, how = splits.analysis_folds(len(labels), labels, groups, None, config.split)
+    grouping = np.arange(len(labels)) if groups is None else np.asarray(groups).astype(str)
+    subset = features.iloc[pool] if hasattr(features, "iloc") else np.asarray(features)[pool]
+    probabilities = out_of_fold(subset, labels[pool], grouping[pool], config.health, config.split.seed, encoder)
+    mask, scores = issues(labels[pool], probabilities, list(class_names))
+    flagged = np.flatnonzero(mask)
+    quality = probabilities[flagged, labels[pool][flagged]]
+    worst = flagged[np.argsort(quality, kind="stable")][:20]
+    return {"model": config.health.model, "evaluated_on": how, "items": len(pool), "label_issues": int(mask.sum()),
+            "issue_fraction": round(float(mask.mean()), 4), "class_health": scores,
+            "worst_suspects": [[str(ids[pool[position]]), class_names[labels[pool][position]],
+                                class_names[int(probabilities[position].argmax())],
+                                round(float(probabilities[position].max()), 4)] for position in worst]}
 
 
 def issues(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> tuple[np.ndarray, dict]:

@@ -59,9 +59,11 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         metrics = {"analyze/items": report["items"], "analyze/baseline_score": report["baseline"]["score_mean"]}
         if "imbalance_ratio" in report:
             metrics["analyze/imbalance_ratio"] = report["imbalance_ratio"]
+        if "label_health" in report:
+            metrics["analyze/label_issues"] = report["label_health"]["label_issues"]
         metrics.update(headline)
         tracking.log_metrics(metrics)
         return metrics
 
     inputs = {"source": sources.fingerprint(config.data, config.root)}
-    return stage.execute(config, "analyze", ("data", "split.seed"), inputs, body, force)
+    return stage.execute(config, "analyze", ("data", "split.seed", "health"), inputs, body, force)

@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipelines.core import config as config_module
 from pipelines.core import figures, workspace
-from pipelines.data import duplicates, shards, sources, splits
+from pipelines.data import duplicates, health, shards, sources, splits
 from pipelines.data.splits import Assignment
 
 NAME = "images"
@@ -76,6 +76,11 @@ def profile(raw: sources.RawImages, config: config_module.Config, folder: Path) 
                             for group in conflicts],
         "baseline": baseline(thumbs, labels, hashes, config.split),
     }
+    if config.health.action != "none":  # label issues on the thumbnails, outside the test share
+        keep = np.array(sorted(thumbs))
+        report["label_health"] = health.summary(np.stack([thumbs[index] for index in keep]).astype(np.float32),
+                                                labels[keep], np.array([hashes[i] for i in keep], dtype=str),
+                                                [raw.ids[index] for index in keep], names, config)
     _sample_grid(raw, folder / "samples.png")
     return report, {"analyze/exact_duplicates": report["exact_duplicate_extra_items"],
                     "analyze/unreadable": len(report["unreadable"])}

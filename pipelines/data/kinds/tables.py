@@ -22,7 +22,7 @@ import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core import figures, workspace
 from pipelines.core.errors import DataError
-from pipelines.data import duplicates, sources, splits, tables
+from pipelines.data import duplicates, health, sources, splits, tables
 from pipelines.data.splits import Assignment
 
 NAME = "table"
@@ -44,6 +44,11 @@ def read(config: config_module.Config) -> sources.RawTable:
 def profile(raw: sources.RawTable, config: config_module.Config, folder: Path) -> tuple[dict, dict]:
     report = tables.profile(raw, config.data)
     report["baseline"] = baseline(raw, config)
+    if config.health.action != "none" and raw.task == "classification":  # label issues, outside the test share
+        groups = raw.groups.to_numpy() if raw.groups is not None and config.split.group == "column" else None
+        report["label_health"] = health.summary(raw.features, raw.target.to_numpy(), groups, raw.ids,
+                                                raw.class_names, config,
+                                                tables.preprocessor(raw.features, config.data.columns))
     _correlation_plot(raw, folder / "correlations.png")
     return report, {}
 
