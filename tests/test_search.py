@@ -396,3 +396,13 @@ def test_cv_search_where_train_streams_and_val_is_in_memory(tmp_path):
     trials = tuning.search_trials(tuning.Search(config))
     assert len(trials) == 1 and trials[0]["state"] == "complete" and len(trials[0]["fold_scores"]) == 2
     assert all(0.0 <= score <= 1.0 for score in trials[0]["fold_scores"])
+
+
+KEY = "val/accuracy"
+
+
+def test_the_trials_plot_takes_a_choice_of_lists(tmp_path):
+    trials = [{"phase": "random", "params": {"model.filters": [8, 16], "train.learning_rate": 1e-3}, KEY: 0.9},
+              {"phase": "grid", "params": {"model.filters": [32], "train.learning_rate": 1e-2}, KEY: 0.95}]
+    tuning.plot(trials, {KEY: 0.8}, KEY, tmp_path / "trials.png")
+    assert (tmp_path / "trials.png").stat().st_size > 1000

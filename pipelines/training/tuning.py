@@ -277,6 +277,10 @@ def work(config: config_module.Config, idle_seconds: float = 600.0) -> int:
     return ran
 
 
+def _axis_value(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
     names = sorted(trials[0]["params"]) if trials else []
     figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.2), squeeze=False)
@@ -285,7 +289,8 @@ def plot(trials: list[dict], baseline: dict, key: str, path: Path) -> None:
             chosen = [trial for trial in trials if trial["phase"] == phase]
             if not chosen:  # no legend entry for a phase that did not run
                 continue
-            axis.scatter([trial["params"][name] for trial in chosen], [trial[key] for trial in chosen],
+            # A choice of lists (model.filters) is a category on the axis, named by its value.
+            axis.scatter([_axis_value(trial["params"][name]) for trial in chosen], [trial[key] for trial in chosen],
                          marker=marker, label=f"{phase} trials")
         axis.axhline(baseline[key], color="grey", linestyle="--", label="train stage")
         values = [trial["params"][name] for trial in trials]
