@@ -155,13 +155,17 @@ def test_the_sensor_csv_example_reads_recordings_in_the_format_its_comment_shows
     assert recordings.sampling_rate_hz == pytest.approx(50.0)
 
 
-def test_the_docs_site_builds_strictly_with_the_generated_pages(tmp_path):
+def _build_site(site: Path) -> None:
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent))
     assert mkdocs, "mkdocs is missing from the virtual environment: it is a dev dependency (make setup)"
-    build = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
+    build = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(site)], cwd=ROOT,
                            capture_output=True, text=True, env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
                                                                 "NO_MKDOCS_2_WARNING": "1"})
     assert build.returncode == 0, build.stdout + build.stderr
+
+
+def test_the_docs_site_builds_strictly_with_the_generated_pages(tmp_path):
+    _build_site(tmp_path / "site")
     configuration = (tmp_path / "site" / "configuration" / "index.html").read_text(encoding="utf-8")
     assert "generated: config-reference" not in configuration
     assert [path for path in _schema_paths() if "*" not in path and f"<code>{path}</code>" not in configuration] == []
@@ -185,3 +189,36 @@ def test_every_registered_stage_has_a_docs_page_in_the_site_navigation():
         assert (DOCS / "stages" / f"{stage.name}.md").is_file(), stage.name
         assert stage.name in pages, f"mkdocs.yml's nav misses stages/{stage.name}.md"
         assert f"| [`{stage.make_target}`]({stage.name}.md)" in table, stage.name
+
+
+def test_the_docs_site_renders_in_a_browser_with_its_navigation_and_the_configuration_table(tmp_path):
+    """The built site served over HTTP and opened in headless Chromium, as the UI test opens `make ui`: the home
+    page shows the navigation, the configuration page the generated table (a screenshot of each is left in
+    test-artifacts/)."""
+    from tests.conftest import artifacts_folder, free_port, stop, system_tool, wait_for_port
+
+    chromium = system_tool("chromium", "chromium-browser", "/usr/bin/chromium")
+    from playwright import sync_api
+
+    _build_site(tmp_path / "site")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              cwd=tmp_path / "site", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_for_port(port, server)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            navigation = page.locator("nav.md-nav--primary")
+            assert navigation.get_by_text("Configuration reference").count() >= 1
+            page.screenshot(path=str(artifacts_folder() / "docs-home.png"))
+            page.goto(f"http://127.0.0.1:{port}/configuration/", wait_until="load")
+            cell = page.locator("table code", has_text=re.compile(r"^search\.targets$")).first
+            cell.wait_for(timeout=30_000)
+            assert cell.is_visible()
+            page.screenshot(path=str(artifacts_folder() / "docs-configuration.png"))
+            browser.close()
+    finally:
+        stop(server)
