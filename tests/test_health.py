@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import deploy.edge.predict as edge
 from pipelines.core import ledger, tracking, workspace
 from pipelines.core.errors import DataError
 from pipelines.data import review, sources
@@ -183,7 +184,11 @@ def test_clip_moves_outliers_to_the_iqr_fences_learned_on_train(planted):
     assert {planted["where"][item] for item in logged.id} - {"train"}, "a planted outlier outside train"
     assert all(detail.endswith(f"clipped to {high:g}") for detail in logged.detail)
     rules = workspace.read_json(planted["split"] / "dataset.json")["column_rules"]["a"]
-    assert rules["max"] == pytest.approx(high) and rules["out_of_range"] == "clip"  # the device clips alike
+    assert rules["max"] == pytest.approx(high) and rules["out_of_range"] == "clip"  # the device clips alike:
+    values = {"a": planted["frame"]["a"].to_numpy(dtype=float).copy()}
+    drop, events = edge.column_rules(values, {"a": rules}, ROWS)
+    assert sorted(row for row, *_ in events) == CLIPPED and not drop.any()
+    assert values["a"][CLIPPED] == pytest.approx([high] * len(CLIPPED))
 
 
 def test_winsorize_clips_to_the_training_quantiles(planted):
