@@ -66,9 +66,12 @@ def choose(rows: dict, table: dict, losses: dict, target: micro.Target) -> tuple
 
     if meeting:
         chosen = min(meeting, key=rank)
-        how = "fastest by estimate" if "latency_ms" in rows[chosen] else "most accurate (no latency estimate)"
-        return chosen, f"{chosen}: {how} of the variants that fit" + \
+        within = "of the variants that fit" + \
             (f" and meet {target.deadline_ms:g} ms" if target.deadline_ms is not None else "")
+        if "latency_ms" in rows[chosen]:
+            return chosen, f"{chosen}: the fastest by estimate {within}"
+        return chosen, f"{chosen}: the most accurate {within} (no latency estimate here; a tie goes to the " \
+            "smaller file)"
     if not candidates:
         return None, "no variant fits within the allowed accuracy loss"
     fastest = min(candidates, key=rank)

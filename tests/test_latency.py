@@ -160,3 +160,23 @@ def test_the_stored_profile_is_what_the_reference_model_converts_to(anchors):
     assert latency.profile(micro.cost(flatbuffer)) == profiles["ad"]
     assert latency.estimate(flatbuffer, micro.resolve("cortex_m7"))["ms"] == \
         pytest.approx(latency.estimate(profiles["ad"], micro.resolve("cortex_m7"))["ms"])
+
+
+def test_export_logs_each_target_s_estimates_and_ranks_ties_by_the_loss(anchors):
+    from pipelines.core import config as config_module
+    from pipelines.training import variants
+
+    _, profiles = anchors
+    table = _table(profiles)
+    settings = config_module.ExportConfig(max_accuracy_drop=0.015)
+    allowed = variants.allowed(table, 0.92, settings, "val_accuracy")
+    assert allowed == pytest.approx({"int8_small": 0.01, "float32": 0.0})  # int8_fast loses 0.02: out
+    m4 = micro.resolve({"preset": "cortex_m4", "name": "m4", "deadline_ms": 1000})
+    fits = report.fit_table(table, [m4], allowed)
+    assert fits["m4"]["chosen"] == "int8_small"  # the faster one loses too much
+    logged = variants.estimates(fits)
+    cell = fits["m4"]["variants"]["int8_small"]
+    assert logged["export/int8_small/m4/estimated_latency_ms"] == pytest.approx(cell["latency_ms"])
+    assert logged["export/int8_small/m4/estimated_energy_uj"] == pytest.approx(cell["energy_uj"])
+    assert logged["export/int8_small/m4/meets_deadline"] == 1
+    assert not any(key.startswith("export/float32/") for key in logged)  # no estimate, nothing logged
