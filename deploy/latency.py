@@ -249,7 +249,10 @@ def explain(model, target) -> tuple[dict | None, str]:
         return None, "no estimate: the anchors are int8 models, and this variant is not integer-only"
     if target.core is None or target.mhz is None:
         return None, "no estimate: the target names no core and clock"
-    fit, bands, power = fitted()
+    try:
+        fit, bands, power = fitted()
+    except FileNotFoundError as error:  # an installation without the anchors: say so rather than guess
+        return None, f"no estimate: {error.filename} is missing"
     cycles, basis = fit.cycles(counts, target.core, target.kernels)
     if cycles is None:
         return None, basis
