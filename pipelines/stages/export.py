@@ -36,7 +36,8 @@ def _log(bundle: Path, folder: Path, table: dict, fits: dict, chosen: str, versi
     mlflow.log_artifact(str(folder / "export_table.md"))
     mlflow.log_artifact(str(folder / "fit_table.md"))
     mlflow.set_tags({"export.chosen_variant": chosen, "champion_version": version,
-                     **{f"export.target.{name}": entry["chosen"] or "none fits" for name, entry in fits.items()}})
+                     **{f"export.target.{name}": entry["chosen"] or f"none: {entry['why']}"[:500]
+                        for name, entry in fits.items()}})
     for variant, row in table.items():
         if "tflm_error" in row:
             mlflow.set_tag(f"export.{variant}.tflm", row["tflm_error"][:500])
