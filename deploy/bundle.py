@@ -30,8 +30,6 @@ def write(place: Path, flatbuffer: bytes, labels: list[str], metadata: dict, run
         # hold each one, or the device stops at "Didn't find op for builtin opcode"
         ops = preflight.flatbuffer_ops(flatbuffer)
         cc, header = micro.c_array(flatbuffer, arena_bytes, ops, labels, (float(scale), int(zero_point)))
-        for op in ops:  # the resolver's real method names (AddUnidirectionalSequenceLSTM, AddCumSum, ...)
-            header = header.replace(f"resolver.{micro.resolver_call(op)} ", f"resolver.{preflight.resolver_call(op)} ")
         (place / "model_data.cc").write_text(cc)
         (place / "model_data.h").write_text(header)
         (place / "ops.txt").write_text("\n".join(ops) + "\n")

@@ -166,8 +166,17 @@ def ops(flatbuffer: bytes) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# MicroMutableOpResolver's methods whose names do not follow the rule CONV_2D -> AddConv2D()
+# (tensorflow/tflite-micro tensorflow/lite/micro/micro_mutable_op_resolver.h).
+RESOLVER_METHODS = {"BATCH_MATMUL": "AddBatchMatMul", "CUMSUM": "AddCumSum", "PADV2": "AddPadV2",
+                    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
+
+
 def resolver_call(op: str) -> str:
-    """CONV_2D -> AddConv2D(), the MicroMutableOpResolver method that registers a builtin operator."""
+    """The MicroMutableOpResolver call that registers a builtin operator: CONV_2D -> AddConv2D(),
+    UNIDIRECTIONAL_SEQUENCE_LSTM -> AddUnidirectionalSequenceLSTM()."""
+    if op in RESOLVER_METHODS:
+        return RESOLVER_METHODS[op] + "()"
     return "Add" + "".join(part if part[:1].isdigit() else part.capitalize() for part in op.split("_")) + "()"
 
 

@@ -326,17 +326,3 @@ def flatbuffer_ops(flatbuffer: bytes) -> list[str]:
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     codes = [names[max(code.builtinCode, code.deprecatedBuiltinCode)] for code in model.operatorCodes]
     return list(dict.fromkeys(codes[op.opcodeIndex] for graph in model.subgraphs for op in graph.operators or []))
-
-
-# MicroMutableOpResolver's methods whose names do not follow the rule CONV_2D -> AddConv2D()
-# (tensorflow/tflite-micro tensorflow/lite/micro/micro_mutable_op_resolver.h).
-RESOLVER_METHODS = {"BATCH_MATMUL": "AddBatchMatMul", "CUMSUM": "AddCumSum", "PADV2": "AddPadV2",
-                    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
-
-
-def resolver_call(op: str) -> str:
-    """The MicroMutableOpResolver call that registers a builtin operator: CONV_2D -> AddConv2D(),
-    UNIDIRECTIONAL_SEQUENCE_LSTM -> AddUnidirectionalSequenceLSTM()."""
-    if op in RESOLVER_METHODS:
-        return RESOLVER_METHODS[op] + "()"
-    return "Add" + "".join(part if part[:1].isdigit() else part.capitalize() for part in op.split("_")) + "()"

@@ -150,13 +150,13 @@ def test_the_bundle_header_registers_exactly_the_flatbuffers_operators(tmp_path)
     bundle.write(tmp_path, flatbuffer, ["a", "b"], {}, "tflm", arena_bytes=4096)
     header = (tmp_path / "model_data.h").read_text()
     registered = re.findall(r"resolver\.(Add\w+)\(\)", header)
-    assert sorted(registered) == sorted(preflight.resolver_call(op)[:-2] for op in expected)
+    assert sorted(registered) == sorted(micro.resolver_call(op)[:-2] for op in expected)
     assert f"kOpCount = {len(expected)};" in header
     assert (tmp_path / "ops.txt").read_text().split() == preflight.flatbuffer_ops(flatbuffer)
     assert micro.tflm_run(flatbuffer, WINDOWS[:1])[1] > 0  # and TFLM runs the float loop
     # MicroMutableOpResolver's own spelling (tensorflow/lite/micro/micro_mutable_op_resolver.h)
-    assert preflight.resolver_call("UNIDIRECTIONAL_SEQUENCE_LSTM") == "AddUnidirectionalSequenceLSTM()"
-    assert preflight.resolver_call("CUMSUM") == "AddCumSum()" and preflight.resolver_call("CONV_2D") == "AddConv2D()"
+    assert micro.resolver_call("UNIDIRECTIONAL_SEQUENCE_LSTM") == "AddUnidirectionalSequenceLSTM()"
+    assert micro.resolver_call("CUMSUM") == "AddCumSum()" and micro.resolver_call("CONV_2D") == "AddConv2D()"
 
 
 def test_the_export_stage_stops_before_conversion_with_one_line(tmp_path, monkeypatch, capsys):
