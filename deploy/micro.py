@@ -134,6 +134,24 @@ def resolve(item: str | dict) -> Target:
     return Target(**{**item, "description": str(item.get("description", ""))})
 
 
+def resolve_all(items, field: str) -> list[Target]:
+    """Every target of a config list (`export.targets`, `search.targets`), their names distinct.
+
+    Raises:
+        ValueError: naming `field[index]` and what is wrong with it, or the repeated names.
+    """
+    targets = []
+    for index, item in enumerate(items):
+        try:
+            targets.append(resolve(item))
+        except ValueError as error:
+            raise ValueError(f"{field}[{index}]: {error}") from None
+    names = [target.name for target in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field}: names must differ, got {names}")
+    return targets
+
+
 class NativeOutput:
     """Captures what native code writes to file descriptor 2 during the block (`.text` afterwards)."""
 

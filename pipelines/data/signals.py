@@ -160,12 +160,16 @@ def _csv_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_text(path: Path, columns: list[str]) -> pd.DataFrame:
-    """The file as text cells, with the named columns present."""
+def read_text(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The file as text cells, with the named columns present; a file pandas cannot read is named with pandas'
+    reason."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                        f"{error.start}); save it as UTF-8") from None
     except pd.errors.ParserError as error:
-        raise DataError(f"{path}: {error}") from None
+        raise DataError(f"{path}: {' '.join(str(error).split())}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty CSV file") from None
     if frame.empty:
@@ -322,7 +326,7 @@ def load_csv(path: str | Path, channels: tuple[str, ...] | list[str], window: in
         raise ValueError("exclude_values needs a per-sample label_column")
     parts: list[_Part] = []
     for file in _csv_files(Path(path)):
-        frame = _read_text(file, [c for c in (recording_column, time_column, label_column) if c] + list(channels))
+        frame = read_text(file, [c for c in (recording_column, time_column, label_column) if c] + list(channels))
         values = np.stack([_numbers(file, frame, column, missing_values) for column in channels], axis=1)
         times = _seconds(file, frame, time_column, time_unit_s) if time_column else None
         labels = _texts(file, frame, label_column) if label_column else None

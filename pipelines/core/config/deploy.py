@@ -58,14 +58,10 @@ class ExportConfig:
     def check(self, config: Config) -> None:
         from deploy import micro
 
-        names = []
-        for index, item in enumerate(self.targets):
-            try:
-                names.append(micro.resolve(item).name)
-            except ValueError as error:
-                raise ConfigError(f"export.targets[{index}]: {error}") from None
-        if len(set(names)) != len(names):
-            raise ConfigError(f"export.targets: names must differ, got {names}")
+        try:
+            micro.resolve_all(self.targets, "export.targets")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True)

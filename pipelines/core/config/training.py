@@ -235,14 +235,10 @@ class SearchConfig:
     def check(self, config: Config) -> None:
         from deploy import micro
 
-        names = []
-        for index, item in enumerate(self.targets):
-            try:
-                names.append(micro.resolve(item).name)
-            except ValueError as error:
-                raise ConfigError(f"search.targets[{index}]: {error}") from None
-        if len(set(names)) != len(names):
-            raise ConfigError(f"search.targets: names must differ, got {names}")
+        try:
+            micro.resolve_all(self.targets, "search.targets")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if self.targets and self.objective == "cv":
             raise ConfigError("search.targets: measures each trial's model, which needs search.objective 'val' "
                               "(with 'cv' a trial is several models)")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.core import config as config_module
-from pipelines.core.errors import DataError
+from pipelines.data import signals
 
 TARGET_NAMES = ("target", "label", "labels", "class", "classes", "y", "outcome", "category", "diagnosis", "result",
                 "response")
@@ -18,17 +18,7 @@ MISSING = config_module.DataConfig().missing_values
 
 def read_csv(path: Path) -> pd.DataFrame:
     """The file as stripped text cells; a file pandas cannot read is named with pandas' reason."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
-                        f"{error.start}); save it as UTF-8") from None
-    except pd.errors.ParserError as error:
-        raise DataError(f"{path}: {' '.join(str(error).split())}") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty CSV file") from None
-    if frame.empty:
-        raise DataError(f"{path}: a header and no data rows")
+    frame = signals.read_text(path, [])
     return frame.apply(lambda column: column.str.strip())
 
 
