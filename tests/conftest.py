@@ -233,6 +233,16 @@ def parse_c_array(text: str, symbol: str = "g_model_data") -> bytes:
     return bytes(int(token, 16) for token in re.findall(r"0x[0-9a-fA-F]{2}", body.group(1)))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_tracking_uri_across_modules():
+    """The same between modules: a module-scoped fixture (a pipeline run in this process) sets the tracking URI
+    outside any test, and runs before the per-test fixture below; a later module's child process (the pipeline run
+    as a user runs it) would otherwise log into that store."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 @pytest.fixture(autouse=True)
 def _no_inherited_tracking_uri(monkeypatch):
     """Every test starts without MLFLOW_TRACKING_URI, and `mlflow.set_tracking_uri` (which writes it into this

@@ -30,8 +30,8 @@ def test_bad_settings_stop_with_one_line_naming_the_key(tmp_path, capsys, settin
 
 # Config values refused at load, before any work: each case one exact line naming the key (exit 2), nothing written.
 CONFIG_CASES = [
-    ("nope=1", "nope: unknown key (known: experiment, data, clean, split, normalize, model, train, transfer, augment, "
-     "search, export, evaluate, gan, sr, denoise, segment, runtime)"),
+    ("nope=1", "nope: unknown key (known: experiment, data, clean, split, health, normalize, model, train, transfer, "
+     "augment, search, export, evaluate, gan, sr, denoise, segment, runtime)"),
     ("model.dropout=0.5", "model.dropout: unknown key (did you mean 'dropout_rate'?)"),
     ("train.epochs=0", "train.epochs: must be >= 1, got 0"),
     ("train.epochs=abc", "train.epochs: must be an integer, got 'abc'"),
@@ -115,7 +115,8 @@ CSV_CASES = [
     ("x,label\n", "no data rows, only the header"),
     ("x,y\n1,2\n3,4\n", "no column 'label' (columns: x, y)"),
     ("x,label\n" + "".join(f"{index},a\n" for index in range(20)), "target column 'label' has a single class ('a',)"),
-    ("x,label\n1,a\n2,b,extra\n3,a\n", "line 3 has 3 fields, the header has 2"),
+    ("x,label\n1,a\n2,b,extra\n3,a\n", "line 3 has 3 fields, the header has 2 (data.bad_lines: skip sets such "
+     "lines aside)"),
     ("x,x,label\n1,2,a\n3,4,b\n", "column name(s) ['x'] appear more than once in the header"),
     ("\x00\x01garbage,label\n1,a\n", "not a text CSV file (it holds NUL bytes)"),
     ("x,label\n" + ROWS + "5,\n", "target column 'label' is missing in rows [12]"),
