@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for name in args.names or BENCHMARKS:
         print(f"[bench] {name}", flush=True)
         figures = importlib.import_module(f"bench.{name}").run()
+        # read again just before writing: another benchmark may have finished meanwhile in another process
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         results[name] = {"figures": figures, "hardware": hardware(), "command": f"make bench ARGS={name}",
                          "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         workspace.write_json(RESULTS, results)  # after each benchmark, so a later failure loses nothing
