@@ -13,7 +13,9 @@ work folder (the repository's data/ and mlruns/ are never touched). Peak residen
 `ru_maxrss` from `os.wait4` on its pid, the figure GNU `/usr/bin/time -v` prints as "Maximum resident set
 size" (it waits the same way); wall seconds include the process's start-up (Python, TensorFlow, MLflow).
 Training is 1 epoch of 200 steps of 32 (`train.steps_per_epoch`), so its time does not grow with N; export
-builds the int8 variant only, without the int8 triage, so its time does not either.
+builds the int8 variant only, without the int8 triage, so its time does not either. Data health is on
+(`health.action: report`), so analyze and split also find label issues (pipelines/data/health.py) and their
+memory is measured with it.
 
 Figures (label 2k, 20k): `peak_rss_mb_<stage>_<label>`, `seconds_<stage>_<label>`, `peak_rss_growth` (the
 largest ratio of the larger N to the smaller over the stages), `max_peak_rss_mb_20k`, `<stage>_images_per_s_20k`
@@ -107,6 +109,9 @@ def write_config(count: int) -> Path:
         "runtime": {"root": str(WORK.resolve())},
         "data": {"source": "image_folder", "path": f"images-{count}", "image_size": SIDE, "channels": 3},
         "train": {"epochs": 1, "steps_per_epoch": TRAIN_STEPS},
+        # data health on: analyze reports label issues on its thumbnails, split cross-validates over train+val
+        # (features built chunk by chunk from the shards) and writes label_issues.csv
+        "health": {"action": "report"},
         # int8 only (the bundle); triage_drop 1.0 turns off the slow int8 triage, whatever int8 loses.
         "export": {"variants": ["int8"], "triage_drop": 1.0, "latency_runs": 10, "micro_samples": 20},
     }
