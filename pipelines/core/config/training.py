@@ -89,11 +89,47 @@ class ModelConfig:
         if backbone.kind == "applications" and not backbone.weights:
             raise ConfigError("model.backbone.weights: must be a weights file or 'imagenet' (a randomly "
                               "initialized network is not a pretrained backbone)")
+        _check_pretrained_files(backbone, config)
 
     @property
     def uses_project_backbone(self) -> bool:
         """Whether the pretrain stage has to make this model's backbone."""
         return self.architecture == "transfer" and self.backbone.kind in PROJECT_BACKBONES
+
+
+def _check_pretrained_files(backbone: BackboneConfig, config: Config) -> None:
+    """A pretrained backbone's file must be on this machine at load, before any stage runs: nothing is
+    downloaded at run time (models/pretrained.py says where keras.applications and TF-Hub look)."""
+    from models import pretrained
+
+    how = "docs/stages/train.md#pretrained-weights-offline shows how to make it on a connected machine"
+    if backbone.kind == "applications":
+        if backbone.application not in pretrained.APPLICATIONS:
+            raise ConfigError(f"model.backbone.application: '{backbone.application}' is not a keras.applications "
+                              f"architecture this project loads (choose from {list(pretrained.APPLICATIONS)})")
+        if backbone.weights != "imagenet":
+            path = config.root / backbone.weights
+            if not path.is_file():
+                raise ConfigError(f"model.backbone.weights: {path} not found (model.backbone.application "
+                                  f"'{backbone.application}'): place its include_top=False weights file there; {how}")
+            return
+        if config.data.channels != 3:
+            raise ConfigError(f"model.backbone.weights: 'imagenet' weights take RGB images; set data.channels: 3, "
+                              f"got {config.data.channels}")
+        path = pretrained.imagenet_weights_file(backbone.application, config.data.image_size)
+        if not path.is_file():
+            raise ConfigError(f"model.backbone.weights: 'imagenet' with model.backbone.application "
+                              f"'{backbone.application}' at {config.data.image_size} px needs the file {path}, which "
+                              f"is missing and nothing is downloaded here: place it there, or set "
+                              f"model.backbone.weights to a local weights file; {how}")
+    elif backbone.kind == "hub" and not (config.root / backbone.handle).is_dir():
+        cached = pretrained.hub_cache_folder(backbone.handle) if pretrained.is_url(backbone.handle) else None
+        if cached is not None and cached.is_dir() and any(cached.iterdir()):
+            return
+        where = f" or unpack it into {cached}, where tensorflow_hub looks for this URL" if cached else ""
+        raise ConfigError(f"model.backbone.handle: '{backbone.handle}' is not a SavedModel folder under "
+                          f"{config.root} and nothing is downloaded here: place the unpacked model in a folder and "
+                          f"set model.backbone.handle to its path{where}; {how}")
 
 
 # the metrics `train.objective` may name (pipelines/training/objectives.py computes them), and those that depend

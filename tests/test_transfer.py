@@ -1,0 +1,100 @@
+"""Transfer learning that works offline and stays edge-sized: pretrained files checked at config load, the top
+`fine_tune_layers` of every backbone kind unfrozen with batch norm in inference mode, the project backbone's
+pooled features, and a pretraining that learned nothing said so."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tf_keras as keras
+import yaml
+
+from models import pretrained
+from pipelines.core import config as config_module
+from pipelines.core import workspace
+
+IMAGENET = ["model.architecture=transfer", "model.backbone.kind=applications", "model.backbone.application=MobileNetV2",
+            "model.backbone.weights=imagenet", "data.channels=3", "data.image_size=32"]
+
+
+def test_an_imagenet_backbone_without_its_weights_file_stops_all_at_load_before_analyze(tmp_path):
+    settings = dict(item.split("=", 1) for item in IMAGENET)
+    tree: dict = {"experiment": "offline", "runtime": {"root": str(tmp_path)}}
+    for key, value in settings.items():
+        config_module.schema.set_path(tree, key, yaml.safe_load(value))
+    path = tmp_path / "offline.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home")}
+    result = subprocess.run([sys.executable, "-m", "pipelines", "all", "--config", str(path)], capture_output=True,
+                            text=True, timeout=120, env=env)
+    expected = tmp_path / "keras_home" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"config error: {path}: model.backbone.weights: 'imagenet' with "
+                               "model.backbone.application 'MobileNetV2'")
+    assert str(expected) in lines[0] and "place it there" in lines[0]
+    assert not workspace.stage_dir(tmp_path, "offline", "analyze").exists()
+    assert "[analyze]" not in result.stdout
+    # the file in place (one the test makes itself, never presented as pretrained), the same config loads
+    expected.parent.mkdir(parents=True)
+    expected.write_bytes(b"stand-in")
+    os.environ["KERAS_HOME"] = env["KERAS_HOME"]
+    try:
+        assert config_module.load(path).model.backbone.weights == "imagenet"
+    finally:
+        del os.environ["KERAS_HOME"]
+
+
+def test_a_missing_local_weights_file_or_hub_folder_is_named_at_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub_cache"))
+    base = ["model.architecture=transfer", f"runtime.root={tmp_path}", "data.channels=3", "data.image_size=32"]
+    with pytest.raises(config_module.ConfigError, match=rf"model.backbone.weights: {tmp_path}/w.h5 not found"):
+        config_module.load(None, [*base, "model.backbone.kind=applications", "model.backbone.weights=w.h5"])
+    url = "https://tfhub.dev/google/imagenet/mobilenet_v2_035_96/feature_vector/5"
+    cached = pretrained.hub_cache_folder(url)
+    with pytest.raises(config_module.ConfigError, match=f"model.backbone.handle: '{url}' is not a SavedModel folder "
+                       f".*unpack it into {cached}"):
+        config_module.load(None, [*base, "model.backbone.kind=hub", f"model.backbone.handle={url}"])
+    cached.mkdir(parents=True)
+    (cached / "saved_model.pb").write_bytes(b"stand-in")
+    assert config_module.load(None, [*base, "model.backbone.kind=hub", f"model.backbone.handle={url}"])
+    with pytest.raises(config_module.ConfigError, match="'imagenet' weights take RGB images"):
+        config_module.load(None, [*IMAGENET, "data.channels=1"])
+    with pytest.raises(config_module.ConfigError, match="model.backbone.application: 'MobileNetV9' is not"):
+        config_module.load(None, [*IMAGENET, "model.backbone.application=MobileNetV9"])
+
+
+class _Named(Exception):
+    pass
+
+
+def _requested_file(monkeypatch, application: str, side: int) -> str:
+    """The file name the keras.applications builder asks `get_file` for (caught before any download)."""
+    from tf_keras.src.utils import data_utils
+
+    def get_file(fname=None, origin=None, **kwargs):
+        raise _Named(fname)
+
+    monkeypatch.setattr(data_utils, "get_file", get_file)
+    with pytest.raises(_Named) as found:
+        getattr(keras.applications, application)(include_top=False, weights="imagenet",
+                                                 input_shape=(side, side, 3))
+    return str(found.value)
+
+
+@pytest.mark.parametrize(("application", "side"), [("MobileNetV2", 32), ("MobileNetV2", 96), ("MobileNet", 128),
+                                                   ("MobileNetV3Small", 32), ("EfficientNetB0", 32)])
+def test_the_imagenet_file_names_are_the_ones_keras_applications_asks_for(monkeypatch, application, side):
+    assert pretrained.imagenet_weights_file(application, side).name == _requested_file(monkeypatch, application,
+                                                                                      side)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("application", [name for name in pretrained.APPLICATIONS
+                                         if name not in ("NASNetLarge", "NASNetMobile")])
+def test_every_known_imagenet_file_name_is_the_one_keras_asks_for(monkeypatch, application):
+    side = 75 if application in ("InceptionV3", "InceptionResNetV2", "Xception") else 32
+    assert pretrained.imagenet_weights_file(application, side).name == _requested_file(monkeypatch, application,
+                                                                                      side)
