@@ -40,7 +40,7 @@ class Target:
     runtime: str  # "tflm" or "litert"
     cores: int | None = None
     description: str = ""
-    core: str | None = None  # one of latency.CORES: cortex-m0plus, cortex-m4f, ..., xtensa-lx7, cortex-a72
+    core: str | None = None  # one of latency.CORES: cortex-m0plus, cortex-m4f, ..., xtensa-lx6, rv32imc, cortex-a72
     mhz: float | None = None
     kernels: str = ""  # tflm-reference, cmsis-nn, esp-nn, xnnpack (or a vendor runtime of the anchors); "" default
     deadline_ms: float | None = None  # the latest an inference may finish; the bundle must meet it
