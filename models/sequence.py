@@ -15,14 +15,24 @@ from models.settings import ModelSettings
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
 
+def kernel_sizes(config: ModelSettings) -> tuple[int, ...]:
+    """The kernel size of each of `config.filters`' blocks: `config.kernel_sizes` in order, its last value
+    repeated when it is shorter than the blocks, cut to the blocks when longer."""
+    sizes = tuple(config.kernel_sizes) or (3,)
+    return tuple(sizes[min(index, len(sizes) - 1)] for index in range(len(config.filters)))
+
+
 def build_cnn1d(config: ModelSettings, input_shape: tuple[int, int], num_outputs: int, normalizer: dict,
-                task: str = "classification", kernel_size: int = 5) -> keras.Model:
-    """Conv1D(-BatchNorm)-ReLU blocks (max pooling between them), global average pooling, dropout, a dense
-    layer and the head: edge-sized, its size does not grow with the window (about 20k parameters for
-    `filters=(32, 64)`, `dense_units=128` on 6 channels).
+                task: str = "classification") -> keras.Model:
+    """A fully convolutional network in the spirit of Wang et al. 2017's FCN baseline for time-series
+    classification: Conv1D(-BatchNorm)-ReLU blocks over the whole window ("same" padding), global average
+    pooling, dropout and the softmax head, with no dense layer in between. Its size does not grow with the
+    window; its arena does (one block's input and output, window x filters bytes each in int8), which
+    `config.pool_size` (max pooling between blocks) divides.
 
     Args:
-        config: filters per block, batch norm, dense units, dropout, initializer, L1/L2 penalties.
+        config: filters per block (their number is the depth), kernel sizes per block, pool size, batch norm,
+            dropout, initializer, L1/L2 penalties.
         input_shape: (window length, channels) of raw sensor values.
         num_outputs: classes of the softmax head (1 for regression).
         normalizer: per-channel `mean` and `variance` fitted on the training windows.
@@ -30,25 +40,22 @@ def build_cnn1d(config: ModelSettings, input_shape: tuple[int, int], num_outputs
     regularizer = layers.regularizer(config)
     inputs = keras.Input(shape=input_shape, name="window")
     x = layers.normalization(normalizer["mean"], normalizer["variance"])(inputs)
-    for index, filters in enumerate(config.filters):
-        if index:
-            x = keras.layers.MaxPooling1D(2, name=f"pool{index}")(x)
-        x = keras.layers.Conv1D(filters, kernel_size, padding="same", use_bias=not config.batch_norm,
+    for index, (filters, size) in enumerate(zip(config.filters, kernel_sizes(config))):
+        if index and config.pool_size > 1:
+            x = keras.layers.MaxPooling1D(config.pool_size, padding="same", name=f"pool{index}")(x)
+        x = keras.layers.Conv1D(filters, size, padding="same", use_bias=not config.batch_norm,
                                 kernel_initializer=config.initializer, kernel_regularizer=regularizer,
                                 name=f"conv{index}")(x)
         if config.batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
-    x = keras.layers.Dropout(config.dropout_rate, name="dropout0")(x)
-    x = keras.layers.Dense(config.dense_units, activation="relu", kernel_initializer=config.initializer,
-                           kernel_regularizer=regularizer, name="dense")(x)
-    x = keras.layers.Dropout(config.dropout_rate, name="dropout1")(x)
+    x = keras.layers.Dropout(config.dropout_rate, name="dropout")(x)
     return keras.Model(inputs, layers.head(x, num_outputs, task), name="cnn1d")
 
 
 def build_recurrent(config: ModelSettings, input_shape: tuple[int, int], num_outputs: int, normalizer: dict,
-                    task: str = "classification", cell: str = "lstm", units: int = 32,
+                    task: str = "classification", cell: str = "lstm", units: int | None = None,
                     unroll: bool = False) -> keras.Model:
     """Normalization, one LSTM or GRU layer (its last state), dropout and the head.
 
@@ -60,6 +67,7 @@ def build_recurrent(config: ModelSettings, input_shape: tuple[int, int], num_out
 
     Args:
         cell: 'lstm' or 'gru'.
+        units: units of the recurrent layer (None: `config.units`).
         unroll: unroll the time loop into plain operators (no WHILE loop in TF-Lite; the graph grows with the
             window length).
     """
@@ -67,7 +75,7 @@ def build_recurrent(config: ModelSettings, input_shape: tuple[int, int], num_out
         raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
     inputs = keras.Input(shape=input_shape, name="window")
     x = layers.normalization(normalizer["mean"], normalizer["variance"])(inputs)
-    x = CELLS[cell](units, unroll=unroll, kernel_regularizer=layers.regularizer(config), name=cell)(x)
+    x = CELLS[cell](units or config.units, unroll=unroll, kernel_regularizer=layers.regularizer(config), name=cell)(x)
     x = keras.layers.Dropout(config.dropout_rate, name="dropout")(x)
     return keras.Model(inputs, layers.head(x, num_outputs, task), name=f"recurrent_{cell}")
 

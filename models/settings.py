@@ -8,6 +8,9 @@ from typing import Protocol
 
 class ModelSettings(Protocol):
     filters: tuple[int, ...]  # convolution filters per block (resnet: per stage)
+    kernel_sizes: tuple[int, ...]  # cnn1d: kernel size per block (the last repeats)
+    pool_size: int  # cnn1d: max pooling between blocks (1: none)
+    units: int  # recurrent: units of the LSTM or GRU
     dense_units: int
     hidden_layers: int  # mlp only
     bottleneck: int  # filters of a 1x1 convolution before the head (0: none)

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+import models
 from deploy import micro, tflite
 from deploy.edge.predict import LiteRTModel
 from models import sequence
+from pipelines.core import config as config_module
 from pipelines.data import signals
 
 LENGTH = 64
-SETTINGS = types.SimpleNamespace(filters=(8, 16), dense_units=16, batch_norm=False, initializer="he_normal",
-                                 dropout_rate=0.1, l1=0.0, l2=0.0)
+SETTINGS = types.SimpleNamespace(filters=(8, 16), kernel_sizes=(5,), pool_size=2, units=8, dense_units=16,
+                                 batch_norm=False, initializer="he_normal", dropout_rate=0.1, l1=0.0, l2=0.0)
 
 
 def _sines() -> signals.Recordings:
@@ -49,13 +51,57 @@ def _fit(model, x, y, epochs):
     return model.fit(x, y, batch_size=32, epochs=epochs, verbose=0).history["loss"]
 
 
-def test_the_cnn_is_edge_sized_with_the_default_filters(data):
-    defaults = types.SimpleNamespace(**{**vars(SETTINGS), "filters": (32, 64), "dense_units": 128})
+def _default_model_settings():
+    """The `model` section a sensor config gets when it names only `architecture: cnn1d`."""
+    return config_module.from_dict({"data": {"source": "basic_motions"},
+                                    "model": {"architecture": "cnn1d"}}).model
+
+
+def test_the_default_cnn_is_a_fully_convolutional_network_of_configurable_depth_width_and_kernels(data):
+    defaults = _default_model_settings()
+    assert (defaults.filters, defaults.kernel_sizes, defaults.batch_norm) == ((128, 256, 128), (8, 5, 3), True)
     model = sequence.build_cnn1d(defaults, (100, 6), 4, data.normalizer)
-    assert model.count_params() < 50_000
     assert model.layers[1].name == "normalize"  # raw sensor values in; the model normalizes them
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D)]
+    assert [(layer.filters, layer.kernel_size[0]) for layer in convolutions] == [(128, 8), (256, 5), (128, 3)]
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 3
+    assert not any(isinstance(layer, keras.layers.MaxPooling1D) for layer in model.layers)
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [4]  # head only
     scores = model.predict(np.zeros((2, 100, 6), np.float32), verbose=0)
     assert scores.shape == (2, 4) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    # depth, width and kernels are config fields: two blocks of 16 and 32, kernels 7 then 7 (the last repeats)
+    small = config_module.from_dict({"data": {"source": "basic_motions"}, "model": {
+        "architecture": "cnn1d", "filters": [16, 32], "kernel_sizes": [7], "pool_size": 2}}).model
+    model = sequence.build_cnn1d(small, (100, 6), 4, data.normalizer)
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D)]
+    assert [(layer.filters, layer.kernel_size[0]) for layer in convolutions] == [(16, 7), (32, 7)]
+    assert model.get_layer("pool1").pool_size == (2,) and model.count_params() < 10_000
+    # other architectures keep their own defaults
+    assert config_module.from_dict({}).model.filters == (32, 64)
+
+
+def test_the_recurrent_units_are_a_config_field(data):
+    settings = config_module.from_dict({"data": {"source": "basic_motions"},
+                                        "model": {"architecture": "recurrent", "units": 12}}).model
+    model = models.architectures()["recurrent"](settings, (LENGTH, 6), 4, data.normalizer)
+    assert model.get_layer("lstm").units == 12
+
+
+def test_the_default_cnn_runs_in_int8_on_tflite_micro_within_the_cortex_m4_arena(data):
+    """The default cnn1d, converted to full int8, runs on the TFLM interpreter like LiteRT, and its arena and
+    flatbuffer fit the cortex_m4 preset at a 128-sample window of 6 channels."""
+    model = sequence.build_cnn1d(_default_model_settings(), (128, 6), 4, data.normalizer)
+    keras.utils.set_random_seed(0)
+    x = np.concatenate([data.x, data.x_val])[:, :LENGTH]
+    x = np.concatenate([x, x], axis=1)  # 128 samples
+    flatbuffer = tflite.convert(model, "int8", x[:32])
+    lite = LiteRTModel(flatbuffer)
+    tensors = np.stack([lite.quantize(window)[0] for window in x[:3]])
+    on_device, arena = micro.tflm_run(flatbuffer, tensors)
+    reference = np.stack([lite.run(tensor[None])[0] for tensor in tensors])
+    assert np.abs(on_device.astype(int) - reference.astype(int)).max() <= 2
+    verdict = micro.fit(micro.PRESETS["cortex_m4"], len(flatbuffer), arena)
+    assert verdict["fits"], verdict
 
 
 @pytest.mark.parametrize("build", [

@@ -36,6 +36,19 @@ class BackboneConfig:
     filters: tuple[int, ...] = option((32, 64), "project backbones: convolution filters per block", non_empty)
 
 
+# Defaults that differ by architecture, for the keys a config leaves out: cnn1d is a fully convolutional
+# network (Wang et al. 2017's FCN baseline for time series: three Conv1D-BatchNorm-ReLU blocks of 128, 256 and
+# 128 filters with kernels 8, 5 and 3, global average pooling); docs/kinds/sensors.md has its measurements.
+ARCHITECTURE_DEFAULTS = {"cnn1d": {"filters": [128, 256, 128], "batch_norm": True}}
+
+
+def architecture_defaults(model: Any) -> Any:
+    """The `model` mapping of a config with its architecture's own defaults under the keys it leaves out."""
+    if not isinstance(model, dict) or not isinstance(model.get("architecture"), str):
+        return model
+    return {**ARCHITECTURE_DEFAULTS.get(model["architecture"], {}), **model}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: str = option("small_cnn", "name in models.architectures(): small_cnn, resnet, mlp (tables), "
@@ -45,13 +58,21 @@ class ModelConfig:
                                       "autoencoder1d"))
     cell: str = option("lstm", "recurrent: the recurrent layer", one_of("lstm", "gru"))
     filters: tuple[int, ...] = option((32, 64), "convolution filters per block (resnet: per stage)", non_empty)
-    dense_units: int = option(128, "units of each hidden dense layer", at_least(1))
+    kernel_sizes: tuple[int, ...] = option((8, 5, 3), "cnn1d: kernel size of each convolution block, in order "
+                                           "(the last repeats for further blocks; extra ones are unused)",
+                                           non_empty, lambda sizes: None if min(sizes) >= 1 else
+                                           f"each must be >= 1, got {list(sizes)}")
+    pool_size: int = option(1, "cnn1d: max pooling of this size between blocks (1: none, as in the FCN; 2 halves "
+                            "each later block's arena)", at_least(1))
+    units: int = option(32, "recurrent: units of the LSTM or GRU layer", at_least(1))
+    dense_units: int = option(128, "units of each hidden dense layer (small_cnn, resnet, mlp; cnn1d and recurrent "
+                              "have none)", at_least(1))
     hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
     bottleneck: int = option(0, "filters of a 1x1 convolution before the head (0: none)", at_least(0))
     separable_from: int = option(64, "small_cnn: from this input side on, blocks after the first are depthwise-"
                                  "separable and the head pools globally instead of flattening (0: never)",
                                  at_least(0))
-    batch_norm: bool = option(False, "batch normalization after each convolution")
+    batch_norm: bool = option(False, "batch normalization after each convolution (cnn1d's default: true)")
     initializer: str = option("he_normal", "kernel initializer",
                               one_of("he_normal", "he_uniform", "glorot_uniform", "glorot_normal"))
     dropout_rate: float = option(0.25, "dropout before the dense layers", at_least(0), below(1))
