@@ -224,10 +224,23 @@ def _windows(path: str, preprocessing: dict):
                 raise ValueError(f"{path}: row {number}: a channel value is not a number") from None
     samples, length = np.array(rows, dtype=np.float32).reshape(-1, len(preprocessing["channels"])), \
         preprocessing["window"]
+    if len(samples) < length and preprocessing.get("short_recordings") == "pad" and len(samples):
+        samples = pad_recording(samples, length, preprocessing.get("pad_mode", "edge"))  # as training padded it
     if len(samples) < length:
         raise ValueError(f"{path}: {len(samples)} samples, shorter than one window ({length})")
     for start in range(0, len(samples) - length + 1, preprocessing["stride"]):
         yield f"{path}@{start}", samples[start:start + length]
+
+
+def pad_recording(samples: np.ndarray, length: int, mode: str = "edge") -> np.ndarray:
+    """A recording (T, C) shorter than `length` samples, extended to `length`: its last sample repeated (edge)
+    or zeros appended (zeros). Clean pads short recordings with this same function (data.short_recordings)."""
+    missing = length - len(samples)
+    if missing <= 0:
+        return samples
+    if mode not in ("edge", "zeros"):
+        raise ValueError(f"pad mode must be 'edge' or 'zeros', got {mode!r}")
+    return np.pad(samples, ((0, missing), (0, 0)), mode="edge" if mode == "edge" else "constant")
 
 
 def _items(paths: list[str], preprocessing: dict):
@@ -314,17 +327,29 @@ def predict(bundle: str | Path, paths: list[str]) -> list[tuple[str, str | None,
         results.append((name, labels[best], float(scores[best])))
         if voting:
             windows.setdefault(name.rsplit("@", 1)[0], []).append(scores)
+    rule = metadata["preprocessing"].get("recording_vote", "mean")
     for recording, found in windows.items():
-        label, share = vote(np.stack(found), *decision)
+        label, share = vote(np.stack(found), *decision, rule=rule)
         results.append((recording, labels[label], share))
     return results
 
 
-def vote(window_scores: np.ndarray, threshold: float | None = None, positive: int = 1) -> tuple[int, float]:
-    """A recording's class from its windows' class probabilities: the decision on their mean (a soft vote),
-    and that class's mean probability. What a device reports for a whole recording."""
-    mean = np.asarray(window_scores, np.float64).mean(axis=0)
-    label = int(decide(mean, threshold, positive))
+def vote(window_scores: np.ndarray, threshold: float | None = None, positive: int = 1,
+         rule: str = "mean") -> tuple[int, float]:
+    """A recording's class from its windows' class probabilities (`data.recording_vote`): 'mean', the decision
+    on their mean (a soft vote); 'majority', the class most windows decide (`decide`), a tie going to the tied
+    class of the higher mean probability. Returns (the class, its mean probability over the windows): what a
+    device reports for a whole recording, and what evaluate scores per recording."""
+    scores = np.asarray(window_scores, np.float64)
+    mean = scores.mean(axis=0)
+    if rule == "mean":
+        label = int(decide(mean, threshold, positive))
+    elif rule == "majority":
+        counts = np.bincount(decide(scores, threshold, positive), minlength=scores.shape[-1])
+        tied = np.flatnonzero(counts == counts.max())
+        label = int(tied[np.argmax(mean[tied])])
+    else:
+        raise ValueError(f"recording vote must be 'mean' or 'majority', got {rule!r}")
     return label, float(mean[label])
 
 

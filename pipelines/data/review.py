@@ -94,20 +94,22 @@ def _with_labels(raw, labels: np.ndarray):
 def _subset(raw, keep: np.ndarray):
     """The raw items at positions `keep`, in order, whatever the kind."""
     ids = tuple(raw.ids[index] for index in keep)
+    given_split = None if raw.given_split is None else np.asarray(raw.given_split)[keep]  # the dataset's own split
     if hasattr(raw, "features"):  # a table
         pick = lambda series: None if series is None else series.iloc[keep].reset_index(drop=True)  # noqa: E731
         return dataclasses.replace(raw, features=raw.features.iloc[keep].reset_index(drop=True),
                                    target=raw.target.iloc[keep].reset_index(drop=True), ids=ids,
-                                   groups=pick(raw.groups), times=pick(raw.times))
+                                   groups=pick(raw.groups), times=pick(raw.times), given_split=given_split)
     if hasattr(raw, "images"):
         problems = {position: raw.problems[index] for position, index in enumerate(keep) if index in raw.problems}
         return dataclasses.replace(raw, images=raw.images.subset(keep), labels=raw.labels[keep], ids=ids,
-                                   problems=problems)
+                                   problems=problems, given_split=given_split)
     listed = lambda values: None if values is None else [values[index] for index in keep]  # noqa: E731
     return dataclasses.replace(raw, signals=listed(raw.signals), ids=ids,
                                labels=None if raw.labels is None else raw.labels[keep],
                                sample_labels=listed(raw.sample_labels), times=listed(raw.times),
-                               files=tuple(listed(raw.files)) if raw.files else raw.files)
+                               files=tuple(listed(raw.files)) if raw.files else raw.files,
+                               given_split=None if given_split is None else tuple(given_split))
 
 
 def used_test_ids(split_folder: Path) -> set[str]:

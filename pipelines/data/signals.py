@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
+import deploy.edge.predict as edge
 from pipelines.core.errors import DataError
+from pipelines.data import given
 
 MISSING_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 # The UEA file names no dimensions; its description lists the 3-D accelerometer, then the 3-D gyroscope.
@@ -46,6 +48,7 @@ class Recordings:
     class_names: tuple[str, ...] = ()
     times: list[np.ndarray] | None = None  # (T_i,) seconds per recording, when the source has a time column
     files: tuple[str, ...] = ()  # the file each recording was read from
+    given_split: tuple[str, ...] | None = None  # the dataset's own split per recording (train, val, test)
 
     @property
     def task(self) -> str:
@@ -119,7 +122,8 @@ def _basic_motions(folder: Path) -> Recordings:
     return Recordings(signals, tuple(ids), BASIC_MOTIONS_CHANNELS, 10.0,
                       "BasicMotions (UEA archive, TRAIN and TEST pooled; shipped inside the aeon wheel)",
                       labels=np.array([classes.index(name) for name in names], dtype=np.int64),
-                      class_names=classes, files=tuple(files))
+                      class_names=classes, files=tuple(files),
+                      given_split=tuple("train" if "_TRAIN-" in item else "test" for item in ids))
 
 
 def _internal_bleeding(folder: Path) -> Recordings:
@@ -149,9 +153,10 @@ def load_embedded(name: str) -> Recordings:
     return EMBEDDED[name](aeon_data_folder())
 
 
-def _csv_files(path: Path) -> list[Path]:
+def _csv_files(path: Path, leave_out: Path | None = None) -> list[Path]:
     if path.is_dir():
-        files = sorted(item for item in path.glob("*.csv") if not item.name.startswith("."))
+        files = sorted(item for item in path.glob("*.csv") if not item.name.startswith(".")
+                       and (leave_out is None or item.resolve() != leave_out.resolve()))
         if not files:
             raise DataError(f"{path}: no CSV files in the folder")
         return files
@@ -293,7 +298,60 @@ def check_lengths(recordings: Recordings, length: int) -> None:
         if len(signal) < length:
             where = recordings.files[index] if recordings.files else recordings.origin
             raise DataError(f"{where}: recording '{recordings.ids[index]}' has {len(signal)} samples, fewer than "
-                            f"the window of {length}")
+                            f"the window of {length} (data.short_recordings: pad or skip)")
+
+
+def pick(recordings: Recordings, keep: np.ndarray | list[int]) -> Recordings:
+    """The recordings at positions `keep`, in order, with everything recorded per recording."""
+    listed = lambda values: None if values is None else [values[index] for index in keep]  # noqa: E731
+    return dataclasses.replace(recordings, signals=listed(recordings.signals),
+                               ids=tuple(recordings.ids[index] for index in keep),
+                               labels=None if recordings.labels is None else recordings.labels[np.asarray(keep, int)],
+                               sample_labels=listed(recordings.sample_labels), times=listed(recordings.times),
+                               files=tuple(listed(recordings.files)) if recordings.files else recordings.files,
+                               given_split=None if recordings.given_split is None
+                               else tuple(listed(recordings.given_split)))
+
+
+def fit_lengths(recordings: Recordings, length: int, rule: str = "error",
+                pad_mode: str = "edge") -> tuple[Recordings, list[tuple[str, int]]]:
+    """Recordings shorter than one window of `length` samples, by `data.short_recordings`: 'error' stops naming
+    the first (`check_lengths`), 'pad' extends each to one window (`edge.pad_recording`: its last sample
+    repeated, or zeros; the device pads the same way), 'skip' leaves them out.
+
+    Returns:
+        (the recordings, (id, samples) of each recording padded or left out).
+
+    Raises:
+        DataError: rule 'error' and a short recording, or 'skip' and no recording left.
+    """
+    if rule == "error":
+        check_lengths(recordings, length)
+        return recordings, []
+    short = [index for index, signal in enumerate(recordings.signals) if len(signal) < length]
+    found = [(recordings.ids[index], len(recordings.signals[index])) for index in short]
+    if not short:
+        return recordings, []
+    if rule == "skip":
+        keep = [index for index in range(len(recordings.signals)) if index not in set(short)]
+        if not keep:
+            raise DataError(f"{recordings.origin}: all {len(short)} recordings are shorter than the window of "
+                            f"{length} samples; data.short_recordings: skip leaves none")
+        return pick(recordings, keep), found
+    if rule != "pad":
+        raise ValueError(f"short_recordings must be 'error', 'pad' or 'skip', got {rule!r}")
+    signals, times, sample_labels = list(recordings.signals), recordings.times, recordings.sample_labels
+    times = None if times is None else list(times)
+    sample_labels = None if sample_labels is None else list(sample_labels)
+    for index in short:
+        missing = length - len(signals[index])
+        signals[index] = edge.pad_recording(signals[index], length, pad_mode)
+        if times is not None:  # the padded samples continue the recording at its rate
+            times[index] = np.concatenate([times[index], times[index][-1] + np.arange(1, missing + 1)
+                                           / recordings.sampling_rate_hz])
+        if sample_labels is not None:
+            sample_labels[index] = np.pad(sample_labels[index], (0, missing), mode="edge")
+    return dataclasses.replace(recordings, signals=signals, times=times, sample_labels=sample_labels), found
 
 
 def load_csv(path: str | Path, channels: tuple[str, ...] | list[str], window: int, *,
@@ -301,7 +359,8 @@ def load_csv(path: str | Path, channels: tuple[str, ...] | list[str], window: in
              label_per: str = "recording", anomaly_values: tuple[str, ...] = ("1",),
              exclude_values: tuple[str, ...] = (),
              sampling_rate_hz: float | None = None, time_unit_s: float = 1.0,
-             missing_values: tuple[str, ...] = MISSING_VALUES) -> Recordings:
+             missing_values: tuple[str, ...] = MISSING_VALUES, short_recordings: str = "error",
+             split_column: str | None = None, split_file: str | Path | None = None) -> Recordings:
     """A user's recordings: a folder of CSV files (one recording each, named by the file, unless
     `recording_column` names them) or one CSV file (one recording, or one per value of `recording_column`).
 
@@ -314,6 +373,11 @@ def load_csv(path: str | Path, channels: tuple[str, ...] | list[str], window: in
         exclude_values: per-sample annotations to drop (Daphnet's 0, outside the experiment); the recording is
             cut at them into contiguous segments `<id>-seg00`, `<id>-seg01`, ...
         sampling_rate_hz: the rate; when None, measured from the time column.
+        short_recordings: 'error' stops at a recording shorter than `window`; 'pad' and 'skip' leave them to
+            `fit_lengths`.
+        split_column: the column naming each row's split (train, val, test), the same on every row of a
+            recording: the dataset's own split (`given_split`).
+        split_file: instead, a CSV file of `recording,split` rows (left out of a folder's recordings).
 
     Raises:
         DataError: naming the file and column (missing column), the line and column (a non-numeric sample or
@@ -325,29 +389,75 @@ def load_csv(path: str | Path, channels: tuple[str, ...] | list[str], window: in
     if exclude_values and not (label_column and label_per == "sample"):
         raise ValueError("exclude_values needs a per-sample label_column")
     parts: list[_Part] = []
-    for file in _csv_files(Path(path)):
-        frame = read_text(file, [c for c in (recording_column, time_column, label_column) if c] + list(channels))
+    splits_of: dict[str, str] = {}  # recording -> the dataset's own split
+    listed = given.read_file(Path(split_file), read_text(Path(split_file), ["recording", "split"])) \
+        if split_file else None
+    for file in _csv_files(Path(path), Path(split_file) if split_file else None):
+        named = [recording_column, time_column, label_column, None if listed is not None else split_column]
+        frame = read_text(file, [c for c in named if c] + list(channels))
         values = np.stack([_numbers(file, frame, column, missing_values) for column in channels], axis=1)
         times = _seconds(file, frame, time_column, time_unit_s) if time_column else None
         labels = _texts(file, frame, label_column) if label_column else None
         keys = _texts(file, frame, recording_column) if recording_column else np.full(len(frame), file.stem)
-        parts += _parts(file, values.astype(np.float32), times, keys, labels, tuple(map(str, exclude_values)))
+        found = _parts(file, values.astype(np.float32), times, keys, labels, tuple(map(str, exclude_values)))
+        if split_column and listed is None:
+            splits_of.update(_row_splits(file, frame, split_column, found))
+        parts += found
     if not parts:
         raise DataError(f"{path}: no samples left after leaving out the annotations {list(exclude_values)}")
     _check_unique(parts)
     if sampling_rate_hz is None:
         sampling_rate_hz = _measured_rate(parts, Path(path))
+    if listed is not None:
+        splits_of = _file_splits(Path(split_file), listed, parts)
     recordings = Recordings([part.values for part in parts], tuple(part.id for part in parts), tuple(channels),
                             float(sampling_rate_hz), f"CSV {path}", files=tuple(str(part.file) for part in parts),
-                            times=[part.times for part in parts] if time_column else None)
+                            times=[part.times for part in parts] if time_column else None,
+                            given_split=tuple(splits_of[part.id] for part in parts) if splits_of else None)
     if label_column and label_per == "recording":
         recordings.labels, recordings.class_names = _recording_labels(parts, label_column)
     elif label_column:
         anomalous = tuple(map(str, anomaly_values))
         recordings.sample_labels = [np.isin(part.labels, anomalous).astype(np.int8) for part in parts]
         recordings.class_names = ("normal", "anomaly")
-    check_lengths(recordings, window)
+    if short_recordings == "error":
+        check_lengths(recordings, window)
     return recordings
+
+
+def _row_splits(file: Path, frame: pd.DataFrame, column: str, parts: list[_Part]) -> dict[str, str]:
+    """recording -> split from a split column: one value per recording (a recording in two splits would put its
+    windows on both sides of the split)."""
+    found = {}
+    for part in parts:
+        values = frame[column].to_numpy()[part.rows]
+        names = {}  # each distinct text once, named by its first line
+        for text in pd.unique(values):
+            row = part.rows[np.flatnonzero(values == text)[0]]
+            names[row] = given.name(text, f"{file}: line {row + 2}, column '{column}'")
+        rows = sorted(names)
+        other = [row for row in rows if names[row] != names[rows[0]]]
+        if other:
+            raise DataError(f"{file}: line {other[0] + 2}, column '{column}': recording '{part.id}' is in both "
+                            f"{names[rows[0]]} and {names[other[0]]} (leakage: a recording's windows never cross "
+                            "splits)")
+        found[part.id] = names[rows[0]]
+    return found
+
+
+def _file_splits(path: Path, listed: dict[str, str], parts: list[_Part]) -> dict[str, str]:
+    """recording -> split from `split.file`: every recording listed, and nothing listed that was not read."""
+    found = {}
+    for part in parts:
+        key = part.id if part.id in listed else part.id.rsplit("-seg", 1)[0]  # a cut recording's segments
+        if key not in listed:
+            raise DataError(f"{path}: no row for recording '{part.id}' (read from {part.file})")
+        found[part.id] = listed[key]
+    unknown = sorted(set(listed) - {part.id for part in parts} - {part.id.rsplit("-seg", 1)[0] for part in parts})
+    if unknown:
+        raise DataError(f"{path}: recording '{unknown[0]}' is not among the recordings read"
+                        + (f" ({len(unknown)} such rows)" if len(unknown) > 1 else ""))
+    return found
 
 
 def windows(recordings: Recordings, length: int, stride: int, anomaly_share: float = 0.5) -> Windows:

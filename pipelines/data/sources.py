@@ -25,7 +25,7 @@ from PIL import Image
 import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core.errors import DataError
-from pipelines.data import signals
+from pipelines.data import given, signals
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -69,6 +69,7 @@ class RawImages:
     origin: str
     problems: dict[int, str] = dataclasses.field(default_factory=dict)  # index -> why unreadable (after scan)
     kind: str = "images"
+    given_split: np.ndarray | None = None  # the dataset's own split per item (train, val, test), when asked
     task: str = "classification"
 
 
@@ -86,6 +87,7 @@ class RawTable:
     missing_tokens: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # column -> token -> count
     quarantined: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)  # (line, fields, text) skipped
     kind: str = "table"
+    given_split: np.ndarray | None = None  # the dataset's own split per row (train, val, test), when asked
 
 
 def pixel_hash(image: Image.Image) -> str:
@@ -152,6 +154,30 @@ def check_class_names(names, where: str) -> None:
         if any(ord(character) < 32 or ord(character) == 127 for character in str(name)):
             raise DataError(f"{where} {str(name)!r}: a class name may not hold a control character (newline, tab, "
                             "...); rename it")
+
+
+def _image_folder_split(root: Path) -> RawImages:
+    """An image folder split by its own sub-folders: `train/`, `val/` (optional) and `test/`, each holding one
+    sub-folder per class; ids keep the split's folder (`train/cat/1.png`)."""
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    present = sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
+    other = [name for name in present if name not in given.SUB_FOLDERS]
+    if other or not {"train", "test"} <= set(present):
+        raise DataError(f"{root}: split.strategy predefined needs train/ and test/ sub-folders (val/ optional), "
+                        f"each with one folder per class; found {present}" + (f" ({other[0]!r} is not a split)"
+                                                                            if other else ""))
+    parts = {name: _image_folder(root / name) for name in given.SUB_FOLDERS if name in present}
+    classes = sorted({name for part in parts.values() for name in part.class_names})
+    paths, labels, ids, split = [], [], [], []
+    for name, part in parts.items():
+        paths += part.images.paths
+        labels += [classes.index(part.class_names[label]) for label in part.labels]
+        ids += [f"{name}/{item}" for item in part.ids]
+        split += [name] * len(part.ids)
+    return RawImages(ImageSequence(paths=paths), np.array(labels, dtype=np.int64), tuple(classes), tuple(ids),
+                     255.0, f"image folder {root} (its own train/val/test sub-folders)",
+                     given_split=np.array(split, dtype=str))
 
 
 def _image_folder(root: Path) -> RawImages:
@@ -287,7 +313,7 @@ def _typed(text: pd.DataFrame, missing: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
-def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
+def _csv(path: Path, data: config_module.DataConfig, split_column: str = "") -> RawTable:
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found")
     lines, bad = _record_lines(path, data.bad_lines == "skip")
@@ -303,9 +329,11 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
     frame = _typed(text, data.missing_values)
     if len(lines) != len(frame):  # a row pandas reads otherwise than the csv module: number rows by position
         lines = [index + 2 for index in range(len(frame))]
-    for column in (data.target, data.group_column, data.time_column):
+    for column in (data.target, data.group_column, data.time_column, split_column):
         if column and column not in frame.columns:
             raise DataError(f"{path}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})")
+    given_split = np.array([given.name(value, f"{path}: line {line}, column '{split_column}'")
+                            for value, line in zip(text[split_column], lines)], dtype=str) if split_column else None
     warnings: list[str] = []
     frame = _coerce_numeric_text(frame, path, warnings, lines)
     numeric = frame.select_dtypes("number")
@@ -330,7 +358,7 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
         target = target.map({value: index for index, value in enumerate(sorted(target.unique(), key=str))})
     elif not pd.api.types.is_numeric_dtype(target):
         raise DataError(f"{path}: regression target '{data.target}' is not numeric")
-    excluded = [column for column in (data.target, data.group_column, data.time_column) if column]
+    excluded = [column for column in (data.target, data.group_column, data.time_column, split_column) if column]
     tokens = {column: {token: int(count) for token, count in text[column].value_counts().items()
                        if token in data.missing_values} for column in text.columns}
     # Rows are named by the line in the file where they start (the header is line 1), in every report and log.
@@ -338,27 +366,35 @@ def _csv(path: Path, data: config_module.DataConfig) -> RawTable:
                     tuple(f"row-{line}" for line in lines), task, f"CSV file {path}",
                     class_names, frame[data.group_column] if data.group_column else None,
                     frame[data.time_column] if data.time_column else None, warnings,
-                    {column: found for column, found in tokens.items() if found}, quarantined=bad)
+                    {column: found for column, found in tokens.items() if found}, quarantined=bad,
+                    given_split=given_split)
 
 
-def _signals(data: config_module.DataConfig, root: Path) -> signals.Recordings:
+def _signals(data: config_module.DataConfig, root: Path,
+             split: config_module.SplitConfig | None = None) -> signals.Recordings:
+    predefined = split is not None and split.strategy == "predefined"
     if data.source != "sensor_csv":
-        return signals.load_embedded(data.source)
+        recordings = signals.load_embedded(data.source)
+        return recordings if predefined else dataclasses.replace(recordings, given_split=None)
     return signals.load_csv(Path(root) / data.path, data.signal_channels, data.window,
                             time_column=data.time_column or None, recording_column=data.recording_column or None,
                             label_column=data.target, sampling_rate_hz=data.sampling_rate or None,
-                            missing_values=data.missing_values)
+                            missing_values=data.missing_values, short_recordings=data.short_recordings,
+                            split_column=split.column if predefined and not split.file else None,
+                            split_file=Path(root) / split.file if predefined and split.file else None)
 
 
-def _read(data: config_module.DataConfig, root: Path) -> RawImages | RawTable | signals.Recordings:
+def _read(data: config_module.DataConfig, root: Path,
+          split: config_module.SplitConfig | None = None) -> RawImages | RawTable | signals.Recordings:
+    predefined = split is not None and split.strategy == "predefined"
     if data.is_signal:
-        return _signals(data, root)
+        return _signals(data, root, split)
     if data.source == "digits":
         return _digits()
     if data.source == "image_folder":
-        return _image_folder(Path(root) / data.path)
+        return (_image_folder_split if predefined else _image_folder)(Path(root) / data.path)
     if data.source == "csv":
-        return _csv(Path(root) / data.path, data)
+        return _csv(Path(root) / data.path, data, split.column if predefined else "")
     return _embedded_table(data.source)
 
 
@@ -372,25 +408,29 @@ def keep_classes(raw: RawImages | RawTable, names: tuple[str, ...]) -> RawImages
     keep = np.flatnonzero(np.isin(labels, list(mapping)))
     renumbered = np.array([mapping[label] for label in labels[keep]], dtype=np.int64)
     ids = tuple(raw.ids[index] for index in keep)
+    given_split = None if raw.given_split is None else raw.given_split[keep]
     if isinstance(raw, RawImages):
         problems = {position: raw.problems[index] for position, index in enumerate(keep) if index in raw.problems}
         return dataclasses.replace(raw, images=raw.images.subset(keep), labels=renumbered, ids=ids,
-                                   class_names=tuple(names), problems=problems)
+                                   class_names=tuple(names), problems=problems, given_split=given_split)
     pick = lambda series: None if series is None else series.iloc[keep].reset_index(drop=True)  # noqa: E731
     return dataclasses.replace(raw, features=raw.features.iloc[keep].reset_index(drop=True),
                                target=pd.Series(renumbered), ids=ids, class_names=tuple(names),
-                               groups=pick(raw.groups), times=pick(raw.times))
+                               groups=pick(raw.groups), times=pick(raw.times), given_split=given_split)
 
 
-def load(data: config_module.DataConfig, root: Path) -> RawImages | RawTable:
-    """Reads the configured source (only `data.classes` when given).
+def load(data: config_module.DataConfig, root: Path,
+         split: config_module.SplitConfig | None = None) -> RawImages | RawTable:
+    """Reads the configured source (only `data.classes` when given), with the dataset's own split per item
+    (`given_split`) when `split.strategy` is predefined.
 
     Raises:
         DataError: the source as a whole is unusable; the message names the file, row or column.
     """
-    raw = _read(data, root)
+    raw = _read(data, root, split)
     if isinstance(raw, signals.Recordings):
-        signals.check_lengths(raw, data.window)  # a recording shorter than one window stops here, named
+        if data.short_recordings == "error":
+            signals.check_lengths(raw, data.window)  # a recording shorter than one window stops here, named
         return raw
     raw = keep_classes(raw, data.classes) if data.classes else raw
     check_present(raw)

@@ -176,6 +176,49 @@ def assign(labels: np.ndarray | None, groups: np.ndarray, times: np.ndarray | No
     return {name: np.sort(part) for name, part in parts.items()}
 
 
+def predefined(given_split: np.ndarray, labels: np.ndarray | None, groups: np.ndarray,
+               rules: config_module.SplitConfig, barred: np.ndarray | None = None,
+               ids: np.ndarray | None = None, what: str = "items") -> dict[str, np.ndarray]:
+    """Indices per split as the dataset gives them (`split.strategy: predefined`): its test part kept as it is,
+    its val part too; when it gives none, validation is carved from its training part, about
+    `val_fraction / (1 - test_fraction)` of it as the other strategies hold, groups whole and stratified by
+    `labels` (None: not stratified). The leakage check still runs on the result.
+
+    Raises:
+        DataError: the data gives no training or no test item, or a test item an earlier evaluation used.
+    """
+    given_split = np.asarray(given_split).astype(str)
+    indices = np.arange(len(given_split))
+    parts = {name: indices[given_split == name] for name in SPLITS}
+    for name in ("train", "test"):
+        if not len(parts[name]):
+            raise DataError(f"split.strategy predefined: the data names no {name} {what} (splits given: "
+                            f"{sorted(set(given_split.tolist()))})")
+    check_unused_test(parts["test"], barred, indices if ids is None else ids)
+    if not len(parts["val"]):
+        share = rules.val_fraction / (1.0 - rules.test_fraction)
+        try:
+            parts["train"], parts["val"] = holdout(parts["train"], share, labels, groups, rules.seed)
+        except ValueError as error:  # too few items or groups of a class in the given training part
+            raise DataError(f"split.strategy predefined: cannot carve a validation share of {share:.2f} from the "
+                            f"{len(parts['train'])} given training {what} ({error}); give a val part") from None
+    return {name: np.sort(part) for name, part in parts.items()}
+
+
+def given_split(clean_folder: Path) -> np.ndarray:
+    """The dataset's own split of each clean item (`clean_given.npy`).
+
+    Raises:
+        DataError: clean stored none (the source names no split).
+    """
+    path = Path(clean_folder) / "clean_given.npy"
+    if not path.is_file():
+        raise DataError(f"{clean_folder}: the data names no split of its own; split.strategy predefined needs "
+                        "split.column or split.file (sensor_csv), a split column (csv), train/ and test/ "
+                        "sub-folders (image_folder), or basic_motions' TRAIN and TEST files")
+    return np.load(path, allow_pickle=False)
+
+
 def check_ratios(parts: dict, groups: np.ndarray, ids: np.ndarray, rules: config_module.SplitConfig) -> None:
     """Grouping can make the requested ratios impossible (one huge near-duplicate cluster, say): say so."""
     total = sum(len(part) for part in parts.values())

@@ -42,4 +42,9 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
     inputs = {"source": sources.fingerprint(config.data, config.root)}
     if config.data.relabel or config.data.exclude:
         inputs["review"] = review.fingerprint(config.data, config.root)
-    return stage.execute(config, "clean", ("data", "clean"), inputs, body, force)
+    if config.split.file:  # the dataset's own split, when a file gives it
+        path = Path(config.root) / config.split.file
+        inputs["split_file"] = workspace.sha256_file(path) if path.is_file() else "missing"
+    # the dataset's own split is read with the data (split.strategy: predefined)
+    return stage.execute(config, "clean", ("data", "clean", "split.strategy", "split.column", "split.file"), inputs,
+                         body, force)

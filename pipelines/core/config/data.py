@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 IMAGE_SOURCES = ("digits", "image_folder")
 TABLE_SOURCES = ("breast_cancer", "wine", "diabetes", "csv")
 SIGNAL_SOURCES = ("basic_motions", "internal_bleeding", "sensor_csv")
+PREDEFINED_SOURCES = ("sensor_csv", "csv", "image_folder", "basic_motions")  # sources that can name a split
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,14 @@ class DataConfig:
     sampling_rate: float = option(0.0, "sensor_csv: samples per second (0: from the time column)", at_least(0))
     window: int = option(64, "signals: samples per window", at_least(4))
     stride: int = option(32, "signals: samples between the starts of consecutive windows", at_least(1))
+    short_recordings: str = option("error", "signals: a recording shorter than one window: stop naming it (error), "
+                                   "pad it to one window (pad, with data.pad_mode), or leave it out with a count "
+                                   "in the cleaning log (skip)", one_of("error", "pad", "skip"))
+    pad_mode: str = option("edge", "signals, short_recordings: pad: repeat the last sample (edge) or append "
+                           "zeros (zeros)", one_of("edge", "zeros"))
+    recording_vote: str = option("mean", "signals: a recording's class from its windows: the class of the mean of "
+                                 "their probabilities (mean), or the most frequent window class (majority; ties go "
+                                 "to the higher mean probability)", one_of("mean", "majority"))
     anomaly_share: float = option(0.5, "anomaly detection: a window is anomalous when at least this share of its "
                                   "samples is (at most 1)", greater_than(0))
     near_duplicates: bool = option(True, "find near-duplicate images (sides >= 16 px; smaller ones by content hash "
@@ -146,8 +155,17 @@ class SplitConfig:
     val_fraction: float = option(0.15, "fraction of the data held out for validation", greater_than(0), below(1))
     test_fraction: float = option(0.15, "fraction of the data held out for the final test", greater_than(0), below(1))
     seed: int = option(0, "seed of the shuffle")
-    strategy: str = option("stratified", "stratified (classification), random, or temporal (data.time_column)",
-                           one_of("stratified", "random", "temporal"))
+    strategy: str = option("stratified", "stratified (classification), random, temporal (data.time_column), or "
+                           "predefined (the dataset's own split: split.column or split.file for sensor_csv, "
+                           "split.column for csv, train/ val/ test/ sub-folders for image_folder, TRAIN and TEST "
+                           "for basic_motions; test kept as given, val carved from the given train part, "
+                           "grouped and stratified, when none is given)",
+                           one_of("stratified", "random", "temporal", "predefined"))
+    column: str = option("split", "predefined: the column naming each row's split (train, val or test; one value "
+                         "per recording for sensor_csv)")
+    file: str = option("", "predefined, sensor_csv: a CSV file with columns recording,split (the recording is the "
+                       "file's stem, or the data.recording_column value), relative to runtime.root; it replaces "
+                       "split.column")
     group: str = option("none", "also keep each data.group_column group in one split (duplicate and "
                         "near-duplicate images are always kept together)", one_of("none", "column"))
     folds: int = option(0, "k folds over train+val for search.objective: cv (0: none, else >= 2)", at_least(0))
@@ -160,6 +178,11 @@ class SplitConfig:
                               f"{self.val_fraction + self.test_fraction:g}")
         if self.strategy == "temporal" and not config.data.time_column and not config.data.is_signal:
             raise ConfigError("split.strategy: 'temporal' needs data.time_column")
+        if self.strategy == "predefined" and config.data.source not in PREDEFINED_SOURCES:
+            raise ConfigError(f"split.strategy: 'predefined' needs a source that names each item's split "
+                              f"({', '.join(PREDEFINED_SOURCES)}), not '{config.data.source}'")
+        if self.file and config.data.source != "sensor_csv":
+            raise ConfigError("split.file: a file of recordings and their splits is for source 'sensor_csv'")
         if self.group == "column" and not config.data.group_column:
             raise ConfigError("split.group: 'column' needs data.group_column")
         if self.folds == 1:

@@ -28,7 +28,7 @@ NAME = "images"
 
 
 def read(config: config_module.Config) -> sources.RawImages:
-    return sources.load(config.data, config.root)
+    return sources.load(config.data, config.root, config.split)
 
 
 def _odd(values: dict[str, str]) -> dict[str, list[str]]:
@@ -186,7 +186,9 @@ def clean(raw: sources.RawImages, config: config_module.Config, folder: Path) ->
     # Near-duplicate clusters are found here, once, on the raw images, and travel to split as groups.
     workspace.save_arrays(folder, "clean", key=keys[keep], y=raw.labels[keep], ids=np.array(raw.ids, dtype=str)[keep],
                           cluster=groups["cluster"][keep], content=np.array(content, dtype=str)[keep],
-                          sha256=np.array(sha, dtype=str)[keep])
+                          sha256=np.array(sha, dtype=str)[keep],
+                          **({"given": np.asarray(raw.given_split, dtype=str)[keep]}
+                             if raw.given_split is not None else {}))  # the folder's own split (predefined)
     return log, {"items_in": count, "items_out": len(keep), "dropped": len(drops),
                  "changed": sum(index not in drops for index in changed),
                  **near_duplicate_report(raw, groups, folder)}, {}
@@ -198,11 +200,17 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     group; the normalizer is fitted in one chunked pass over the training records."""
     keys, y, ids, cluster, content, item_hashes = workspace.load_arrays(clean_folder, "clean", "key", "y", "ids",
                                                                         "cluster", "content", "sha256")
-    stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
+    predefined = config.split.strategy == "predefined"
+    stratify = y if config.split.strategy in ("stratified", "predefined") and dataset["task"] == "classification" \
+        else None
     grouping = splits.group_ids(content.tolist(), cluster)
-    splits.check_strata(stratify, ids, dataset["class_names"])
-    parts = splits.assign(stratify, grouping, None, config.split, splits.barred_items(content.tolist(), used), ids)
-    splits.check_ratios(parts, grouping, ids, config.split)
+    barred = splits.barred_items(content.tolist(), used)
+    if predefined:  # the folder's own train/ (val/) test/ sub-folders; near-duplicates across them still stop
+        parts = splits.predefined(splits.given_split(clean_folder), stratify, grouping, config.split, barred, ids)
+    else:
+        splits.check_strata(stratify, ids, dataset["class_names"])
+        parts = splits.assign(stratify, grouping, None, config.split, barred, ids)
+        splits.check_ratios(parts, grouping, ids, config.split)
     for name in splits.SPLITS:
         workspace.save_arrays(folder, name, keys=keys[parts[name]], y=y[parts[name]], ids=ids[parts[name]])
     # clean's shards, from here; a relative path, so the project can move

@@ -24,10 +24,12 @@ from pipelines.data.splits import Assignment
 
 NAME = "signals"
 DEVICE_FIELDS = ("channels", "sampling_rate_hz", "window", "stride")
+# what the device also does as training did, with the value a dataset.json written before them meant
+DEVICE_RULES = {"short_recordings": "error", "pad_mode": "edge", "recording_vote": "mean"}
 
 
 def read(config: config_module.Config) -> signals.Recordings:
-    return sources.load(config.data, config.root)
+    return sources.load(config.data, config.root, config.split)
 
 
 def profile(raw: signals.Recordings, config: config_module.Config, folder: Path) -> tuple[dict, dict]:
@@ -35,6 +37,7 @@ def profile(raw: signals.Recordings, config: config_module.Config, folder: Path)
     random forest on per-channel window statistics, cross-validated by recording (3 folds, no recording in
     two folds)."""
     data, seed = config.data, config.split.seed
+    raw, _ = signals.fit_lengths(raw, data.window, data.short_recordings, data.pad_mode)
     windows = signals.windows(raw, data.window, data.stride)
     report = {"source": raw.origin, "kind": NAME, "task": raw.task, "items": len(raw.ids),
               "windows": int(len(windows.x)), "window": data.window, "stride": data.stride,
@@ -82,9 +85,20 @@ def clean(raw: signals.Recordings, config: config_module.Config, folder: Path) -
     dropped and logged (missing samples are never invented); each window keeps its recording (the group split
     keeps together) and its start (the order the temporal split keeps)."""
     data = config.data
+    count = len(raw.ids)
+    raw, short = signals.fit_lengths(raw, data.window, data.short_recordings, data.pad_mode)
+    log = [(recording, f"short_recordings={data.short_recordings}", "dropped" if data.short_recordings == "skip"
+            else "changed", f"{samples} samples, fewer than the window of {data.window}: "
+            + ("left out" if data.short_recordings == "skip" else f"padded ({data.pad_mode}) to {data.window}"))
+           for recording, samples in short]
+    if short:
+        log.append(("-", f"short_recordings={data.short_recordings}", "dropped" if data.short_recordings == "skip"
+                    else "changed", f"{len(short)} of {count} recordings shorter than the window of {data.window} "
+                    + ("left out" if data.short_recordings == "skip" else f"padded ({data.pad_mode})")))
     found = signals.windows(raw, data.window, data.stride, data.anomaly_share)
-    log = [("-", "window", "changed", f"{len(raw.ids)} recordings -> {len(found.x)} windows of {data.window} "
-            f"samples every {data.stride} ({data.window / raw.sampling_rate_hz:g} s at {raw.sampling_rate_hz:g} Hz)")]
+    log.append(("-", "window", "changed", f"{len(raw.ids)} recordings -> {len(found.x)} windows of {data.window} "
+                f"samples every {data.stride} ({data.window / raw.sampling_rate_hz:g} s at "
+                f"{raw.sampling_rate_hz:g} Hz)"))
     possible = sum(max(0, (len(signal) - data.window) // data.stride + 1) for signal in raw.signals)
     for index, signal in enumerate(raw.signals):
         missing = int(np.isnan(signal).any(axis=1).sum())
@@ -92,12 +106,18 @@ def clean(raw: signals.Recordings, config: config_module.Config, folder: Path) -
             log.append((raw.ids[index], "drop_windows_with_missing_samples", "dropped",
                         f"{missing} missing samples; the windows that hold one are left out"))
     ids = np.array([f"{raw.ids[owner]}@{start}" for owner, start in zip(found.recording, found.start)], dtype=str)
+    given_split = {} if raw.given_split is None else \
+        {"given": np.array(raw.given_split, dtype=str)[found.recording]}  # the dataset's own split per window
     workspace.save_arrays(folder, "clean", x=found.x, y=found.label, ids=ids,
-                          recording=np.array(raw.ids, dtype=str)[found.recording], start=found.start)
+                          recording=np.array(raw.ids, dtype=str)[found.recording], start=found.start, **given_split)
     fields = {"channels": list(raw.channels), "sampling_rate_hz": raw.sampling_rate_hz, "window": data.window,
-              "stride": data.stride}
-    return log, {"items_in": len(raw.ids), "items_out": len(found.x), "dropped": possible - len(found.x),
-                 "changed": len(raw.ids)}, fields
+              "stride": data.stride, "short_recordings": data.short_recordings, "pad_mode": data.pad_mode,
+              "recording_vote": data.recording_vote}
+    counts = {"items_in": count, "items_out": len(found.x), "dropped": possible - len(found.x),
+              "changed": len(raw.ids)}
+    if short:
+        counts["short_recordings"] = len(short)
+    return log, counts, fields
 
 
 def split(clean_folder: Path, dataset: dict, config: config_module.Config, folder: Path,
@@ -105,12 +125,15 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     """Windows of one recording (and identical windows) stay together; or each recording is cut in time."""
     x, y, ids, recording, start = workspace.load_arrays(clean_folder, "clean", "x", "y", "ids", "recording", "start")
     rules = config.split
-    stratify = y if rules.strategy == "stratified" and dataset["task"] == "classification" else None
+    stratify = y if rules.strategy in ("stratified", "predefined") and dataset["task"] == "classification" else None
     temporal = rules.strategy == "temporal"
     content = [splits.content_hash(window) for window in x]
     grouping = splits.group_ids(content, recording)
     barred = splits.barred_items(content, used)
-    if temporal:
+    if rules.strategy == "predefined":  # the dataset's own split, per recording; val carved by recording
+        parts = splits.predefined(splits.given_split(clean_folder), stratify, grouping, rules, barred, ids,
+                                  "recordings")
+    elif temporal:
         parts = signals.temporal_split(recording, start, x.shape[1], rules.val_fraction, rules.test_fraction)
         splits.check_unused_test(parts["test"], barred, ids)
     else:
@@ -139,4 +162,5 @@ def features(x) -> np.ndarray:
 
 def preprocessing(dataset: dict, split_folder: Path) -> dict:
     """Raw sensor values in, a window at a time; the normalization is inside the model."""
-    return {"kind": "signal", **{key: dataset[key] for key in DEVICE_FIELDS}}
+    return {"kind": "signal", **{key: dataset[key] for key in DEVICE_FIELDS},
+            **{key: dataset.get(key, default) for key, default in DEVICE_RULES.items()}}

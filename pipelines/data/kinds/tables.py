@@ -31,7 +31,7 @@ NAME = "table"
 def read(config: config_module.Config) -> sources.RawTable:
     """The table; a declared time order that the split would ignore is a warning (printed, and in analyze's
     report and clean's log)."""
-    raw = sources.load(config.data, config.root)
+    raw = sources.load(config.data, config.root, config.split)
     if config.data.time_column and config.split.strategy != "temporal":
         warning = (f"data.time_column '{config.data.time_column}' orders the rows in time, but split.strategy is "
                    f"'{config.split.strategy}': later rows may train a model tested on earlier ones. Set "
@@ -168,6 +168,8 @@ def clean(raw: sources.RawTable, config: config_module.Config, folder: Path) -> 
     for name, values in (("__group", raw.groups), ("__time", raw.times)):
         if values is not None:
             table[name] = values[keep].to_numpy()
+    if raw.given_split is not None:  # the table's own split column (split.strategy: predefined)
+        table["__split"] = np.asarray(raw.given_split)[keep]
     with workspace.atomic_path(folder / "table.parquet") as temporary:
         table.to_parquet(temporary, index=False)
     return log, {"items_in": len(frame), "items_out": int(keep.sum()), "dropped": int((~keep).sum()),
@@ -225,16 +227,25 @@ def split(clean_folder: Path, dataset: dict, config: config_module.Config, folde
     table = pd.read_parquet(clean_folder / "table.parquet")
     groups = np.array(table["__group"].astype(str).tolist(), dtype=str) if "__group" in table else None
     times = table["__time"].to_numpy() if "__time" in table else None
-    frame = table.drop(columns=[c for c in ("__target", "__id", "__group", "__time") if c in table])
+    given_split = table["__split"].astype(str).to_numpy() if "__split" in table else None
+    frame = table.drop(columns=[c for c in ("__target", "__id", "__group", "__time", "__split") if c in table])
     ids = np.array(table["__id"].astype(str).tolist(), dtype=str)
     y = table["__target"].to_numpy()
-    stratify = y if config.split.strategy == "stratified" and dataset["task"] == "classification" else None
+    stratify = y if config.split.strategy in ("stratified", "predefined") and dataset["task"] == "classification" \
+        else None
     content = tables.row_hashes(frame, pd.Series(y))
     column_groups = groups if config.split.group == "column" else None
     grouping = splits.group_ids(content, column_groups)
-    splits.check_strata(stratify, ids, dataset["class_names"])
-    parts = splits.assign(stratify, grouping, times, config.split, splits.barred_items(content, used), ids)
-    if config.split.strategy != "temporal":
+    barred = splits.barred_items(content, used)
+    if config.split.strategy == "predefined":  # the table's own split column; val carved from train when absent
+        if given_split is None:
+            raise DataError(f"{clean_folder}: the table names no split of its own; split.strategy predefined needs "
+                            f"the column split.column ('{config.split.column}')")
+        parts = splits.predefined(given_split, stratify, grouping, config.split, barred, ids, "rows")
+    else:
+        splits.check_strata(stratify, ids, dataset["class_names"])
+        parts = splits.assign(stratify, grouping, times, config.split, barred, ids)
+    if config.split.strategy not in ("temporal", "predefined"):
         splits.check_ratios(parts, grouping, ids, config.split)
     frame, parts, learned = _train_rules(frame, parts, ids, config.data, folder)
     transformer = tables.preprocessor(frame, config.data.columns, config.normalize).fit(frame.iloc[parts["train"]])
