@@ -34,6 +34,7 @@ from pipelines.core.config.training import (
     OBJECTIVES,
     PROJECT_BACKBONES,
     SEARCHABLE_KINDS,
+    SIGNAL_TRANSFORMS,
     THRESHOLDED,
     AugmentConfig,
     BackboneConfig,
@@ -47,7 +48,7 @@ from pipelines.core.config.training import (
 from pipelines.core.errors import ConfigError
 
 __all__ = ["EXPORT_VARIANTS", "IMAGE_SOURCES", "OBJECTIVES", "PROJECT_BACKBONES", "THRESHOLDED", "SEARCHABLE_KINDS",
-           "SIGNAL_SOURCES",
+           "SIGNAL_SOURCES", "SIGNAL_TRANSFORMS",
            "SR_PHOTOS", "SR_TWINS", "TABLE_SOURCES", "AugmentConfig", "BackboneConfig", "CleanConfig", "ColumnRule",
            "Config", "ConfigError", "DataConfig", "DenoiseConfig", "EvaluateConfig", "ExportConfig", "GanConfig",
            "ModelConfig", "NormalizeConfig", "ParamSpace", "RuntimeConfig", "SearchConfig", "SegmentConfig",

@@ -215,20 +215,57 @@ class TransferConfig:
     fine_tune_epochs: int = option(20, "maximum epochs of the fine-tuning phase", at_least(1))
 
 
+# 1-D augmentation of sensor windows (pipelines/data/augment.py), each name with its arguments' defaults: jitter
+# (Gaussian noise, sigma x the window's per-channel std), scaling (each channel times N(1, sigma)), magnitude
+# warping (times a smooth random curve through `knots` knots around 1, spread sigma), time warping (the time axis
+# bent by such a curve and resampled), window slicing (a random `ratio` of the window stretched back to its length).
+SIGNAL_TRANSFORMS = {"jitter": {"sigma": 0.05}, "scaling": {"sigma": 0.1},
+                     "magnitude_warp": {"sigma": 0.2, "knots": 4}, "time_warp": {"sigma": 0.2, "knots": 4},
+                     "window_slice": {"ratio": 0.9}}
+
+
+def _check_signal_transform(index: int, transform: dict) -> None:
+    name = transform["name"]
+    if name not in SIGNAL_TRANSFORMS:
+        raise ConfigError(f"augment.transforms[{index}]: signals take the 1-D transforms "
+                          f"{', '.join(SIGNAL_TRANSFORMS)}, got '{name}'")
+    for key, value in transform.items():
+        if key == "name":
+            continue
+        if key not in (*SIGNAL_TRANSFORMS[name], "p"):
+            raise ConfigError(f"augment.transforms[{index}] ({name}): unknown argument '{key}' (known: "
+                              f"{', '.join([*SIGNAL_TRANSFORMS[name], 'p'])})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
+                (key == "ratio" and not 0 < value <= 1) or (key == "knots" and value < 1):
+            raise ConfigError(f"augment.transforms[{index}] ({name}).{key}: must be a number "
+                              f"{'in (0, 1]' if key == 'ratio' else '>= 1' if key == 'knots' else '>= 0'}, "
+                              f"got {value!r}")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    transforms: tuple[dict, ...] = option((), "albumentations transforms, each {name: ..., other arguments}, "
-                                          "applied to the training split only")
+    transforms: tuple[dict, ...] = option((), "transforms, each {name: ..., other arguments}, applied to the "
+                                          "training split only: albumentations classes for images; for signals "
+                                          "jitter, scaling, magnitude_warp, time_warp, window_slice")
     strength: float = option(1.0, "multiplies every transform's probability p (default 0.5), capped at 1: "
                              "one searchable knob for how much augmentation", at_least(0))
     seed: int = option(0, "seed of the augmentation pipeline")
 
     def check(self, config: Config) -> None:
-        if self.transforms and config.data.is_signal:
-            raise ConfigError("augment.transforms: albumentations augments images; signals take none")
         for index, transform in enumerate(self.transforms):
             if not isinstance(transform, dict) or not isinstance(transform.get("name"), str):
                 raise ConfigError(f"augment.transforms[{index}]: must be a mapping with a 'name', got {transform!r}")
+        if self.transforms and config.data.is_signal:
+            if config.model.architecture == "autoencoder1d":
+                raise ConfigError("augment.transforms: the autoencoder1d reconstructs its own input; 1-D "
+                                  "augmentation is for classifiers (cnn1d, recurrent)")
+            for index, transform in enumerate(self.transforms):
+                _check_signal_transform(index, transform)
+            return
+        for index, transform in enumerate(self.transforms):
+            if transform["name"] in SIGNAL_TRANSFORMS:
+                raise ConfigError(f"augment.transforms[{index}]: '{transform['name']}' is a 1-D transform for "
+                                  f"signals; data.source '{config.data.source}' takes albumentations transforms")
         if self.transforms:  # a misspelt transform is found at load, not when training starts
             import albumentations
 
