@@ -128,13 +128,14 @@ def fit_text(fits: dict) -> str:
     for name, entry in fits.items():
         target = entry["target"]
         device = f"{target.get('core') or '-'}, {target.get('mhz') or '-'}, {target.get('kernels') or '-'}"
+        label = f"{name} ({entry['champion']})" if entry.get("champion") else name  # a board's own champion
         for variant, cell in entry["variants"].items():
             chosen = " **(bundled)**" if variant == entry["chosen"] else ""
             flash = f"{cell['flash_bytes']:,} / {target['flash_bytes']:,}" if "flash_bytes" in cell else "-"
             ram = f"{cell['ram_bytes']:,} / {target['ram_bytes']:,}" if "ram_bytes" in cell else "-"
             speed = latency_text(cell)
             hours = f"{cell['battery_hours'] / 24:,.0f} days" if "battery_hours" in cell else "-"
-            lines.append(f"| {name} | {device} | {variant}{chosen} | {flash} | {ram} | {speed} | "
+            lines.append(f"| {label} | {device} | {variant}{chosen} | {flash} | {ram} | {speed} | "
                          f"{_number(cell, 'energy_uj', ',.0f')} | {hours} | {cell['verdict']} |")
         if entry.get("why"):
             notes.append(f"- {name}: {entry['why']}")

@@ -80,3 +80,52 @@ def test_a_search_under_board_limits_gives_each_board_its_most_accurate_feasible
         constraints = {key: value for key, value in trial.system_attrs.items() if key.startswith("constraints:")}
         assert constraints["constraints:board/cortex_m4/deadline_excess"] > 0
         assert constraints["constraints:board/cortex_m7/ram_excess"] < 0
+
+
+@pytest.mark.slow
+def test_export_bundles_a_board_s_own_champion_for_that_board_through_the_same_gates(tmp_path):
+    import numpy as np
+    import tf_keras as keras
+
+    from pipelines.core import tracking, workspace
+    from pipelines.data import splits
+    from pipelines.stages import clean, export, split, train
+    from pipelines.training import champion
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tmp_path, "export.targets=[cortex_m7]", "export.variants=[int8]")
+    for stage in (clean, split, train):
+        stage.run(config)
+    main = tracking.champion_version(config)
+    folder = workspace.stage_dir(tmp_path, config.experiment, "split")
+    example = splits.split_items(folder, "val").head(2)
+    with tracking.run(config, "board"):  # what tune's search under cortex_m7's limits registers
+        board, promoted = champion.register(config, tracking.load_champion(config, main),
+                                            {"val/accuracy": 0.5, "val/loss": 1.0}, splits.identity(folder),
+                                            "classification", example, alias="champion-cortex_m7")
+    assert promoted and board != main and tracking.champion_version(config) == main
+    export.run(config)
+    bundle = workspace.bundle_dir(tmp_path, config.experiment)
+    assert str(workspace.read_json(bundle / "metadata.json")["source"]["version"]) == main
+    assert str(workspace.read_json(bundle / "cortex_m7" / "metadata.json")["source"]["version"]) == board
+    stage_folder = workspace.stage_dir(tmp_path, config.experiment, "export")
+    assert f"| cortex_m7 (champion-cortex_m7 version {board}) |" in (stage_folder / "fit_table.md").read_text()
+    assert (stage_folder / "cortex_m7" / "int8.tflite").is_file()
+
+    # a board champion that fails the gates (always the first class) reaches no bundle; the main one still does
+    shape = tuple(splits.split_items(folder, "val").shape[1:])
+    inputs = keras.Input(shape)
+    out = keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant([5.0] + [0.0] * 9))(
+        keras.layers.Flatten()(inputs))
+    with tracking.run(config, "constant"):
+        constant, promoted = champion.register(config, keras.Model(inputs, out),
+                                               {"val/accuracy": 1.0, "val/loss": 0.0}, splits.identity(folder),
+                                               "classification", np.asarray(example), alias="champion-cortex_m7")
+    assert promoted
+    export.run(config)  # the board champion is one of export's inputs: it runs again
+    assert not (bundle / "cortex_m7").exists() and (bundle / "model.tflite").is_file()
+    table = workspace.read_json(stage_folder / "export_table.json")
+    assert table["targets"]["cortex_m7"]["chosen"] is None
+    assert table["targets"]["cortex_m7"]["why"].startswith(f"champion-cortex_m7 version {constant} fails its gates")
+    assert tracking.version_tags(config, constant)["blessed"] == "false"

@@ -11,7 +11,9 @@ parameters counted from the flatbuffer, and a run on TensorFlow Lite for Microco
 needed, agreement with LiteRT, or the operators it lacks). The smallest variant within
 `export.max_accuracy_drop` of the Keras model goes into `deploy/bundles/<experiment>/`; for each device target
 (`export.targets`), the smallest variant that also fits the target's flash and RAM and runs on its runtime goes
-into `deploy/bundles/<experiment>/<target>/` (a C array for a microcontroller), and the fit table says why.
+into `deploy/bundles/<experiment>/<target>/` (a C array for a microcontroller), and the fit table says why. A
+target with its own champion (`champion-<target>`, from tune's search under its limits, `search.targets`) gets
+that model instead, through the same preflight, gates, variants and fit check (its rows in the fit table name it).
 The work is in pipelines/training/variants.py and deploy/ (measure, report, bundle); this stage orchestrates.
 """
 
@@ -56,6 +58,13 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
     bundle = workspace.bundle_dir(config.root, config.experiment)
     # The champion's version is an input: a new champion (train --force, tune) always reaches the bundle.
     version = tracking.champion_version(config)
+    # a board's own champion (`champion-<board>`, tune's search under its limits), when it is another version
+    board_versions = {}
+    for item in config.export.targets:
+        name = micro.resolve(item).name
+        found = tracking.champion_version(config, f"champion-{name}") if version is not None else None
+        if found is not None and found != version:
+            board_versions[name] = found
 
     def body(folder: Path) -> dict:
         model = tracking.load_champion(config, version)
@@ -87,13 +96,20 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
             table[variant].update(device_row)
         allowed = variants.allowed(table, reference, config.export, column)
         fits = report.fit_table(table, targets, allowed)
+        # a board with its own champion (a search under its limits) gets that model, checked the same way
+        boards = {target.name: variants.board_champion(config, data, split_folder, target, board_versions[target.name],
+                                                       folder, allow_unblessed)
+                  for target in targets if target.name in board_versions}
+        bundled = {name: boards[name]["fit"] if name in boards else entry for name, entry in fits.items()}
         workspace.write_json(folder / "export_table.json", {
             f"keras_{column}": reference, "keras": keras_row, "gates": gate, "selected_by": column,
-            "variants": table, "chosen": chosen, "targets": fits,
+            "variants": table, "chosen": chosen, "targets": bundled,
+            "board_champions": {name: {"fit": found["fit"], "variants": found["table"]}
+                                for name, found in boards.items()},
             "largest_layers": {variant: report.largest_layers(cost) for variant, cost in costs.items()}})
-        text = report.export_text(gates.text(gate), column, reference, chosen, table, costs[chosen], fits)
+        text = report.export_text(gates.text(gate), column, reference, chosen, table, costs[chosen], bundled)
         workspace.write_text(folder / "export_table.md", text)
-        workspace.write_text(folder / "fit_table.md", report.fit_text(fits) + "\n")
+        workspace.write_text(folder / "fit_table.md", report.fit_text(bundled) + "\n")
         print(text)
         labels = data.class_names or ["value"]
 
@@ -101,15 +117,25 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
             return variants.metadata(flatbuffers[variant], data, variant, table[variant], config, split_folder,
                                      version, gate["blessed"], rule)
 
+        def board_described(name: str, variant: str) -> dict:
+            found = boards[name]
+            return variants.metadata(found["flatbuffers"][variant], data, variant, found["table"][variant], config,
+                                     split_folder, board_versions[name], found["blessed"], found["rule"])
+
         with workspace.staging(bundle) as staged:
-            for name, entry in fits.items():
+            for name, entry in bundled.items():
                 if entry["chosen"]:
-                    target = entry["target"]
-                    bundles.write(staged / name, flatbuffers[entry["chosen"]], labels, described(entry["chosen"]),
-                                  target["runtime"], table[entry["chosen"]].get("tflm_arena_bytes"),
-                                  {"variant": entry["chosen"], **entry})
-            bundles.write(staged, flatbuffers[chosen], labels, described(chosen), fit=fits)
-        logged = _log(bundle, folder, table, fits, chosen, version, column, reference, gate["blessed"])
+                    target, variant = entry["target"], entry["chosen"]
+                    source = boards[name] if name in boards else {"flatbuffers": flatbuffers, "table": table}
+                    bundles.write(staged / name, source["flatbuffers"][variant], labels,
+                                  board_described(name, variant) if name in boards else described(variant),
+                                  target["runtime"], source["table"][variant].get("tflm_arena_bytes"),
+                                  {"variant": variant, **entry})
+            bundles.write(staged, flatbuffers[chosen], labels, described(chosen), fit=bundled)
+        logged = _log(bundle, folder, table, bundled, chosen, version, column, reference, gate["blessed"])
+        tracking.log_metrics({key.replace("export/", f"export/champion-{name}/", 1): value
+                              for name, found in boards.items()
+                              for key, value in variants.estimates({name: found["fit"]}).items()})
         registered = variants.register(config, folder, table, fits, described, data.x["val"].head(2), version,
                                        gate["blessed"])
         print("[export] registered: " + ", ".join(f"{config.experiment}-{variant} version {number}"
@@ -118,6 +144,7 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
                 **{f"registered/{variant}": number for variant, number in registered.items()}}
 
     inputs = {"split": stage.identity(split_folder), "champion": f"{config.experiment} version {version}",
-              "unblessed_allowed": allow_unblessed}
+              "unblessed_allowed": allow_unblessed,
+              **({"board_champions": board_versions} if board_versions else {})}
     return stage.execute(config, "export", ("export",), inputs, body, force,
                          still_valid=lambda manifest: (bundle / "model.tflite").is_file())

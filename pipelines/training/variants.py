@@ -5,6 +5,7 @@ split and the config."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -189,6 +190,16 @@ def incumbent(config: config_module.Config, bundle: Path, version: str, model, d
     return f"version {previous}, bundled before", splits.predict({"older": older}, data.x["val"])["older"]
 
 
+def verdict(config: config_module.Config, data: splits.SplitData, outputs: np.ndarray, rule: dict | None = None,
+            split_folder: Path | None = None, previous: tuple[str, np.ndarray] | None = None) -> dict:
+    """The gates' verdict on a Keras model's validation outputs (pipelines/training/gates.py), nothing tagged."""
+    kind = kinds.get(data.dataset["kind"])
+    features = None if data.task == "anomaly" else {name: kind.features(data.x[name]) for name in ("train", "val")}
+    values = splits.slice_values(split_folder, "val") if split_folder is not None else None
+    slices = (data.dataset["slice_column"], values) if values is not None else None
+    return gates.verdict(config, data, outputs, features, kind.BASELINE, _rule(rule), slices, previous)
+
+
 def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.ndarray, version: str,
              allow_unblessed: bool, rule: dict | None = None, split_folder: Path | None = None,
              previous: tuple[str, np.ndarray] | None = None) -> dict:
@@ -198,11 +209,7 @@ def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.n
     Raises:
         StageError: a gate failed and `allow_unblessed` is off, naming the check and its numbers.
     """
-    kind = kinds.get(data.dataset["kind"])
-    features = None if data.task == "anomaly" else {name: kind.features(data.x[name]) for name in ("train", "val")}
-    values = splits.slice_values(split_folder, "val") if split_folder is not None else None
-    slices = (data.dataset["slice_column"], values) if values is not None else None
-    gate = gates.verdict(config, data, outputs, features, kind.BASELINE, _rule(rule), slices, previous)
+    gate = verdict(config, data, outputs, rule, split_folder, previous)
     print(gates.text(gate))
     tracking.tag_version(config, version, {"blessed": str(gate["blessed"]).lower()})
     mlflow.set_tags({"blessed": str(gate["blessed"]).lower()})
@@ -211,6 +218,45 @@ def blessing(config: config_module.Config, data: splits.SplitData, outputs: np.n
                          f"({'; '.join(gate['failed'])}); nothing bundled. Improve the model, or bundle it anyway "
                          "with --allow-unblessed (tagged blessed: false)")
     return gate
+
+
+def board_champion(config: config_module.Config, data: splits.SplitData, split_folder: Path, target,
+                   version: str, folder: Path, allow_unblessed: bool) -> dict:
+    """A board's own champion (`champion-<board>`, the most accurate trial of a search under its limits, tune)
+    through the main champion's checks, for that board alone: operator preflight, gates, the variants converted
+    and scored into `folder/<board>/`, run on TFLM, and the board's fit-table entry with its choice.
+
+    Returns:
+        {"fit": the fit-table entry (`champion` names the version; `chosen` None with `why` when a preflight stop,
+        a failed gate or no variant keeps it from the bundle), "table", "flatbuffers", "rule", "blessed"}.
+    """
+    from deploy import preflight
+
+    label = f"champion-{target.name} version {version}"
+    model = tracking.load_champion(config, version)
+    checked = preflight.check(model, config.export.variants, [target])
+    empty = {"target": dataclasses.asdict(target), "variants": {}, "chosen": None, "champion": label}
+    if checked["stop"]:
+        return {"fit": {**empty, "why": f"{label}: {checked['stop']}"}, "table": {}, "flatbuffers": {},
+                "rule": None, "blessed": False}
+    outputs = splits.predict({"keras": model}, data.x["val"])["keras"]
+    rule = decision(config, data, tracking.version_tags(config, version) or {})
+    keras_row = validation(data, outputs, config, rule=rule)
+    gate = verdict(config, data, outputs, rule, split_folder)
+    tracking.tag_version(config, version, {"blessed": str(gate["blessed"]).lower()})
+    column = selection_column(config, data)
+    mine = folder / target.name
+    table = convert(model, data, outputs, keras_row, config, mine, rule)
+    flatbuffers = {variant: (mine / f"{variant}.tflite").read_bytes() for variant in table}
+    for variant, flatbuffer in flatbuffers.items():
+        table[variant].update(measure.on_device(flatbuffer, data.x["val"].head(config.export.micro_samples))[0])
+    fit = {**report.fit_table(table, [target], allowed(table, keras_row[column], config.export, column))
+           [target.name], "champion": label, f"keras_{column}": keras_row[column]}
+    if not gate["blessed"] and not allow_unblessed:
+        fit.update({"chosen": None, "why": f"{label} fails its gates on validation data ({'; '.join(gate['failed'])})"})
+    elif fit["why"]:
+        fit["why"] = f"{label}: {fit['why']}"
+    return {"fit": fit, "table": table, "flatbuffers": flatbuffers, "rule": rule, "blessed": gate["blessed"]}
 
 
 def metadata(flatbuffer: bytes, data: splits.SplitData, variant: str, row: dict, config: config_module.Config,
