@@ -500,6 +500,33 @@ def summary_features(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x.mean(axis=1), x.std(axis=1), x.min(axis=1), x.max(axis=1), steps], axis=1)
 
 
+def window_features(x: np.ndarray, peaks: int = 3) -> np.ndarray:
+    """Per window and channel: mean, standard deviation, minimum, maximum, least-squares slope (per sample) and the
+    `peaks` strongest spectral peaks (local maxima of the amplitude spectrum without its DC term, above a
+    thousandth of its largest value: frequency as a share of the Nyquist frequency, then amplitude; zeros where a
+    window has fewer), (N, (5 + 2 * peaks) * C):
+    what analyze's classical baselines read of a window."""
+    x = np.asarray(x, dtype=np.float64)
+    count, length, channels = x.shape
+    centred = x - x.mean(axis=1, keepdims=True)
+    time = np.arange(length) - (length - 1) / 2
+    slope = np.einsum("ntc,t->nc", centred, time) / max(float((time ** 2).sum()), 1e-12)
+    spectrum = np.abs(np.fft.rfft(centred, axis=1))[:, 1:] / length  # (N, F, C)
+    padded = np.pad(spectrum, ((0, 0), (1, 1), (0, 0)), constant_values=-1.0)
+    floor = 1e-3 * spectrum.max(axis=1, keepdims=True)  # rounding noise of a pure tone makes no peak
+    local = (spectrum > floor) & (spectrum >= padded[:, :-2]) & (spectrum >= padded[:, 2:])
+    score = np.where(local, spectrum, -1.0)
+    order = np.argsort(-score, axis=1, kind="stable")[:, :peaks]
+    found = np.take_along_axis(score, order, axis=1) > 0
+    frequency = np.where(found, (order + 1) / max(length // 2, 1), 0.0)
+    amplitude = np.where(found, np.take_along_axis(spectrum, order, axis=1), 0.0)
+    if order.shape[1] < peaks:  # a window too short for that many frequencies
+        missing = ((0, 0), (0, peaks - order.shape[1]), (0, 0))
+        frequency, amplitude = np.pad(frequency, missing), np.pad(amplitude, missing)
+    return np.concatenate([x.mean(axis=1), x.std(axis=1), x.min(axis=1), x.max(axis=1), slope,
+                           frequency.reshape(count, -1), amplitude.reshape(count, -1)], axis=1)
+
+
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(start, length) of each run of identical consecutive values."""
     change = np.flatnonzero(values[1:] != values[:-1]) + 1
@@ -519,6 +546,22 @@ def _stretches(recordings: Recordings, channel: int, min_samples: int, values: t
             "first": [{"recording": rid, "start": start, "samples": n} for rid, start, n in found[:5]]}
 
 
+MIN_FLAT_SAMPLES = 5  # a flat-lined stretch is at least this long, however slow the sampling
+FLAT_RUN_FACTOR = 4  # ... and this many times longer than the channel's own long runs (95th percentile)
+
+
+def flat_samples(recordings: Recordings, channel: int, flat_seconds: float) -> int:
+    """The shortest run of one value that counts as flat-lined on `channel`: longer than `flat_seconds` at the
+    sampling rate, at least `MIN_FLAT_SAMPLES` (at 2 Hz or less `flat_seconds` alone would flag every sample),
+    and `FLAT_RUN_FACTOR` times the 95th percentile of the channel's runs, so a slow or coarsely quantized signal
+    whose value repeats for a few samples between steps of its resolution is not flagged; a stuck sensor's run is
+    far longer than those."""
+    lengths = np.concatenate([_runs(signal[:, channel])[1] for signal in recordings.signals if len(signal)])
+    typical = float(np.percentile(lengths, 95)) if len(lengths) else 1.0
+    by_time = int(np.floor(flat_seconds * recordings.sampling_rate_hz)) + 1  # longer than flat_seconds
+    return max(by_time, MIN_FLAT_SAMPLES, int(np.ceil(FLAT_RUN_FACTOR * typical)))
+
+
 def _timing(recordings: Recordings) -> dict:
     """Sampling-rate jitter per recording: the std of the time steps over their median."""
     if recordings.times is None:
@@ -535,18 +578,19 @@ def profile(recordings: Recordings, flat_seconds: float = 0.5, clip_samples: int
     """What an analysis report shows of sensor recordings (JSON-ready).
 
     Per channel: min, max, mean, std, missing (NaN) samples, flat-lined stretches (one value for longer than
-    `flat_seconds`) and clipped stretches (at least `clip_samples` samples at the channel's min or max); the
-    sampling-rate jitter from the time column; recording lengths; recordings per class, or anomalous samples.
+    `flat_seconds` and than the channel's own repeats allow, see `flat_samples`) and clipped stretches (at least
+    `clip_samples` samples at the channel's min or max); the sampling-rate jitter from the time column; recording
+    lengths; recordings per class, or anomalous samples.
     """
     stacked = np.concatenate(recordings.signals)
-    flat_samples = int(np.floor(flat_seconds * recordings.sampling_rate_hz)) + 1  # longer than flat_seconds
     channels = {}
     for index, name in enumerate(recordings.channels):
         column = stacked[:, index].astype(np.float64)
         low, high = float(np.nanmin(column)), float(np.nanmax(column))
+        shortest = flat_samples(recordings, index, flat_seconds)
         channels[name] = {"min": low, "max": high, "mean": float(np.nanmean(column)),
                           "std": float(np.nanstd(column)), "missing": int(np.isnan(column).sum()),
-                          "flat_lined": _stretches(recordings, index, flat_samples),
+                          "flat_lined": {**_stretches(recordings, index, shortest), "min_samples": shortest},
                           "clipped": _stretches(recordings, index, clip_samples, (low, high))}
     lengths = np.array([len(signal) for signal in recordings.signals])
     report = {"origin": recordings.origin, "task": recordings.task, "channels": channels,
