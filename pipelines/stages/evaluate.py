@@ -66,6 +66,13 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         reference = evaluation.baseline(config, split_folder, dataset, items, y, fixed) if task != "anomaly" else None
         sliced = evaluation.slices(splits.slice_values(split_folder, "test"), dataset, y, outputs, fixed, decision) \
             if task != "anomaly" else None
+        # a sensor classifier, per recording too: the vote of its windows, as the edge predictor decides
+        recordings = evaluation.per_recording(y, outputs, ids, dataset.get("recording_vote", "mean"), decision,
+                                              fixed) if task == "classification" and dataset["kind"] == "signals" \
+            else None
+        if recordings:
+            workspace.write_text(folder / "recordings.csv", evaluation.recording_csv(recordings,
+                                                                                     dataset["class_names"]))
         if task == "anomaly":
             evaluation.histograms(y, outputs, results, folder)
         else:
@@ -80,13 +87,22 @@ def run(config: config_module.Config, force: bool = False, reuse_test: bool = Fa
         workspace.write_json(folder / "test_report.json", {
             "manifest_sha256": manifest_sha, "uses": len(uses) + 1, "record": record, "procedure": fixed,
             "earlier_uses": uses, "results": results, "intervals": intervals, "baseline": reference, "slices": sliced,
+            "recordings": {key: value for key, value in recordings.items() if key not in ("ids", "labels",
+                                                                                          "predicted")}
+            if recordings else None,
             "decision": {key: shipped[key] for key in ("decision_threshold", "positive_class", "objective", "floors")
                          if key in shipped}})
-        text = evaluation.report(results, intervals, fixed, uses, task, reference) + evaluation.slice_text(sliced)
+        text = evaluation.report(results, intervals, fixed, uses, task, reference) + evaluation.slice_text(sliced) \
+            + evaluation.recording_text(recordings)
         workspace.write_text(folder / "test_report.md", text)
         mlflow.log_artifacts(str(folder), "evaluation")
         ledger.record(keys, record)
         flat = {"test/uses": len(uses) + 1, **evaluation.flat_metrics(results, intervals)}
+        for name, row in (recordings or {}).get("models", {}).items():
+            prefix = "test" if name == "keras" else f"test/{name}"
+            flat.update({f"{prefix}/recording_accuracy": row["recording_accuracy"],
+                         f"{prefix}/recording_accuracy_ci_low": row["recording_interval"][0],
+                         f"{prefix}/recording_accuracy_ci_high": row["recording_interval"][1]})
         if reference:
             flat.update(evaluation.flat_metrics({"baseline": reference["results"]},
                                                 {"baseline": reference["intervals"]}))

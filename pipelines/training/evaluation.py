@@ -138,6 +138,80 @@ def slices(values: np.ndarray | None, dataset: dict, y: np.ndarray, outputs: dic
     return {"column": dataset["slice_column"], "metric": metric, "values": found}
 
 
+def recording_of(ids) -> np.ndarray:
+    """Each window's recording: a window's id is `<recording>@<start>`."""
+    return np.array([str(item).rsplit("@", 1)[0] for item in ids], dtype=str)
+
+
+def wilson(successes: int, count: int, confidence: float) -> list[float]:
+    """Wilson score interval of a proportion: what an accuracy over `count` independent recordings allows."""
+    from scipy.stats import norm
+
+    if count == 0:
+        return [float("nan"), float("nan")]
+    z = float(norm.ppf(0.5 + confidence / 2.0))
+    share = successes / count
+    centre = (share + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * np.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def per_recording(y: np.ndarray, outputs: dict, ids, rule: str, decision: tuple[float, int] | None,
+                  fixed: dict) -> dict:
+    """Sensor classifiers, per window and per recording: each recording's class is the vote of its windows
+    (`edge.vote`, the edge predictor's own function, by `data.recording_vote`), scored with a Wilson interval
+    over recordings; the window accuracy gets a percentile bootstrap over recordings (a recording's windows
+    resampled together, since they are not independent)."""
+    owner = recording_of(ids)
+    names, first, index = np.unique(owner, return_index=True, return_inverse=True)
+    truth = np.asarray(y)[first]
+    rng = np.random.default_rng(fixed["seed"])
+    draws = [rng.integers(0, len(names), len(names)) for _ in range(fixed["bootstrap_resamples"])]
+    tail = 100.0 * (1.0 - fixed["confidence"]) / 2.0
+    found = {"vote": rule, "recordings": int(len(names)), "windows": int(len(owner)),
+             "interval": f"Wilson over recordings ({fixed['confidence']:.0%}); windows: percentile bootstrap over "
+                         "recordings", "models": {}, "predicted": {}}
+    for name, output in outputs.items():
+        votes = np.array([edge.vote(output[index == number], *(decision or (None,)), rule=rule)[0]
+                          for number in range(len(names))], dtype=np.int64)
+        correct = votes == truth
+        window_right = np.bincount(index, weights=edge.decide(output, *(decision or (None,))) == y,
+                                   minlength=len(names))
+        window_count = np.bincount(index, minlength=len(names))
+        shares = [window_right[draw].sum() / window_count[draw].sum() for draw in draws]
+        found["models"][name] = {
+            "recording_accuracy": float(correct.mean()),
+            "recording_interval": wilson(int(correct.sum()), len(names), fixed["confidence"]),
+            "window_accuracy": float(window_right.sum() / window_count.sum()),
+            "window_interval": [float(np.percentile(shares, tail)), float(np.percentile(shares, 100 - tail))]
+            if shares else None}
+        found["predicted"][name] = votes.tolist()
+    found["ids"], found["labels"] = names.tolist(), truth.tolist()
+    return found
+
+
+def recording_text(found: dict | None) -> str:
+    if not found:
+        return ""
+    lines = ["", f"Per recording ({found['recordings']} recordings, {found['windows']} windows; a recording's class "
+             f"is the {found['vote']} vote of its windows; intervals: {found['interval']}):", "",
+             "| model | recording accuracy | window accuracy |", "|---|---|---|"]
+    for name, row in found["models"].items():
+        spread = row["window_interval"]
+        window = f"{row['window_accuracy']:.4f}" + (f" [{spread[0]:.4f}, {spread[1]:.4f}]" if spread else "")
+        lines.append(f"| {name} | {row['recording_accuracy']:.4f} [{row['recording_interval'][0]:.4f}, "
+                     f"{row['recording_interval'][1]:.4f}] | {window} |")
+    return "\n".join(lines) + "\n"
+
+
+def recording_csv(found: dict, class_names: list[str]) -> str:
+    """recordings.csv: each test recording, its class and every model's vote."""
+    models = list(found["predicted"])
+    rows = [(recording, class_names[label], *(class_names[found["predicted"][name][number]] for name in models))
+            for number, (recording, label) in enumerate(zip(found["ids"], found["labels"]))]
+    return workspace.csv_text(("recording", "label", *models), rows)
+
+
 def slice_text(sliced: dict | None) -> str:
     if not sliced:
         return ""
