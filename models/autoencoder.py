@@ -5,11 +5,14 @@ from __future__ import annotations
 import tf_keras as keras
 
 
-def build_encoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], name: str = "encoder") -> keras.Model:
-    """Images in [0, 255] -> a flat feature vector; scaling to [0, 1] is inside, so the backbone carries it.
+def build_encoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], name: str = "encoder",
+                  pooling: str | None = "avg") -> keras.Model:
+    """Images in [0, 255] -> features; scaling to [0, 1] is inside, so the backbone carries it.
 
-    Each block is Conv-BatchNorm-ReLU then 2x2 max pooling; the last map is flattened (not averaged) so a
-    linear head still sees where strokes are.
+    Each block is Conv-BatchNorm-ReLU then 2x2 max pooling. `pooling`: "avg" (the backbone's features: the last
+    map averaged over space, `filters[-1]` numbers whatever the image size, so a head on them stays edge-sized;
+    a flattened 32x32x64 map made a 2.1-million-parameter head), "flatten" (the whole map, for a dense
+    bottleneck), or None (the map itself).
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
@@ -19,15 +22,16 @@ def build_encoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], n
         x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
         x = keras.layers.MaxPooling2D(name=f"pool{index}")(x)
-    return keras.Model(inputs, keras.layers.Flatten(name="features")(x), name=name)
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    elif pooling == "flatten":
+        x = keras.layers.Flatten(name="features")(x)
+    return keras.Model(inputs, x, name=name)
 
 
-def _decoder(code, filters: tuple[int, ...], input_shape: tuple[int, int, int]):
-    """Flat code -> image in [0, 1]: reshape to the encoder's last map, then one 2x transposed convolution per
-    encoder block (in reverse) and a sigmoid reconstruction."""
-    height, width, channels = input_shape
-    scale = 2 ** len(filters)
-    x = keras.layers.Reshape((height // scale, width // scale, filters[-1]), name="unflatten")(code)
+def _decoder(x, filters: tuple[int, ...], channels: int):
+    """The encoder's last map -> image in [0, 1]: one 2x transposed convolution per encoder block (in reverse)
+    and a sigmoid reconstruction."""
     for index, width_out in enumerate(reversed(filters)):
         x = keras.layers.Conv2DTranspose(width_out, 3, strides=2, padding="same", activation="relu",
                                          name=f"up{index}")(x)
@@ -36,14 +40,19 @@ def _decoder(code, filters: tuple[int, ...], input_shape: tuple[int, int, int]):
 
 def build_denoising_autoencoder(filters: tuple[int, ...], input_shape: tuple[int, int, int],
                                 noise_std: float) -> tuple[keras.Model, keras.Model]:
-    """(autoencoder, encoder): noise (active only in training) -> encoder -> decoder -> clean image in [0, 1].
+    """(autoencoder, encoder): noise (active only in training) -> convolutional blocks -> decoder -> clean image
+    in [0, 1]. The decoder reads the blocks' last map; the encoder returned (the backbone) is the same blocks
+    with that map averaged over space (global average pooling).
 
     Train it with the clean image scaled to [0, 1] as the target.
     """
-    encoder = build_encoder(filters, input_shape)
+    blocks = build_encoder(filters, input_shape, name="encoder_blocks", pooling=None)
+    encoder = keras.Model(blocks.input, keras.layers.GlobalAveragePooling2D(name="features")(blocks.output),
+                          name="encoder")
     inputs = keras.Input(shape=input_shape, name="image")
-    code = encoder(keras.layers.GaussianNoise(noise_std, name="noise")(inputs))
-    return keras.Model(inputs, _decoder(code, filters, input_shape), name="denoising_autoencoder"), encoder
+    code = blocks(keras.layers.GaussianNoise(noise_std, name="noise")(inputs))
+    return (keras.Model(inputs, _decoder(code, filters, input_shape[-1]), name="denoising_autoencoder"),
+            encoder)
 
 
 def build_latent_autoencoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], latent_dim: int,
@@ -54,8 +63,10 @@ def build_latent_autoencoder(filters: tuple[int, ...], input_shape: tuple[int, i
     scale = 2 ** len(filters)
     inputs = keras.Input(shape=input_shape, name="image")
     noisy = keras.layers.GaussianNoise(noise_std, name="noise")(inputs)
-    code = keras.layers.Dense(latent_dim, name="latent")(build_encoder(filters, input_shape)(noisy))
+    flat = build_encoder(filters, input_shape, pooling="flatten")(noisy)
+    code = keras.layers.Dense(latent_dim, name="latent")(flat)
     expanded = keras.layers.Dense((height // scale) * (width // scale) * filters[-1], activation="relu",
                                   name="expand")(code)
-    return (keras.Model(inputs, _decoder(expanded, filters, input_shape), name="latent_autoencoder"),
+    grid = keras.layers.Reshape((height // scale, width // scale, filters[-1]), name="unflatten")(expanded)
+    return (keras.Model(inputs, _decoder(grid, filters, input_shape[-1]), name="latent_autoencoder"),
             keras.Model(inputs, code, name="latent_encoder"))

@@ -67,16 +67,50 @@ def load(backbone: BackboneSettings, input_shape: tuple[int, ...], root: Path,
 
 
 def unfreeze(layer: keras.layers.Layer, top_layers: int) -> int:
-    """Makes the top `top_layers` layers trainable (0: all), batch norm excepted; returns how many variables
-    train now. A hub.KerasLayer is one opaque layer: all of its variables train."""
-    if isinstance(layer, hub.KerasLayer):
-        layer.trainable = True
-        return len(layer.trainable_weights)
+    """Makes the top `top_layers` layers that have weights trainable (0: all of them), batch normalization
+    excepted: its layers stay frozen and, since the backbone is called with training=False, in inference mode
+    (keras-io's transfer-learning guide). A hub.KerasLayer (a TF-Hub model, or the project's own backbone saved
+    as one) is one Keras layer, so its layers are its variables grouped by name scope (`conv1/kernel` is layer
+    `conv1`), in the SavedModel's order. Returns how many variables train now."""
     layer.trainable = True
+    if isinstance(layer, hub.KerasLayer):
+        return _unfreeze_hub(layer, top_layers)
     leaves = [item for item in _leaves(layer) if item.weights]
-    chosen = leaves if not top_layers else leaves[-top_layers:]
+    learnable = [item for item in leaves if not isinstance(item, keras.layers.BatchNormalization)]
+    chosen = learnable[-top_layers:] if top_layers else learnable
     for item in leaves:
-        item.trainable = item in chosen and not isinstance(item, keras.layers.BatchNormalization)
+        item.trainable = any(item is other for other in chosen)
+    return len(layer.trainable_weights)
+
+
+BATCH_NORM_VARIABLES = {"gamma", "beta", "moving_mean", "moving_variance"}
+
+
+def variable_layers(variables) -> dict[str, list]:
+    """Variables grouped by layer: the name scope before the last '/' (`block2/conv/kernel:0` -> `block2/conv`)."""
+    groups: dict[str, list] = {}
+    for variable in variables:
+        name = variable.name.split(":")[0]
+        groups.setdefault(name.rsplit("/", 1)[0] if "/" in name else name, []).append(variable)
+    return groups
+
+
+def _unfreeze_hub(layer: hub.KerasLayer, top_layers: int) -> int:
+    """The top `top_layers` variable groups of a hub layer train (0: all), batch normalization's never.
+
+    hub.KerasLayer registers the SavedModel's trainable variables as its trainable weights, all or nothing;
+    the ones left frozen move to its non-trainable weights, where the optimizer does not see them."""
+    trainable = list(layer._func.trainable_variables)  # what the SavedModel reports as trainable, in its order
+    groups = variable_layers(trainable)
+    learnable = [name for name, items in groups.items()
+                 if not {item.name.split(":")[0].rsplit("/", 1)[-1] for item in items} <= BATCH_NORM_VARIABLES]
+    chosen = set(learnable[-top_layers:] if top_layers else learnable)
+    train = [variable for name in groups if name in chosen for variable in groups[name]]
+    kept = {id(variable) for variable in train}
+    others = [weight for weight in layer._non_trainable_weights if all(weight is not item for item in trainable)]
+    # in place: assigning a list of trainable variables to a Keras layer's attribute would track them as trainable
+    layer._trainable_weights[:] = train
+    layer._non_trainable_weights[:] = [variable for variable in trainable if id(variable) not in kept] + others
     return len(layer.trainable_weights)
 
 

@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tf_keras as keras
 import yaml
 
-from models import pretrained
+from models import autoencoder, backbones, pretrained, transfer
 from pipelines.core import config as config_module
 from pipelines.core import workspace
 
@@ -98,3 +99,57 @@ def test_every_known_imagenet_file_name_is_the_one_keras_asks_for(monkeypatch, a
     side = 75 if application in ("InceptionV3", "InceptionResNetV2", "Xception") else 32
     assert pretrained.imagenet_weights_file(application, side).name == _requested_file(monkeypatch, application,
                                                                                       side)
+
+
+def _hub_backbone(tmp_path, filters=(4, 8, 8), shape=(16, 16, 1)):
+    """The project's own backbone as the pretrain stage saves it and train loads it (a hub.KerasLayer)."""
+    encoder = autoencoder.build_encoder(filters, shape)
+    backbones.save_for_hub(encoder, tmp_path / "encoder")
+    settings = config_module.BackboneConfig(kind="project_autoencoder")
+    return backbones.load(settings, shape, tmp_path, tmp_path / "encoder")
+
+
+def test_fine_tune_layers_unfreezes_the_top_layers_of_a_project_backbone_with_batch_norm_frozen(tmp_path):
+    backbone = _hub_backbone(tmp_path)
+    assert not backbone.trainable_weights
+    assert backbones.unfreeze(backbone, 0) == 3  # conv0..conv2 kernels; no batch norm gamma or beta
+    assert {weight.name for weight in backbone.trainable_weights} == {"conv0/kernel:0", "conv1/kernel:0",
+                                                                       "conv2/kernel:0"}
+    assert backbones.unfreeze(backbone, 2) == 2
+    assert {weight.name for weight in backbone.trainable_weights} == {"conv1/kernel:0", "conv2/kernel:0"}
+    # a fine-tuning step moves exactly those: conv0 and batch norm (its statistics too: inference mode) stay put
+    head = transfer.build_head(config_module.ModelConfig(dense_units=8), 8, 3, "classification")
+    model = transfer.build_transfer(backbone, head, (16, 16, 1))
+    before = {weight.name: weight.numpy().copy() for weight in backbone.weights}
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.uniform(0, 255, (16, 16, 16, 1)), rng.integers(0, 3, 16), epochs=1, batch_size=8, verbose=0)
+    moved = {weight.name for weight in backbone.weights if not np.allclose(weight.numpy(), before[weight.name])}
+    assert moved == {"conv1/kernel:0", "conv2/kernel:0"}
+
+
+def test_fine_tune_layers_counts_layers_with_weights_of_an_applications_backbone(tmp_path):
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    source.save_weights(tmp_path / "mobilenet.h5")  # made by the test, never presented as pretrained
+    settings = config_module.BackboneConfig(kind="applications", application="MobileNetV2", weights="mobilenet.h5")
+    backbone = backbones.load(settings, (32, 32, 3), tmp_path)
+    base = backbone.get_layer("mobilenetv2_1.00_32")
+    assert backbones.unfreeze(backbone, 2) == 2  # Conv_1 kernel and the last block's projection kernel
+    trainable = [layer.name for layer in base.layers if layer.trainable and layer.trainable_weights]
+    assert trainable == ["block_16_project", "Conv_1"]
+    everything = backbones.unfreeze(backbone, 0)
+    assert everything > 2 and all(not isinstance(layer, keras.layers.BatchNormalization)
+                                  for layer in base.layers if layer.trainable and layer.trainable_weights)
+
+
+def test_the_project_backbone_pools_globally_so_its_transfer_model_stays_edge_sized():
+    # the case of the issue: 128 px photos, two blocks -> a 32x32x64 map (flattened: 65,536 features)
+    encoder = autoencoder.build_encoder((32, 64), (128, 128, 3))
+    assert encoder.output_shape == (None, 64)
+    head = transfer.build_head(config_module.ModelConfig(dense_units=32), 64, 10, "classification")
+    model = transfer.build_transfer(encoder, head, (128, 128, 3))
+    assert model.count_params() < 25_000  # was 2.1 million with the flatten
+    autoencoder_model, backbone = autoencoder.build_denoising_autoencoder((32, 64), (128, 128, 3), 40.0)
+    assert backbone.output_shape == (None, 64) and autoencoder_model.output_shape == (None, 128, 128, 3)
+    # the backbone shares the autoencoder's trained blocks
+    assert {id(weight) for weight in backbone.weights} <= {id(weight) for weight in autoencoder_model.weights}

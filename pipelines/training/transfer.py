@@ -5,9 +5,10 @@ the model) and fine-tuning, Keras's two-phase recipe.
   data), train the head on the cache. Each image is seen as its one cached vector, so augmentation is impossible
   this way; the log says so.
 - frozen: the backbone inside the model, called with training=False, plus the head; augmentation works.
-- fine_tune: `frozen`, then a second phase that unfreezes the top `transfer.fine_tune_layers` layers (a TF-Hub
-  layer unfreezes whole) and recompiles with the learning rate times `transfer.fine_tune_lr_factor` (10 to 100
-  times smaller). Batch norm stays in inference mode because the backbone is always called with training=False.
+- fine_tune: `frozen`, then a second phase that unfreezes the top `transfer.fine_tune_layers` layers with weights
+  of any backbone (keras.applications, TF-Hub, the project's own: models/backbones.py `unfreeze`) and recompiles
+  with the learning rate times `transfer.fine_tune_lr_factor` (10 to 100 times smaller). Batch norm stays frozen
+  and in inference mode, because the backbone is always called with training=False (keras-io's guide).
 """
 
 from __future__ import annotations
@@ -131,7 +132,10 @@ def train(config: config_module.Config, data: SplitData, folder: Path | None, ba
         tracking_scores = {f"phase1/{key}": value for key, value in scores.items() if key.startswith("val/")}
         trainable = backbones.unfreeze(backbone, settings.fine_tune_layers)
         rate = config.train.learning_rate * settings.fine_tune_lr_factor
-        print(f"[train] fine-tuning: {trainable} backbone variables unfrozen, learning rate {rate:g}")
+        print(f"[train] fine-tuning: {trainable} backbone variables unfrozen (transfer.fine_tune_layers "
+              f"{settings.fine_tune_layers or 'all'}, batch norm frozen), learning rate {rate:g}")
+        if log_to_mlflow:
+            mlflow.log_metric("transfer/unfrozen_variables", trainable)
         fitting.compile_model(model, config, data.task, rate)
         second, scores = fitting.fit_compiled(model, config, data, settings.fine_tune_epochs,
                                               backup_dir=backup("fine_tune"), offset=len(history["loss"]), **options)

@@ -36,6 +36,11 @@ class BackboneConfig:
     filters: tuple[int, ...] = option((32, 64), "project backbones: convolution filters per block", non_empty)
 
 
+def each_positive(values: tuple) -> str | None:
+    """each >= 1"""
+    return None if min(values, default=1) >= 1 else f"must be >= 1 each, got {list(values)}"
+
+
 # Defaults that differ by architecture, for the keys a config leaves out: cnn1d is a fully convolutional
 # network (Wang et al. 2017's FCN baseline for time series: three Conv1D-BatchNorm-ReLU blocks of 128, 256 and
 # 128 filters with kernels 8, 5 and 3, global average pooling); docs/kinds/sensors.md has its measurements.
@@ -60,8 +65,7 @@ class ModelConfig:
     filters: tuple[int, ...] = option((32, 64), "convolution filters per block (resnet: per stage)", non_empty)
     kernel_sizes: tuple[int, ...] = option((8, 5, 3), "cnn1d: kernel size of each convolution block, in order "
                                            "(the last repeats for further blocks; extra ones are unused)",
-                                           non_empty, lambda sizes: None if min(sizes) >= 1 else
-                                           f"each must be >= 1, got {list(sizes)}")
+                                           non_empty, each_positive)
     pool_size: int = option(1, "cnn1d: max pooling of this size between blocks (1: none, as in the FCN; 2 halves "
                             "each later block's arena)", at_least(1))
     units: int = option(32, "recurrent: units of the LSTM or GRU layer", at_least(1))
@@ -208,7 +212,8 @@ class TransferConfig:
     method: str = option("frozen", "feature_cache (head on cached features), frozen (backbone inside the model), "
                          "fine_tune (frozen, then a second phase with the top layers unfrozen)",
                          one_of("feature_cache", "frozen", "fine_tune"))
-    fine_tune_layers: int = option(0, "layers unfrozen from the top (0: every layer; a TF-Hub layer is one)",
+    fine_tune_layers: int = option(0, "layers with weights unfrozen from the top, batch norm excepted (0: every "
+                                   "layer); a TF-Hub or project backbone's layers are its variables' name scopes",
                                    at_least(0))
     fine_tune_lr_factor: float = option(0.1, "phase-2 learning rate = train.learning_rate * this factor (10 to "
                                         "100 times smaller)", at_least(0.01), below(0.1 + 1e-12))
