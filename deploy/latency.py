@@ -273,6 +273,10 @@ def explain(model, target) -> tuple[dict | None, str]:
     if cycles is None:
         return None, basis
     ms = cycles / (target.mhz * 1e3)
+    smallest = min(profile["macs"] for profile in reference_profiles().values())
+    if counts["macs"] < smallest:  # the band was measured on the anchors' sizes, not below them
+        basis += (f"; extrapolated: {counts['macs']:,} MACs, below the smallest anchor model ({smallest:,}), where "
+                  "per-operator overheads, fitted on larger models, dominate")
     low, high = bands[family(target.kernels)]
     result = {"ms": ms, "low_ms": ms / (1 + high), "high_ms": ms / (1 + low), "basis": basis}
     if target.deadline_ms is not None:

@@ -197,3 +197,12 @@ def test_export_logs_each_target_s_estimates_and_ranks_ties_by_the_loss(anchors)
     assert logged["export/int8_small/m4/estimated_energy_uj"] == pytest.approx(cell["energy_uj"])
     assert logged["export/int8_small/m4/meets_deadline"] == 1
     assert not any(key.startswith("export/float32/") for key in logged)  # no estimate, nothing logged
+
+
+def test_an_estimate_below_the_anchors_sizes_says_it_is_extrapolated(anchors):
+    _, profiles = anchors
+    m4 = micro.resolve("cortex_m4")
+    assert "extrapolated" not in latency.explain(profiles["kws"], m4)[1]
+    small = {**profiles["ad"], "macs": 10_000, "dot_products": 100, "op_count": 4}
+    estimate, basis = latency.explain(small, m4)
+    assert estimate["basis"] == basis and "extrapolated: 10,000 MACs, below the smallest anchor model (264,192)" in basis
