@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pipelines.core import workspace
 
-BENCHMARKS = ("pipeline", "data", "memory", "scale", "sensors", "transfer", "search", "export", "latency", "gan",
-              "architectures", "tiny", "health")
+BENCHMARKS = ("pipeline", "data", "memory", "scale", "sensors", "transfer", "search", "boards", "export", "latency",
+              "gan", "architectures", "tiny", "health")
 RESULTS = Path(__file__).parent / "results.json"
 
 

@@ -10,12 +10,8 @@ practice, since one trial's TensorFlow already spreads over both cores and the t
 `load_average`: the 1-minute load average at the start of the two timed searches, since other work on the machine
 skews the ratio.
 
-`target_search_*`: a search under a board's limits (`search.targets`) on digits: the Cortex-M4 preset (256 KB RAM,
-1 MB flash, CMSIS-NN at 120 MHz) with a 5 ms deadline, over the CNN's widths and depths, its dense layer and the
-learning rate. `target_search_fits` and `target_search_meets_deadline` (1 or 0) are the verdicts of the board's
-champion (TFLM arena and flash measured, latency estimated by deploy/latency.py), `target_search_accuracy_gap`
-the unconstrained champion's validation accuracy minus the board's (both the best trial trained in full), and
-`target_search_latency_ms` the board champion's estimate.
+`target_search_*` and `motions_target_search_*`: the searches under a board's limits of bench/boards.py (also
+`make bench ARGS=boards` alone).
 """
 
 from __future__ import annotations
@@ -27,9 +23,9 @@ from pathlib import Path
 
 from sklearn.model_selection import ParameterGrid
 
+from bench import boards
 from pipelines.core import config as config_module
-from pipelines.core import workspace
-from pipelines.stages import clean, split, train, tune
+from pipelines.stages import clean, split, train
 from pipelines.training import search, tuning
 
 WORK = Path(__file__).parent / ".work" / "search"
@@ -71,39 +67,7 @@ def run() -> dict:
             "two_worker_processes": len({trial["worker"] for trial in paired}),
             "two_worker_best": max(trial["val/accuracy"] for trial in paired),
             "two_worker_speedup": round(chained_seconds / paired_seconds, 2),
-            "load_average": [round(value, 2) for value in load], **board_search()}
-
-
-TARGET_SPACE = {"model.filters": {"kind": "choice", "values": [[4, 8], [8, 16], [16, 32], [32, 64]]},
-                "model.dense_units": {"kind": "choice", "values": [32, 128]},
-                "train.learning_rate": {"kind": "log_uniform", "low": 3e-4, "high": 3e-3}}
-
-
-def board_search() -> dict:
-    """The digits search under the Cortex-M4's limits at a 5 ms deadline (`search.targets`)."""
-    root = WORK.parent / "search-targets"
-    shutil.rmtree(root, ignore_errors=True)
-    tree = config_module.to_dict(config_module.load("configs/digits.yaml", [f"runtime.root={root}"]))
-    tree["runtime"]["verbose"] = 0
-    tree["search"].update({"space": TARGET_SPACE, "n_trials": 8, "grid_points": 0, "max_trials": 8, "epochs": 30,
-                           "prune_warmup": 0, "seed": 0, "targets": [{"preset": "cortex_m4", "deadline_ms": 5.0}]})
-    config = config_module.from_dict(tree)
-    for stage in (clean, split, train):
-        stage.run(config)
-    metrics = tune.run(config).metrics
-    rows = [row for row in workspace.read_json(workspace.stage_dir(root, config.experiment, "tune") / "pareto.json")
-            ["rows"] if row["board"] == "cortex_m4"]
-    chosen = [row for row in rows if row["trial"] == metrics.get("tune/cortex_m4/trial")]
-    figures = {"target_search_trials": len(rows), "target_search_feasible_trials": sum(row["feasible"] for row in rows),
-               "target_search_fits": int(bool(chosen) and chosen[0]["fits"]),
-               "target_search_meets_deadline": int(bool(chosen) and chosen[0]["meets_deadline"])}
-    if chosen:
-        figures.update({"target_search_accuracy_gap": round(metrics["tune/final_val_accuracy"]
-                                                            - metrics["tune/cortex_m4/val/accuracy"], 4),
-                        "target_search_latency_ms": round(chosen[0]["latency_ms"], 2),
-                        "target_search_board_val_accuracy": round(metrics["tune/cortex_m4/val/accuracy"], 4),
-                        "target_search_unconstrained_val_accuracy": round(metrics["tune/final_val_accuracy"], 4)})
-    return figures
+            "load_average": [round(value, 2) for value in load], **boards.run()}
 
 
 def full_grid(space: dict[str, config_module.ParamSpace], points: int) -> list[dict]:
