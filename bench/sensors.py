@@ -8,6 +8,16 @@ windows and split.
   ROC-AUC, PR-AUC and F1 at its validation threshold (evaluate's report), in float and as the bundled TF-Lite
   variant (`bleeding_anomaly_<variant>_*`), against an IsolationForest (300 trees) on the same per-channel
   statistics of the normal training windows.
+- the UCR/UEA classification archive inside the aeon wheel (`ARCHIVE`): each dataset's TRAIN and TEST files become
+  `sensor_csv` recordings, one CSV per series plus a split file, and go through the pipeline with the default config
+  apart from the data fields and `model.architecture: cnn1d` (`split.strategy: predefined`: the archive's own test
+  split; one window per series, as long as the longest training series, shorter series padded with their last value,
+  longer ones voted over their windows). Per dataset: the per-recording test accuracy of the Keras model and of its
+  int8 model, whether the int8 model fits `cortex_m4`, and on the same split a 1-NN (Euclidean) and a random forest
+  (300 trees) on the raw windows, fitted on the given training part (train+val). Nothing is set per dataset;
+  `sensors_min_accuracy_minus_1nn` and `sensors_mean_accuracy_minus_1nn` sum it up.
+  A quick check of some of them, with overrides, writes nothing to results.json:
+  `python -c "from bench import sensors; print(sensors.run_archive(('GunPoint',), ['train.epochs=3']))"`.
 The Daphnet excerpt that ships with aeon holds no labelled freezing episode, so no gait figures exist.
 """
 
@@ -17,12 +27,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.ensemble import IsolationForest, RandomForestClassifier
 from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import KNeighborsClassifier
 
+import deploy.edge.predict as edge
 from pipelines import __main__ as cli
 from pipelines.core import workspace
 from pipelines.data import signals
+from pipelines.training import evaluation
 
 WORK = Path(__file__).parent / ".work" / "sensors"
 REPOSITORY = Path(__file__).parent.parent
@@ -38,9 +52,99 @@ def _arrays(split_folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return workspace.load_arrays(split_folder, name, "x", "y")
 
 
+# The classification datasets inside the aeon 1.6.0 wheel that a 2-core machine trains in minutes. Left out:
+# ACSF1 (series of 1,460 samples: hours of the default network's training per search on 2 cores), UnitTest (a
+# 24-sample excerpt aeon's own tests read), the `_eq` copies (the same series padded by aeon), and the regression
+# and forecasting files (CardanoSentiment, Covid3Month and the CSV series).
+ARCHIVE = ("ArrowHead", "BasicMotions", "Covid3Month_disc", "GunPoint", "ItalyPowerDemand", "JapaneseVowels",
+           "OSULeaf", "PickupGestureWiimoteZ")
+RATES = {"BasicMotions": 10.0}  # samples per second where the archive says; the others name no rate
+
+
+def convert(name: str, target: Path) -> tuple[int, int]:
+    """A dataset's TRAIN and TEST `.ts` files -> `target/recordings/<part>-<index>.csv` (one series each, columns
+    c0..c<C-1> and `label`) and `target/split.csv` (recording,split). Returns (channels, the longest training
+    series): the data fields of its config."""
+    folder = signals.aeon_data_folder() / name
+    recordings, rows, longest, channels = target / "recordings", [], 0, 0
+    recordings.mkdir(parents=True, exist_ok=True)
+    for part in ("TRAIN", "TEST"):
+        cases, labels, _ = signals.read_ts(folder / f"{name}_{part}.ts")
+        for index, (case, label) in enumerate(zip(cases, labels)):
+            recording = f"{part.lower()}-{index:04d}"
+            frame = pd.DataFrame(case, columns=[f"c{channel}" for channel in range(case.shape[1])])
+            frame["label"] = label
+            frame.to_csv(recordings / f"{recording}.csv", index=False)
+            rows.append((recording, part.lower()))
+            channels = case.shape[1]
+            longest = max(longest, len(case)) if part == "TRAIN" else longest
+    workspace.write_text(target / "split.csv", workspace.csv_text(("recording", "split"), rows))
+    return channels, longest
+
+
+def _voted(ids: np.ndarray, y: np.ndarray, scores: np.ndarray, rule: str) -> float:
+    """Per-recording accuracy of window scores (class probabilities, or one-hot decisions) by the vote rule."""
+    fixed = {"bootstrap_resamples": 0, "confidence": 0.95, "seed": 0}
+    return evaluation.per_recording(y, {"model": scores}, ids, rule, None, fixed)["models"]["model"][
+        "recording_accuracy"]
+
+
+def archive_dataset(name: str, extra: list[str]) -> dict:
+    """One archive dataset through the pipeline, and its baselines on the same split."""
+    key, experiment = name.lower(), f"ucr_{name.lower()}"
+    channels, longest = convert(name, WORK / "ucr" / name)
+    fields = ["data.source=sensor_csv", f"data.path=ucr/{name}/recordings", "data.target=label",
+              f"data.signal_channels=[{', '.join(f'c{channel}' for channel in range(channels))}]",
+              f"data.sampling_rate={RATES.get(name, 1.0)}", f"data.window={longest}", f"data.stride={longest}",
+              "data.short_recordings=pad", "split.strategy=predefined", f"split.file=ucr/{name}/split.csv",
+              "model.architecture=cnn1d", f"experiment={experiment}", f"runtime.root={WORK}"]  # the sensor model
+    arguments = ["all"] + [part for field in fields + extra for part in ("--set", field)]
+    if cli.main(arguments) != 0:
+        raise RuntimeError(f"bench sensors: the pipeline failed on {name}")
+    split_folder = workspace.stage_dir(WORK, experiment, "split")
+    report = workspace.read_json(workspace.stage_dir(WORK, experiment, "evaluate") / "test_report.json")
+    table = workspace.read_json(workspace.stage_dir(WORK, experiment, "export") / "export_table.json")
+    dataset = workspace.read_json(split_folder / "dataset.json")
+    rule = dataset.get("recording_vote", "mean")
+    parts = {part: workspace.load_arrays(split_folder, part, "x", "y", "ids") for part in ("train", "val", "test")}
+    x_fit = np.concatenate([parts["train"][0], parts["val"][0]]).reshape(-1, longest * channels)
+    y_fit = np.concatenate([parts["train"][1], parts["val"][1]])
+    x_test, y_test, ids = parts["test"]
+    flat, classes = x_test.reshape(len(x_test), -1), len(dataset["class_names"])
+    one_hot = np.eye(classes, dtype=np.float32)
+    nearest = KNeighborsClassifier(n_neighbors=1).fit(x_fit, y_fit).predict(flat)
+    forest = RandomForestClassifier(n_estimators=300, random_state=0).fit(x_fit, y_fit)
+    forest_scores = np.zeros((len(flat), classes), np.float32)
+    forest_scores[:, forest.classes_] = forest.predict_proba(flat)
+    int8 = edge.LiteRTModel(workspace.stage_dir(WORK, experiment, "export") / "int8.tflite").predict(x_test)
+    accuracy = report["recordings"]["models"]["keras"]["recording_accuracy"]
+    return {f"{key}_recording_accuracy": accuracy,
+            f"{key}_int8_recording_accuracy": _voted(ids, y_test, int8, rule),
+            f"{key}_1nn_accuracy": _voted(ids, y_test, one_hot[nearest], "majority"),
+            f"{key}_forest_accuracy": _voted(ids, y_test, forest_scores, rule),
+            f"{key}_fits_cortex_m4": int(table["targets"]["cortex_m4"]["variants"]["int8"]["verdict"] == "fits"),
+            f"{key}_test_recordings": report["recordings"]["recordings"], f"{key}_window": longest}
+
+
+def run_archive(names: tuple[str, ...] = ARCHIVE, extra: list[str] = ()) -> dict:
+    figures, gaps, drops = {}, [], []
+    for name in names:
+        found = archive_dataset(name, list(extra))
+        figures.update(found)
+        key = name.lower()
+        gaps.append(found[f"{key}_recording_accuracy"] - found[f"{key}_1nn_accuracy"])
+        drops.append(found[f"{key}_recording_accuracy"] - found[f"{key}_int8_recording_accuracy"])
+    figures.update({"sensors_min_accuracy_minus_1nn": float(min(gaps)),
+                    "sensors_mean_accuracy_minus_1nn": float(np.mean(gaps)),
+                    "sensors_max_int8_recording_drop": float(max(drops)),
+                    "sensors_all_fit_cortex_m4": int(all(figures[f"{name.lower()}_fits_cortex_m4"] for name in names)),
+                    "sensors_archive_datasets": len(names)})
+    return figures
+
+
 def run() -> dict:
     shutil.rmtree(WORK, ignore_errors=True)
-    figures = {}
+    figures = run_archive()
     split_folder = _pipeline("configs/motions.yaml", "motions")
     report = workspace.read_json(workspace.stage_dir(WORK, "motions", "evaluate") / "test_report.json")
     variant = report["record"]["tflite_variant"]
