@@ -153,3 +153,35 @@ def test_the_project_backbone_pools_globally_so_its_transfer_model_stays_edge_si
     assert backbone.output_shape == (None, 64) and autoencoder_model.output_shape == (None, 128, 128, 3)
     # the backbone shares the autoencoder's trained blocks
     assert {id(weight) for weight in backbone.weights} <= {id(weight) for weight in autoencoder_model.weights}
+
+
+def test_a_pretraining_that_learns_nothing_warns_and_its_report_says_so(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core import tracking
+    from pipelines.stages import clean, pretrain, split
+    from tests.conftest import tiny_config
+
+    # a learning rate so small that one epoch leaves the autoencoder where it started
+    config = tiny_config(tmp_path, "model.architecture=transfer", "model.backbone.filters=[4]",
+                         "model.backbone.pretrain_epochs=1", "model.backbone.pretrain_learning_rate=1e-9")
+    clean.run(config)
+    split.run(config)
+    result = pretrain.run(config)
+    output = capsys.readouterr().out
+    assert "[pretrain] warning: pretraining barely learned: denoised validation PSNR" in output
+    report = workspace.read_json(result.folder / pretrain.REPORT)
+    assert report["learned"] is False and report["gain"] < report["margin"] == 1.0
+    assert "model.backbone.pretrain_min_gain" in report["warning"]
+    assert result.metrics["pretrain/learned"] == 0.0
+    tracking.configure(config)
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.tags["pretrain.warning"] == report["warning"] and run.data.metrics["pretrain/learned"] == 0.0
+
+
+def test_the_learning_verdict_passes_a_pretraining_that_beats_doing_nothing_by_the_margin():
+    from pipelines.training import autoencoders
+
+    assert autoencoders.learning_verdict(19.5, 16.7, 1.0, "PSNR", " dB")["learned"]
+    verdict = autoencoders.learning_verdict(16.91, 16.71, 1.0, "denoised validation PSNR", " dB")
+    assert not verdict["learned"] and "gain +0.20 dB" in verdict["warning"]

@@ -6,6 +6,8 @@
 Each is saved in TF-Hub's SavedModel format under `data/processed/<exp>/backbones/<kind>-<fingerprint>/`
 (kept across reruns, since registered models refer to it) and loaded back through `hub.KerasLayer` like any
 hub model. For other configs the stage has nothing to do and says so.
+A pretraining that does not beat doing nothing on its own validation data (the noisy input's PSNR, the majority
+class's accuracy) by `model.backbone.pretrain_min_gain` warns, and `pretrain_report.json` says so.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from pipelines.core import stage, tracking, workspace
 from pipelines.data import sources, splits
 from pipelines.training import autoencoders, fitting, transfer
 
+REPORT = "pretrain_report.json"  # the score, what doing nothing scores, the gain, the margin, whether it learned
 
-def pretrain_autoencoder(config: config_module.Config, split_folder: Path, backup: Path) -> tuple[keras.Model, dict]:
-    """Denoising autoencoder on the training split's images (their labels are not used)."""
+
+def pretrain_autoencoder(config: config_module.Config, split_folder: Path,
+                         backup: Path) -> tuple[keras.Model, dict, dict]:
+    """Denoising autoencoder on the training split's images (their labels are not used); returns the encoder,
+    its metrics and whether it beat the noisy input by model.backbone.pretrain_min_gain dB."""
     settings = config.model.backbone
     x_train, x_val = (splits.split_items(split_folder, name).array() for name in ("train", "val"))
     keras.utils.set_random_seed(config.train.seed)
@@ -37,12 +43,15 @@ def pretrain_autoencoder(config: config_module.Config, split_folder: Path, backu
                      settings.pretrain_learning_rate, config.runtime.verbose, patience=settings.pretrain_patience,
                      backup_dir=backup)
     scores = autoencoders.denoising_scores(model, x_val, settings.noise_std, config.train.seed)
+    verdict = autoencoders.learning_verdict(scores["psnr_denoised_db"], scores["psnr_noisy_db"],
+                                            settings.pretrain_min_gain, "denoised validation PSNR", " dB")
     return encoder, {"pretrain/val_psnr_noisy_db": scores["psnr_noisy_db"],
-                     "pretrain/val_psnr_denoised_db": scores["psnr_denoised_db"]}
+                     "pretrain/val_psnr_denoised_db": scores["psnr_denoised_db"]}, verdict
 
 
-def pretrain_source_task(config: config_module.Config, backup: Path) -> tuple[keras.Model, dict]:
-    """A classifier on the source classes; its encoder is the backbone. Target classes are never read."""
+def pretrain_source_task(config: config_module.Config, backup: Path) -> tuple[keras.Model, dict, dict]:
+    """A classifier on the source classes; its encoder is the backbone. Target classes are never read. Returns
+    the encoder, its metrics and whether it beat the majority class by model.backbone.pretrain_min_gain points."""
     settings = config.model.backbone
     names = tuple(str(item) for item in settings.source_classes)
     raw = sources.load(dataclasses.replace(config.data, classes=names), config.root)
@@ -63,7 +72,11 @@ def pretrain_source_task(config: config_module.Config, backup: Path) -> tuple[ke
     fitting.guarded_fit(model, x_train, y_train, validation_data=(x_val, y_val), epochs=settings.pretrain_epochs,
                         batch_size=settings.pretrain_batch_size, patience=settings.pretrain_patience,
                         verbose=config.runtime.verbose, backup_dir=backup)
-    return encoder, {"pretrain/source_val_accuracy": float(model.evaluate(x_val, y_val, verbose=0)[1])}
+    accuracy = float(model.evaluate(x_val, y_val, verbose=0)[1])
+    majority = float(np.bincount(y_val).max() / len(y_val))  # what predicting the commonest class scores
+    verdict = autoencoders.learning_verdict(100 * accuracy, 100 * majority, settings.pretrain_min_gain,
+                                            "source-task validation accuracy", "%")
+    return encoder, {"pretrain/source_val_accuracy": accuracy}, verdict
 
 
 def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
@@ -83,9 +96,16 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             return {}
         backbone = config.model.backbone.kind
         if backbone == "project_autoencoder":
-            encoder, metrics = pretrain_autoencoder(config, split_folder, backup)
+            encoder, metrics, verdict = pretrain_autoencoder(config, split_folder, backup)
         else:
-            encoder, metrics = pretrain_source_task(config, backup)
+            encoder, metrics, verdict = pretrain_source_task(config, backup)
+        metrics["pretrain/learned"] = float(verdict["learned"])
+        metrics["pretrain/val_gain"] = verdict["gain"]
+        if not verdict["learned"]:
+            print(f"[pretrain] warning: {verdict['warning']}")
+            mlflow.set_tag("pretrain.warning", verdict["warning"])
+        workspace.write_json(folder / REPORT, {"kind": backbone, **verdict})
+        mlflow.log_artifact(str(folder / REPORT))
         key = workspace.fingerprint({"inputs": inputs, "config": config_module.to_dict(config.model.backbone),
                                      "data": config_module.to_dict(config.data)})[:16]
         path = workspace.stage_dir(config.root, config.experiment, "backbones") / f"{backbone}-{key}"

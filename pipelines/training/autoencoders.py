@@ -35,3 +35,16 @@ def denoising_scores(model: keras.Model, x_val: np.ndarray, noise_std: float, se
     denoised = model.predict(noisy, verbose=0)
     return {"noisy": noisy, "denoised": denoised, "psnr_noisy_db": metrics.psnr(x_val / 255.0, noisy / 255.0),
             "psnr_denoised_db": metrics.psnr(x_val / 255.0, denoised)}
+
+
+def learning_verdict(score: float, baseline: float, margin: float, what: str, unit: str) -> dict:
+    """Whether a pretraining beat doing nothing (`baseline`: the noisy input's PSNR, the majority class's
+    accuracy) on its own validation data by `margin`; the verdict and, when it did not, a warning line."""
+    gain = score - baseline
+    verdict = {"score": score, "baseline": baseline, "gain": gain, "margin": margin, "learned": gain >= margin}
+    if not verdict["learned"]:
+        verdict["warning"] = (f"pretraining barely learned: {what} {score:.2f}{unit} against {baseline:.2f}{unit} "
+                              f"without it (gain {gain:+.2f}{unit}, model.backbone.pretrain_min_gain "
+                              f"{margin:g}{unit}); its backbone may not help. Raise model.backbone.pretrain_epochs "
+                              "or pretrain_learning_rate, or pick another backbone")
+    return verdict

@@ -33,6 +33,10 @@ class BackboneConfig:
     source_val_fraction: float = option(0.15, "project_source_task: share of the source images held out to "
                                         "early-stop and score the source classifier", greater_than(0), below(1))
     noise_std: float = option(40.0, "project_autoencoder: std of the Gaussian noise on 0-255 inputs", at_least(0))
+    pretrain_min_gain: float = option(1.0, "project backbones: how much pretraining must beat doing nothing on its "
+                                      "own validation data, else the stage warns and its report says so "
+                                      "(autoencoder: dB of denoised PSNR over the noisy input; source task: "
+                                      "accuracy points x 100 over the majority class)", at_least(0))
     filters: tuple[int, ...] = option((32, 64), "project backbones: convolution filters per block", non_empty)
 
 
