@@ -10,7 +10,8 @@ from models.settings import ModelSettings
 
 def build_mlp(config: ModelSettings, input_shape: tuple[int, ...], num_outputs: int, normalizer: dict,
               task: str = "classification") -> keras.Model:
-    """Normalization, `hidden_layers` dense ReLU layers of `dense_units` with dropout, then the head.
+    """Normalization, `hidden_layers` dense ReLU layers of `dense_units` (with batch normalization between dense
+    and ReLU when `batch_norm`) with dropout, then the head.
 
     Args:
         input_shape: (features,) after the training-split preprocessing (imputation, one-hot, bins).
@@ -24,7 +25,13 @@ def build_mlp(config: ModelSettings, input_shape: tuple[int, ...], num_outputs: 
     if normalizer.get("scope") != "in_preprocessing":
         x = layers.normalization(normalizer["mean"], normalizer["variance"])(x)
     for index in range(config.hidden_layers):
-        x = keras.layers.Dense(config.dense_units, activation="relu", kernel_initializer=config.initializer,
-                               kernel_regularizer=regularizer, name=f"dense{index}")(x)
+        if config.batch_norm:  # Dense (its bias is batch norm's beta) -> BatchNormalization -> ReLU
+            x = keras.layers.Dense(config.dense_units, use_bias=False, kernel_initializer=config.initializer,
+                                   kernel_regularizer=regularizer, name=f"dense{index}")(x)
+            x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
+            x = keras.layers.ReLU(name=f"relu{index}")(x)
+        else:
+            x = keras.layers.Dense(config.dense_units, activation="relu", kernel_initializer=config.initializer,
+                                   kernel_regularizer=regularizer, name=f"dense{index}")(x)
         x = keras.layers.Dropout(config.dropout_rate, name=f"dropout{index}")(x)
     return keras.Model(inputs, layers.head(x, num_outputs, task), name="mlp")

@@ -126,19 +126,42 @@ def strategy(runtime: config_module.RuntimeConfig) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def learning_rates(model: keras.Model) -> dict[str, float]:
+    """The current learning rate of each of a model's optimizers: {"learning_rate": ...} for a model compiled
+    the usual way, {"d_learning_rate": ..., "g_learning_rate": ...} for a custom one with `*_optimizer`s."""
+    found = {name.removesuffix("_optimizer") + "_": value for name, value in vars(model).items()
+             if name.endswith("_optimizer") and isinstance(value, keras.optimizers.Optimizer)}
+    if not found and getattr(model, "optimizer", None) is not None:
+        found = {"": model.optimizer}
+    rates = {}
+    for name, optimizer in found.items():
+        rate = optimizer.learning_rate
+        rate = rate(optimizer.iterations) if callable(rate) else rate
+        rates[f"{name}learning_rate"] = float(keras.backend.get_value(rate))
+    return rates
+
+
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs Keras epoch logs to the active MLflow run under namespaced keys (`train/loss`, `val/accuracy`);
+    """Logs Keras epoch logs to the active MLflow run under namespaced keys (`train/loss`, `val/accuracy`), and
+    the learning rate each epoch trained with (`train/learning_rate`, whether or not ReduceLROnPlateau is on);
     `offset` continues the step count across training phases; `prefix` keeps two models' curves apart."""
 
     def __init__(self, offset: int = 0, prefix: str = ""):
         super().__init__()
         self.offset, self.prefix = offset, prefix
+        self.rates: dict[str, float] = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rates = learning_rates(self.model)  # before ReduceLROnPlateau may lower it at this epoch's end
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = {}
         for key, value in (logs or {}).items():
+            if key == "lr":  # ReduceLROnPlateau's copy of the rate it set for the next epoch
+                continue
             name = f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
             metrics[self.prefix + name] = float(value)
+        metrics.update({f"{self.prefix}train/{name}": value for name, value in self.rates.items()})
         mlflow.log_metrics(metrics, step=epoch + self.offset)
 
 
@@ -225,26 +248,20 @@ def class_weights(config: config_module.Config, data: SplitData) -> dict | None:
 
 def _learning_rates(model: keras.Model) -> str:
     """'learning rate 0.001', or each of a custom model's optimizers (a GAN's d_optimizer and g_optimizer)."""
-    found = {name.removesuffix("_optimizer"): value for name, value in vars(model).items()
-             if name.endswith("_optimizer") and isinstance(value, keras.optimizers.Optimizer)}
-    if not found and getattr(model, "optimizer", None) is not None:  # a model compiled the usual way
-        found = {"learning": model.optimizer}
-    rates = []
-    for name, optimizer in found.items():
-        rate = optimizer.learning_rate
-        rate = rate(optimizer.iterations) if callable(rate) else rate
-        rates.append(f"{'learning' if name == 'learning' else name + ' learning'} rate "
-                     f"{float(keras.backend.get_value(rate)):g}")
+    rates = [f"{name.removesuffix('_learning_rate') + ' ' if name != 'learning_rate' else ''}learning rate {value:g}"
+             for name, value in learning_rates(model).items()]
     return ", ".join(rates) or "no optimizer"
 
 
 def guarded_fit(model: keras.Model, x, y=None, *, epochs: int, validation_data=None, patience: int | None = None,
-                reduce_lr_patience: int = 0, monitor: str = "val_loss", mode: str = "min",
+                reduce_lr_patience: int = 0, reduce_lr_factor: float = 0.5, min_lr: float = 0.0,
+                monitor: str = "val_loss", mode: str = "min",
                 checkpoint: Path | None = None, backup_dir: Path | None = None, log: bool = True, offset: int = 0,
                 prefix: str = "", verbose: int = 0, scorers: list | tuple = (), callbacks: list | tuple = (),
                 **options) -> dict:
     """The one fit path of every model: `model.fit` with the NaN guard, early stopping on `monitor` unless
-    `patience` is None (best weights restored), ReduceLROnPlateau (factor 0.5) when `reduce_lr_patience`, the best
+    `patience` is None (best weights restored), ReduceLROnPlateau (times `reduce_lr_factor`, never below `min_lr`)
+    when `reduce_lr_patience`, the best
     weights checkpointed to `checkpoint`, resume of a killed run from `backup_dir` (BackupAndRestore, epoch
     granularity) and MLflow epoch logging under `prefix`. `options` go to `fit` as they are (batch_size,
     steps_per_epoch, class_weight); `scorers` run before the standard callbacks (they write the logs those
@@ -259,8 +276,8 @@ def guarded_fit(model: keras.Model, x, y=None, *, epochs: int, validation_data=N
         standard.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
                                                       restore_best_weights=True))
     if reduce_lr_patience:
-        standard.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
-                                                          patience=reduce_lr_patience))
+        standard.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=reduce_lr_factor,
+                                                          patience=reduce_lr_patience, min_lr=min_lr))
     if checkpoint is not None:
         standard.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode,
                                                         save_best_only=True, save_weights_only=True))
@@ -314,7 +331,8 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     started = time.perf_counter()
     history = guarded_fit(
         model, train, epochs=epochs, validation_data=val, patience=config.train.patience,
-        reduce_lr_patience=config.train.reduce_lr_patience, monitor=monitor, mode=mode,
+        reduce_lr_patience=config.train.reduce_lr_patience, reduce_lr_factor=config.train.reduce_lr_factor,
+        min_lr=config.train.min_learning_rate, monitor=monitor, mode=mode,
         checkpoint=folder / "best.weights.h5" if folder is not None and config.train.checkpoint else None,
         backup_dir=backup_dir, log=log_to_mlflow, offset=offset, verbose=config.runtime.verbose,
         scorers=[scorer] if scorer is not None else [], callbacks=callbacks or [], steps_per_epoch=steps,
@@ -326,6 +344,44 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     if goal.named:
         scores.update(score_objective(goal, data.y["val"], model.predict(val, verbose=0), class_names))
     return history, scores
+
+
+def bias_variance(model: keras.Model, config: config_module.Config, data: SplitData, scores: dict) -> dict:
+    """Whether a trained model under-fits, over-fits or is fine, from its score on the training split (no
+    augmentation, inference mode) against its validation score in `scores`, on the project's objective:
+
+    - accuracy-like metrics (higher is better, at most 1): the shortfall is 1 - train score, the gap train - val;
+    - errors (MAE, RMSE, MAPE): both are shares of a constant predictor's error on the training split (the
+      training targets' median): the shortfall is train error / that, the gap (val - train error) / that.
+    Under-fitting when the shortfall exceeds `train.underfit_shortfall` (checked first: bias before variance),
+    over-fitting when the gap exceeds `train.overfit_gap`, else fine. An anomaly detector gets no verdict ({}).
+    """
+    if data.task == "anomaly":
+        return {}
+    goal = objective(data.task, config.train)
+    loss = loss_for(config, data.task)
+    y_train = data.y["train"]
+    outputs = model.predict(augmentation.batches(data.x["train"], labels(y_train, loss, data.num_outputs), 256),
+                            verbose=0)
+    class_names = data.class_names if data.task == "classification" else []
+    train = score_objective(goal, y_train, outputs, class_names)[goal.key]
+    val = scores[goal.key]
+    found = {"metric": goal.metric, "train": float(train), "val": float(val)}
+    if goal.higher:
+        shortfall, gap, scale = 1.0 - train, train - val, ""
+    else:
+        constant = objectives.score(goal.metric, y_train, np.full(len(y_train), np.median(y_train)))
+        shortfall, gap = train / max(constant, 1e-12), (val - train) / max(constant, 1e-12)
+        scale = f" (as shares of a constant predictor's {goal.metric} {constant:.4g})"
+        found["constant"] = float(constant)
+    settings = config.train
+    verdict = ("under-fitting" if shortfall > settings.underfit_shortfall else
+               "over-fitting" if gap > settings.overfit_gap else "fine")
+    found.update(shortfall=float(shortfall), gap=float(gap), verdict=verdict, line=(
+        f"{verdict}: train {goal.metric} {train:.4f}, val {goal.metric} {val:.4f}; shortfall {shortfall:.3f} "
+        f"(train.underfit_shortfall {settings.underfit_shortfall:g}), gap {gap:.3f} (train.overfit_gap "
+        f"{settings.overfit_gap:g}){scale}"))
+    return found
 
 
 def fit_inputs(x, y: np.ndarray, loss: str, num_outputs: int, batch_size: int, seed: int):

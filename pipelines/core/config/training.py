@@ -80,7 +80,8 @@ class ModelConfig:
     separable_from: int = option(64, "small_cnn: from this input side on, blocks after the first are depthwise-"
                                  "separable and the head pools globally instead of flattening (0: never)",
                                  at_least(0))
-    batch_norm: bool = option(False, "batch normalization after each convolution (cnn1d's default: true)")
+    batch_norm: bool = option(False, "batch normalization after each convolution, and after each hidden dense "
+                              "layer of the mlp (cnn1d's default: true)")
     initializer: str = option("he_normal", "kernel initializer",
                               one_of("he_normal", "he_uniform", "glorot_uniform", "glorot_normal"))
     dropout_rate: float = option(0.25, "dropout before the dense layers", at_least(0), below(1))
@@ -185,7 +186,18 @@ class TrainConfig:
     loss: str = option("auto", "auto (sparse categorical cross-entropy or MSE by task) or a loss name",
                        one_of("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
                               "binary_crossentropy", "mae", "mse", "mape"))
-    reduce_lr_patience: int = option(0, "ReduceLROnPlateau patience in epochs (0: off)", at_least(0))
+    reduce_lr_patience: int = option(0, "ReduceLROnPlateau patience in epochs (0: off); it watches what early "
+                                     "stopping watches", at_least(0))
+    reduce_lr_factor: float = option(0.5, "ReduceLROnPlateau: the learning rate is multiplied by this on a plateau",
+                                     greater_than(0), below(1))
+    min_learning_rate: float = option(0.0, "ReduceLROnPlateau: the floor the learning rate never goes below",
+                                      at_least(0))
+    overfit_gap: float = option(0.03, "bias-variance line: over-fitting when the validation score is worse than "
+                                "the training score by more than this (accuracy-like metrics: in their units; "
+                                "errors: as a share of a constant predictor's error)", greater_than(0))
+    underfit_shortfall: float = option(0.05, "bias-variance line: under-fitting when the training score falls short "
+                                       "of perfect by more than this (1 - accuracy-like metric; errors: the "
+                                       "training error as a share of a constant predictor's)", greater_than(0))
     checkpoint: bool = option(True, "ModelCheckpoint of the best val_loss weights in the stage folder")
     class_weights: str = option("none", "balanced: weight classes inversely to their training frequency",
                                 one_of("none", "balanced"))
@@ -203,6 +215,9 @@ class TrainConfig:
                                  "NPV, F1 and the threshold (empty: the second class)")
 
     def check(self, config: Config) -> None:
+        if self.reduce_lr_patience and self.min_learning_rate >= self.learning_rate:
+            raise ConfigError(f"train.min_learning_rate: must be below train.learning_rate "
+                              f"({self.learning_rate:g}) for ReduceLROnPlateau to act, got {self.min_learning_rate:g}")
         unknown = sorted(set(self.floors) - set(THRESHOLDED))
         if unknown:
             raise ConfigError(f"train.floors: {unknown} are not decision metrics (choose from {list(THRESHOLDED)})")
