@@ -117,3 +117,26 @@ def test_the_bias_variance_verdict_of_a_regressor_is_relative_to_a_constant_pred
     assert found["train"] == pytest.approx(0.0, abs=1e-5) and found["constant"] == pytest.approx(constant, rel=1e-5)
     assert found["verdict"] == "over-fitting" and found["gap"] == pytest.approx(0.5 / constant, rel=1e-4)
     assert "as shares of a constant predictor's mae" in found["line"]
+
+
+@pytest.mark.slow  # a whole train stage: 39 s on 2 busy cores
+def test_the_train_stage_prints_tags_and_reports_its_bias_variance_verdict(tmp_path, capsys):
+    from pipelines.core import tracking, workspace
+    from pipelines.stages import clean, split, train
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tmp_path, "train.epochs=2")
+    clean.run(config)
+    split.run(config)
+    result = train.run(config)
+    report = workspace.read_json(result.folder / "train_report.json")["bias_variance"]
+    assert report["verdict"] in ("under-fitting", "over-fitting", "fine") and report["metric"] == "accuracy"
+    assert report["val"] == pytest.approx(result.metrics["val/accuracy"], abs=1e-6)
+    assert f"[train] bias-variance: {report['line']}" in capsys.readouterr().out
+    tracking.configure(config)
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.tags["bias_variance"] == report["verdict"] and run.data.tags["bias_variance.line"] == report["line"]
+    assert run.data.metrics["fit/train_accuracy"] == pytest.approx(report["train"])
+    assert run.data.metrics["fit/gap"] == pytest.approx(report["gap"])
+    rates = MlflowClient().get_metric_history(result.run_id, "train/learning_rate")
+    assert len(rates) == result.metrics["train/epochs_run"] and rates[0].value == pytest.approx(1e-3)

@@ -155,6 +155,7 @@ def test_the_project_backbone_pools_globally_so_its_transfer_model_stays_edge_si
     assert {id(weight) for weight in backbone.weights} <= {id(weight) for weight in autoencoder_model.weights}
 
 
+@pytest.mark.slow  # clean, split and a pretrain stage: 35 s on 2 busy cores
 def test_a_pretraining_that_learns_nothing_warns_and_its_report_says_so(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
