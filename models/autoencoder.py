@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import tf_keras as keras
 
+# A last map of at most this many positions (4x4: 16 px digits after two blocks) is flattened, so a head still
+# sees where strokes are, for at most 16 x filters[-1] features; a larger one (32x32 from 128 px photos, whose
+# flattening made a 2.1-million-parameter head) is averaged over space.
+FLATTEN_MAX_POSITIONS = 16
+
+
+def features(x, pooling: str | None = "auto"):
+    """The blocks' last map -> the backbone's features: "auto" (flatten a map of up to FLATTEN_MAX_POSITIONS
+    positions, else global average pooling), "avg", "flatten", or None (the map itself)."""
+    if pooling == "auto":
+        pooling = "flatten" if x.shape[1] * x.shape[2] <= FLATTEN_MAX_POSITIONS else "avg"
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="features")(x)
+    if pooling == "flatten":
+        return keras.layers.Flatten(name="features")(x)
+    return x
+
 
 def build_encoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], name: str = "encoder",
-                  pooling: str | None = "avg") -> keras.Model:
-    """Images in [0, 255] -> features; scaling to [0, 1] is inside, so the backbone carries it.
+                  pooling: str | None = "auto") -> keras.Model:
+    """Images in [0, 255] -> features (see `features`); scaling to [0, 1] is inside, so the backbone carries it.
 
-    Each block is Conv-BatchNorm-ReLU then 2x2 max pooling. `pooling`: "avg" (the backbone's features: the last
-    map averaged over space, `filters[-1]` numbers whatever the image size, so a head on them stays edge-sized;
-    a flattened 32x32x64 map made a 2.1-million-parameter head), "flatten" (the whole map, for a dense
-    bottleneck), or None (the map itself).
+    Each block is Conv-BatchNorm-ReLU then 2x2 max pooling. With "auto" pooling the features stay edge-sized
+    whatever the image size: at most 16 x filters[-1] numbers.
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
@@ -22,11 +37,7 @@ def build_encoder(filters: tuple[int, ...], input_shape: tuple[int, int, int], n
         x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
         x = keras.layers.MaxPooling2D(name=f"pool{index}")(x)
-    if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="features")(x)
-    elif pooling == "flatten":
-        x = keras.layers.Flatten(name="features")(x)
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, features(x, pooling), name=name)
 
 
 def _decoder(x, filters: tuple[int, ...], channels: int):
@@ -42,13 +53,12 @@ def build_denoising_autoencoder(filters: tuple[int, ...], input_shape: tuple[int
                                 noise_std: float) -> tuple[keras.Model, keras.Model]:
     """(autoencoder, encoder): noise (active only in training) -> convolutional blocks -> decoder -> clean image
     in [0, 1]. The decoder reads the blocks' last map; the encoder returned (the backbone) is the same blocks
-    with that map averaged over space (global average pooling).
+    with that map pooled as `features` does ("auto": flattened when small, else averaged over space).
 
     Train it with the clean image scaled to [0, 1] as the target.
     """
     blocks = build_encoder(filters, input_shape, name="encoder_blocks", pooling=None)
-    encoder = keras.Model(blocks.input, keras.layers.GlobalAveragePooling2D(name="features")(blocks.output),
-                          name="encoder")
+    encoder = keras.Model(blocks.input, features(blocks.output), name="encoder")
     inputs = keras.Input(shape=input_shape, name="image")
     code = blocks(keras.layers.GaussianNoise(noise_std, name="noise")(inputs))
     return (keras.Model(inputs, _decoder(code, filters, input_shape[-1]), name="denoising_autoencoder"),

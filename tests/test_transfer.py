@@ -118,7 +118,7 @@ def test_fine_tune_layers_unfreezes_the_top_layers_of_a_project_backbone_with_ba
     assert backbones.unfreeze(backbone, 2) == 2
     assert {weight.name for weight in backbone.trainable_weights} == {"conv1/kernel:0", "conv2/kernel:0"}
     # a fine-tuning step moves exactly those: conv0 and batch norm (its statistics too: inference mode) stay put
-    head = transfer.build_head(config_module.ModelConfig(dense_units=8), 8, 3, "classification")
+    head = transfer.build_head(config_module.ModelConfig(dense_units=8), 32, 3, "classification")
     model = transfer.build_transfer(backbone, head, (16, 16, 1))
     before = {weight.name: weight.numpy().copy() for weight in backbone.weights}
     model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
@@ -142,7 +142,7 @@ def test_fine_tune_layers_counts_layers_with_weights_of_an_applications_backbone
                                   for layer in base.layers if layer.trainable and layer.trainable_weights)
 
 
-def test_the_project_backbone_pools_globally_so_its_transfer_model_stays_edge_sized():
+def test_the_project_backbone_pools_a_large_map_globally_so_its_transfer_model_stays_edge_sized():
     # the case of the issue: 128 px photos, two blocks -> a 32x32x64 map (flattened: 65,536 features)
     encoder = autoencoder.build_encoder((32, 64), (128, 128, 3))
     assert encoder.output_shape == (None, 64)
@@ -151,6 +151,9 @@ def test_the_project_backbone_pools_globally_so_its_transfer_model_stays_edge_si
     assert model.count_params() < 25_000  # was 2.1 million with the flatten
     autoencoder_model, backbone = autoencoder.build_denoising_autoencoder((32, 64), (128, 128, 3), 40.0)
     assert backbone.output_shape == (None, 64) and autoencoder_model.output_shape == (None, 128, 128, 3)
+    assert isinstance(backbone.get_layer("features"), keras.layers.GlobalAveragePooling2D)
+    # a map of 4x4 positions or fewer (16 px digits) is still flattened: where strokes are, in 16 x 64 numbers
+    assert autoencoder.build_encoder((32, 64), (16, 16, 1)).output_shape == (None, 16 * 64)
     # the backbone shares the autoencoder's trained blocks
     assert {id(weight) for weight in backbone.weights} <= {id(weight) for weight in autoencoder_model.weights}
 
