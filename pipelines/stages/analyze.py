@@ -61,6 +61,8 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
             metrics["analyze/imbalance_ratio"] = report["imbalance_ratio"]
         if "label_health" in report:
             metrics["analyze/label_issues"] = report["label_health"]["label_issues"]
+            metrics["analyze/outliers"] = report["label_health"]["outliers"]
+            metrics["analyze/near_duplicates"] = report["label_health"]["near_duplicates"]
         metrics.update(headline)
         tracking.log_metrics(metrics)
         return metrics

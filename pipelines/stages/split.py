@@ -32,9 +32,11 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         if config.health.action != "none":  # label issues over train+val, before the manifest records the parts
             workspace.write_json(folder / "dataset.json", dataset)
             assignment, checked = health.check(folder, assignment, dataset, config)
-            for name in ("label_issues.csv", "health.json", "health_suspects.png"):
+            for name in (health.ISSUES, health.DATA_ISSUES, "health.json", "health_suspects.png",
+                         "health_outliers.png"):
                 if (folder / name).is_file():
                     mlflow.log_artifact(str(folder / name), "health")
+            tracking.log_metrics(health.class_metrics(workspace.read_json(folder / "health.json")))
         temporal = config.split.strategy == "temporal"
         fold_of = splits.fold_numbers(assignment.parts, assignment.stratify, assignment.grouping, config.split,
                                       assignment.times, assignment.streams) if config.split.folds else {}
