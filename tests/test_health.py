@@ -272,3 +272,81 @@ def test_analyze_reports_label_health_outside_the_test_share(tmp_path):
     assert section["label_issues"] == result.metrics["analyze/label_issues"]
     assert len(section["worst_suspects"]) == min(20, section["label_issues"])
     assert all(suspect[1] != suspect[2] for suspect in section["worst_suspects"])
+    # Datalab's outliers and near-duplicates on the encoded rows: counted, and the worst outliers listed
+    assert section["outliers"] == result.metrics["analyze/outliers"] and 0 < section["outliers"] < 0.1 * 569
+    assert section["near_duplicates"] == result.metrics["analyze/near_duplicates"]
+    assert len(section["worst_outliers"]) == min(20, section["outliers"])
+
+
+# --- outliers and near-duplicates (cleanlab's Datalab) and what the MLflow run of split holds ---
+
+def test_datalab_finds_a_planted_outlier_and_a_planted_near_duplicate_pair():
+    from sklearn.datasets import load_digits
+
+    from pipelines.data import health
+
+    features, labels = load_digits(return_X_y=True)
+    features = features[:600].astype(np.float32)
+    labels = labels[:600]
+    features[11] = np.where(np.arange(64) % 2, 16.0, 0.0)  # a stripe pattern no digit looks like
+    features[40] = features[41] * 1.02  # nearly the same image twice (2% brighter)
+    found = health.data_issues(features, labels, seed=0)
+    assert found["outlier"][11] and found["outlier_score"].argmin() == 11  # the most unusual of 600
+    assert np.flatnonzero(found["near_duplicate"]).tolist() == [40, 41]
+    assert found["nearest"][40] == 41 and found["nearest"][41] == 40
+    assert found["outlier"].mean() < 0.05 and found["near_duplicate"].mean() < 0.05  # the rest is mostly clean
+    assert not health.data_issues(features[:8], labels[:8], seed=0)["outlier"].any()  # too few for a kNN graph
+
+
+def _digit_folder(root, count=150):
+    """Digits 0, 1 and 7 as 8x8 PNGs in class folders, three more 7s in folder 0 (label errors), and in folder 1
+    a checkerboard: no digit at all."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    for name in ("0", "1", "7"):
+        (root / "digits" / name).mkdir(parents=True)
+        for index in np.flatnonzero(labels == int(name))[:count]:
+            pixels = (images[index].reshape(8, 8) * 15).astype(np.uint8)
+            Image.fromarray(pixels).save(root / "digits" / name / f"{index:04d}.png")
+    for index in np.flatnonzero(labels == 7)[count::8][:3]:
+        Image.fromarray((images[index].reshape(8, 8) * 15).astype(np.uint8)).save(
+            root / "digits" / "0" / f"{index:04d}.png")
+    board = np.where((np.arange(8)[:, None] + np.arange(8)) % 2, 240, 0).astype(np.uint8)
+    Image.fromarray(board).save(root / "digits" / "1" / "odd.png")
+
+
+@pytest.mark.slow
+def test_split_reports_outliers_and_logs_the_gallery_and_counts_to_its_mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    _digit_folder(tmp_path)
+    config = tiny_config(tmp_path, "data.source=image_folder", "data.path=digits", "data.channels=1",
+                         "split.strategy=random", "health.action=report", "data.near_duplicates=false")
+    clean.run(config)
+    result = split.run(config)
+    report = workspace.read_json(result.folder / "health.json")
+    found = pd.read_csv(result.folder / "data_issues.csv", dtype=str)
+    where = {item["id"]: item["split"] for item in
+             workspace.read_json(result.folder / "split_manifest.json")["items"]}
+    odd = next(item for item in where if "odd" in item)
+    outliers = found[found.issue == "outlier"]
+    if where[odd] != "test":  # the checkerboard is the worst outlier of train+val; test is never read
+        assert outliers.id.iloc[0] == odd and outliers.label.iloc[0] == "1"
+    assert set(found.split) <= {"train", "val"} and not {i for i, s in where.items() if s == "test"} & set(found.id)
+    assert report["outliers"] == len(outliers) == sum(report["class_outliers"].values()) > 0
+    assert report["near_duplicates"] == (found.issue == "near_duplicate").sum()
+
+    tracking.configure(config)
+    client = MlflowClient()
+    artifacts = {item.path for item in client.list_artifacts(result.run_id, "health")}
+    assert {"health/health_suspects.png", "health/health_outliers.png", "health/label_issues.csv",
+            "health/data_issues.csv", "health/health.json"} <= artifacts
+    assert client.download_artifacts(result.run_id, "health/health_suspects.png", str(tmp_path))
+    logged = client.get_run(result.run_id).data.metrics
+    assert logged["split/health/label_issues"] == report["label_issues"] > 0
+    assert logged["split/health/outliers"] == report["outliers"]
+    assert {f"split/health/{field}/{name}" for field in ("class_health", "class_issues", "class_outliers")
+            for name in ("0", "1", "7")} <= set(logged)
+    assert logged["split/health/class_health/1"] == report["class_health"]["1"]
