@@ -53,7 +53,8 @@ CONFIG_CASES = [
     ("model.backbone.source_val_fraction=1", "model.backbone.source_val_fraction: must be < 1, got 1.0"),
     ("split.val_fraction=1.5", "split.val_fraction: must be < 1, got 1.5"),
     ("split.test_fraction=0", "split.test_fraction: must be > 0, got 0.0"),
-    ("split.strategy=weird", "split.strategy: must be one of ['stratified', 'random', 'temporal'], got 'weird'"),
+    ("split.strategy=weird", "split.strategy: must be one of ['stratified', 'random', 'temporal', 'predefined'], "
+     "got 'weird'"),
     ("data.source=ftp", "data.source: must be one of ['digits', 'image_folder', 'breast_cancer', 'wine', "
      "'diabetes', 'csv', 'basic_motions', 'internal_bleeding', 'sensor_csv'], got 'ftp'"),
     ("data.channels=2", "data.channels: must be one of [1, 3], got 2"),
