@@ -133,8 +133,9 @@ def propose(folder: Path, shown: str, target: str = "", time_column: str = "", s
                f"{min(lengths)} samples, and every recording must hold a window"),
         Choice("data.stride", max(1, window // 2), "windows overlap by half: more training windows; the windows of "
                "one recording never cross splits"),
-        Choice("model.architecture", "cnn1d", "a small 1-D convolutional network over each window; recurrent (an "
-               "LSTM) is the other choice"),
+        Choice("model.architecture", "cnn1d", "a fully convolutional network over each window (three Conv1D "
+               "blocks, global average pooling; model.filters, model.kernel_sizes); recurrent (an LSTM) is the "
+               "other choice"),
     ]
     counts = Counter(frame[label].iloc[0] for frame in frames.values())
     read = f" (the first {len(frames)} read)" if len(files) > len(frames) else ""
