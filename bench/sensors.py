@@ -84,10 +84,12 @@ def convert(name: str, target: Path) -> tuple[int, int]:
     return channels, longest
 
 
-def _voted(ids: np.ndarray, y: np.ndarray, scores: np.ndarray, rule: str) -> float:
-    """Per-recording accuracy of window scores (class probabilities, or one-hot decisions) by the vote rule."""
+def _voted(ids: np.ndarray, y: np.ndarray, scores: np.ndarray, rule: str,
+           decision: tuple[float, int] | None = None) -> float:
+    """Per-recording accuracy of window scores (class probabilities, or one-hot decisions) by the vote rule
+    (and a binary model's decision threshold, as evaluate and the bundle's predictor decide)."""
     fixed = {"bootstrap_resamples": 0, "confidence": 0.95, "seed": 0}
-    return evaluation.per_recording(y, {"model": scores}, ids, rule, None, fixed)["models"]["model"][
+    return evaluation.per_recording(y, {"model": scores}, ids, rule, decision, fixed)["models"]["model"][
         "recording_accuracy"]
 
 
@@ -110,6 +112,8 @@ def archive_dataset(name: str, extra: list[str]) -> dict:
     exported = workspace.read_json(workspace.stage_dir(WORK, experiment, "export") / "manifest.json")["metrics"]
     dataset = workspace.read_json(split_folder / "dataset.json")
     rule = dataset.get("recording_vote", "mean")
+    shipped = workspace.read_json(workspace.bundle_dir(WORK, experiment) / "metadata.json")
+    decision = (shipped["decision_threshold"], shipped["positive_index"]) if "decision_threshold" in shipped else None
     parts = {part: workspace.load_arrays(split_folder, part, "x", "y", "ids") for part in ("train", "val", "test")}
     x_fit = np.concatenate([parts["train"][0], parts["val"][0]]).reshape(-1, longest * channels)
     y_fit = np.concatenate([parts["train"][1], parts["val"][1]])
@@ -123,7 +127,7 @@ def archive_dataset(name: str, extra: list[str]) -> dict:
     int8 = edge.LiteRTModel(workspace.stage_dir(WORK, experiment, "export") / "int8.tflite").predict(x_test)
     accuracy = report["recordings"]["models"]["keras"]["recording_accuracy"]
     return {f"{key}_recording_accuracy": accuracy,
-            f"{key}_int8_recording_accuracy": _voted(ids, y_test, int8, rule),
+            f"{key}_int8_recording_accuracy": _voted(ids, y_test, int8, rule, decision),
             f"{key}_1nn_accuracy": _voted(ids, y_test, one_hot[nearest], "majority"),
             f"{key}_forest_accuracy": _voted(ids, y_test, forest_scores, rule),
             f"{key}_fits_cortex_m4": int(table["targets"]["cortex_m4"]["variants"]["int8"]["verdict"] == "fits"),

@@ -2,6 +2,7 @@
 shorter than a window (`data.short_recordings`), and the per-recording vote of evaluate and of the edge
 predictor."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -291,3 +292,19 @@ def test_majority_and_mean_votes_can_differ_and_the_interval_is_over_recordings(
     assert evaluation.wilson(10, 10, 0.95)[0] == pytest.approx(0.722, abs=1e-3)  # 10 of 10 recordings
     low, high = evaluation.wilson(25, 30, 0.95)
     assert low < 25 / 30 < high and high - low > 0.2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aeon") is None, reason="the archive ships inside the aeon wheel")
+def test_the_bench_converts_an_archive_dataset_into_recordings_with_its_own_split(tmp_path):
+    from bench import sensors as bench
+
+    channels, longest = bench.convert("GunPoint", tmp_path / "GunPoint")
+    assert (channels, longest) == (1, 150)
+    recordings = signals.load_csv(tmp_path / "GunPoint" / "recordings", ("c0",), longest, label_column="label",
+                                  sampling_rate_hz=1.0, split_file=tmp_path / "GunPoint" / "split.csv")
+    assert len(recordings.ids) == 200 and recordings.class_names == ("1", "2")
+    assert recordings.given_split.count("train") == 50 and recordings.given_split.count("test") == 150
+    cases, labels, _ = signals.read_ts(signals.aeon_data_folder() / "GunPoint" / "GunPoint_TEST.ts")
+    position = recordings.ids.index("test-0007")
+    np.testing.assert_allclose(recordings.signals[position], cases[7], rtol=1e-6)
+    assert recordings.class_names[recordings.labels[position]] == labels[7]
