@@ -5,6 +5,7 @@ predictor."""
 import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,12 @@ def test_a_tables_split_column_is_kept_exactly_and_is_no_feature(tmp_path, capsy
     expected = {f"row-{index + 2}": name for index, name in enumerate(frame["split"])}
     assert found == expected
     assert "split" not in " ".join(workspace.read_json(folder / "dataset.json")["feature_names"])
+    copied = frame.copy()
+    copied.loc[100, ["a", "b", "y"]] = frame.loc[0, ["a", "b", "y"]].to_numpy()  # a training row again, in test
+    copied.to_csv(tmp_path / "table.csv", index=False)
+    clean.run(config)
+    with pytest.raises(LeakageError, match=r"content spans splits: row-102 \(test\), row-2 \(train\)"):
+        split.run(config)
     frame.loc[5, "split"] = "tset"
     frame.to_csv(tmp_path / "table.csv", index=False)
     arguments = ["clean", "--set", f"runtime.root={tmp_path}", "--set", "data.source=csv", "--set",
@@ -182,6 +189,12 @@ def test_an_image_folders_train_and_test_sub_folders_are_kept(tmp_path):
         {f"test/{name}/{index}.png" for name in ("dark", "light") for index in range(4)}
     val = [item["id"] for item in items if item["split"] == "val"]
     assert val and all(item.startswith("train/") for item in val)
+    # a training image copied into the test folder is not quietly dropped as a duplicate: the leakage check stops
+    shutil.copy(tmp_path / "images" / "train" / "dark" / "3.png", tmp_path / "images" / "test" / "dark" / "9.png")
+    clean.run(config)
+    with pytest.raises(LeakageError, match=r"spans splits: test/dark/9.png \(test\), train/dark/3.png \(train\)"):
+        split.run(config)
+    (tmp_path / "images" / "test" / "dark" / "9.png").unlink()
     (tmp_path / "images" / "holdout").mkdir()
     with pytest.raises(Exception, match=r"images: split.strategy predefined needs train/ and test/.*'holdout'"):
         clean.run(config, force=True)

@@ -49,3 +49,15 @@ def read_file(path: Path, frame) -> dict[str, str]:
             raise DataError(f"{path}: line {row}: recording '{recording}' is listed twice")
         found[recording] = name(value, f"{path}: line {row}, column 'split'")
     return found
+
+
+def across(hashes, given_split) -> set[int]:
+    """The items whose content another given split holds too. Clean keeps such copies (its exact-duplicate rule
+    would quietly take the later copy out of its split), so that split's leakage check stops on them, naming
+    both."""
+    if given_split is None:
+        return set()
+    found: dict = {}
+    for key, name in zip(hashes, given_split):
+        found.setdefault(key, set()).add(str(name))
+    return {index for index, key in enumerate(hashes) if len(found[key]) > 1}

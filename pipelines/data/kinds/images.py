@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipelines.core import config as config_module
 from pipelines.core import figures, workspace
-from pipelines.data import duplicates, health, shards, sources, splits
+from pipelines.data import duplicates, given, health, shards, sources, splits
 from pipelines.data.splits import Assignment
 
 NAME = "images"
@@ -177,8 +177,10 @@ def clean(raw: sources.RawImages, config: config_module.Config, folder: Path) ->
     usable = (keys >= 0) & (sides >= duplicates.MIN_SIDE)
     groups = duplicates.image_groups_from(hashes, grey, usable, sides, raw.images.__getitem__, config.data)
     drops = {index: ("drop_unreadable", problem) for index, problem in raw.problems.items()}
+    shared = given.across(groups["hashes"], raw.given_split)  # copies in two given splits: split's leakage check
     drops.update({index: rule for index, rule in duplicates.find_drops(
-        groups["hashes"], raw.labels, config.clean, raw.ids, raw.class_names).items() if index not in drops})
+        groups["hashes"], raw.labels, config.clean, raw.ids, raw.class_names).items() if index not in drops
+        and not (index in shared and rule[0] == "drop_exact_duplicates")})
     keep = np.array([index for index in range(count) if index not in drops], dtype=np.int64)
     log = [(raw.ids[index], rule, "dropped", detail) for index, (rule, detail) in sorted(drops.items())]
     log += [(raw.ids[index], "canonical_form", "changed", detail) for index, detail in sorted(changed.items())

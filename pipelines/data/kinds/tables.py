@@ -22,7 +22,7 @@ import deploy.edge.predict as edge
 from pipelines.core import config as config_module
 from pipelines.core import figures, workspace
 from pipelines.core.errors import DataError
-from pipelines.data import duplicates, health, sources, splits, tables
+from pipelines.data import duplicates, given, health, sources, splits, tables
 from pipelines.data.splits import Assignment
 
 NAME = "table"
@@ -147,8 +147,11 @@ def clean(raw: sources.RawTable, config: config_module.Config, folder: Path) -> 
     feature_hashes = tables.row_hashes(compared, pd.Series([""] * len(frame)))
     duplicate_rules = config.clean
     labels = raw.target.to_numpy()
+    shared = given.across(hashes, raw.given_split)  # copies in two given splits: split's leakage check stops
     for index, (rule, detail) in duplicates.find_drops(hashes, labels, duplicate_rules, raw.ids,
                                                        raw.class_names).items():
+        if index in shared and rule == "drop_exact_duplicates":
+            continue
         drop.iloc[index] = True
         log.append((raw.ids[index], rule, "dropped", detail))
     if raw.task == "classification" and duplicate_rules.drop_label_conflicts:
