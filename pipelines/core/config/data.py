@@ -202,7 +202,8 @@ class NormalizeConfig:
 @dataclass(frozen=True)
 class HealthConfig:
     action: str = option("none", "label issues from out-of-fold predictions over train+val, found by split with "
-                         "cleanlab: none, report (label_issues.csv, per-class health, a gallery), or exclude (also "
+                         "cleanlab: none, report (label_issues.csv, per-class health, a gallery; Datalab's outliers "
+                         "and near-duplicates in data_issues.csv), or exclude (also "
                          "leaves the suspects at or above min_confidence out of train and val; test is never "
                          "touched)", one_of("none", "report", "exclude"))
     model: str = option("knn", "the quick model of the out-of-fold predictions, on the kind's cheap features "
