@@ -321,3 +321,16 @@ def test_the_bench_converts_an_archive_dataset_into_recordings_with_its_own_spli
     position = recordings.ids.index("test-0007")
     np.testing.assert_allclose(recordings.signals[position], cases[7], rtol=1e-6)
     assert recordings.class_names[recordings.labels[position]] == labels[7]
+
+
+def test_validation_carved_from_a_small_given_train_part_holds_every_class():
+    from pipelines.data import splits
+
+    labels = np.repeat(np.arange(10), 7)  # 5 training and 2 test items per class (PickupGestureWiimoteZ's shape)
+    given_split = np.array((["train"] * 5 + ["test"] * 2) * 10)
+    rules = config_module.load(None, ["data.source=basic_motions", "model.architecture=cnn1d",
+                                      "split.strategy=predefined"]).split
+    parts = splits.predefined(given_split, labels, np.arange(len(labels)), rules)
+    assert np.array_equal(parts["test"], np.flatnonzero(given_split == "test"))
+    assert sorted(labels[parts["val"]].tolist()) == list(range(10))  # one of each class
+    assert len(parts["train"]) == 40

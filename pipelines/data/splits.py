@@ -197,6 +197,9 @@ def predefined(given_split: np.ndarray, labels: np.ndarray | None, groups: np.nd
     check_unused_test(parts["test"], barred, indices if ids is None else ids)
     if not len(parts["val"]):
         share = rules.val_fraction / (1.0 - rules.test_fraction)
+        if labels is not None:  # stratified: at least one item (group) of each class in validation
+            train = parts["train"]
+            share = max(share, len(np.unique(labels[train])) / max(1, len(np.unique(groups[train]))))
         try:
             parts["train"], parts["val"] = holdout(parts["train"], share, labels, groups, rules.seed)
         except ValueError as error:  # too few items or groups of a class in the given training part
