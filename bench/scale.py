@@ -127,9 +127,12 @@ def run_stage(stage: str, config_file: Path, logs: Path) -> dict:
         RuntimeError: the stage failed; the message names it and ends with the tail of its stderr.
     """
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    # a memory bench: export bundles the short-trained model whatever its gates say (they are still computed)
+    # a memory bench: export bundles the short-trained model whatever its gates say (they are still computed);
+    # evaluate may reuse test items: the first 2,000 crops of the larger folder are the smaller folder's (same
+    # seed), so the test ledger of the shared store already holds some of the larger test split
     command = [sys.executable, "-m", "pipelines", stage, "--config", str(config_file), "--force",
-               *(["--allow-unblessed"] if stage == "export" else [])]
+               *(["--allow-unblessed"] if stage == "export" else []),
+               *(["--reuse-test"] if stage == "evaluate" else [])]
     out, err = logs.with_suffix(".out"), logs.with_suffix(".err")
     with open(out, "w") as stdout, open(err, "w") as stderr:
         started = time.perf_counter()
