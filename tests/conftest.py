@@ -37,6 +37,25 @@ def tiny_config(root, *overrides):
     return config_module.load(None, [*TINY, f"runtime.root={root}", *overrides])
 
 
+def sine_recordings(folder, count: int = 12, length: int = 120, rate: float = 20.0, given: dict | None = None):
+    """`count` CSV recordings of two channels (a sine whose frequency is the class, `activity` slow or fast) with
+    a time column `t`, and a `split` column when `given` names each recording's split."""
+    import numpy as np
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        label = ("slow", "fast")[index % 2]
+        time = np.arange(length) / rate
+        frequency = 1.0 if label == "slow" else 3.0
+        frame = pd.DataFrame({"t": time, "ax": np.sin(2 * np.pi * frequency * time) + rng.normal(0, 0.1, length),
+                              "ay": np.cos(2 * np.pi * frequency * time), "activity": label})
+        if given is not None:
+            frame["split"] = given[index]
+        frame.to_csv(folder / f"rec{index:02d}.csv", index=False)
+
+
 def stage_command(stage: str, settings: list[str]) -> list[str]:
     """`python -m pipelines <stage> --set ...` for a subprocess."""
     return [sys.executable, "-m", "pipelines", stage, *[item for setting in settings for item in ("--set", setting)]]

@@ -19,24 +19,12 @@ from pipelines.core import workspace
 from pipelines.data import signals
 from pipelines.data.splits import LeakageError
 from pipelines.stages import clean, split
+from tests.conftest import sine_recordings
 
 GIVEN = {**{index: "train" for index in range(8)}, **{index: "test" for index in range(8, 12)}}
 
 
-def _recordings(folder, count: int = 12, length: int = 120, rate: float = 20.0, given: dict | None = None):
-    """`count` CSV recordings of two channels (a sine whose frequency is the class), with a `split` column
-    when `given` names each recording's split."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        label = ("slow", "fast")[index % 2]
-        time = np.arange(length) / rate
-        frequency = 1.0 if label == "slow" else 3.0
-        frame = pd.DataFrame({"t": time, "ax": np.sin(2 * np.pi * frequency * time) + rng.normal(0, 0.1, length),
-                              "ay": np.cos(2 * np.pi * frequency * time), "activity": label})
-        if given is not None:
-            frame["split"] = given[index]
-        frame.to_csv(folder / f"rec{index:02d}.csv", index=False)
+_recordings = sine_recordings
 
 
 SENSOR = ["data.source=sensor_csv", "data.path=recordings", "data.target=activity", "data.time_column=t",

@@ -12,23 +12,14 @@ from pipelines.core import config as config_module
 from pipelines.core import workspace
 from pipelines.data import signals
 from pipelines.stages import clean, split
+from tests.conftest import sine_recordings
 
 # found, never imported (importing aeon needs numba, which our pins exclude; the files are read directly)
 AEON = pytest.mark.skipif(importlib.util.find_spec("aeon") is None,
                           reason="the embedded sensor data ship inside the aeon wheel (make setup)")
 
 
-def _recordings(folder, count: int = 12, length: int = 120, rate: float = 20.0):
-    """`count` CSV recordings of two channels (a sine whose frequency is the class) with a time column."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        label = ("slow", "fast")[index % 2]
-        time = np.arange(length) / rate
-        frequency = 1.0 if label == "slow" else 3.0
-        frame = pd.DataFrame({"t": time, "ax": np.sin(2 * np.pi * frequency * time) + rng.normal(0, 0.1, length),
-                              "ay": np.cos(2 * np.pi * frequency * time), "activity": label})
-        frame.to_csv(folder / f"rec{index:02d}.csv", index=False)
+_recordings = sine_recordings
 
 
 def _config(root, *overrides):
