@@ -24,7 +24,7 @@ from pathlib import Path
 import mlflow
 
 from deploy import bundle as bundles
-from deploy import measure, micro, preflight, report
+from deploy import micro, preflight, report
 from pipelines.core import config as config_module
 from pipelines.core import stage, tracking, workspace
 from pipelines.core.errors import StageError
@@ -87,13 +87,8 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
                                  variants.incumbent(config, bundle, version, model, data, split_folder))
         column = variants.selection_column(config, data)
         reference = keras_row[column]
-        table = variants.convert(model, data, keras_outputs, keras_row, config, folder, rule)
+        table, flatbuffers, costs = variants.measured(model, data, keras_outputs, keras_row, config, folder, rule)
         chosen = variants.choose(table, reference, config.export, column)
-        flatbuffers = {variant: (folder / f"{variant}.tflite").read_bytes() for variant in table}
-        costs, items = {}, data.x["val"].head(config.export.micro_samples)
-        for variant, flatbuffer in flatbuffers.items():
-            device_row, costs[variant] = measure.on_device(flatbuffer, items)
-            table[variant].update(device_row)
         allowed = variants.allowed(table, reference, config.export, column)
         fits = report.fit_table(table, targets, allowed)
         # a board with its own champion (a search under its limits) gets that model, checked the same way

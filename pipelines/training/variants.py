@@ -154,6 +154,19 @@ def convert(model, data: splits.SplitData, keras_outputs: np.ndarray, keras_row:
     return table
 
 
+def measured(model, data: splits.SplitData, keras_outputs: np.ndarray, keras_row: dict,
+             config: config_module.Config, folder: Path, rule: dict | None = None) -> tuple[dict, dict, dict]:
+    """`convert`, then each variant run on TFLM and LiteRT's memory (deploy/measure.py `on_device`) on
+    `export.micro_samples` validation items. Returns (variant -> row, variant -> flatbuffer, variant -> cost)."""
+    table = convert(model, data, keras_outputs, keras_row, config, folder, rule)
+    flatbuffers = {variant: (folder / f"{variant}.tflite").read_bytes() for variant in table}
+    costs, items = {}, data.x["val"].head(config.export.micro_samples)
+    for variant, flatbuffer in flatbuffers.items():
+        row, costs[variant] = measure.on_device(flatbuffer, items)
+        table[variant].update(row)
+    return table, flatbuffers, costs
+
+
 def triage(model, data, representative, keras_outputs, table: dict, folder: Path, config, rule=None) -> None:
     """QuantizationDebugger's worst layers, and an `int8_selective` variant that keeps them in float."""
     from deploy import triage as debugger
@@ -245,11 +258,7 @@ def board_champion(config: config_module.Config, data: splits.SplitData, split_f
     gate = verdict(config, data, outputs, rule, split_folder)
     tracking.tag_version(config, version, {"blessed": str(gate["blessed"]).lower()})
     column = selection_column(config, data)
-    mine = folder / target.name
-    table = convert(model, data, outputs, keras_row, config, mine, rule)
-    flatbuffers = {variant: (mine / f"{variant}.tflite").read_bytes() for variant in table}
-    for variant, flatbuffer in flatbuffers.items():
-        table[variant].update(measure.on_device(flatbuffer, data.x["val"].head(config.export.micro_samples))[0])
+    table, flatbuffers, _ = measured(model, data, outputs, keras_row, config, folder / target.name, rule)
     fit = {**report.fit_table(table, [target], allowed(table, keras_row[column], config.export, column))
            [target.name], "champion": label, f"keras_{column}": keras_row[column]}
     if not gate["blessed"] and not allow_unblessed:
