@@ -43,7 +43,8 @@ PEAK_MACS_PER_CYCLE = {"cortex-m0plus": 0.5, "cortex-m4f": 2.0, "cortex-m33": 2.
 # Cores built with the same SDK and memory system: ESP-IDF's default build and flash-cached code on Espressif's
 # ESP32 (LX6), ESP32-S3 (LX7) and ESP32-C3 (RV32IMC) run TFLite Micro's reference kernels 8 to 14 times slower
 # per clock than a Cortex-M4 does (esp-tflite-micro README), a property of the platform no instruction count
-# predicts. A core with no anchor for a kernel family borrows its group's scale before the family's mean.
+# predicts. A core with no anchor for a kernel family borrows what its group's classes predict (their geometric
+# mean) before the family's mean.
 CORE_GROUPS = {"xtensa-lx6": "espressif", "xtensa-lx7": "espressif", "rv32imc": "espressif"}
 LINUX_CORES = ("cortex-a53", "cortex-a72", "cortex-a76")
 CORES = tuple(PEAK_MACS_PER_CYCLE) + LINUX_CORES
@@ -182,9 +183,12 @@ class Fit:
         return None, f"no anchor for {kernels} (or another {name} library) on {core} or its group"
 
     def _borrowed(self, counts: dict, core: str, kernels: str, classes: list[int]) -> float:
-        """Cycles from the family's weights at the mean scale of other (core, kernels) classes."""
+        """The geometric mean of what the other (core, kernels) classes, each with its own scale and deviations,
+        predict for these counts: what their fitted figures say, not the family's bare weights."""
         weights = self.weights[self.families.index(family(kernels))]
-        return float(_design(counts, core, kernels) @ np.exp(weights) * np.exp(np.mean(self.scales[classes])))
+        design = _design(counts, core, kernels)
+        logs = [np.log(design @ np.exp(weights + self.deviations[index])) + self.scales[index] for index in classes]
+        return float(np.exp(np.mean(logs)))
 
 
 def leave_one_out(rows: list[dict], profiles: dict) -> list[dict]:

@@ -22,13 +22,11 @@ def test_every_anchor_row_is_predicted_without_itself_within_the_issue_s_median(
     assert len(errors) == len(rows)
     figures = latency.summary(errors)
     assert figures["latency_model_median_abs_error"] <= 0.30
-    # The issue's bound is 0.60; the fit reaches 0.63. The rows beyond 0.60 are the two the model cannot see
-    # coming: the ESP32's reference kernels (1.8 times the ESP32-S3's cycles, the only reference row on its core)
-    # and the fully connected autoencoder on the Cortex-M4's reference kernels (half the cycles per MAC of the
-    # convolutions, and the only fully connected model). Everything else is within 0.60.
+    # The issue's bound is 0.60; the fit reaches 0.63. The one row beyond 0.60 is the one the model cannot see
+    # coming: the fully connected autoencoder on the Cortex-M4's reference kernels (half the cycles per MAC of
+    # the convolutions, and the only fully connected model on reference kernels). Everything else is within 0.60.
     beyond = sorted((item["model"], item["core"], item["kernels"]) for item in errors if abs(item["error"]) > 0.60)
-    assert set(beyond) <= {("ad", "cortex-m4f", "tflm-reference"),
-                           ("person_detection", "xtensa-lx6", "tflm-reference")}, beyond
+    assert set(beyond) <= {("ad", "cortex-m4f", "tflm-reference")}, beyond
     assert figures["latency_model_max_abs_error"] <= 0.65
 
 
@@ -41,6 +39,11 @@ def test_a_core_without_an_anchor_of_its_family_borrows_its_group_s_scale(anchor
     # the group's reference kernels are several times slower per clock than the Cortex-M4's
     m4, _ = fit.cycles(profiles["person_detection"], "cortex-m4f", "tflm-reference")
     assert cycles > 3 * m4
+    # borrowed from what the group's classes predict, each with its own deviations: the ESP32 (1.8 times the
+    # ESP32-S3's cycles) is then within 0.5 of its measured 4,084 ms (the family's bare weights gave -0.62)
+    measured = next(float(row["latency_ms"]) for row in rows
+                    if row["core"] == "xtensa-lx6" and row["kernels"] == "tflm-reference")
+    assert abs(cycles / 240e3 / measured - 1) <= 0.5
     # a core outside any group, with no anchor, gets no figure rather than a guess
     assert latency.Fit([row for row in without if row["core"] != "cortex-m0plus"], profiles).cycles(
         profiles["kws"], "cortex-m0plus", "bosch-hale")[0] is None
