@@ -406,3 +406,20 @@ def test_the_trials_plot_takes_a_choice_of_lists(tmp_path):
               {"phase": "grid", "params": {"model.filters": [32], "train.learning_rate": 1e-2}, KEY: 0.95}]
     tuning.plot(trials, {KEY: 0.8}, KEY, tmp_path / "trials.png")
     assert (tmp_path / "trials.png").stat().st_size > 1000
+
+
+def test_the_qmc_sampler_spreads_phase_one_over_every_stratum_and_is_seeded():
+    space = {"train.learning_rate": config_module.ParamSpace(kind="uniform", low=0.0, high=1.0),
+             "model.l2": config_module.ParamSpace(kind="uniform", low=0.0, high=1.0)}
+
+    def strata(kind: str, seed: int) -> list[int]:
+        points = np.array([[trial["train.learning_rate"], trial["model.l2"]]
+                           for trial in search.sample(space, 9, seed, kind)])
+        # the first point shows the sampler the space (drawn at random); the eight after it are Sobol points
+        return [len(set(np.floor(points[1:, axis] * 8).astype(int))) for axis in (0, 1)]
+
+    for seed in (0, 1, 2):
+        assert strata("qmc", seed) == [8, 8]  # one point in each eighth of each axis
+    assert any(strata("random", seed) != [8, 8] for seed in (0, 1, 2))
+    assert search.sample(space, 5, 3, "qmc") == search.sample(space, 5, 3, "qmc")
+    assert search.sample(space, 5, 3, "qmc") != search.sample(space, 5, 4, "qmc")

@@ -77,9 +77,21 @@ def decode(space: dict[str, config_module.ParamSpace], params: dict) -> dict:
     return decoded
 
 
-def sample(space: dict[str, config_module.ParamSpace], count: int, seed: int) -> list[dict]:
-    """Phase 1: `count` parameter sets drawn by Optuna's RandomSampler with `seed`, as config values."""
-    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+def sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Phase 1's sampler: `random` (Optuna's RandomSampler) or `qmc` (its QMCSampler on a scrambled Sobol
+    sequence, which spreads a few points evenly over the space; categorical parameters, which it cannot place,
+    and the first point, which shows it the space, come from the seeded RandomSampler)."""
+    if kind == "qmc":
+        warnings.filterwarnings("ignore", "QMCSampler is experimental", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                          independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                                          warn_independent_sampling=False, warn_asynchronous_seeding=False)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def sample(space: dict[str, config_module.ParamSpace], count: int, seed: int, kind: str = "random") -> list[dict]:
+    """Phase 1: `count` parameter sets drawn by the `kind` sampler with `seed`, as config values."""
+    scratch = optuna.create_study(sampler=sampler(kind, seed))
     plan = []
     for _ in range(count):
         trial = scratch.ask(distributions(space))

@@ -40,7 +40,7 @@ def apply(config: config_module.Config, params: dict) -> config_module.Config:
 
 
 def sample(settings: config_module.SearchConfig) -> list[dict]:
-    return search.sample(settings.space, settings.n_trials, settings.seed)
+    return search.sample(settings.space, settings.n_trials, settings.seed, settings.sampler)
 
 
 def log_trial(config: config_module.Config, trial: dict, key: str) -> str:

@@ -325,6 +325,9 @@ def _check_choices(config: Config, path: str, values: tuple) -> None:
 @dataclass(frozen=True)
 class SearchConfig:
     n_trials: int = option(4, "phase 1: random-search trials", at_least(0))
+    sampler: str = option("random", "phase 1's sampler: random (Optuna's RandomSampler) or qmc (its QMCSampler, a "
+                          "scrambled Sobol sequence: a few points spread evenly over the space)",
+                          one_of("random", "qmc"))
     grid_points: int = option(0, "phase 2: grid values per numeric parameter around the top trials (0: no grid)",
                               at_least(0))
     top_k: int = option(3, "phase 2: the best random trials whose region the grid spans", at_least(1))
