@@ -57,6 +57,21 @@ def _default_model_settings():
                                     "model": {"architecture": "cnn1d"}}).model
 
 
+def test_cnn1d_trains_on_the_fcn_schedule_unless_the_config_says_otherwise():
+    """cnn1d's own train and search defaults (the published FCN recipe, scaled down) fill only the keys a config
+    leaves out; other architectures keep the global defaults."""
+    fcn = config_module.from_dict({"data": {"source": "basic_motions"}, "model": {"architecture": "cnn1d"}})
+    assert (fcn.train.epochs, fcn.train.patience, fcn.train.reduce_lr_patience, fcn.train.min_learning_rate,
+            fcn.search.epochs) == (300, 60, 20, 1e-4, 300)
+    given = config_module.from_dict({"data": {"source": "basic_motions"}, "model": {"architecture": "cnn1d"},
+                                     "train": {"epochs": 7}}, ["train.reduce_lr_patience=0"])
+    assert (given.train.epochs, given.train.patience, given.train.reduce_lr_patience) == (7, 60, 0)
+    lstm = config_module.from_dict({"data": {"source": "basic_motions"}, "model": {"architecture": "recurrent"}})
+    assert (lstm.train.epochs, lstm.train.reduce_lr_patience, lstm.search.epochs) == (60, 0, 40)
+    # a saved config (every key written) loads back as itself
+    assert config_module.from_dict(config_module.to_dict(given)) == given
+
+
 def test_the_default_cnn_is_a_fully_convolutional_network_of_configurable_depth_width_and_kernels(data):
     defaults = _default_model_settings()
     assert (defaults.filters, defaults.kernel_sizes, defaults.batch_norm) == ((128, 256, 128), (8, 5, 3), True)

@@ -108,8 +108,7 @@ def from_dict(values: dict | None, overrides: list[str] | tuple[str, ...] = ()) 
     tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain data
     for key, value in schema.parse_overrides(overrides):
         schema.set_path(tree, key, value)
-    if "model" in tree:
-        tree["model"] = architecture_defaults(tree["model"])
+    tree = architecture_defaults(tree)
     config = schema.build(Config, tree)
     schema.check_sections(config, config)
     return config
