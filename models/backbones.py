@@ -83,6 +83,19 @@ def unfreeze(layer: keras.layers.Layer, top_layers: int) -> int:
     return len(layer.trainable_weights)
 
 
+def settle(layer: keras.layers.Layer) -> None:
+    """After fine-tuning: a hub.KerasLayer's variables back in the order a freshly loaded one lists them (the
+    SavedModel's trainable variables, then the rest), so that a saved model's weights load back into the right
+    variables; `unfreeze` had moved the frozen ones (batch norm's among them) to the non-trainable list. Other
+    layers keep their order whatever is frozen, so they are left as they are."""
+    if not isinstance(layer, hub.KerasLayer):
+        return
+    trainable = list(layer._func.trainable_variables)
+    kept = {id(variable) for variable in trainable}
+    layer._trainable_weights[:] = trainable
+    layer._non_trainable_weights[:] = [variable for variable in layer._func.variables if id(variable) not in kept]
+
+
 BATCH_NORM_VARIABLES = {"gamma", "beta", "moving_mean", "moving_variance"}
 
 

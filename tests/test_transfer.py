@@ -134,6 +134,24 @@ def test_fine_tune_layers_unfreezes_the_top_layers_of_a_project_backbone_with_ba
     assert moved == {"conv1/kernel:0", "conv2/kernel:0"}
 
 
+def test_a_fine_tuned_project_backbone_saves_and_loads_back_as_it_predicts(tmp_path):
+    """Unfreezing moves batch norm's gamma and beta to the hub layer's non-trainable weights; the saved model must
+    still list its weights in the order a freshly loaded hub.KerasLayer does, or they load into the wrong
+    variables (an h5 file, as MLflow's TensorFlow flavour writes it, failed with a shape mismatch)."""
+    backbone = _hub_backbone(tmp_path)
+    head = transfer.build_head(config_module.ModelConfig(dense_units=8), 32, 3, "classification")
+    model = transfer.build_transfer(backbone, head, (16, 16, 1))
+    backbones.unfreeze(backbone, 0)
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 16, 16, 1)).astype(np.float32)
+    model.fit(x, rng.integers(0, 3, 16), epochs=1, batch_size=8, verbose=0)
+    backbones.settle(backbone)
+    model.save(tmp_path / "model.h5")
+    loaded = keras.models.load_model(tmp_path / "model.h5", custom_objects=backbones.CUSTOM_OBJECTS)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 def test_fine_tune_layers_counts_layers_with_weights_of_an_applications_backbone(tmp_path):
     source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     source.save_weights(tmp_path / "mobilenet.h5")  # made by the test, never presented as pretrained

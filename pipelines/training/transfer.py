@@ -139,6 +139,7 @@ def train(config: config_module.Config, data: SplitData, folder: Path | None, ba
         fitting.compile_model(model, config, data.task, rate)
         second, scores = fitting.fit_compiled(model, config, data, settings.fine_tune_epochs,
                                               backup_dir=backup("fine_tune"), offset=len(history["loss"]), **options)
+        backbones.settle(backbone)  # its variables in the order a saved model loads them back in
         history = {key: history[key] + second.get(key, []) for key in history}
         scores = {**scores, **tracking_scores}
     return model, history, scores
