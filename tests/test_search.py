@@ -338,6 +338,26 @@ def test_a_tune_worker_without_a_running_search_says_so(tmp_path):
         tuning.work(config, idle_seconds=1)
 
 
+def _formula_trial(trial, config, split_folder, digest):
+    """A trial without training: its score is a formula of the parameters (best at learning rate 10^-2.5)."""
+    params = {path: search._suggest(trial, path, distribution)
+              for path, distribution in search.distributions(config.search.space).items()}
+    trial.set_user_attr("seconds", 0.0)
+    return 1.0 - abs(np.log10(params["train.learning_rate"]) + 2.5) - abs(params.get("model.dropout_rate", 0) - 0.2)
+
+
+def test_by_default_the_search_runs_random_then_grid_and_one_random_trial_stays_one(tmp_path, monkeypatch):
+    """The course's recipe is the default: 4 random trials, then the grid around the best 2, 8 in all."""
+    space = {"train.learning_rate": {"kind": "log_uniform", "low": 1e-4, "high": 1e-1},
+             "model.dropout_rate": {"kind": "uniform", "low": 0.0, "high": 0.5}}
+    monkeypatch.setattr(search, "run_trial", _formula_trial)
+    config = _prepared(tmp_path, n_trials=4, epochs=1, space=space)
+    phases = [trial["phase"] for trial in tuning.search_trials(tuning.Search(config))]
+    assert (phases.count("random"), phases.count("grid")) == (4, 4)
+    one = config_module.replace_path(config, "search.n_trials", 1)
+    assert [trial["phase"] for trial in tuning.search_trials(tuning.Search(one))] == ["random"]
+
+
 @pytest.mark.slow
 def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path, monkeypatch):
     """Ctrl-C in the middle of a trial: the study stays open, the trial goes back to the queue, and the rerun

@@ -341,10 +341,10 @@ class SearchConfig:
     sampler: str = option("random", "phase 1's sampler: random (Optuna's RandomSampler) or qmc (its QMCSampler, a "
                           "scrambled Sobol sequence: a few points spread evenly over the space)",
                           one_of("random", "qmc"))
-    grid_points: int = option(0, "phase 2: grid values per numeric parameter around the top trials (0: no grid)",
+    grid_points: int = option(3, "phase 2: grid values per numeric parameter around the top trials (0: no grid)",
                               at_least(0))
-    top_k: int = option(3, "phase 2: the best random trials whose region the grid spans", at_least(1))
-    max_trials: int = option(0, "budget: most trials in all (0: no cap)", at_least(0))
+    top_k: int = option(2, "phase 2: the best random trials whose region the grid spans", at_least(1))
+    max_trials: int = option(8, "budget: most trials in all (0: no cap)", at_least(0))
     max_seconds: float = option(0.0, "budget: no new trial starts after this many seconds (0: no limit)", at_least(0))
     objective: str = option("val", "val (the validation split) or cv (k folds of train+val, split.folds)",
                             one_of("val", "cv"))
