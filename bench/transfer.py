@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+import yaml
 
 import models
+from bench import scale
 from models import transfer as transfer_models
 from pipelines import __main__ as cli
 from pipelines.core import config as config_module
@@ -31,12 +33,15 @@ from pipelines.training import transfer
 
 WORK = Path(__file__).parent / ".work" / "transfer"
 BATCH = 128  # the same for both timings
+PHOTOS, PHOTO_SIDE = 1500, 64
 
 
-def _pipeline(config_file: str, *stages: str, extra: tuple[str, ...] = ()) -> config_module.Config:
+def _pipeline(config_file: str, *stages: str, extra: tuple[str, ...] = (),
+              flags: dict[str, list[str]] | None = None) -> config_module.Config:
     overrides = [f"runtime.root={WORK}", "runtime.verbose=0", *extra]
     for name in stages:
-        arguments = [name, "--config", config_file] + [item for value in overrides for item in ("--set", value)]
+        arguments = [name, "--config", config_file, *(flags or {}).get(name, [])] + [
+            item for value in overrides for item in ("--set", value)]
         if cli.main(arguments) != 0:
             raise RuntimeError(f"bench transfer: stage {name} failed on {config_file}")
     return config_module.load(config_file, overrides)
@@ -70,6 +75,45 @@ def _throughput_ratio(config: config_module.Config, data: splits.SplitData) -> f
     return rates["augmented"] / rates["plain"]
 
 
+def _photo_config(name: str, model: dict, recipe: dict) -> Path:
+    """The photo-crop experiment `name` in the work folder, with `model`'s and `recipe`'s (transfer) fields; the
+    rest shared."""
+    tree = {"experiment": f"photos_{name}",
+            "data": {"source": "image_folder", "path": str(WORK / f"photos-{PHOTOS}"), "image_size": PHOTO_SIDE,
+                     "channels": 3},
+            "model": model, "transfer": recipe, "train": {"epochs": 40, "patience": 8},
+            "augment": {"transforms": [{"name": "HorizontalFlip", "p": 0.5}]},
+            "search": {"n_trials": 0}, "export": {"variants": ["int8"], "targets": ["cortex_m4"]}}
+    path = WORK / f"photos_{name}.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def photo_crops() -> dict:
+    """The project backbone against the small CNN on photo crops: test accuracy, parameters, Cortex-M4 fit."""
+    scale.make_folder(WORK / f"photos-{PHOTOS}", PHOTOS)
+    figures = {}
+    for name, model, recipe in (("small_cnn", {}, {}),
+                        ("project_backbone", {"architecture": "transfer", "backbone": {
+                            "kind": "project_autoencoder", "filters": [32, 64], "pretrain_epochs": 30}},
+                         {"method": "fine_tune", "fine_tune_lr_factor": 0.1, "fine_tune_epochs": 20})):
+        stages = ("clean", "split", "pretrain", "train", "export", "evaluate") if model else (
+            "clean", "split", "train", "export", "evaluate")
+        # both models are scored on the same test crops, by design: the second evaluate reuses the test items
+        config = _pipeline(str(_photo_config(name, model, recipe)), *stages, flags={"evaluate": ["--reuse-test"]})
+        report = workspace.read_json(workspace.stage_dir(WORK, config.experiment, "evaluate") / "test_report.json")
+        table = workspace.read_json(workspace.stage_dir(WORK, config.experiment, "export") / "export_table.json")
+        trained = workspace.read_manifest(workspace.stage_dir(WORK, config.experiment, "train"))
+        figures.update({f"{name}_test_accuracy": report["results"]["keras"]["accuracy"],
+                        f"{name}_params": int(trained["metrics"]["model/params"]),
+                        f"{name}_fits_cortex_m4": int(
+                            table["targets"]["cortex_m4"]["variants"]["int8"]["verdict"] == "fits")})
+        if model:
+            pretrained = workspace.read_manifest(workspace.stage_dir(WORK, config.experiment, "pretrain"))
+            figures[f"{name}_pretrain_gain"] = pretrained["metrics"]["pretrain/val_gain"]
+    return figures
+
+
 def run() -> dict:
     shutil.rmtree(WORK, ignore_errors=True)
     config = _pipeline("configs/digits_transfer.yaml", "clean", "split", "pretrain", "train")
@@ -83,7 +127,7 @@ def run() -> dict:
     target = _pipeline("configs/digits_5to9.yaml", "clean", "split", "pretrain", "train", "tune", "export",
                        "evaluate", extra=("search.n_trials=0",))  # the frozen-backbone model as trained
     report = workspace.read_json(workspace.stage_dir(WORK, target.experiment, "evaluate") / "test_report.json")
-    return {"feature_extraction_val_accuracy": train["phase1/val/accuracy"],
+    return {**photo_crops(), "feature_extraction_val_accuracy": train["phase1/val/accuracy"],
             "fine_tune_val_accuracy": train["val/accuracy"],
             "source_target_test_accuracy": report["results"]["keras"]["accuracy"],
             "cached_head_speedup": round(float(speedup), 2),
