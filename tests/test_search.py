@@ -347,13 +347,16 @@ def _formula_trial(trial, config, split_folder, digest):
 
 
 def test_by_default_the_search_runs_random_then_grid_and_one_random_trial_stays_one(tmp_path, monkeypatch):
-    """The course's recipe is the default: 4 random trials, then the grid around the best 2, 8 in all."""
+    """The course's recipe is the default: 5 trials spread by a Sobol sequence, then the grid around the best 2, 9
+    in all."""
     space = {"train.learning_rate": {"kind": "log_uniform", "low": 1e-4, "high": 1e-1},
              "model.dropout_rate": {"kind": "uniform", "low": 0.0, "high": 0.5}}
     monkeypatch.setattr(search, "run_trial", _formula_trial)
-    config = _prepared(tmp_path, n_trials=4, epochs=1, space=space)
+    config = _prepared(tmp_path, epochs=1, space=space)
+    config = config_module.replace_path(config, "search.n_trials", config_module.SearchConfig().n_trials)
+    assert config.search.sampler == "qmc"
     phases = [trial["phase"] for trial in tuning.search_trials(tuning.Search(config))]
-    assert (phases.count("random"), phases.count("grid")) == (4, 4)
+    assert (phases.count("random"), phases.count("grid")) == (5, 4)
     one = config_module.replace_path(config, "search.n_trials", 1)
     assert [trial["phase"] for trial in tuning.search_trials(tuning.Search(one))] == ["random"]
 

@@ -337,14 +337,14 @@ def _check_choices(config: Config, path: str, values: tuple) -> None:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    n_trials: int = option(4, "phase 1: random-search trials", at_least(0))
-    sampler: str = option("random", "phase 1's sampler: random (Optuna's RandomSampler) or qmc (its QMCSampler, a "
+    n_trials: int = option(5, "phase 1: random-search trials", at_least(0))
+    sampler: str = option("qmc", "phase 1's sampler: random (Optuna's RandomSampler) or qmc (its QMCSampler, a "
                           "scrambled Sobol sequence: a few points spread evenly over the space)",
                           one_of("random", "qmc"))
     grid_points: int = option(3, "phase 2: grid values per numeric parameter around the top trials (0: no grid)",
                               at_least(0))
     top_k: int = option(2, "phase 2: the best random trials whose region the grid spans", at_least(1))
-    max_trials: int = option(8, "budget: most trials in all (0: no cap)", at_least(0))
+    max_trials: int = option(9, "budget: most trials in all (0: no cap)", at_least(0))
     max_seconds: float = option(0.0, "budget: no new trial starts after this many seconds (0: no limit)", at_least(0))
     objective: str = option("val", "val (the validation split) or cv (k folds of train+val, split.folds)",
                             one_of("val", "cv"))
