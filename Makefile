@@ -22,15 +22,13 @@ help: ## list the targets
 	@$(PYTHON) -m pipelines.stages help
 	@echo "  CONFIG=$(CONFIG) (override: make train CONFIG=configs/x.yaml ARGS='--set train.epochs=3 --force')"
 
-# --no-compile: pip would byte-compile all 17,000 installed modules up front (measured: 92 s of CPU of a setup
-# of about 4 minutes on 2 cores); Python compiles, once, only the ones a run imports.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	# aeon only for the sensor datasets inside its wheel (read as files, never imported): its pins (numba<0.64,
 	# pandas<3.1) exclude ours, so it comes without its dependencies (see pipelines/data/signals.py)
-	$(PY) -m pip install --quiet --no-compile --no-deps aeon==1.6.0
+	$(PY) -m pip install --quiet --no-deps aeon==1.6.0
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (quick when done)

@@ -278,7 +278,8 @@ def test_two_workers_share_a_study_and_a_kill_loses_only_the_running_trials(tmp_
     """The tune stage and a `tune-worker` on one study; both are SIGKILLed mid-trial; a rerun finishes the
     study: exactly the planned trials, no point run twice, only the two running trials lost (and retried)."""
     storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
-    config = _prepared(tmp_path, n_trials=6, grid_points=5, top_k=2, epochs=12, storage=storage)
+    config = _prepared(tmp_path, n_trials=6, grid_points=5, top_k=2, max_trials=0, sampler="random", epochs=12,
+                       storage=storage)
     resolved = tmp_path / "search.yaml"
     resolved.write_text(yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
     command = [sys.executable, "-m", "pipelines"]
@@ -322,7 +323,7 @@ def test_two_workers_share_a_study_and_a_kill_loses_only_the_running_trials(tmp_
 
 @pytest.mark.slow
 def test_n_jobs_starts_local_workers_that_share_the_plan(tmp_path):
-    config = _prepared(tmp_path, n_trials=6, grid_points=0, epochs=6, n_jobs=2)
+    config = _prepared(tmp_path, n_trials=6, grid_points=0, max_trials=0, sampler="random", epochs=6, n_jobs=2)
     trials = tuning.search_trials(tuning.Search(config))
     assert len(trials) == 6 and len({search.key(trial["params"]) for trial in trials}) == 6
     assert len({trial["worker"] for trial in trials}) == 2  # this process and the one it started
