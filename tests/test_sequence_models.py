@@ -70,6 +70,10 @@ def test_cnn1d_trains_on_the_fcn_schedule_unless_the_config_says_otherwise():
     assert (lstm.train.epochs, lstm.train.reduce_lr_patience, lstm.search.epochs) == (60, 0, 40)
     # a saved config (every key written) loads back as itself
     assert config_module.from_dict(config_module.to_dict(given)) == given
+    # a learning rate at the default floor is refused with the floor's origin named
+    with pytest.raises(config_module.ConfigError, match="cnn1d's default floor"):
+        config_module.from_dict({"data": {"source": "basic_motions"}, "model": {"architecture": "cnn1d"},
+                                 "train": {"learning_rate": 1e-4}})
 
 
 def test_the_default_cnn_is_a_fully_convolutional_network_of_configurable_depth_width_and_kernels(data):

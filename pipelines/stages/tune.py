@@ -1,6 +1,7 @@
 """tune: random search first, then a grid around the best region, on validation data only, on Optuna.
 
-Phase 1 samples `search.n_trials` parameter sets from `search.space` (Optuna's seeded RandomSampler).
+Phase 1 samples `search.n_trials` parameter sets from `search.space` (`search.sampler`: Optuna's seeded
+QMCSampler on a scrambled Sobol sequence by default, or its RandomSampler).
 Phase 2 spans a grid (`search.grid_points` values per numeric parameter, log-spaced where the distribution is)
 over the region of the `search.top_k` best random trials, nearest the best trial first. The search
 (pipelines/training/tuning.py, on Optuna in search.py) plans each phase in an Optuna study (enqueued trials, each

@@ -229,8 +229,12 @@ class TrainConfig:
 
     def check(self, config: Config) -> None:
         if self.reduce_lr_patience and self.min_learning_rate >= self.learning_rate:
+            own = ARCHITECTURE_DEFAULTS.get(config.model.architecture, {}).get("train", {})
+            origin = (f" ({config.model.architecture}'s default floor: set train.min_learning_rate lower)"
+                      if own.get("min_learning_rate") == self.min_learning_rate else "")
             raise ConfigError(f"train.min_learning_rate: must be below train.learning_rate "
-                              f"({self.learning_rate:g}) for ReduceLROnPlateau to act, got {self.min_learning_rate:g}")
+                              f"({self.learning_rate:g}) for ReduceLROnPlateau to act, got {self.min_learning_rate:g}"
+                              f"{origin}")
         unknown = sorted(set(self.floors) - set(THRESHOLDED))
         if unknown:
             raise ConfigError(f"train.floors: {unknown} are not decision metrics (choose from {list(THRESHOLDED)})")
