@@ -42,9 +42,10 @@ PEAK_MACS_PER_CYCLE = {"cortex-m0plus": 0.5, "cortex-m4f": 2.0, "cortex-m33": 2.
                        "cortex-m55": 8.0, "cortex-m85": 8.0, "xtensa-lx6": 0.5, "xtensa-lx7": 16.0, "rv32imc": 0.5}
 # Cores built with the same SDK and memory system: ESP-IDF's default build and flash-cached code on Espressif's
 # ESP32 (LX6), ESP32-S3 (LX7) and ESP32-C3 (RV32IMC) run TFLite Micro's reference kernels 8 to 14 times slower
-# per clock than a Cortex-M4 does (esp-tflite-micro README), a property of the platform no instruction count
-# predicts. A core with no anchor for a kernel family borrows what its group's classes predict (their geometric
-# mean) before the family's mean.
+# per clock than the anchors' `tflm-reference-2.3.1` Cortex-M4 rows (which, their build scripts show, used 2020's
+# CMSIS-NN: see the anchors file's caveat), a property of the platform no instruction count predicts. A core
+# with no anchor for a kernel family borrows what its group's classes predict (their geometric mean) before the
+# family's mean.
 CORE_GROUPS = {"xtensa-lx6": "espressif", "xtensa-lx7": "espressif", "rv32imc": "espressif"}
 LINUX_CORES = ("cortex-a53", "cortex-a72", "cortex-a76")
 CORES = tuple(PEAK_MACS_PER_CYCLE) + LINUX_CORES
