@@ -140,3 +140,25 @@ def test_the_train_stage_prints_tags_and_reports_its_bias_variance_verdict(tmp_p
     assert run.data.metrics["fit/gap"] == pytest.approx(report["gap"])
     rates = MlflowClient().get_metric_history(result.run_id, "train/learning_rate")
     assert len(rates) == result.metrics["train/epochs_run"] and rates[0].value == pytest.approx(1e-3)
+
+
+def test_train_monitor_lets_early_stopping_follow_the_training_loss_while_validation_still_scores():
+    # validation labels the features cannot tell: the validation loss worsens as training learns, the training
+    # loss keeps falling (full batches, a learnable rule)
+    rng = np.random.default_rng(0)
+    x_train, x_val = rng.normal(size=(64, 4)).astype(np.float32), rng.normal(size=(64, 4)).astype(np.float32)
+    data = SplitData(x={"train": readers.ArrayReader(x_train), "val": readers.ArrayReader(x_val)},
+                     y={"train": (x_train[:, 0] > 0).astype(np.int64), "val": (x_val[:, 0] <= 0).astype(np.int64)},
+                     dataset={"task": "classification", "class_names": ["a", "b"]},
+                     normalizer={"scope": "in_preprocessing"})
+    fields = ["data.source=csv", "data.path=x.csv", "data.target=y", "model.architecture=mlp",
+              "model.hidden_layers=1", "model.dense_units=8", "train.batch_size=64", "train.patience=2",
+              "train.learning_rate=0.05", "train.checkpoint=false"]
+    _, by_val, _ = fitting.fit(config_module.load(None, fields), data, epochs=15, log_to_mlflow=False)
+    _, by_train, scores = fitting.fit(config_module.load(None, fields + ["train.monitor=train"]), data, epochs=15,
+                                      log_to_mlflow=False)
+    assert len(by_val["loss"]) < 15  # stopped on the worsening validation loss
+    assert len(by_train["loss"]) == 15 and by_train["loss"][-1] < by_train["loss"][0]
+    assert scores["val/accuracy"] < 0.5  # validation still scores the model it kept
+    with pytest.raises(config_module.ConfigError, match="train.monitor"):
+        config_module.load(None, ["train.monitor=test"])

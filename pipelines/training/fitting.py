@@ -326,8 +326,10 @@ def fit_compiled(model: keras.Model, config: config_module.Config, data: SplitDa
     goal = objective(data.task, config.train)
     class_names = data.class_names if data.task == "classification" else []
     scorer = ObjectiveLogger(goal, val, data.y["val"], class_names) if goal.named else None
-    # a named objective is watched itself; otherwise the smooth validation loss
+    # a named objective is watched itself; otherwise the smooth validation loss; or the training loss
     monitor, mode = ("val_selection", "max") if scorer is not None else ("val_loss", "min")
+    if config.train.monitor == "train":
+        monitor, mode = "loss", "min"
     started = time.perf_counter()
     history = guarded_fit(
         model, train, epochs=epochs, validation_data=val, patience=config.train.patience,

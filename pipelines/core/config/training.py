@@ -199,6 +199,10 @@ class TrainConfig:
     loss: str = option("auto", "auto (sparse categorical cross-entropy or MSE by task) or a loss name",
                        one_of("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
                               "binary_crossentropy", "mae", "mse", "mape"))
+    monitor: str = option("val", "what early stopping, ReduceLROnPlateau and the restored best weights follow: val "
+                          "(the validation loss, or a named train.objective) or train (the training loss, as the "
+                          "published FCN recipe selects; validation still scores trials, gates and the report)",
+                          one_of("val", "train"))
     reduce_lr_patience: int = option(0, "ReduceLROnPlateau patience in epochs (0: off); it watches what early "
                                      "stopping watches", at_least(0))
     reduce_lr_factor: float = option(0.5, "ReduceLROnPlateau: the learning rate is multiplied by this on a plateau",
