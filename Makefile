@@ -22,13 +22,17 @@ help: ## list the targets
 	@$(PYTHON) -m pipelines.stages help
 	@echo "  CONFIG=$(CONFIG) (override: make train CONFIG=configs/x.yaml ARGS='--set train.epochs=3 --force')"
 
+# pip byte-compiles what it installs one file at a time (92 s of CPU for the 17,000 modules); installing with
+# --no-compile and then compiling them all with compileall on every core leaves the same .pyc files in less
+# time. Like pip, it skips the few files that do not compile (test data of some packages).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-compile -e '.[dev]'
 	# aeon only for the sensor datasets inside its wheel (read as files, never imported): its pins (numba<0.64,
 	# pandas<3.1) exclude ours, so it comes without its dependencies (see pipelines/data/signals.py)
-	$(PY) -m pip install --quiet --no-deps aeon==1.6.0
+	$(PY) -m pip install --quiet --no-compile --no-deps aeon==1.6.0
+	@$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (quick when done)
