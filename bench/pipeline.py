@@ -28,10 +28,11 @@ def _timed(root: Path) -> float:
 
 def fresh_clone() -> dict:
     """`make setup` and then `make pipeline` in a fresh clone of HEAD, each timed."""
-    # MAKEFLAGS and friends: under `make bench ARGS=pipeline` they would hand ARGS=pipeline to the inner make
+    # MAKEFLAGS and friends, and the outer make's command-line variables, which make exports to its recipes: under
+    # `make bench ARGS=pipeline` they would hand ARGS=pipeline to the inner make
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("MLFLOW_TRACKING_URI", "VIRTUAL_ENV", "PYTHONPATH", "TF_USE_LEGACY_KERAS",
-                                  "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+                                  "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "ARGS", "CONFIG")}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
         clone = Path(folder) / "clone"
         subprocess.run(["git", "clone", "--quiet", str(Path(__file__).parent.parent), str(clone)], check=True)
