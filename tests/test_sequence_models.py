@@ -62,12 +62,13 @@ def test_cnn1d_trains_on_the_fcn_schedule_unless_the_config_says_otherwise():
     leaves out; other architectures keep the global defaults."""
     fcn = config_module.from_dict({"data": {"source": "basic_motions"}, "model": {"architecture": "cnn1d"}})
     assert (fcn.train.epochs, fcn.train.patience, fcn.train.reduce_lr_patience, fcn.train.min_learning_rate,
-            fcn.search.epochs) == (300, 60, 20, 1e-4, 300)
+            fcn.train.monitor, fcn.search.epochs) == (300, 60, 20, 1e-4, "train", 300)
     given = config_module.from_dict({"data": {"source": "basic_motions"}, "model": {"architecture": "cnn1d"},
                                      "train": {"epochs": 7}}, ["train.reduce_lr_patience=0"])
     assert (given.train.epochs, given.train.patience, given.train.reduce_lr_patience) == (7, 60, 0)
     lstm = config_module.from_dict({"data": {"source": "basic_motions"}, "model": {"architecture": "recurrent"}})
-    assert (lstm.train.epochs, lstm.train.reduce_lr_patience, lstm.search.epochs) == (60, 0, 40)
+    assert (lstm.train.epochs, lstm.train.reduce_lr_patience, lstm.train.monitor, lstm.search.epochs) == \
+        (60, 0, "val", 40)
     # a saved config (every key written) loads back as itself
     assert config_module.from_dict(config_module.to_dict(given)) == given
     # a learning rate at the default floor is refused with the floor's origin named
