@@ -51,11 +51,12 @@ def each_positive(values: tuple) -> str | None:
 # schedule scaled down (Fawaz et al. 2019 train it 2,000 epochs and halve the learning rate after 50 epochs
 # without progress, down to 1e-4, and keep the model of least training loss): 300 epochs, early stopping after 60,
 # the rate halved after 20, floor 1e-4, all following the training loss (`monitor: train`; validation of a
-# dataset's own small training part held 12 series for ItalyPowerDemand). The archive's series are few and short, so an epoch is a step or a few. docs/kinds/sensors.md has the
-# measurements.
+# dataset's own small training part held 12 series for ItalyPowerDemand). The archive's series are few and short,
+# so an epoch is a step or a few. docs/kinds/sensors.md has the measurements.
 ARCHITECTURE_DEFAULTS = {"cnn1d": {
     "model": {"filters": [128, 256, 128], "batch_norm": True},
-    "train": {"epochs": 300, "patience": 60, "reduce_lr_patience": 20, "min_learning_rate": 1e-4, "monitor": "train"},
+    "train": {"epochs": 300, "patience": 60, "reduce_lr_patience": 20, "min_learning_rate": 1e-4,
+              "monitor": "train"},
     "search": {"epochs": 300}}}
 
 
@@ -195,8 +196,8 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "initial learning rate", greater_than(0))
     optimizer: str = option("adam", "adam, sgd (momentum 0.9, Nesterov), rmsprop or adagrad",
                             one_of("adam", "sgd", "rmsprop", "adagrad"))
-    patience: int = option(12, "epochs without improvement (val_loss, or a named train.objective) before early "
-                           "stopping", at_least(1))
+    patience: int = option(12, "epochs without improvement (val_loss, a named train.objective, or the training "
+                           "loss with monitor: train) before early stopping", at_least(1))
     loss: str = option("auto", "auto (sparse categorical cross-entropy or MSE by task) or a loss name",
                        one_of("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
                               "binary_crossentropy", "mae", "mse", "mape"))
@@ -216,7 +217,8 @@ class TrainConfig:
     underfit_shortfall: float = option(0.05, "bias-variance line: under-fitting when the training score falls short "
                                        "of perfect by more than this (1 - accuracy-like metric; errors: the "
                                        "training error as a share of a constant predictor's)", greater_than(0))
-    checkpoint: bool = option(True, "ModelCheckpoint of the best val_loss weights in the stage folder")
+    checkpoint: bool = option(True, "ModelCheckpoint of the best weights (by what train.monitor names) in the "
+                              "stage folder")
     class_weights: str = option("none", "balanced: weight classes inversely to their training frequency",
                                 one_of("none", "balanced"))
     seed: int = option(0, "seed of weight initialization and shuffling")
