@@ -286,18 +286,22 @@ def _run(args: argparse.Namespace, config: config_module.Config, debug: bool, ve
             else:
                 results = [BY_NAME[args.stage].run(config, args.force, **options)]
     except PipelineError as error:
+        if _from_interrupt(error):  # a cleanup that refused while unwinding from Ctrl-C: still an interrupt
+            return _interrupted(args.stage)
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: staging is discarded, the run marked failed; a rerun resumes
-        print(f"interrupted; rerun resumes ({args.stage}: a stage's unfinished outputs were discarded)",
-              file=sys.stderr)
-        return 130
+        return _interrupted(args.stage)
     except MlflowException as error:  # the store or server refused: its message says why
+        if _from_interrupt(error):  # a cleanup that failed while unwinding from Ctrl-C: still an interrupt
+            return _interrupted(args.stage)
         if debug:
             raise
         print(f"MLflow error: {_mlflow_line(error.message)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     except Exception as error:  # a bug, in the project or a library: say so, and where to see more
+        if _from_interrupt(error):  # a library that turned Ctrl-C into its own error, or a cleanup that failed
+            return _interrupted(args.stage)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) and not debug:
             where = error.filename or config.root  # a failed write() names no file: the workspace, then
             print(f"error: {os.strerror(error.errno).lower()} writing under {where} ({args.stage}: nothing "
@@ -319,5 +323,25 @@ def _run(args: argparse.Namespace, config: config_module.Config, debug: bool, ve
     return 0
 
 
+def _interrupted(stage: str) -> int:
+    print(f"interrupted; rerun resumes ({stage}: a stage's unfinished outputs were discarded)", file=sys.stderr)
+    return 130
+
+
+def _from_interrupt(error: BaseException) -> bool:
+    """Whether `error` was raised while handling a Ctrl-C (a KeyboardInterrupt in its cause or context chain)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before a stage started (while the libraries load): nothing was written
+        print("interrupted before any stage started; nothing was written", file=sys.stderr)
+        sys.exit(130)

@@ -253,11 +253,54 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path):
         time.sleep(0.2)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
-    assert child.returncode == 130
+    assert child.returncode == 130, err[-3000:]
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("INFO:", "WARNING:", "I0000"))]
     assert lines[-1] == "interrupted; rerun resumes (train: a stage's unfinished outputs were discarded)"
     assert "Traceback" not in err
     assert not (workspace.stage_dir(tmp_path, config.experiment, "train") / "manifest.json").exists()
+
+
+def test_an_error_raised_while_unwinding_from_ctrl_c_is_still_an_interrupt(tmp_path, monkeypatch, capsys):
+    import types
+
+    from pipelines import __main__ as cli
+    from pipelines.stages import BY_NAME
+
+    def interrupted_then_failed(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("a library's cleanup failed")  # noqa: B904  (what a library does under Ctrl-C)
+
+    monkeypatch.setitem(BY_NAME, "clean", types.SimpleNamespace(run=interrupted_then_failed))
+    assert cli.main(["clean", "--set", f"runtime.root={tmp_path}"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted; rerun resumes (clean:")
+
+    def failed(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(BY_NAME, "clean", types.SimpleNamespace(run=failed))
+    assert cli.main(["clean", "--set", f"runtime.root={tmp_path}"]) == 1  # a plain error stays an error
+    assert "unexpected error: RuntimeError: a bug" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import stage_command
+
+    child = subprocess.Popen(stage_command("clean", [f"runtime.root={tmp_path}"]), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # Python is up; TensorFlow and MLflow are still importing
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("INFO:", "WARNING:", "I0000",
+                                                                                          "E0000"))]
+    assert lines[-1].startswith("interrupted")
 
 
 def test_a_killed_runs_debris_and_mlflow_run_are_cleaned_even_when_the_next_run_skips(tmp_path, capsys):
