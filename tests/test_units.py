@@ -102,6 +102,21 @@ def test_export_picks_the_smallest_variant_within_the_allowed_drop():
     assert variants.choose(detector, 0.8, settings(max_accuracy_drop=0.01), "val_f1") == "float32"
 
 
+def test_an_accuracy_drop_below_one_validation_item_is_raised_to_one_item():
+    # 10 validation recordings: int8 changes one decision (0.1); 0.01 cannot be resolved on 10 items
+    table = {"float32": {"size_bytes": 100, "val_accuracy": 0.9}, "int8": {"size_bytes": 30, "val_accuracy": 0.8},
+             "int16x8": {"size_bytes": 60, "val_accuracy": 0.7}}
+    settings = config_module.ExportConfig(max_accuracy_drop=0.01)
+    assert variants.choose(table, 0.9, settings) == "float32"  # no count given: the setting as written
+    assert variants.choose(table, 0.9, settings, "val_accuracy", items=1000) == "float32"  # 0.001 per item
+    assert variants.choose(table, 0.9, settings, "val_accuracy", items=10) == "int8"
+    assert set(variants.allowed(table, 0.9, settings, "val_accuracy", items=10)) == {"float32", "int8"}  # not two
+    _, limit, what = variants.losses(table, 0.9, settings, "val_accuracy", items=10)
+    assert limit == pytest.approx(0.1) and "raised to one of 10 validation items" in what
+    detector = {"float32": {"size_bytes": 100, "val_f1": 0.8}, "int8": {"size_bytes": 30, "val_f1": 0.7}}
+    assert variants.choose(detector, 0.8, settings, "val_f1", items=10) == "float32"  # F1 has no such step
+
+
 def test_classification_metrics_match_scikit_learn_and_a_hand_count():
     y_true = np.array([0, 0, 1, 1, 2, 2, 2])
     probabilities = np.eye(3)[[0, 1, 1, 1, 2, 0, 2]] * 0.7 + 0.1

@@ -88,8 +88,9 @@ def run(config: config_module.Config, force: bool = False, allow_unblessed: bool
         column = variants.selection_column(config, data)
         reference = keras_row[column]
         table, flatbuffers, costs = variants.measured(model, data, keras_outputs, keras_row, config, folder, rule)
-        chosen = variants.choose(table, reference, config.export, column)
-        allowed = variants.allowed(table, reference, config.export, column)
+        items = len(data.y["val"])  # the resolution of an accuracy drop on them
+        chosen = variants.choose(table, reference, config.export, column, items)
+        allowed = variants.allowed(table, reference, config.export, column, items)
         fits = report.fit_table(table, targets, allowed)
         # a board with its own champion (a search under its limits) gets that model, checked the same way
         boards = {target.name: variants.board_champion(config, data, split_folder, target, board_versions[target.name],

@@ -20,6 +20,7 @@ from pipelines.data import kinds, splits
 from pipelines.training import champion, fitting, gates, metrics, objectives
 
 OPTIMIZED = ("qat_int8", "pruned_int8", "pqat_int8", "clustered_int8")
+ACCURACY_COLUMNS = ("val_accuracy",)  # a share of items, whose drop moves in steps of one item
 
 
 def decision(config: config_module.Config, data: splits.SplitData, tags: dict) -> dict:
@@ -61,32 +62,41 @@ def selection_column(config: config_module.Config, data: splits.SplitData) -> st
     return metrics.selection_column(data.task, data.y["val"])
 
 
-def losses(table: dict, reference: float, settings: config_module.ExportConfig, column: str):
-    """(variant -> loss in `column`, the allowed loss, the setting that allows it)."""
+def losses(table: dict, reference: float, settings: config_module.ExportConfig, column: str, items: int = 0):
+    """(variant -> loss in `column`, the allowed loss, the setting that allows it).
+
+    Accuracy on `items` validation items moves in steps of 1/items, so an `export.max_accuracy_drop` below one
+    step cannot be told apart from no drop: it is raised to one item (one changed decision of 10 is 0.1), and
+    the setting's name says so."""
     higher = metrics.HIGHER_IS_BETTER.get(column)
     if higher is None:  # a named train.objective
         higher = objectives.OBJECTIVES[column.removeprefix("val_")][1]
     limit, what = (settings.max_accuracy_drop, "export.max_accuracy_drop") if higher else \
         (settings.max_mae_increase, "export.max_mae_increase")
+    if column in ACCURACY_COLUMNS and items and limit < 1 / items:
+        limit, what = 1 / items, f"{what}={limit:g} raised to one of {items} validation items, the smallest " \
+            "drop accuracy on them can show; export.max_accuracy_drop"
     return report.losses(table, column, reference, higher), limit, what
 
 
-def allowed(table: dict, reference: float, settings: config_module.ExportConfig, column: str) -> dict[str, float]:
+def allowed(table: dict, reference: float, settings: config_module.ExportConfig, column: str,
+            items: int = 0) -> dict[str, float]:
     """Variant -> its loss in `column`, for the variants within the allowed loss (what a target's choice ranks
     ties by, deploy/report.py `choose`)."""
-    lost, limit, _ = losses(table, reference, settings, column)
+    lost, limit, _ = losses(table, reference, settings, column, items)
     return {name: loss for name, loss in lost.items() if loss <= limit + 1e-12}
 
 
-def choose(table: dict, reference: float, settings: config_module.ExportConfig, column: str = "val_accuracy") -> str:
+def choose(table: dict, reference: float, settings: config_module.ExportConfig, column: str = "val_accuracy",
+           items: int = 0) -> str:
     """The smallest variant within the allowed loss in `column` (metrics.selection_column): a drop in accuracy
-    or F1, or a relative increase in MAE.
+    or F1, or a relative increase in MAE (`losses`: on `items` validation items).
 
     Raises:
         StageError: no variant is within it, naming each variant's loss.
     """
-    lost, limit, what = losses(table, reference, settings, column)
-    chosen = report.smallest(table, allowed(table, reference, settings, column))
+    lost, limit, what = losses(table, reference, settings, column, items)
+    chosen = report.smallest(table, allowed(table, reference, settings, column, items))
     if chosen is None:
         raise StageError(f"no TF-Lite variant within {what}={limit} of the Keras model's validation score "
                          f"{reference:.4f}: " + ", ".join(f"{name} loses {value:.4f}" for name, value in lost.items()))
@@ -259,7 +269,8 @@ def board_champion(config: config_module.Config, data: splits.SplitData, split_f
     tracking.tag_version(config, version, {"blessed": str(gate["blessed"]).lower()})
     column = selection_column(config, data)
     table, flatbuffers, _ = measured(model, data, outputs, keras_row, config, folder / target.name, rule)
-    fit = {**report.fit_table(table, [target], allowed(table, keras_row[column], config.export, column))
+    fit = {**report.fit_table(table, [target], allowed(table, keras_row[column], config.export, column,
+                                                       len(data.y["val"])))
            [target.name], "champion": label, f"keras_{column}": keras_row[column]}
     if not gate["blessed"] and not allow_unblessed:
         fit.update({"chosen": None, "why": f"{label} fails its gates on validation data ({'; '.join(gate['failed'])})"})
