@@ -112,7 +112,11 @@ def test_an_accuracy_drop_below_one_validation_item_is_raised_to_one_item():
     assert variants.choose(table, 0.9, settings, "val_accuracy", items=10) == "int8"
     assert set(variants.allowed(table, 0.9, settings, "val_accuracy", items=10)) == {"float32", "int8"}  # not two
     _, limit, what = variants.losses(table, 0.9, settings, "val_accuracy", items=10)
-    assert limit == pytest.approx(0.1) and "raised to one of 10 validation items" in what
+    assert limit == pytest.approx(0.1)
+    assert what == "export.max_accuracy_drop=0.01 raised to 0.1 (one of 10 validation items, the smallest drop " \
+        "accuracy on them can show)"
+    with pytest.raises(RuntimeError, match=r"within export.max_accuracy_drop=0.01 raised to 0.1 \(one of 10 "):
+        variants.choose({"int8": table["int16x8"]}, 0.9, settings, "val_accuracy", items=10)  # 0.2: two items
     detector = {"float32": {"size_bytes": 100, "val_f1": 0.8}, "int8": {"size_bytes": 30, "val_f1": 0.7}}
     assert variants.choose(detector, 0.8, settings, "val_f1", items=10) == "float32"  # F1 has no such step
 

@@ -73,9 +73,10 @@ def losses(table: dict, reference: float, settings: config_module.ExportConfig, 
         higher = objectives.OBJECTIVES[column.removeprefix("val_")][1]
     limit, what = (settings.max_accuracy_drop, "export.max_accuracy_drop") if higher else \
         (settings.max_mae_increase, "export.max_mae_increase")
+    what = f"{what}={limit:g}"
     if column in ACCURACY_COLUMNS and items and limit < 1 / items:
-        limit, what = 1 / items, f"{what}={limit:g} raised to one of {items} validation items, the smallest " \
-            "drop accuracy on them can show; export.max_accuracy_drop"
+        limit = 1 / items
+        what += f" raised to {limit:.4g} (one of {items} validation items, the smallest drop accuracy on them can show)"
     return report.losses(table, column, reference, higher), limit, what
 
 
@@ -98,7 +99,7 @@ def choose(table: dict, reference: float, settings: config_module.ExportConfig, 
     lost, limit, what = losses(table, reference, settings, column, items)
     chosen = report.smallest(table, allowed(table, reference, settings, column, items))
     if chosen is None:
-        raise StageError(f"no TF-Lite variant within {what}={limit} of the Keras model's validation score "
+        raise StageError(f"no TF-Lite variant within {what} of the Keras model's validation score "
                          f"{reference:.4f}: " + ", ".join(f"{name} loses {value:.4f}" for name, value in lost.items()))
     return chosen
 
