@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -260,6 +261,29 @@ def _run(args: argparse.Namespace, config: config_module.Config, debug: bool, ve
     if verbose:
         import tensorflow  # noqa: F401  (its start-up lines shown)
     models.load_tensorflow()  # before MLflow and the stages import it, so its start-up chatter stays quiet
+    with _watching_interrupts():
+        return _guarded(args, config, debug)
+
+
+@contextlib.contextmanager
+def _watching_interrupts():
+    """Python's Ctrl-C handler replaced by `_on_interrupt` for the block (main thread, default handler only)."""
+    _SIGNALLED.clear()
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:  # a caller's own handler stays
+        yield
+        return
+    signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _guarded(args: argparse.Namespace, config: config_module.Config, debug: bool) -> int:
+    """Runs the stage; every error becomes one line and an exit code (130 for Ctrl-C)."""
     from mlflow.exceptions import MlflowException
 
     from pipelines.core import cluster, workspace
@@ -328,8 +352,21 @@ def _interrupted(stage: str) -> int:
     return 130
 
 
+_SIGNALLED = []  # set by `_on_interrupt` when this process got a SIGINT
+
+
+def _on_interrupt(signum, frame) -> None:
+    """Python's own Ctrl-C handler (raises KeyboardInterrupt), remembering that it ran: a library that catches
+    the KeyboardInterrupt and raises its own error (TensorFlow's Python callbacks do) still ends as an interrupt."""
+    _SIGNALLED.append(signum)
+    signal.default_int_handler(signum, frame)
+
+
 def _from_interrupt(error: BaseException) -> bool:
-    """Whether `error` was raised while handling a Ctrl-C (a KeyboardInterrupt in its cause or context chain)."""
+    """Whether `error` was raised after a Ctrl-C: this process got SIGINT, or a KeyboardInterrupt is in the
+    error's cause or context chain."""
+    if _SIGNALLED:
+        return True
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):

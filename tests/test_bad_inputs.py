@@ -261,6 +261,9 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path):
 
 
 def test_an_error_raised_while_unwinding_from_ctrl_c_is_still_an_interrupt(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
     import types
 
     from pipelines import __main__ as cli
@@ -275,6 +278,19 @@ def test_an_error_raised_while_unwinding_from_ctrl_c_is_still_an_interrupt(tmp_p
     monkeypatch.setitem(BY_NAME, "clean", types.SimpleNamespace(run=interrupted_then_failed))
     assert cli.main(["clean", "--set", f"runtime.root={tmp_path}"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted; rerun resumes (clean:")
+
+    def interrupt_swallowed(*args, **kwargs):  # as TensorFlow does to a Ctrl-C in a Python callback it runs
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        raise RuntimeError("CancelledError: the library's own")  # no KeyboardInterrupt in its chain
+
+    monkeypatch.setitem(BY_NAME, "clean", types.SimpleNamespace(run=interrupt_swallowed))
+    assert cli.main(["clean", "--set", f"runtime.root={tmp_path}"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted; rerun resumes (clean:")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
 
     def failed(*args, **kwargs):
         raise RuntimeError("a bug")
