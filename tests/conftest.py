@@ -61,6 +61,15 @@ def stage_command(stage: str, settings: list[str]) -> list[str]:
     return [sys.executable, "-m", "pipelines", stage, *[item for setting in settings for item in ("--set", setting)]]
 
 
+def default_sigint() -> None:
+    """`preexec_fn` for a child that a test interrupts: SIGINT back to its default, as in a terminal. A test run
+    started in the background (`cmd &` in a script) inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def sigkill_after_first_checkpoint(command: list[str], backup_root: Path, timeout: float = 180) -> None:
     """Starts `command`, waits until a `checkpoint` file appears under `backup_root`, then SIGKILLs it.
 

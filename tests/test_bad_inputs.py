@@ -240,14 +240,15 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path):
 
     from pipelines.core import workspace
     from pipelines.stages import clean, split
-    from tests.conftest import TINY, stage_command, tiny_config
+    from tests.conftest import TINY, default_sigint, stage_command, tiny_config
 
     config = tiny_config(tmp_path, "train.epochs=200", "train.patience=200")
     clean.run(config)
     split.run(config)
     command = stage_command("train", [*TINY, f"runtime.root={tmp_path}", "train.epochs=200", "train.patience=200"])
     backup_root = workspace.stage_dir(tmp_path, config.experiment, "train").parent / ".backup"
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=default_sigint)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
         time.sleep(0.2)
@@ -260,7 +261,19 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path):
     assert not (workspace.stage_dir(tmp_path, config.experiment, "train") / "manifest.json").exists()
 
 
-def test_an_error_raised_while_unwinding_from_ctrl_c_is_still_an_interrupt(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test, as in a terminal (a test run started in the background, `cmd &` in
+    a script, inherits SIGINT ignored), and whatever was there before afterwards."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_error_raised_while_unwinding_from_ctrl_c_is_still_an_interrupt(tmp_path, monkeypatch, capsys,
+                                                                          python_sigint):
     import os
     import signal
     import time
@@ -305,10 +318,10 @@ def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130(tmp_path):
     import subprocess
     import time
 
-    from tests.conftest import stage_command
+    from tests.conftest import default_sigint, stage_command
 
     child = subprocess.Popen(stage_command("clean", [f"runtime.root={tmp_path}"]), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     time.sleep(1.0)  # Python is up; TensorFlow and MLflow are still importing
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
