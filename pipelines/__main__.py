@@ -286,46 +286,26 @@ def _guarded(args: argparse.Namespace, config: config_module.Config, debug: bool
     """Runs the stage; every error becomes one line and an exit code (130 for Ctrl-C)."""
     from mlflow.exceptions import MlflowException
 
-    from pipelines.core import cluster, workspace
+    from pipelines.core import workspace
 
     options = {name: value for name, value in vars(args).items()
                if name not in ("stage", "config", "overrides", "force", "wait", "debug", "idle", "verbose")}
     started = time.perf_counter()
     try:
-        if args.stage == "tune-worker":  # no workspace lock: the search it joins holds it
-            from pipelines.training import tuning
-
-            tuning.work(config, args.idle)
+        results = _stages(args, config, options)
+        if results is None:  # a tune-worker: its trials are the search's
             return 0
-        if config.runtime.strategy == "multi_worker":
-            from pipelines.training import fitting
-
-            fitting.strategy(config.runtime)  # before any other TensorFlow op, as collective ops require
-        # One lock per workspace; a multi-worker cluster's other workers run beside their chief, writing nowhere.
-        lock = workspace.locked(config.root, config.experiment, timeout=args.wait) \
-            if cluster.is_chief(config.runtime.strategy) else contextlib.nullcontext()
-        with lock:
-            if args.stage == "all":
-                results = run_all(config, args.force, options)
-            else:
-                results = [BY_NAME[args.stage].run(config, args.force, **options)]
     except PipelineError as error:
-        if _from_interrupt(error):  # a cleanup that refused while unwinding from Ctrl-C: still an interrupt
-            return _interrupted(args.stage)
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: staging is discarded, the run marked failed; a rerun resumes
         return _interrupted(args.stage)
     except MlflowException as error:  # the store or server refused: its message says why
-        if _from_interrupt(error):  # a cleanup that failed while unwinding from Ctrl-C: still an interrupt
-            return _interrupted(args.stage)
         if debug:
             raise
         print(f"MLflow error: {_mlflow_line(error.message)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     except Exception as error:  # a bug, in the project or a library: say so, and where to see more
-        if _from_interrupt(error):  # a library that turned Ctrl-C into its own error, or a cleanup that failed
-            return _interrupted(args.stage)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) and not debug:
             where = error.filename or config.root  # a failed write() names no file: the workspace, then
             print(f"error: {os.strerror(error.errno).lower()} writing under {where} ({args.stage}: nothing "
@@ -345,6 +325,34 @@ def _guarded(args: argparse.Namespace, config: config_module.Config, debug: bool
         return 1
     _summary(config, results, time.perf_counter() - started)
     return 0
+
+
+def _stages(args: argparse.Namespace, config: config_module.Config, options: dict) -> list | None:
+    """The stage's (or `all`'s) results, None for a tune-worker. An error raised after a Ctrl-C (a library that
+    turned the KeyboardInterrupt into its own error, a cleanup that failed while unwinding) is the interrupt."""
+    from pipelines.core import cluster, workspace
+
+    try:
+        if args.stage == "tune-worker":  # no workspace lock: the search it joins holds it
+            from pipelines.training import tuning
+
+            tuning.work(config, args.idle)
+            return None
+        if config.runtime.strategy == "multi_worker":
+            from pipelines.training import fitting
+
+            fitting.strategy(config.runtime)  # before any other TensorFlow op, as collective ops require
+        # One lock per workspace; a multi-worker cluster's other workers run beside their chief, writing nowhere.
+        lock = workspace.locked(config.root, config.experiment, timeout=args.wait) \
+            if cluster.is_chief(config.runtime.strategy) else contextlib.nullcontext()
+        with lock:
+            if args.stage == "all":
+                return run_all(config, args.force, options)
+            return [BY_NAME[args.stage].run(config, args.force, **options)]
+    except Exception as error:
+        if _from_interrupt(error):
+            raise KeyboardInterrupt from error
+        raise
 
 
 def _interrupted(stage: str) -> int:
@@ -379,6 +387,6 @@ def _from_interrupt(error: BaseException) -> bool:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C before a stage started (while the libraries load): nothing was written
-        print("interrupted before any stage started; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C before a stage started (while the libraries load, or in init)
+        print("interrupted before any stage started", file=sys.stderr)
         sys.exit(130)
