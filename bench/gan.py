@@ -1,7 +1,8 @@
 """Benchmark `gan`: DCGAN and conditional DCGAN on digits (Fréchet distances in a real-data classifier's
-feature space, the conditional label accuracy), the speed of the GAN model's XLA-compiled `train_step` against
-the same step run eagerly, and super-resolution x2 on scikit-image's held-out photographs (mean PSNR and SSIM of
-the pixel-loss generator, of the adversarially fine-tuned one and of bicubic upsampling), all in one run."""
+feature space, the conditional label accuracy), the speed of the GAN model's compiled `train_step` (XLA and
+tf.function alone) against the same step run eagerly, and super-resolution x2 on scikit-image's held-out
+photographs (mean PSNR and SSIM of the pixel-loss generator, of the adversarially fine-tuned one and of bicubic
+upsampling), all in one run."""
 
 from __future__ import annotations
 
@@ -21,26 +22,33 @@ from pipelines.training import fitting, generative
 WORK = Path(__file__).parent / ".work" / "gan"
 
 
-def _step_speedup(config: config_module.Config, images: np.ndarray, labels: np.ndarray, steps: int = 30) -> float:
-    """Seconds per eager step over seconds per compiled step, same model, same batch, after three warm-up steps.
+def _step_speedups(config: config_module.Config, images: np.ndarray, labels: np.ndarray,
+                   steps: int = 30) -> dict[str, float]:
+    """Seconds per eager step over seconds per compiled step, same model settings, same batch.
 
     What is timed: one `DCGAN.train_step` on one batch of `gan.batch_size` real images (the discriminator's and
     the generator's updates, the moving average of the generator, the loss trackers), with its losses read back
-    to the host after every step. Compiled: `tf.function(model.train_step, jit_compile=True)`, the function
-    `compile(jit_compile=True)` makes `fit()` run; eager: `model.train_step` called directly, as
-    `compile(run_eagerly=True)` runs it. `fit()`'s own loop and the input pipeline are not timed."""
-    model = generative.build_model(config.gan, images.shape[1:], fitting.strategy(config.runtime))
-    batch = (tf.constant(generative.to_unit_range(images[: config.gan.batch_size])),
-             tf.constant(labels[: config.gan.batch_size].astype(np.int32)))
-    timings = {}
-    for name, step in (("compiled", tf.function(model.train_step, jit_compile=True)), ("eager", model.train_step)):
-        for _ in range(3):
-            step(batch)
-        started = time.perf_counter()
-        for _ in range(steps):
-            [value.numpy() for value in step(batch).values()]
-        timings[name] = (time.perf_counter() - started) / steps
-    return timings["eager"] / timings["compiled"]
+    to the host after every step. Compiled: `generative.step_milliseconds`, the step XLA-compiled and as a
+    tf.function alone (the two that `gan.jit_compile=auto` chooses between at the start of training);
+    eager: `model.train_step` called directly, as `compile(run_eagerly=True)` runs it. `compiled_step_speedup`
+    is the speedup of the one `auto` keeps, the faster. `fit()`'s own loop and the input pipeline are not
+    timed."""
+    settings, strategy = config.gan, fitting.strategy(config.runtime)
+    batch = (tf.constant(generative.to_unit_range(images[: settings.batch_size])),
+             tf.constant(labels[: settings.batch_size].astype(np.int32)))
+    compiled = generative.step_milliseconds(settings, images.shape[1:], strategy, 0, batch, steps)
+    model = generative.build_model(settings, images.shape[1:], strategy)
+    for _ in range(3):
+        model.train_step(batch)
+    started = time.perf_counter()
+    for _ in range(steps):
+        [value.numpy() for value in model.train_step(batch).values()]
+    eager = (time.perf_counter() - started) / steps * 1000
+    return {"compiled_step_speedup": round(eager / min(compiled.values()), 2),
+            "xla_step_speedup": round(eager / compiled["xla"], 2),
+            "graph_step_speedup": round(eager / compiled["graph"], 2),
+            "step_ms_eager": round(eager, 1), "step_ms_xla": round(compiled["xla"], 1),
+            "step_ms_graph": round(compiled["graph"], 1)}
 
 
 def run() -> dict:
@@ -61,7 +69,7 @@ def run() -> dict:
             "fd_real": plain["gan/fid_real_train_vs_val"],
             "fd_ratio_generated_to_untrained": plain["gan/fid"] / plain["gan/fid_untrained_generator"],
             "conditional_label_accuracy": labelled["gan/conditional_label_accuracy"],
-            "compiled_step_speedup": round(_step_speedup(base, images, labels), 2),
+            **_step_speedups(base, images, labels),
             "sr_psnr": round(photos["sr/psnr_pixel"], 3), "sr_psnr_bicubic": round(photos["sr/psnr_bicubic"], 3),
             "sr_ssim": round(photos["sr/ssim_pixel"], 4), "sr_ssim_bicubic": round(photos["sr/ssim_bicubic"], 4),
             "sr_psnr_adversarial": round(photos["sr/psnr_adversarial"], 3),

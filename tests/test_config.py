@@ -48,6 +48,8 @@ def test_defaults_and_shipped_config_load():
          "search.space.train.learning_rate.kind: must be one of"),
         ({"export": {"variants": ["float32", "int4"]}}, "export.variants: must be one of"),
         ({"data": 3}, "data: must be a mapping, got 3"),
+        ({"gan": {"jit_compile": "yes"}}, "gan.jit_compile: must be true, false or auto, got 'yes'"),
+        ({"gan": {"jit_compile": 1}}, "gan.jit_compile: must be true, false or auto, got 1"),
         ({"experiment": "../../etc"}, "experiment: must be a plain name (letters, digits, '-', '_', '.'"),
         ({"experiment": ".hidden"}, "experiment: must be a plain name"),
     ],

@@ -116,6 +116,26 @@ def test_gan_step_under_a_mirrored_strategy_moves_the_averaged_generator():
     assert any(np.abs(new - old).max() > 0 for new, old in zip(after, before))  # the moving average moved
 
 
+def test_auto_compile_times_xla_and_tf_function_and_keeps_the_faster_without_touching_the_weights():
+    import tensorflow as tf
+
+    from pipelines.core import config as config_module
+    from pipelines.training import fitting
+
+    strategy = fitting.strategy(config_module.RuntimeConfig())
+    batch = (tf.constant(np.random.default_rng(0).uniform(-1, 1, (32, 8, 8, 1)).astype(np.float32)),
+             tf.zeros(32, tf.int32))
+    auto = tiny_config(".", *GAN).gan
+    assert auto.jit_compile == "auto"
+    xla, timings = generative.compiled_with_xla(auto, (8, 8, 1), strategy, 0, batch)
+    assert set(timings) == {"xla", "graph"} and all(value > 0 for value in timings.values())
+    assert xla == (timings["xla"] < timings["graph"])
+    pinned = tiny_config(".", *GAN, "gan.jit_compile=true").gan
+    assert generative.compiled_with_xla(pinned, (8, 8, 1), strategy, 0, batch) == (True, {})
+    assert generative.build_model(pinned, (8, 8, 1), strategy)._jit_compile is True
+    assert generative.build_model(auto, (8, 8, 1), strategy)._jit_compile is False  # unresolved: tf.function
+
+
 def test_a_diverging_gan_stops_on_the_one_fit_path_naming_its_loss():
     import tensorflow as tf
 

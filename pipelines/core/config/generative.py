@@ -11,6 +11,11 @@ from pipelines.core.errors import ConfigError
 if TYPE_CHECKING:
     from pipelines.core.config import Config
 
+
+def auto_or_bool(value: object) -> str | None:
+    """true, false or `auto`."""
+    return None if isinstance(value, bool) or value == "auto" else f"must be true, false or auto, got {value!r}"
+
 @dataclass(frozen=True)
 class GanConfig:
     epochs: int = option(50, "DCGAN training epochs", at_least(1))
@@ -25,8 +30,9 @@ class GanConfig:
                                    at_least(0))
     ema_decay: float = option(0.999, "decay of the moving average of the generator's weights that is sampled, "
                               "scored and exported (0: the raw generator)", at_least(0), below(1))
-    jit_compile: bool = option(True, "XLA-compile the training step (with one replica; a multi-replica "
-                               "strategy gets tf.function alone)")
+    jit_compile: bool | str = option("auto", "how the training step is compiled: true (XLA), false (tf.function "
+                                     "alone) or auto (both timed on a throwaway model at the start, the faster "
+                                     "kept); a multi-replica strategy gets tf.function alone", auto_or_bool)
     sample_every: int = option(5, "epochs between sample grids and checkpoints", at_least(1))
     checkpoints_kept: int = option(2, "checkpoints kept in the stage's backup folder (the newest resumes a killed "
                                    "run)", at_least(1))

@@ -74,7 +74,11 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
     if origin is types.UnionType:  # `float | None`
         if value is None:
             return None
-        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        kinds = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        exact = next((arg for arg in kinds if type(value) is arg), None)
+        if exact is None and len(kinds) > 1:  # `bool | str`: a value of neither type is for the field's rules
+            return value
+        kind = exact or kinds[0]
         origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
