@@ -33,9 +33,22 @@ def build_generator(config: GanSettings, image_shape: tuple[int, int, int], num_
     return keras.Model(inputs if num_classes else noise, image, name="generator")
 
 
+@keras.saving.register_keras_serializable(package="project")
+class MinibatchStdDev(keras.layers.Layer):
+    """ProGAN's minibatch standard deviation: one extra feature map holding the mean over features and positions
+    of each feature's standard deviation across the batch, so the discriminator can see a batch that lacks
+    variety (mode collapse) and the generator is pushed to spread out."""
+
+    def call(self, inputs):
+        spread = tf.reduce_mean(tf.sqrt(tf.math.reduce_variance(inputs, axis=0) + 1e-8))
+        shape = tf.shape(inputs)
+        return tf.concat([inputs, tf.fill(tf.concat([shape[:-1], [1]], axis=0), spread)], axis=-1)
+
+
 def build_discriminator(config: GanSettings, image_shape: tuple[int, int, int], num_classes: int = 0) -> keras.Model:
     """Image in [-1, 1] [and a class label] -> one logit (real > 0 > fake); no sigmoid, the loss works on
-    logits. Conditional: the label's learned embedding is reshaped to one extra image channel."""
+    logits. Conditional: the label's learned embedding is reshaped to one extra image channel. With
+    `minibatch_std`, the second block also sees the batch's spread (`MinibatchStdDev`)."""
     height, width, _ = image_shape
     image = keras.Input(shape=image_shape, name="image")
     x, inputs = image, [image]
@@ -45,7 +58,9 @@ def build_discriminator(config: GanSettings, image_shape: tuple[int, int, int], 
         plane = keras.layers.Reshape((height, width, 1))(plane)
         x = keras.layers.Concatenate(name="condition")([image, plane])
         inputs.append(label)
-    for block_filters in (config.base_filters, 2 * config.base_filters):
+    for block, block_filters in enumerate((config.base_filters, 2 * config.base_filters)):
+        if block and config.minibatch_std:
+            x = MinibatchStdDev(name="minibatch_std")(x)
         x = keras.layers.Conv2D(block_filters, 4, strides=2, padding="same")(x)
         x = keras.layers.LeakyReLU(0.2)(x)
     x = keras.layers.Flatten()(x)

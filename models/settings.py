@@ -26,6 +26,7 @@ class ModelSettings(Protocol):
 class GanSettings(Protocol):
     latent_dim: int
     base_filters: int
+    minibatch_std: bool
 
 
 class BackboneSettings(Protocol):

@@ -116,6 +116,24 @@ def test_gan_step_under_a_mirrored_strategy_moves_the_averaged_generator():
     assert any(np.abs(new - old).max() > 0 for new, old in zip(after, before))  # the moving average moved
 
 
+def test_the_minibatch_std_feature_map_tells_a_collapsed_batch_from_a_varied_one():
+    import models.gan as gan_models
+
+    same = np.ones((8, 4, 4, 3), np.float32)
+    varied = np.random.default_rng(0).normal(size=(8, 4, 4, 3)).astype(np.float32)
+    layer = gan_models.MinibatchStdDev()
+    collapsed, spread = layer(same).numpy(), layer(varied).numpy()
+    assert collapsed.shape == spread.shape == (8, 4, 4, 4)
+    np.testing.assert_array_equal(collapsed[..., :3], same)  # the inputs pass through, one map is added
+    assert collapsed[..., 3].max() < 1e-3 and spread[..., 3].min() > 0.5
+    assert np.ptp(spread[..., 3]) == 0  # one value for the whole batch
+    on = gan_models.build_discriminator(tiny_config(".", *GAN).gan, (8, 8, 1))
+    off = gan_models.build_discriminator(tiny_config(".", *GAN, "gan.minibatch_std=false").gan, (8, 8, 1))
+    assert "minibatch_std" in [item.name for item in on.layers]
+    assert "minibatch_std" not in [item.name for item in off.layers]
+    assert on.count_params() > off.count_params()  # the second block's kernel reads one more map
+
+
 def test_auto_compile_times_xla_and_tf_function_and_keeps_the_faster_without_touching_the_weights():
     import tensorflow as tf
 
