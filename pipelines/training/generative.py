@@ -153,9 +153,9 @@ def compiled_with_xla(settings: config_module.GanConfig, image_shape: tuple, str
     """Whether the step is XLA-compiled, and the timings that decided it (none unless `jit_compile` is `auto`).
 
     `auto` times both (`step_milliseconds`) and keeps the faster: which one wins depends on the machine. On a
-    2-core AMD EPYC (AVX-512) at 64 filters XLA's step took 59-67 ms against 22-27 ms for tf.function alone,
-    whose convolutions run on oneDNN; on an Intel Xeon with AMX XLA had been the faster one. Several replicas
-    always get tf.function alone."""
+    2-core AMD EPYC (AVX-512), 16x16 digits at batch 64 and 64 filters, XLA's step took 80-103 ms against 57-77
+    ms for tf.function alone, whose convolutions run on oneDNN (`make bench ARGS=gan`); on an Intel Xeon with
+    AMX XLA had been the faster one. Several replicas always get tf.function alone."""
     if strategy.num_replicas_in_sync != 1:
         return False, {}
     if settings.jit_compile != "auto":
