@@ -14,11 +14,9 @@ in); one seed decides too much (2.16 for seed 0, 1.33 for seed 1 on the same cod
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from pipelines.core import config as config_module
 from pipelines.core import workspace
@@ -36,22 +34,15 @@ def _step_speedups(config: config_module.Config, images: np.ndarray, labels: np.
 
     What is timed: one `DCGAN.train_step` on one batch of `gan.batch_size` real images (the discriminator's and
     the generator's updates, the moving average of the generator, the loss trackers), with its losses read back
-    to the host after every step. Compiled: `generative.step_milliseconds`, the step XLA-compiled and as a
-    tf.function alone (the two that `gan.jit_compile=auto` chooses between at the start of training);
-    eager: `model.train_step` called directly, as `compile(run_eagerly=True)` runs it. `compiled_step_speedup`
-    is the speedup of the one `auto` keeps, the faster. `fit()`'s own loop and the input pipeline are not
-    timed."""
+    to the host after every step, all three by `generative.step_milliseconds`: XLA-compiled and as a tf.function
+    alone (the two that `gan.jit_compile=auto` chooses between at the start of training), and eager.
+    `compiled_step_speedup` is the speedup of the one `auto` keeps, the faster. `fit()`'s own loop and the
+    input pipeline are not timed."""
     settings, strategy = config.gan, fitting.strategy(config.runtime)
-    batch = (tf.constant(generative.to_unit_range(images[: settings.batch_size])),
-             tf.constant(labels[: settings.batch_size].astype(np.int32)))
-    compiled = generative.step_milliseconds(settings, images.shape[1:], strategy, 0, batch, steps)
-    model = generative.build_model(settings, images.shape[1:], strategy)
-    for _ in range(3):
-        model.train_step(batch)
-    started = time.perf_counter()
-    for _ in range(steps):
-        [value.numpy() for value in model.train_step(batch).values()]
-    eager = (time.perf_counter() - started) / steps * 1000
+    batch = generative.first_batch(images, labels, settings.batch_size)
+    timings = generative.step_milliseconds(settings, images.shape[1:], strategy, 0, batch, steps,
+                                           ("xla", "graph", "eager"))
+    eager, compiled = timings.pop("eager"), timings
     return {"compiled_step_speedup": round(eager / min(compiled.values()), 2),
             "xla_step_speedup": round(eager / compiled["xla"], 2),
             "graph_step_speedup": round(eager / compiled["graph"], 2),

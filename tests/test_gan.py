@@ -134,7 +134,7 @@ def test_the_minibatch_std_feature_map_tells_a_collapsed_batch_from_a_varied_one
     assert on.count_params() > off.count_params()  # the second block's kernel reads one more map
 
 
-def test_auto_compile_times_xla_and_tf_function_and_keeps_the_faster_without_touching_the_weights():
+def test_auto_compile_times_xla_and_tf_function_and_keeps_the_faster():
     import tensorflow as tf
 
     from pipelines.core import config as config_module

@@ -129,16 +129,23 @@ def build_model(settings: config_module.GanConfig, image_shape: tuple, strategy:
     return model
 
 
+def first_batch(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The first `size` training images (in [-1, 1]) and labels, as the step takes them: what a step is timed on."""
+    return tf.constant(to_unit_range(images[:size])), tf.constant(labels[:size].astype(np.int32))
+
+
 def step_milliseconds(settings: config_module.GanConfig, image_shape: tuple, strategy: tf.distribute.Strategy,
-                      classes: int, batch: tuple, steps: int = 10) -> dict[str, float]:
+                      classes: int, batch: tuple, steps: int = 10,
+                      modes: tuple[str, ...] = ("xla", "graph")) -> dict[str, float]:
     """Milliseconds per training step of a throwaway DCGAN of these settings on `batch` (images in [-1, 1],
-    labels), XLA-compiled and as a tf.function alone, after two warm-up steps each (the first traces and
+    labels), per mode: `xla` (XLA-compiled), `graph` (a tf.function alone), `eager` (`train_step` called
+    directly, as `compile(run_eagerly=True)` runs it); after two warm-up steps each (the first traces and
     compiles), with the losses read back after every step as `fit()` does. The throwaway model's updates touch
     nothing the real one trains."""
     timings = {}
-    for name, jit in (("xla", True), ("graph", False)):
+    for name in modes:
         model = build_model(settings, image_shape, strategy, classes)
-        step = tf.function(model.train_step, jit_compile=jit)
+        step = model.train_step if name == "eager" else tf.function(model.train_step, jit_compile=name == "xla")
         for _ in range(2):
             step(batch)
         started = time.perf_counter()
@@ -171,8 +178,7 @@ def train(config: config_module.Config, images: np.ndarray, labels: np.ndarray, 
     settings = config.gan
     strategy = fitting.strategy(config.runtime)
     classes = num_classes(config, labels)
-    batch = (tf.constant(to_unit_range(images[:settings.batch_size])),
-             tf.constant(labels[:settings.batch_size].astype(np.int32)))
+    batch = first_batch(images, labels, settings.batch_size)
     xla, timings = compiled_with_xla(settings, images.shape[1:], strategy, classes, batch)
     if timings:
         print(f"[gan] training step: XLA {timings['xla']:.1f} ms, tf.function alone {timings['graph']:.1f} ms; "
