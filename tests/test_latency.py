@@ -22,12 +22,14 @@ def test_every_anchor_row_is_predicted_without_itself_within_the_issue_s_median(
     assert len(errors) == len(rows)
     figures = latency.summary(errors)
     assert figures["latency_model_median_abs_error"] <= 0.30
-    # The issue's bound is 0.60; the fit reaches 0.63. The one row beyond 0.60 is the one the model cannot see
-    # coming: the fully connected autoencoder on the Cortex-M4's reference kernels (half the cycles per MAC of
-    # the convolutions, and the only fully connected model on reference kernels). Everything else is within 0.60.
+    # The issue's bound is 0.60; the fit reaches 0.604. The one row beyond 0.60 is ResNet-8 on the Cortex-M0+
+    # (Bosch's runtime, the only class on its core, predicted from its three other models). The fully connected
+    # autoencoder on MLPerf Tiny v0.5's Cortex-M4 build, +0.63 before depthwise MACs had their own term, is within.
     beyond = sorted((item["model"], item["core"], item["kernels"]) for item in errors if abs(item["error"]) > 0.60)
-    assert set(beyond) <= {("ad", "cortex-m4f", "tflm-reference")}, beyond
-    assert figures["latency_model_max_abs_error"] <= 0.65
+    assert set(beyond) <= {("ic", "cortex-m0plus", "bosch-hale")}, beyond
+    ad = next(item for item in errors if item["model"] == "ad" and item["kernels"] == "tflm-reference")
+    assert abs(ad["error"]) <= 0.50
+    assert figures["latency_model_max_abs_error"] <= 0.62
 
 
 def test_a_core_without_an_anchor_of_its_family_borrows_its_group_s_scale(anchors):
@@ -71,7 +73,8 @@ def test_the_fit_reproduces_its_anchors_and_scales_with_the_clock(anchors):
     assert fast["ms"] == pytest.approx(slow["ms"] / 2)
     assert slow["low_ms"] < slow["ms"] < slow["high_ms"]
     reference = dataclasses.replace(m4, kernels="tflm-reference")
-    assert latency.estimate(profiles["kws"], reference)["ms"] > 2 * slow["ms"]  # CMSIS-NN class against portable C
+    # v0.5's build (2020's CMSIS-NN, the `reference` family here) against microTVM with 2022's CMSIS-NN
+    assert latency.estimate(profiles["kws"], reference)["ms"] > 1.5 * slow["ms"]
 
 
 def test_energy_is_the_core_s_measured_power_times_the_estimate_and_battery_life_follows(anchors):
