@@ -190,3 +190,12 @@ def test_a_config_file_without_an_experiment_takes_its_own_name(tmp_path):
     with pytest.raises(config_module.ConfigError, match=r"my birds.yaml: experiment: must be a plain name"):
         config_module.load(tmp_path / "my birds.yaml")
 
+
+
+def test_unset_gan_epochs_is_150_for_the_dcgan_and_50_for_the_conditional_gan():
+    plain = config_module.load("configs/digits.yaml", [])
+    assert plain.gan.epochs is None and plain.gan.epochs_run == 150
+    assert config_module.load("configs/digits.yaml", ["gan.conditional=true"]).gan.epochs_run == 50
+    assert config_module.load("configs/digits.yaml", ["gan.conditional=true", "gan.epochs=7"]).gan.epochs_run == 7
+    with pytest.raises(ConfigError, match="gan.epochs: must be >= 1, got 0"):
+        config_module.load("configs/digits.yaml", ["gan.epochs=0"])

@@ -47,6 +47,6 @@ def run(config: config_module.Config, force: bool = False) -> stage.StageResult:
         print(f"[gan] FID to real validation images: trained {metrics['gan/fid']:.2f}, untrained generator "
               f"{metrics['gan/fid_untrained_generator']:.2f}, real training images "
               f"{metrics['gan/fid_real_train_vs_val']:.2f}")
-        return {**metrics, "gan/epochs": config.gan.epochs}
+        return {**metrics, "gan/epochs": config.gan.epochs_run}
 
     return stage.execute(config, "gan", SECTIONS, inputs, body, force)

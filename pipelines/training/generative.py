@@ -197,10 +197,10 @@ def train(config: config_module.Config, images: np.ndarray, labels: np.ndarray, 
     data = (tf.data.Dataset.from_tensor_slices((to_unit_range(images), labels.astype(np.int32)))
             .shuffle(len(images), seed=settings.seed).batch(settings.batch_size, drop_remainder=True))
     callbacks = [LossLogger("gan/", lambda epoch: epoch),
-                 SampleAndCheckpoint(manager, epoch, settings.sample_every, settings.epochs, noise, fixed_labels,
+                 SampleAndCheckpoint(manager, epoch, settings.sample_every, settings.epochs_run, noise, fixed_labels,
                                      folder)]
     # the one fit path: its NaN guard stops a diverged GAN naming the loss; resume and logging are the callbacks'
-    history = fitting.guarded_fit(model, data, epochs=settings.epochs, initial_epoch=start, callbacks=callbacks,
+    history = fitting.guarded_fit(model, data, epochs=settings.epochs_run, initial_epoch=start, callbacks=callbacks,
                                   log=False, verbose=config.runtime.verbose)
     model.average_generator.save(folder / "generator.keras")
     return {f"gan/{name}": values[-1] for name, values in history.items()}

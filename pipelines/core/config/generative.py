@@ -18,7 +18,9 @@ def auto_or_bool(value: object) -> str | None:
 
 @dataclass(frozen=True)
 class GanConfig:
-    epochs: int = option(150, "DCGAN training epochs (2,850 steps on digits at batch 64)", at_least(1))
+    epochs: int | None = option(None, "training epochs; unset: 150 for the DCGAN (2,850 steps on digits at batch "
+                                "64), 50 for the conditional GAN (each the better measured: docs/stages/gan.md)",
+                                at_least(1))
     batch_size: int = option(64, "real images per step (global batch)", at_least(2))
     latent_dim: int = option(32, "size of the generator's noise input", at_least(1))
     base_filters: int = option(32, "filters of the first discriminator block (doubled in the second)", at_least(1))
@@ -40,6 +42,15 @@ class GanConfig:
                                    "run)", at_least(1))
     conditional: bool = option(False, "class-conditional GAN: the label is a second input to both networks")
     seed: int = option(0, "seed of weights, noise and shuffling")
+
+    @property
+    def epochs_run(self) -> int:
+        """`epochs`, or where unset the default of the kind of GAN: 150 unconditional, 50 conditional. On digits
+        over seeds 0-2, the conditional GAN's Fréchet distance over the real-vs-real one was 1.26, 1.28 and 0.98
+        at 50 epochs against 2.05, 1.27 and 1.39 at 150; the DCGAN's mean went from 1.59 at 50 to 1.36 at 150."""
+        if self.epochs is not None:
+            return self.epochs
+        return 50 if self.conditional else 150
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,8 @@ def build(cls: type, values: dict, prefix: str = "") -> Any:
         kwargs[key] = _coerce(value, hints[key], path)
     instance = cls(**kwargs)
     for name, item in fields.items():
+        if getattr(instance, name) is None:  # an optional field left unset: its default is decided where it is used
+            continue
         for rule in item.metadata.get("rules", ()):
             problem = rule(getattr(instance, name))
             if problem:
