@@ -40,9 +40,10 @@ import numpy as np
 
 ANCHORS = Path(__file__).parent / "anchors" / "mcu_latency.csv"  # ../shared/anchors/mcu_latency.csv + 4 ESP32 rows
 PROFILES = Path(__file__).parent / "anchors" / "reference_profiles.json"
-# The design columns; `macs` in a profile counts every MAC, depthwise included, and the first column is the
-# others (`_design`).
+# A profile's counts, one design column each. `macs` counts every MAC, depthwise included; its column holds the
+# others (`_design`), so that depthwise MACs are costed apart.
 TERMS = ("macs", "dot_products", "elementwise_elements", "op_count", "depthwise_macs")
+MACS, DEPTHWISE = TERMS.index("macs"), TERMS.index("depthwise_macs")
 
 # int8 multiply-accumulates per cycle that the core's instruction set allows (Arm and Espressif reference
 # manuals): no SIMD on the M0+ (a MULS and an ADDS per MAC); SMLAD's two 16-bit MACs on M4, M33; M7's dual issue
@@ -114,9 +115,9 @@ def reference_profiles(path: Path = PROFILES) -> dict:
 
 def _design(counts: dict, core: str, kernels: str) -> np.ndarray:
     values = np.array([float(counts[term]) for term in TERMS])
-    values[0] -= values[4]  # the MACs of convolutions and fully connected layers; depthwise ones apart
+    values[MACS] -= values[DEPTHWISE]  # the MACs of convolutions and fully connected layers
     if family(kernels) == "optimized":
-        values[[0, 4]] /= PEAK_MACS_PER_CYCLE[core]
+        values[[MACS, DEPTHWISE]] /= PEAK_MACS_PER_CYCLE[core]
     return values
 
 
@@ -255,8 +256,12 @@ def power_per_mhz(rows: list[dict]) -> dict[str, float]:
         if row.get("energy_uj"):
             value = float(row["energy_uj"]) / float(row["latency_ms"]) / float(row["mhz"])
             power.setdefault(row["core"], []).append(value)
-            power.setdefault(f"{row['core']}/{row['kernels']}", []).append(value)
+            power.setdefault(_power_key(row["core"], row["kernels"]), []).append(value)
     return {key: float(np.median(values)) for key, values in power.items()}
+
+
+def _power_key(core: str, kernels: str) -> str:
+    return f"{core}/{kernels}"
 
 
 def summary(errors: list[dict]) -> dict:
@@ -306,7 +311,7 @@ def explain(model, target) -> tuple[dict | None, str]:
     if target.deadline_ms is not None:
         result["meets_deadline"] = bool(ms <= target.deadline_ms)
         result["deadline_margin_ms"] = target.deadline_ms - ms
-    per_mhz = power.get(f"{target.core}/{target.kernels}", power.get(target.core))
+    per_mhz = power.get(_power_key(target.core, target.kernels), power.get(target.core))
     milliwatts = target.active_mw if target.active_mw is not None else \
         per_mhz * target.mhz if per_mhz is not None else None
     if milliwatts is not None:

@@ -77,12 +77,14 @@ def test_the_fit_reproduces_its_anchors_and_scales_with_the_clock(anchors):
     assert latency.estimate(profiles["kws"], reference)["ms"] > 1.5 * slow["ms"]
 
 
-def test_energy_is_the_core_s_measured_power_times_the_estimate_and_battery_life_follows(anchors):
+def test_energy_is_the_measured_power_of_the_core_and_library_times_the_estimate_and_battery_follows(anchors):
     rows, profiles = anchors
     m4 = micro.resolve({"preset": "cortex_m4", "name": "m4_xcube", "kernels": "x-cube-ai"})
     found = latency.estimate(profiles["kws"], m4)
     measured = next(row for row in rows if row["model"] == "kws" and row["runtime"].startswith("x-cube-ai")
                     and row["core"] == "cortex-m4f")
+    # X-CUBE-AI's own power on this core (ST's SMPS board): the core's median, microTVM's rows included, was
+    # 38% over the measured energy
     assert found["energy_uj"] == pytest.approx(float(measured["energy_uj"]), rel=0.35)
     hours = m4.battery_mah * 3.6 * m4.battery_volts / (found["energy_uj"] * m4.inferences_per_hour / 3600 * 1e-6) / 3600
     assert found["battery_hours"] == pytest.approx(hours)
