@@ -1,10 +1,13 @@
 """Benchmark `boards`: a search under a board's limits (`search.targets`), on digits and on the sensor preset
 `configs/motions.yaml`: the Cortex-M4 preset (256 KB RAM, 1 MB flash, CMSIS-NN at 120 MHz) with a 5 ms deadline,
-over the model's widths and depths (and the CNN's dense layer on digits) and the learning rate, 8 trials each.
+over the model's widths and depths, the CNN's dense layer and downsampling (max pooling or strided convolutions) on
+digits, the kernel sizes on motions, and the learning rate: 8 random trials each, then the grid (3 values per
+numeric parameter) around the 2 best and around the board's 2 best feasible ones (pipelines/training/tuning.py).
 
 `target_search_fits` and `target_search_meets_deadline` (1 or 0) are the verdicts of the board's champion (TFLM
 arena and flash measured, latency estimated by deploy/latency.py), `target_search_accuracy_gap` the unconstrained
-champion's validation accuracy minus the board's (both the best trial trained in full), `target_search_latency_ms`
+champion's validation accuracy minus the board's (both the best trial trained in full), `target_search_baseline_gap`
+the train stage's model (the preset's own architecture, unsearched) minus the board's, `target_search_latency_ms`
 the board champion's estimate, `target_search_fastest_latency_ms` the fastest trial's (whether or not any meets the
 deadline); `motions_target_search_*` the same on motions. `make bench ARGS=search` runs these
 too.
@@ -21,13 +24,15 @@ from pipelines.stages import clean, split, train, tune
 
 WORK = Path(__file__).parent / ".work" / "boards"
 BOARD = {"preset": "cortex_m4", "deadline_ms": 5.0}
-SEARCHES = {  # prefix: (config, space)
+SEARCHES = {  # prefix: (config, space): width, depth, kernel size and how blocks downsample, and the learning rate
     "": ("configs/digits.yaml",
-         {"model.filters": {"kind": "choice", "values": [[4, 8], [8, 16], [16, 32], [32, 64]]},
+         {"model.filters": {"kind": "choice", "values": [[4, 8], [8, 16], [16, 32], [32, 64], [8, 16, 32]]},
           "model.dense_units": {"kind": "choice", "values": [32, 128]},
+          "model.downsample": {"kind": "choice", "values": ["pool", "stride"]},
           "train.learning_rate": {"kind": "log_uniform", "low": 3e-4, "high": 3e-3}}),
     "motions_": ("configs/motions.yaml",
-                 {"model.filters": {"kind": "choice", "values": [[8, 16], [16, 32], [32, 64], [16, 32, 64]]},
+                 {"model.filters": {"kind": "choice", "values": [[8], [16], [8, 16], [16, 32], [16, 32, 64]]},
+                  "model.kernel_sizes": {"kind": "choice", "values": [[8, 5, 3], [5, 3], [3]]},
                   "train.learning_rate": {"kind": "log_uniform", "low": 3e-4, "high": 3e-3}}),
 }
 
@@ -45,7 +50,7 @@ def board_search(config_file: str, space: dict) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     tree = config_module.to_dict(config_module.load(config_file, [f"runtime.root={root}"]))
     tree["runtime"]["verbose"] = 0
-    tree["search"].update({"space": space, "n_trials": 8, "grid_points": 0, "max_trials": 8, "epochs": 30,
+    tree["search"].update({"space": space, "n_trials": 8, "grid_points": 3, "top_k": 2, "max_trials": 0, "epochs": 30,
                            "prune_warmup": 0, "seed": 0, "targets": [BOARD]})
     config = config_module.from_dict(tree)
     for stage in (clean, split, train):
@@ -65,5 +70,7 @@ def board_search(config_file: str, space: dict) -> dict:
                                                             - metrics["tune/cortex_m4/val/accuracy"], 4),
                         "target_search_latency_ms": round(chosen[0]["latency_ms"], 2),
                         "target_search_board_val_accuracy": round(metrics["tune/cortex_m4/val/accuracy"], 4),
-                        "target_search_unconstrained_val_accuracy": round(metrics["tune/final_val_accuracy"], 4)})
+                        "target_search_unconstrained_val_accuracy": round(metrics["tune/final_val_accuracy"], 4),
+                        "target_search_baseline_gap": round(metrics["tune/baseline_val_accuracy"]
+                                                            - metrics["tune/cortex_m4/val/accuracy"], 4)})
     return figures

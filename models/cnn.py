@@ -12,6 +12,10 @@ def build_small_cnn(config: ModelSettings, input_shape: tuple[int, ...], num_out
                     task: str = "classification") -> keras.Model:
     """Conv(-BatchNorm)-ReLU-MaxPool blocks, an optional 1x1 bottleneck, dropout, a dense layer and the head.
 
+    With `config.downsample` 'stride', each block's convolution has stride 2 and there is no pooling: the same
+    halving of the image at a quarter of the convolution's MACs, and one operator and one pooled tensor fewer per
+    block, which is what a microcontroller's latency is made of for a model this small (deploy/latency.py).
+
     From `config.separable_from` pixels on (the smaller side), the model is edge-sized, MobileNet style: the
     blocks after the first are depthwise-separable convolutions, and global average pooling replaces the
     flatten, so the dense layer's size no longer grows with the image (small images keep the flatten, which
@@ -28,20 +32,23 @@ def build_small_cnn(config: ModelSettings, input_shape: tuple[int, ...], num_out
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.normalization(normalizer["mean"], normalizer["variance"])(inputs)
     edge = bool(config.separable_from) and min(input_shape[:2]) >= config.separable_from
+    strides = 2 if config.downsample == "stride" else 1
     for index, filters in enumerate(config.filters):
         if edge and index > 0:
-            x = keras.layers.SeparableConv2D(filters, 3, padding="same", depthwise_initializer=config.initializer,
+            x = keras.layers.SeparableConv2D(filters, 3, strides=strides, padding="same",
+                                             depthwise_initializer=config.initializer,
                                              pointwise_initializer=config.initializer,
                                              pointwise_regularizer=regularizer, use_bias=not config.batch_norm,
                                              name=f"separable{index}")(x)
         else:
-            x = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=config.initializer,
+            x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", kernel_initializer=config.initializer,
                                     kernel_regularizer=regularizer, use_bias=not config.batch_norm,
                                     name=f"conv{index}")(x)
         if config.batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
-        x = keras.layers.MaxPooling2D(name=f"pool{index}")(x)
+        if strides == 1:
+            x = keras.layers.MaxPooling2D(name=f"pool{index}")(x)
     if config.bottleneck:
         x = keras.layers.Conv2D(config.bottleneck, 1, activation="relu", name="bottleneck_1x1")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x) if edge else keras.layers.Flatten(name="flatten")(x)

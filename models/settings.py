@@ -14,6 +14,7 @@ class ModelSettings(Protocol):
     dense_units: int
     hidden_layers: int  # mlp only
     bottleneck: int  # filters of a 1x1 convolution before the head (0: none)
+    downsample: str  # small_cnn: 'pool' (convolution, then max pooling) or 'stride' (a stride-2 convolution)
     separable_from: int  # small_cnn: input side from which blocks are depthwise-separable and pooled globally
     cell: str  # recurrent: lstm or gru
     batch_norm: bool

@@ -159,3 +159,27 @@ def test_the_default_image_model_is_edge_sized_at_224_px_and_unchanged_for_small
     never = config_module.load(None, ["model.separable_from=0"]).model
     assert "Flatten" in [type(layer).__name__ for layer in build(never, (64, 64, 1), 2, {"mean": [0.0],
                                                                                         "variance": [1.0]}).layers]
+
+
+def test_strided_blocks_halve_the_image_with_no_pooling_operator_and_fewer_macs_and_estimated_ms():
+    import models
+    from deploy import latency, micro, tflite
+    from pipelines.core import config as config_module
+
+    build = models.architectures()["small_cnn"]
+    board = micro.resolve({"preset": "cortex_m4"})
+    found = {}
+    for downsample in ("pool", "stride"):
+        settings = config_module.load(None, [f"model.downsample={downsample}", "model.filters=[8,16]",
+                                             "model.dense_units=32"]).model
+        model = build(settings, (16, 16, 1), 10, {"mean": [0.0], "variance": [1.0]})
+        assert model.get_layer("flatten").input_shape[1:] == (4, 4, 16)  # both halve the image per block
+        flatbuffer = tflite.convert(model, "int8", np.random.default_rng(0).uniform(0, 16, (8, 16, 16, 1)))
+        cost = micro.cost(flatbuffer)
+        found[downsample] = ([layer["op"] for layer in cost["layers"]], cost["macs"],
+                             latency.estimate(flatbuffer, board)["ms"])
+    (pool_ops, pool_macs, pool_ms), (stride_ops, stride_macs, stride_ms) = found["pool"], found["stride"]
+    assert pool_ops.count("MAX_POOL_2D") == 2 and "MAX_POOL_2D" not in stride_ops
+    assert stride_macs < pool_macs / 2 and stride_ms < pool_ms
+    with pytest.raises(config_module.ConfigError, match="model.downsample"):
+        config_module.load(None, ["model.downsample=avg"])

@@ -37,6 +37,22 @@ def test_the_front_holds_the_trials_no_other_beats_on_accuracy_latency_and_ram()
         (0, True, False), (1, True, True), (2, False, True), (3, True, True), (4, False, True)]
 
 
+def test_phase_two_refines_around_the_best_trials_and_around_each_board_s_best_feasible_ones():
+    from pipelines.training import search, tuning
+
+    trials = [{**trial, "phase": "random",
+               "boards": {name.replace("/m4/", "/cortex_m4/"): value for name, value in trial["boards"].items()}}
+              for trial in TRIALS]
+    board = config_module.from_dict({"search": {"top_k": 2, "targets": [{"preset": "cortex_m4", "deadline_ms": 5}]}})
+    regions = tuning.grid_regions(trials, board, KEY, higher=True)
+    assert [[trial["number"] for trial in region] for region in regions] == [[0, 1], [1, 2]]
+    alone = config_module.from_dict({"search": {"top_k": 2}})
+    regions = tuning.grid_regions(trials, alone, KEY, higher=True)
+    assert [[trial["number"] for trial in region] for region in regions] == [[0, 1]]
+    a, b, c, d = ({"model.dense_units": units} for units in (1, 2, 3, 4))
+    assert search.in_turn([[a, b, c], [b, d]]) == [a, b, d, c]  # each region's nearest first, no point twice
+
+
 def test_search_targets_are_checked_at_load(tmp_path):
     with pytest.raises(ConfigError, match=r"search.targets\[0\]: unknown target 'cortex_m99'"):
         config_module.from_dict({"search": {"targets": ["cortex_m99"]}})

@@ -33,6 +33,9 @@ def test_grid_spans_the_top_trials_region():
     assert {params["train.optimizer"] for params in grid} == {"adam"} and len(grid) == 9
     top[1]["train.optimizer"] = "sgd"  # the top trials disagree: both stay
     assert {params["train.optimizer"] for params in search.grid_around(SPACE, top, 2)} == {"adam", "sgd"}
+    filters = {**SPACE, "model.filters": config_module.ParamSpace(kind="choice", values=((8, 16), (16, 32)))}
+    lists = [{**top[0], "model.filters": [8, 16]}, {**top[1], "model.filters": [8, 16]}]
+    assert [params["model.filters"] for params in search.grid_around(filters, lists, 2)] == [[8, 16]] * 8
 
 
 def test_median_pruner_stops_a_trial_below_the_median_after_warmup(tmp_path):

@@ -3,7 +3,8 @@
 Phase 1 samples `search.n_trials` parameter sets from `search.space` (`search.sampler`: Optuna's seeded
 QMCSampler on a scrambled Sobol sequence by default, or its RandomSampler).
 Phase 2 spans a grid (`search.grid_points` values per numeric parameter, log-spaced where the distribution is)
-over the region of the `search.top_k` best random trials, nearest the best trial first. The search
+over the region of the `search.top_k` best random trials, nearest the best trial first; with `search.targets`, also
+over each board's `top_k` best feasible ones (fit and deadline), the regions' points taken in turn. The search
 (pipelines/training/tuning.py, on Optuna in search.py) plans each phase in an Optuna study (enqueued trials, each
 handed out once) and works on it with `search.n_jobs - 1` local worker processes besides this one;
 `make tune-worker` joins from another shell or machine that sees the same workspace and storage (`search.storage`).

@@ -120,7 +120,8 @@ def grid_around(space: dict[str, config_module.ParamSpace], top: list[dict], poi
     for path, param in space.items():
         seen = [trial[path] for trial in top]
         if param.kind == "choice":
-            grid[path] = sorted(set(seen), key=seen.index)
+            distinct = {json.dumps(value): value for value in seen}  # choices may be lists (model.filters)
+            grid[path] = list(distinct.values())
         else:
             grid[path] = axis(param, min(seen), max(seen), points)
     return [{path: plain(value) for path, value in params.items()} for params in ParameterGrid(grid)]
@@ -138,6 +139,18 @@ def nearest_first(space: dict[str, config_module.ParamSpace], plan: list[dict], 
 
     return sorted(plan, key=lambda params: sum(coordinate(path, params[path]) ** 2 for path in params))
 
+
+
+def in_turn(plans: list[list[dict]]) -> list[dict]:
+    """Several phase-2 plans as one: their first points, then their second ones, and so on (a point already
+    planned once is skipped), so that a budget cut takes from each region alike."""
+    merged, seen = [], set()
+    for position in range(max((len(plan) for plan in plans), default=0)):
+        for plan in plans:
+            if position < len(plan) and key(plan[position]) not in seen:
+                seen.add(key(plan[position]))
+                merged.append(plan[position])
+    return merged
 
 
 def key(params: dict) -> str:

@@ -25,7 +25,7 @@ from pipelines.core import config as config_module
 from pipelines.core import figures, stage, tracking, workspace
 from pipelines.core.errors import StageError
 from pipelines.data import splits
-from pipelines.training import fitting, recipes, search
+from pipelines.training import boards, fitting, recipes, search
 
 # Every search field but where the study lives and how many local workers take its trials: neither changes
 # the result, so changing them continues the same study.
@@ -207,6 +207,18 @@ def run_phase(job: Search, study: optuna.Study, phase: str, plan: list[dict]) ->
         print(f"[tune] budget reached (search.max_seconds): {waiting} planned {phase} trial(s) not run")
 
 
+def grid_regions(trials: list[dict], config: config_module.Config, key: str, higher: bool) -> list[list[dict]]:
+    """The groups of random trials phase 2 refines around: the `search.top_k` best, and with `search.targets`
+    each board's `top_k` best among those feasible there (fit and deadline), so that a board's champion is
+    refined too when the unconstrained best region is too slow or too large for it. Empty groups are left out."""
+    done = sorted([trial for trial in trials if trial["phase"] == "random" and trial["state"] == "complete"],
+                  key=lambda trial: trial[key], reverse=higher)
+    regions = [done[: config.search.top_k]]
+    for target in boards.targets(config):
+        regions.append([trial for trial in done if boards.feasible(trial, target.name)][: config.search.top_k])
+    return [region for region in regions if region]
+
+
 def search_trials(job: Search, fresh: bool = False) -> list[dict]:
     """Both phases on the study; returns every finished trial (now or in an interrupted run)."""
     settings, key, higher = job.config.search, job.objective.key, job.objective.higher
@@ -228,14 +240,17 @@ def search_trials(job: Search, fresh: bool = False) -> list[dict]:
     try:
         run_phase(job, study, "random", random_plan)
         trials = search.records(study, key, settings.space)
-        ranked = [trial for trial in trials if trial["phase"] == "random" and trial["state"] == "complete"]
-        ranked = sorted(ranked, key=lambda trial: trial[key], reverse=higher)[: settings.top_k]
+        regions = grid_regions(trials, job.config, key, higher)
         room = budget - len(random_plan)
-        if settings.grid_points and ranked and room > 0:
-            plan = search.grid_around(settings.space, [trial["params"] for trial in ranked], settings.grid_points)
+        if settings.grid_points and regions and room > 0:
             tried = {search.key(trial["params"]) for trial in trials}
-            plan = search.nearest_first(settings.space, [params for params in plan
-                                                         if search.key(params) not in tried], ranked[0]["params"])
+            plans = []
+            for region in regions:
+                plan = search.grid_around(settings.space, [trial["params"] for trial in region], settings.grid_points)
+                plans.append(search.nearest_first(settings.space, [params for params in plan
+                                                                   if search.key(params) not in tried],
+                                                  region[0]["params"]))
+            plan = search.in_turn(plans)
             if len(plan) > room:
                 print(f"[tune] budget reached ({settings.max_trials} trials): {len(plan) - int(room)} planned grid "
                       "trial(s) not run")

@@ -92,6 +92,9 @@ class ModelConfig:
                               "have none)", at_least(1))
     hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
     bottleneck: int = option(0, "filters of a 1x1 convolution before the head (0: none)", at_least(0))
+    downsample: str = option("pool", "small_cnn: how each block halves the image: 'pool' (a convolution, then 2x2 "
+                             "max pooling) or 'stride' (a stride-2 convolution: a quarter of the MACs and no pooling "
+                             "operator, the faster block on a microcontroller)", one_of("pool", "stride"))
     separable_from: int = option(64, "small_cnn: from this input side on, blocks after the first are depthwise-"
                                  "separable and the head pools globally instead of flattening (0: never)",
                                  at_least(0))
