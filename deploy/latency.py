@@ -5,7 +5,7 @@ accumulates of convolutions and fully connected layers, those of depthwise convo
 requantized output element of a convolution, depthwise convolution or fully connected layer each), elements that
 other operators (add, pooling, softmax) touch, and operators. Cycles are
 
-    scale[core, kernels] x ((macs x w_mac + depthwise_macs x w_dw) / peak[core] + dots x w_dot
+    scale[core, kernels] x ((macs x w_mac + depthwise_macs x w_dw) / peak[core] + dots x requantize[core] x w_dot
                             + elements x w_elem + ops x w_op)
 
 Depthwise MACs are their own term because every kernel library runs them at a fraction of a convolution's
@@ -17,9 +17,11 @@ with one weight vector per kernel family (`reference`: TFLite Micro's portable C
 libraries and vendor runtimes, CMSIS-NN, ESP-NN, X-CUBE-AI, Plumerai, ONNC, Bosch's), a scale and a small,
 shrunk per-term deviation per core and kernel library, and `peak` the core's int8 multiply-accumulates per
 cycle from its instruction set (a stated fact, not fitted; the reference kernels are scalar on every core).
-The coefficients are fitted (least squares on log cycles) to `anchors/mcu_latency.csv`, MLPerf Tiny's and two
-vendors' published latencies of the reference models of models/reference.py, whose counts are in
-`anchors/reference_profiles.json` (written by `make bench ARGS=tiny`). Milliseconds are cycles / MHz.
+`requantize` is the core's cost of one output element's requantization relative to a core with a long multiply
+(also from its instruction set: 4 on the Cortex-M0+, 1 elsewhere). The coefficients are fitted (least squares
+on log cycles) to `anchors/mcu_latency.csv`, MLPerf Tiny's and two vendors' published latencies of the reference
+models of models/reference.py, whose counts are in `anchors/reference_profiles.json` (written by
+`make bench ARGS=tiny`). Milliseconds are cycles / MHz.
 
 The band is the spread of the leave-one-out errors of the same kernel family (the 10th to 90th percentile):
 each anchor row predicted by a model fitted without it. Energy is the active power of the measured rows of the
@@ -43,7 +45,7 @@ PROFILES = Path(__file__).parent / "anchors" / "reference_profiles.json"
 # A profile's counts, one design column each. `macs` counts every MAC, depthwise included; its column holds the
 # others (`_design`), so that depthwise MACs are costed apart.
 TERMS = ("macs", "dot_products", "elementwise_elements", "op_count", "depthwise_macs")
-MACS, DEPTHWISE = TERMS.index("macs"), TERMS.index("depthwise_macs")
+MACS, DOTS, DEPTHWISE = TERMS.index("macs"), TERMS.index("dot_products"), TERMS.index("depthwise_macs")
 
 # int8 multiply-accumulates per cycle that the core's instruction set allows (Arm and Espressif reference
 # manuals): no SIMD on the M0+ (a MULS and an ADDS per MAC); SMLAD's two 16-bit MACs on M4, M33; M7's dual issue
@@ -51,6 +53,12 @@ MACS, DEPTHWISE = TERMS.index("macs"), TERMS.index("depthwise_macs")
 # cycle on Helium's two beats, 16 on PIE.
 PEAK_MACS_PER_CYCLE = {"cortex-m0plus": 0.5, "cortex-m4f": 2.0, "cortex-m33": 2.0, "cortex-m7": 4.0,
                        "cortex-m55": 8.0, "cortex-m85": 8.0, "xtensa-lx6": 0.5, "xtensa-lx7": 16.0, "rv32imc": 0.5}
+# Cost of one requantization (an output element's int32 accumulator times its multiplier, TFLite's
+# MultiplyByQuantizedMultiplier, in every kernel library) relative to a core with a 32x32->64 multiply (SMULL,
+# MULH): Armv6-M (Cortex-M0+) has none, so the long product is built from four 16x16 MULS partial products.
+# Without it, the M0+ class's dot-product cost came from cores that have one, and the class's MAC-bound ResNet
+# was predicted 1.6 times its measurement from its dot-product-bound models (leave-one-out, +0.60).
+REQUANTIZE_FACTOR = {"cortex-m0plus": 4.0}
 # Cores built with the same SDK and memory system: ESP-IDF's default build and flash-cached code on Espressif's
 # ESP32 (LX6), ESP32-S3 (LX7) and ESP32-C3 (RV32IMC) run TFLite Micro's reference kernels 8 to 14 times slower
 # per clock than the anchors' `tflm-reference-2.3.1` Cortex-M4 rows (which, their build scripts show, used 2020's
@@ -118,6 +126,7 @@ def _design(counts: dict, core: str, kernels: str) -> np.ndarray:
     values[MACS] -= values[DEPTHWISE]  # the MACs of convolutions and fully connected layers
     if family(kernels) == "optimized":
         values[[MACS, DEPTHWISE]] /= PEAK_MACS_PER_CYCLE[core]
+    values[DOTS] *= REQUANTIZE_FACTOR.get(core, 1.0)
     return values
 
 

@@ -22,14 +22,30 @@ def test_every_anchor_row_is_predicted_without_itself_within_the_issue_s_median(
     assert len(errors) == len(rows)
     figures = latency.summary(errors)
     assert figures["latency_model_median_abs_error"] <= 0.30
-    # The issue's bound is 0.60; the fit reaches 0.604. The one row beyond 0.60 is ResNet-8 on the Cortex-M0+
-    # (Bosch's runtime, the only class on its core, predicted from its three other models). The fully connected
-    # autoencoder on MLPerf Tiny v0.5's Cortex-M4 build, +0.63 before depthwise MACs had their own term, is within.
-    beyond = sorted((item["model"], item["core"], item["kernels"]) for item in errors if abs(item["error"]) > 0.60)
-    assert set(beyond) <= {("ic", "cortex-m0plus", "bosch-hale")}, beyond
+    # The fully connected autoencoder on MLPerf Tiny v0.5's Cortex-M4 build, +0.63 before depthwise MACs had their
+    # own term, is within 0.5; ResNet-8 on the Cortex-M0+, +0.60 before its requantization factor, within 0.4.
     ad = next(item for item in errors if item["model"] == "ad" and item["kernels"] == "tflm-reference")
     assert abs(ad["error"]) <= 0.50
-    assert figures["latency_model_max_abs_error"] <= 0.62
+    ic = next(item for item in errors if item["model"] == "ic" and item["core"] == "cortex-m0plus")
+    assert abs(ic["error"]) <= 0.40
+    assert figures["latency_model_max_abs_error"] <= 0.60
+
+
+def test_the_cortex_m0plus_pays_four_times_a_long_multiply_core_s_requantization(anchors, monkeypatch):
+    """Armv6-M has no 32x32->64 multiply: without the factor, the M0+ class's per-output cost comes from cores
+    that have one, and its MAC-bound ResNet-8, left out, is predicted from its output-bound models 1.6x too slow."""
+    rows, profiles = anchors
+    index = next(number for number, row in enumerate(rows) if row["model"] == "ic" and row["core"] == "cortex-m0plus")
+
+    def left_out_error():
+        fit = latency.Fit(rows[:index] + rows[index + 1:], profiles)
+        cycles, _ = fit.cycles(profiles["ic"], "cortex-m0plus", "bosch-hale")
+        return cycles / rows[index]["cycles"] - 1.0
+
+    assert latency.REQUANTIZE_FACTOR == {"cortex-m0plus": 4.0}
+    with_factor = left_out_error()
+    monkeypatch.setattr(latency, "REQUANTIZE_FACTOR", {})
+    assert abs(with_factor) <= 0.40 < 0.55 <= left_out_error()
 
 
 def test_a_core_without_an_anchor_of_its_family_borrows_its_group_s_scale(anchors):
