@@ -13,8 +13,9 @@ def build_small_cnn(config: ModelSettings, input_shape: tuple[int, ...], num_out
     """Conv(-BatchNorm)-ReLU-MaxPool blocks, an optional 1x1 bottleneck, dropout, a dense layer and the head.
 
     With `config.downsample` 'stride', each block's convolution has stride 2 and there is no pooling: the same
-    halving of the image at a quarter of the convolution's MACs, and one operator and one pooled tensor fewer per
-    block, which is what a microcontroller's latency is made of for a model this small (deploy/latency.py).
+    halving of the image (rounding up where pooling rounds down an odd side) at a quarter of the convolution's
+    MACs, and one operator and one pooled tensor fewer per block, which is what a microcontroller's latency is
+    made of for a model this small (deploy/latency.py).
 
     From `config.separable_from` pixels on (the smaller side), the model is edge-sized, MobileNet style: the
     blocks after the first are depthwise-separable convolutions, and global average pooling replaces the

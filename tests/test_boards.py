@@ -49,6 +49,13 @@ def test_phase_two_refines_around_the_best_trials_and_around_each_board_s_best_f
     alone = config_module.from_dict({"search": {"top_k": 2}})
     regions = tuning.grid_regions(trials, alone, KEY, higher=True)
     assert [[trial["number"] for trial in region] for region in regions] == [[0, 1]]
+    # a lone feasible trial spans no region: the board's fastest infeasible trial joins it
+    lone = [trial for trial in trials if trial["number"] in (0, 1)] + [
+        {**trials[0], "number": 5, KEY: 0.98, "boards": {**trials[0]["boards"], "board/cortex_m4/latency_ms": 6.0}}]
+    regions = tuning.grid_regions(lone, board, KEY, higher=True)
+    assert [[trial["number"] for trial in region] for region in regions] == [[0, 5], [1, 5]]
+    none = [trial for trial in trials if trial["number"] == 0]  # nothing feasible: no board group
+    assert [[trial["number"] for trial in region] for region in tuning.grid_regions(none, board, KEY, True)] == [[0]]
     a, b, c, d = ({"model.dense_units": units} for units in (1, 2, 3, 4))
     assert search.in_turn([[a, b, c], [b, d]]) == [a, b, d, c]  # each region's nearest first, no point twice
 

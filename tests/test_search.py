@@ -36,6 +36,9 @@ def test_grid_spans_the_top_trials_region():
     filters = {**SPACE, "model.filters": config_module.ParamSpace(kind="choice", values=((8, 16), (16, 32)))}
     lists = [{**top[0], "model.filters": [8, 16]}, {**top[1], "model.filters": [8, 16]}]
     assert [params["model.filters"] for params in search.grid_around(filters, lists, 2)] == [[8, 16]] * 8
+    lists[1]["model.filters"] = [16, 32]  # the top trials disagree: both lists stay, in the order first seen
+    seen = [params["model.filters"] for params in search.grid_around(filters, lists, 2)]
+    assert len(seen) == 16 and sorted({tuple(value) for value in seen}) == [(8, 16), (16, 32)]
 
 
 def test_median_pruner_stops_a_trial_below_the_median_after_warmup(tmp_path):

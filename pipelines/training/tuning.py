@@ -1,5 +1,6 @@
 """The tune stage's search, as a library: the study of one tune fingerprint (`Search`), the two phases worked
-on it (`search_trials`: random, then a grid around the best region, each planned once and enqueued), the local
+on it (`search_trials`: random, then a grid around the best region and each board's, each planned once and
+enqueued), the local
 worker processes of `search.n_jobs`, the `make tune-worker` entry (`work`) and the trials' MLflow runs and plot.
 The Optuna side (spaces, storage, the worker on `Study.optimize`) is pipelines/training/search.py.
 """
@@ -210,12 +211,21 @@ def run_phase(job: Search, study: optuna.Study, phase: str, plan: list[dict]) ->
 def grid_regions(trials: list[dict], config: config_module.Config, key: str, higher: bool) -> list[list[dict]]:
     """The groups of random trials phase 2 refines around: the `search.top_k` best, and with `search.targets`
     each board's `top_k` best among those feasible there (fit and deadline), so that a board's champion is
-    refined too when the unconstrained best region is too slow or too large for it. Empty groups are left out."""
+    refined too when the unconstrained best region is too slow or too large for it. A lone feasible trial spans
+    no region (a grid around one point is that point): the board's fastest infeasible trials join it, so the
+    grid spans the way from the deadline's edge to it. A board with no feasible trial adds no group."""
     done = sorted([trial for trial in trials if trial["phase"] == "random" and trial["state"] == "complete"],
                   key=lambda trial: trial[key], reverse=higher)
-    regions = [done[: config.search.top_k]]
+    top_k = config.search.top_k
+    regions = [done[:top_k]]
     for target in boards.targets(config):
-        regions.append([trial for trial in done if boards.feasible(trial, target.name)][: config.search.top_k])
+        region = [trial for trial in done if boards.feasible(trial, target.name)][:top_k]
+        if region and len(region) < top_k:
+            timed = f"board/{target.name}/latency_ms"
+            late = [trial for trial in done if not boards.feasible(trial, target.name)
+                    and trial.get("boards", {}).get(timed) is not None]
+            region += sorted(late, key=lambda trial: trial["boards"][timed])[: top_k - len(region)]
+        regions.append(region)
     return [region for region in regions if region]
 
 

@@ -93,8 +93,9 @@ class ModelConfig:
     hidden_layers: int = option(2, "hidden dense layers of the mlp", at_least(1))
     bottleneck: int = option(0, "filters of a 1x1 convolution before the head (0: none)", at_least(0))
     downsample: str = option("pool", "small_cnn: how each block halves the image: 'pool' (a convolution, then 2x2 "
-                             "max pooling) or 'stride' (a stride-2 convolution: a quarter of the MACs and no pooling "
-                             "operator, the faster block on a microcontroller)", one_of("pool", "stride"))
+                             "max pooling, rounding down) or 'stride' (a stride-2 convolution, rounding up: a quarter "
+                             "of the MACs and no pooling operator, the faster block on a microcontroller)",
+                             one_of("pool", "stride"))
     separable_from: int = option(64, "small_cnn: from this input side on, blocks after the first are depthwise-"
                                  "separable and the head pools globally instead of flattening (0: never)",
                                  at_least(0))
@@ -357,7 +358,8 @@ class SearchConfig:
                           one_of("random", "qmc"))
     grid_points: int = option(3, "phase 2: grid values per numeric parameter around the top trials (0: no grid)",
                               at_least(0))
-    top_k: int = option(2, "phase 2: the best random trials whose region the grid spans", at_least(1))
+    top_k: int = option(2, "phase 2: the best random trials whose region the grid spans (with search.targets, "
+                        "also each board's best feasible ones)", at_least(1))
     max_trials: int = option(9, "budget: most trials in all (0: no cap)", at_least(0))
     max_seconds: float = option(0.0, "budget: no new trial starts after this many seconds (0: no limit)", at_least(0))
     objective: str = option("val", "val (the validation split) or cv (k folds of train+val, split.folds)",
