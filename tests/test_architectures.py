@@ -183,3 +183,5 @@ def test_strided_blocks_halve_the_image_with_no_pooling_operator_and_fewer_macs_
     assert stride_macs < pool_macs / 2 and stride_ms < pool_ms
     with pytest.raises(config_module.ConfigError, match="model.downsample"):
         config_module.load(None, ["model.downsample=avg"])
+    with pytest.raises(config_module.ConfigError, match="model.downsample: 'stride' shapes small_cnn's blocks only"):
+        config_module.load("configs/motions.yaml", ["model.downsample=stride"])

@@ -1,7 +1,7 @@
 """The tune stage's search, as a library: the study of one tune fingerprint (`Search`), the two phases worked
 on it (`search_trials`: random, then a grid around the best region and each board's, each planned once and
-enqueued), the local
-worker processes of `search.n_jobs`, the `make tune-worker` entry (`work`) and the trials' MLflow runs and plot.
+enqueued), the local worker processes of `search.n_jobs`, the `make tune-worker` entry (`work`) and the trials'
+MLflow runs and plot.
 The Optuna side (spaces, storage, the worker on `Study.optimize`) is pipelines/training/search.py.
 """
 

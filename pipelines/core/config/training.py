@@ -121,6 +121,9 @@ class ModelConfig:
         if data.is_signal != (self.architecture in ("cnn1d", "recurrent", "autoencoder1d")):
             raise ConfigError(f"model.architecture: '{self.architecture}' does not read source '{data.source}' "
                               "(signals need cnn1d, recurrent or autoencoder1d, which read nothing else)")
+        if self.downsample != "pool" and self.architecture != "small_cnn":
+            raise ConfigError(f"model.downsample: 'stride' shapes small_cnn's blocks only; "
+                              f"'{self.architecture}' would ignore it")
         if not data.is_table and self.architecture == "mlp":
             raise ConfigError(f"model.architecture: image source '{data.source}' needs a convolutional model, "
                               "got 'mlp'")
