@@ -11,9 +11,10 @@ Random-then-grid runs with each phase-1 sampler (`random`, `qmc`) over five seed
 `TIMED_EPOCHS` per trial so that a trial outlasts a worker's start-up: with the comparison's 6 epochs the 9-trial
 plan took 30 s and ran out before the second worker began) with `search.n_jobs` 1 over its wall time with
 `search.n_jobs` 2 (this process and one `tune-worker` process it
-starts, which loads TensorFlow and the split before its first trial: that start-up is in the two-worker time). On
-an N-core machine it can be at most min(2, N); on the 2-core machine of the recorded entry at most 2, and less in
-practice, since one trial's TensorFlow already spreads over both cores and the two processes then share them.
+starts with TensorFlow's pools sized to its share of the cores, which loads TensorFlow and the split before its
+first trial: that start-up is in the two-worker time). On an N-core machine it can be at most min(2, N), and the
+plan's rounds bound it further: 9 trials in 5 rounds on two workers (the grid waits for the last random trial), at
+most 1.8; docs/scale.md gives the measured bounds.
 `load_average`: the 1-minute load average at the start of the two timed searches, since other work on the machine
 skews the ratio.
 

@@ -1,6 +1,7 @@
 """Search on Optuna: random then grid, budgets, the median pruner, workers sharing a study (SQLite and a real
 PostgreSQL), a killed worker, the test split unreachable."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -335,6 +336,25 @@ def test_n_jobs_starts_local_workers_that_share_the_plan(tmp_path):
     assert len({trial["worker"] for trial in trials}) == 2  # this process and the one it started
     logs = list(tmp_path.glob("**/.backup/tune-*/worker-0.log"))
     assert logs and "[tune-worker] ran" in logs[0].read_text()
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # two processes share the cores: TF's pools get half each
+    assert f"thread pools: intra-op {share}, inter-op {share}" in logs[0].read_text()
+
+
+def test_local_workers_get_their_share_of_the_cores_unless_the_user_set_the_threads(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(tuning.subprocess, "Popen", lambda command, **kwargs: started.append(kwargs["env"]))
+    monkeypatch.setattr(tuning.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
+    config = tiny_config(tmp_path)
+    tuning.local_workers(config, 3, tmp_path / "workers")  # four processes with the stage's own
+    assert len(started) == 3
+    assert {(env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"]) for env in started} == {("2", "2")}
+    assert tuning.worker_threads(16)["TF_NUM_INTRAOP_THREADS"] == "1"  # never fewer than one
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    started.clear()
+    tuning.local_workers(config, 1, tmp_path / "workers")
+    assert started[0]["TF_NUM_INTRAOP_THREADS"] == "3" and started[0]["TF_NUM_INTEROP_THREADS"] == "4"
 
 
 def test_a_tune_worker_without_a_running_search_says_so(tmp_path):

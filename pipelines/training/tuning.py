@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import subprocess
 import sys
 import time
@@ -111,12 +112,23 @@ def local_workers(config: config_module.Config, count: int, folder: Path) -> lis
     folder.mkdir(parents=True, exist_ok=True)
     resolved = folder / "worker_config.yaml"
     resolved.write_text(yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
+    environment = {**worker_threads(count + 1), **os.environ}  # a user's own setting wins
     workers = []
     for index in range(count):
         with open(folder / f"worker-{index}.log", "w") as log:  # the child keeps its own descriptor
             workers.append(subprocess.Popen([sys.executable, "-m", "pipelines", "tune-worker", "--config",
-                                             str(resolved)], stdout=log, stderr=subprocess.STDOUT))
+                                             str(resolved)], stdout=log, stderr=subprocess.STDOUT,
+                                            env=environment))
     return workers
+
+
+def worker_threads(processes: int) -> dict[str, str]:
+    """TensorFlow's thread pools for one of `processes` training processes sharing this machine's cores: an
+    equal share each. Each process would otherwise size its pools to every core, and on 2 cores two searches
+    side by side then finish 1.33x the trials of one, against 1.6-1.9x with one thread each (measured in the
+    scale docs)."""
+    share = max(1, len(os.sched_getaffinity(0)) // processes)
+    return {"TF_NUM_INTRAOP_THREADS": str(share), "TF_NUM_INTEROP_THREADS": str(share)}
 
 
 class _AboveTheBar:
@@ -289,6 +301,8 @@ def work(config: config_module.Config, idle_seconds: float = 600.0) -> int:
         raise StageError(f"no search {job.name} in {job.url}: start `make tune` first (same config)") from None
     study = job.study()
     last = [time.monotonic()]
+    pools = [os.environ.get(f"TF_NUM_{kind}_THREADS", "one thread per core") for kind in ("INTRAOP", "INTEROP")]
+    print(f"[tune-worker] TensorFlow thread pools: intra-op {pools[0]}, inter-op {pools[1]}")
 
     def done() -> bool:
         if study.user_attrs.get("closed") or study.user_attrs.get("stopped"):
