@@ -66,8 +66,13 @@ server: setup ## tracking server for many machines: SERVER_HOST, SERVER_PORT, BA
 test: setup ## every test (what CI runs)
 	$(PY) -m pytest $(ARGS)
 
-test-fast: setup ## the tests not marked slow, for the edit-run loop (under 3 minutes)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+# test-fast runs its test files in TEST_JOBS processes (pytest-xdist; one file's tests and module fixtures stay in
+# one process): most tests hold one core each (Python and small models), so on 2 cores two processes finish the
+# fast tests in 155 s instead of 285 s.
+TEST_JOBS ?= 2
+
+test-fast: setup ## the tests not marked slow, for the edit-run loop (under 3 minutes; TEST_JOBS processes)
+	$(PY) -m pytest -m "not slow" -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 bench: setup ## run bench/ and write bench/results.json
 	$(PY) -m bench $(ARGS)

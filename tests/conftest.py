@@ -163,6 +163,32 @@ def no_stray_mlflow_store():
     assert not stray, f"{stray} appeared: something used MLflow before tracking.configure pointed it at a store"
 
 
+class LeakedRunWarning(Warning):
+    """A test left an MLflow run active in this process (not a UserWarning, which the suite ignores)."""
+
+
+@pytest.fixture(autouse=True)
+def no_active_run_leaks_into_the_next_test(request):
+    """A run left active in this process would make the next test's `start_run` fail ("already active"), so the
+    outcome of a test would depend on the file before it (which pytest-xdist's processes change): ended here and
+    named in the warnings summary."""
+    yield
+    import warnings
+
+    import mlflow
+
+    for _ in range(10):  # runs nest
+        run = mlflow.active_run()
+        if run is None:
+            break
+        warnings.warn(f"{request.node.nodeid} left MLflow run {run.info.run_id} active", LeakedRunWarning,
+                      stacklevel=1)
+        try:
+            mlflow.end_run("KILLED")  # off the stack first, then marked in its store
+        except Exception:  # the store is gone (a stopped server): the run is off this process's stack all the same
+            pass
+
+
 def system_tool(name: str, *candidates: str) -> str:
     """The path of a system program, or a skip (a failure under CI) naming the Debian package."""
     import shutil
