@@ -177,10 +177,11 @@ def test_feature_cache_is_built_once_and_the_assembled_model_matches_the_head(tm
     config, data = _split_data(tmp_path, *overrides)
     pretrain.run(config)
     digest = splits.identity(workspace.stage_dir(tmp_path, config.experiment, "split"))
-    model, _, scores = transfer.train(config, data, tmp_path, None, digest)
+    # outside a stage's run: not logged (logging here would start a run of its own and leave it active)
+    model, _, scores = transfer.train(config, data, tmp_path, None, digest, log_to_mlflow=False)
     output = capsys.readouterr().out
     assert "augmentation is impossible on cached features" in output and "cached backbone features" in output
-    transfer.train(config, data, tmp_path, None, digest)
+    transfer.train(config, data, tmp_path, None, digest, log_to_mlflow=False)
     assert "features read from the cache" in capsys.readouterr().out
     assert model.get_layer("backbone").__class__.__name__ == "KerasLayer"
     assert scores["val/accuracy"] > 0.2  # chance 0.1
