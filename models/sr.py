@@ -103,18 +103,25 @@ def build_vgg19_features(weights: str = "imagenet", layer: str = "block5_conv4")
 
 class SRGAN(keras.Model):
     """The generator's two training phases as one `fit()`-able model (the keras-io custom `train_step` pattern),
-    on batches of (low-res, high-res) patches. `compile(adversarial=False)`: the pixel phase, MSE alone through
-    `pixel_optimizer`. `compile(adversarial=True)`: SRGAN fine-tuning, one tape for the discriminator and one for
-    the generator, whose loss is pixel MSE + `content_weight` x the MSE between `features` of the output and of
-    the target + `adversarial_weight` x the adversarial term. Losses are scaled for `tf.distribute` (averaged over
+    on batches of (low-res, high-res) patches. `compile(adversarial=False)`: the pixel phase, the pixel loss alone
+    through `pixel_optimizer` (`pixel_loss`: `l1`, the mean absolute error EDSR trains with, or `mse`).
+    `compile(adversarial=True)`: SRGAN fine-tuning, one tape for the discriminator and one for the generator,
+    whose loss is the pixel loss + `content_weight` x the MSE between `features` of the output and of the target
+    + `adversarial_weight` x the adversarial term. Losses are scaled for `tf.distribute` (averaged over
     the global batch); each phase reports its losses through `keras.metrics.Mean` trackers."""
 
     PIXEL_LOSSES = ("pixel_loss",)
     ADVERSARIAL_LOSSES = ("pixel_loss", "content_loss", "adversarial_loss", "g_loss", "d_loss")
 
+    PIXEL_LOSS_FUNCTIONS = ("l1", "mse")
+
     def __init__(self, generator: keras.Model, discriminator: keras.Model, features: keras.Model,
-                 global_batch_size: int, content_weight: float = 1.0, adversarial_weight: float = 1e-3, **kwargs):
+                 global_batch_size: int, content_weight: float = 1.0, adversarial_weight: float = 1e-3,
+                 pixel_loss: str = "l1", **kwargs):
         super().__init__(**kwargs)
+        if pixel_loss not in self.PIXEL_LOSS_FUNCTIONS:
+            raise ValueError(f"pixel_loss: one of {self.PIXEL_LOSS_FUNCTIONS}, got {pixel_loss!r}")
+        self.pixel_loss = pixel_loss
         self.generator, self.discriminator, self.features = generator, discriminator, features
         self.global_batch_size = global_batch_size
         self.content_weight, self.adversarial_weight = content_weight, adversarial_weight
@@ -141,9 +148,15 @@ class SRGAN(keras.Model):
     def _mse(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(tf.square(first - second), axis=[1, 2, 3])
 
+    def _pixel(self, output: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        """Per-example pixel loss, averaged over the global batch."""
+        if self.pixel_loss == "l1":
+            return self._average(tf.reduce_mean(tf.abs(output - target), axis=[1, 2, 3]))
+        return self._average(self._mse(output, target))
+
     def _pixel_step(self, low: tf.Tensor, high: tf.Tensor) -> dict:
         with tf.GradientTape() as tape:
-            loss = self._average(self._mse(self.generator(low, training=True), high))
+            loss = self._pixel(self.generator(low, training=True), high)
         gradients = tape.gradient(loss, self.generator.trainable_weights)
         self.pixel_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         return {"pixel_loss": loss}
@@ -160,7 +173,7 @@ class SRGAN(keras.Model):
         with tf.GradientTape() as tape:
             fake = self.generator(low, training=True)
             fake_logits = self.discriminator(fake, training=True)
-            pixel = self._average(self._mse(fake, high))
+            pixel = self._pixel(fake, high)
             content = self._average(self._mse(self.features(fake, training=False),
                                               self.features(high, training=False)))
             adversarial = self._average(self.bce(tf.ones_like(fake_logits), fake_logits))

@@ -123,3 +123,23 @@ def test_adversarial_step_runs_compiled_under_a_mirrored_strategy(tmp_path):
     losses = model.train_on_batch(low, high, return_dict=True)
     assert set(losses) == {"pixel_loss", "content_loss", "adversarial_loss", "g_loss", "d_loss"}
     assert all(np.isfinite(float(value)) for value in losses.values())
+
+
+@pytest.mark.parametrize("pixel_loss", ["l1", "mse"])
+def test_the_pixel_phase_reports_the_configured_pixel_loss_of_the_generator_output(tmp_path, pixel_loss):
+    from pipelines.training import fitting
+
+    config = tiny_config(tmp_path, *SR, f"sr.pixel_loss={pixel_loss}").sr
+    strategy = fitting.strategy(config_module.RuntimeConfig())
+    with strategy.scope():
+        _, features = sr_models.build_feature_autoencoder(4)
+    model = superres.build_model(config, features, strategy)
+    rng = np.random.default_rng(0)
+    low = rng.uniform(size=(8, 8, 8, 3)).astype(np.float32)
+    high = rng.uniform(size=(8, 16, 16, 3)).astype(np.float32)
+    error = model.generator(low).numpy() - high  # the loss is taken before the step's update
+    expected = np.abs(error).mean() if pixel_loss == "l1" else np.square(error).mean()
+    losses = model.train_on_batch(low, high, return_dict=True)
+    assert losses["pixel_loss"] == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(config_module.ConfigError, match="sr.pixel_loss"):
+        tiny_config(tmp_path, "sr.pixel_loss=huber")

@@ -1,8 +1,8 @@
 """sr: super-resolution x2 (SRGAN-style) on scikit-image's lossless photographs, `models.sr.SRGAN` trained by
 `fit()`.
 
-Two phases share one generator: first the pixel-loss (MSE) phase, then adversarial fine-tuning with
-pixel MSE + a content loss in the feature space of a network trained beforehand (the project's own
+Two phases share one generator: first the pixel-loss phase (L1 by default), then adversarial fine-tuning with
+the pixel loss + a content loss in the feature space of a network trained beforehand (the project's own
 autoencoder, or VGG19) + an adversarial term, one tape per network. Training sees random patches of the
 training photographs; evaluation upsamples each held-out photograph whole and scores PSNR and SSIM
 (scikit-image) against bicubic upsampling of the same low-resolution input, made by anti-aliased bicubic

@@ -131,7 +131,8 @@ def build_model(settings: config_module.SrConfig, features: keras.Model,
     with strategy.scope():
         model = sr_models.SRGAN(sr_models.build_sr_generator(settings.filters, settings.blocks, 3, SCALE),
                                 sr_models.build_sr_discriminator(settings.discriminator_filters), features,
-                                settings.batch_size, settings.content_weight, settings.adversarial_weight)
+                                settings.batch_size, settings.content_weight, settings.adversarial_weight,
+                                settings.pixel_loss)
         schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.pixel_steps)
         model.compile(keras.optimizers.Adam(schedule),
                       keras.optimizers.Adam(settings.adversarial_learning_rate, beta_1=settings.adversarial_beta_1),
