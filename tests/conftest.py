@@ -163,30 +163,27 @@ def no_stray_mlflow_store():
     assert not stray, f"{stray} appeared: something used MLflow before tracking.configure pointed it at a store"
 
 
-class LeakedRunWarning(Warning):
-    """A test left an MLflow run active in this process (not a UserWarning, which the suite ignores)."""
-
-
 @pytest.fixture(autouse=True)
 def no_active_run_leaks_into_the_next_test(request):
     """A run left active in this process would make the next test's `start_run` fail ("already active"), so the
-    outcome of a test would depend on the file before it (which pytest-xdist's processes change): ended here and
-    named in the warnings summary."""
+    outcome of a test would depend on the file before it (which pytest-xdist's processes change): the run is
+    ended here and the test that left it fails, naming it."""
     yield
-    import warnings
-
     import mlflow
 
+    leaked = []
     for _ in range(10):  # runs nest
         run = mlflow.active_run()
         if run is None:
             break
-        warnings.warn(f"{request.node.nodeid} left MLflow run {run.info.run_id} active", LeakedRunWarning,
-                      stacklevel=1)
+        leaked.append(run.info.run_id)
         try:
             mlflow.end_run("KILLED")  # off the stack first, then marked in its store
         except Exception:  # the store is gone (a stopped server): the run is off this process's stack all the same
             pass
+    if leaked:
+        pytest.fail(f"{request.node.nodeid} left MLflow run(s) {leaked} active (end them, or run under "
+                    "tracking.run / mlflow.start_run as a context)", pytrace=False)
 
 
 def system_tool(name: str, *candidates: str) -> str:

@@ -96,3 +96,19 @@ def test_no_module_sets_the_keras_switch_but_models(path):
     setters = [str(file.relative_to(ROOT)) for file in (ROOT / path).rglob("*.py")
                if "TF_USE_LEGACY_KERAS\", \"1\")" in file.read_text()]
     assert setters == (["models/__init__.py"] if path == "models" else [])
+
+
+def test_a_test_that_leaves_an_mlflow_run_active_fails_naming_it(tmp_path):
+    """The suite's own guard (tests/conftest.py): a leaked run would fail whichever test starts a run next."""
+    leaky = tmp_path / "test_leaky.py"
+    leaky.write_text("import mlflow\n\n\ndef test_leaves_a_run(tmp_path):\n"
+                     "    mlflow.set_tracking_uri(f'sqlite:///{tmp_path}/mlflow.db')\n    mlflow.start_run()\n\n\n"
+                     "def test_ends_its_run(tmp_path):\n"
+                     "    mlflow.set_tracking_uri(f'sqlite:///{tmp_path}/mlflow.db')\n"
+                     "    with mlflow.start_run():\n        pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider",
+                             str(leaky)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "test_leaves_a_run left MLflow run(s)" in result.stdout
+    # the leaking test passed and then errored at teardown; the next one started its run: the leaked one was ended
+    assert re.search(r"\b2 passed\b.*\b1 error\b", result.stdout), result.stdout[-500:]
