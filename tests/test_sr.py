@@ -42,10 +42,24 @@ def test_patches_pair_each_high_res_patch_with_its_downscaled_self():
     image = superres.photographs(("astronaut",))["astronaut"]
     low, high = superres.patches([image], count=12, size=32, seed=3)
     assert low.shape == (12, 16, 16, 3) and high.shape == (12, 32, 32, 3)
-    for low_patch, high_patch in zip(low, high):  # rotations and flips were applied to both alike
+    assert low.dtype == np.float32 and high.dtype == np.uint8  # high-res patches keep the photograph's 8 bits
+    np.testing.assert_array_equal(superres.as_float(np.rint(image * 255).astype(np.uint8)).numpy(), image)
+    for low_patch, high_patch in zip(low, superres.as_float(high).numpy()):  # rotated and flipped alike
         interior = (slice(4, 12), slice(4, 12))  # the anti-aliasing kernel reaches across the patch border
         np.testing.assert_allclose(superres.downscale(high_patch)[interior], low_patch[interior], atol=0.02)
     assert np.abs(low[0] - low[1]).mean() > 0.01  # different places
+
+
+def test_the_pixel_phase_learning_rate_warms_up_linearly_then_decays_by_a_cosine_to_zero():
+    schedule = superres.pixel_schedule(2e-3, 3000, 0.1)
+    rates = {step: float(schedule(step)) for step in (0, 150, 300, 1650, 3000)}
+    assert rates[0] == 0.0 and rates[3000] == pytest.approx(0.0, abs=1e-9)
+    assert rates[150] == pytest.approx(1e-3) and rates[300] == pytest.approx(2e-3)  # the peak after 10%
+    assert rates[1650] == pytest.approx(1e-3)  # half-way through the cosine
+    assert float(superres.pixel_schedule(2e-3, 3000, 0.0)(0)) == pytest.approx(2e-3)  # no warm-up
+    assert float(superres.pixel_schedule(2e-3, 2, 0.9)(1)) == pytest.approx(2e-3)  # at least one step of decay
+    with pytest.raises(config_module.ConfigError, match="sr.warmup_fraction"):
+        tiny_config(".", "sr.warmup_fraction=1.0")
 
 
 def test_held_out_photographs_and_their_twins_cannot_be_trained_on():

@@ -76,22 +76,29 @@ def bicubic_upscale(low: np.ndarray) -> np.ndarray:
 
 def patches(images: list[np.ndarray], count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` aligned (low-res, high-res) patch pairs cut at random from the downscaled and original photos,
-    each randomly rotated by a multiple of 90 degrees and flipped (the same way on both sides)."""
+    each randomly rotated by a multiple of 90 degrees and flipped (the same way on both sides). The low-res
+    patches are float32 in [0, 1]; the high-res ones are the photographs' own 8-bit values (uint8, a quarter of
+    the memory; `as_float` maps them back exactly)."""
     rng = np.random.default_rng(seed)
     lows = [downscale(image) for image in images]
     low_size = size // SCALE
     low_patches = np.empty((count, low_size, low_size, 3), np.float32)
-    high_patches = np.empty((count, size, size, 3), np.float32)
+    high_patches = np.empty((count, size, size, 3), np.uint8)
     for index in range(count):
         which = rng.integers(len(images))
         top = rng.integers(0, lows[which].shape[0] - low_size + 1)
         left = rng.integers(0, lows[which].shape[1] - low_size + 1)
         low = lows[which][top:top + low_size, left:left + low_size]
-        high = images[which][SCALE * top:SCALE * top + size, SCALE * left:SCALE * left + size]
+        high = np.rint(images[which][SCALE * top:SCALE * top + size, SCALE * left:SCALE * left + size] * 255.0)
         turns, flip = int(rng.integers(4)), bool(rng.integers(2))
         low, high = np.rot90(low, turns), np.rot90(high, turns)
         low_patches[index], high_patches[index] = (low[:, ::-1], high[:, ::-1]) if flip else (low, high)
     return low_patches, high_patches
+
+
+def as_float(high: tf.Tensor) -> tf.Tensor:
+    """8-bit high-res patches -> float32 in [0, 1], the values `photographs` gives."""
+    return tf.cast(high, tf.float32) / 255.0
 
 
 def content_network(settings: config_module.SrConfig, high: np.ndarray, cache: Path) -> keras.Model:
@@ -104,8 +111,8 @@ def content_network(settings: config_module.SrConfig, high: np.ndarray, cache: P
     keras.utils.set_random_seed(settings.seed)
     autoencoder, features = sr_models.build_feature_autoencoder(settings.feature_filters)
     autoencoder.compile(keras.optimizers.Adam(settings.feature_learning_rate), "mse")
-    data = tf.data.Dataset.from_tensor_slices((high, high)).shuffle(len(high), seed=settings.seed).repeat() \
-        .batch(settings.batch_size)
+    data = tf.data.Dataset.from_tensor_slices(high).shuffle(len(high), seed=settings.seed).repeat() \
+        .batch(settings.batch_size).map(lambda batch: (as_float(batch), as_float(batch)))
     history = fitting.guarded_fit(autoencoder, data, steps_per_epoch=settings.feature_steps, epochs=1, log=False)
     mlflow.log_metric("sr/content_network_mse", history["loss"][-1])
     features.trainable = False
@@ -127,17 +134,26 @@ def save_model(model: keras.Model, path: Path) -> None:
 def build_model(settings: config_module.SrConfig, features: keras.Model,
                 strategy: tf.distribute.Strategy) -> sr_models.SRGAN:
     """The SR generator and discriminator with their optimizers, made under `strategy`, compiled for the pixel
-    phase (the pixel optimizer's learning rate decays to 0 over `pixel_steps` by a cosine)."""
+    phase (the pixel optimizer's learning rate rises linearly from 0 over the first `warmup_fraction` of
+    `pixel_steps`, then decays to 0 by a cosine over the rest)."""
     with strategy.scope():
         model = sr_models.SRGAN(sr_models.build_sr_generator(settings.filters, settings.blocks, 3, SCALE),
                                 sr_models.build_sr_discriminator(settings.discriminator_filters), features,
                                 settings.batch_size, settings.content_weight, settings.adversarial_weight,
                                 settings.pixel_loss)
-        schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.pixel_steps)
+        schedule = pixel_schedule(settings.learning_rate, settings.pixel_steps, settings.warmup_fraction)
         model.compile(keras.optimizers.Adam(schedule),
                       keras.optimizers.Adam(settings.adversarial_learning_rate, beta_1=settings.adversarial_beta_1),
                       keras.optimizers.Adam(settings.adversarial_learning_rate, beta_1=settings.adversarial_beta_1))
     return model
+
+
+def pixel_schedule(peak: float, steps: int, warmup_fraction: float) -> keras.optimizers.schedules.CosineDecay:
+    """Linear warm-up from 0 to `peak` over `warmup_fraction` of `steps`, then cosine decay to 0 at `steps`."""
+    warmup = min(round(warmup_fraction * steps), steps - 1)
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(peak, steps)
+    return keras.optimizers.schedules.CosineDecay(0.0, steps - warmup, warmup_target=peak, warmup_steps=warmup)
 
 
 def use_phase(model: sr_models.SRGAN, adversarial: bool) -> None:
@@ -193,7 +209,7 @@ def train(config: config_module.Config, features: keras.Model, low: np.ndarray, 
                                      pixel_optimizer=model.pixel_optimizer, g_optimizer=model.g_optimizer,
                                      d_optimizer=model.d_optimizer)
     data = tf.data.Dataset.from_tensor_slices((low, high)).shuffle(len(low), seed=settings.seed).repeat() \
-        .batch(settings.batch_size, drop_remainder=True).prefetch(2)
+        .batch(settings.batch_size, drop_remainder=True).map(lambda low, high: (low, as_float(high))).prefetch(2)
     total = settings.pixel_steps + settings.adversarial_steps
     for first, length, count, adversarial in windows(start, settings.pixel_steps, total, settings.log_every):
         if adversarial != model.adversarial:

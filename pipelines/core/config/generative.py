@@ -139,6 +139,9 @@ class SrConfig:
                              one_of("l1", "mse"))
     learning_rate: float = option(2e-3, "Adam learning rate of the pixel phase (cosine decay to 0)",
                                   greater_than(0))
+    warmup_fraction: float = option(0.1, "share of the pixel phase over which the learning rate rises linearly "
+                                    "from 0 before its cosine decay (without it, a seed could diverge at 2e-3)",
+                                    at_least(0), below(1))
     adversarial_steps: int = option(300, "steps of adversarial fine-tuning after the pixel phase", at_least(0))
     adversarial_learning_rate: float = option(1e-4, "Adam learning rate of both networks in fine-tuning",
                                               greater_than(0))
