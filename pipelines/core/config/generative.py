@@ -137,8 +137,8 @@ class SrConfig:
     pixel_steps: int = option(3000, "steps of the pixel-loss phase", at_least(1))
     pixel_loss: str = option("l1", "pixel loss of both phases: l1 (mean absolute error, as EDSR trains) or mse",
                              one_of("l1", "mse"))
-    learning_rate: float = option(2e-3, "Adam learning rate of the pixel phase (cosine decay to 0)",
-                                  greater_than(0))
+    learning_rate: float = option(2e-3, "peak Adam learning rate of the pixel phase (reached after the warm-up, "
+                                  "then cosine decay to 0)", greater_than(0))
     warmup_fraction: float = option(0.1, "share of the pixel phase over which the learning rate rises linearly "
                                     "from 0 before its cosine decay (without it, a seed could diverge at 2e-3)",
                                     at_least(0), below(1))
