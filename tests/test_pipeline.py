@@ -506,3 +506,26 @@ def test_bundle_and_stage_folders_are_readable_by_another_user(ran):
             assert path.stat().st_mode & wanted == wanted, f"{path}: mode {path.stat().st_mode & 0o777:o}"
             checked += 1
     assert checked > 50
+
+
+@pytest.mark.slow
+def test_the_digits_preset_trains_augmented_and_folds_its_batch_norm_into_the_int8_model(tmp_path):
+    """configs/digits.yaml as shipped, shrunk to 8-px images and two epochs: the train stage runs its Affine
+    augmentation, and its batch normalization leaves no op of its own in the int8 model (folded into the
+    convolutions, as TFLite Micro needs)."""
+    from deploy import micro
+    from pipelines.core import config as config_module
+
+    shrink = ["data.image_size=8", "model.filters=[8, 16]", "model.dense_units=16", "train.epochs=2",
+              "search.n_trials=1", "search.epochs=1", "export.representative_samples=32", "export.latency_runs=3",
+              "export.gate_baseline_margin=-1.0", "export.max_accuracy_drop=1.0", "runtime.verbose=0",
+              f"runtime.root={tmp_path}"]
+    preset = str(REPO / "configs" / "digits.yaml")
+    assert cli.main(["all", "--config", preset, *[item for setting in shrink for item in ("--set", setting)]]) == 0
+    config = config_module.load(preset, shrink)
+    assert config.model.batch_norm and [spec["name"] for spec in config.augment.transforms] == ["Affine"]
+    _, runs = _runs(config)
+    train = [run for run in runs if run.data.tags.get("stage") == "train"]
+    assert [run.data.tags["augmentation"] for run in train] == ["Affine"]
+    ops = micro.ops((workspace.stage_dir(tmp_path, "digits", "export") / "int8.tflite").read_bytes())
+    assert "CONV_2D" in ops and not {"MUL", "ADD"} & set(ops), ops
