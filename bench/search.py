@@ -1,7 +1,8 @@
 """Benchmark `search`: random-then-grid on the default plan (`search.n_trials`, `sampler`, `grid_points`,
 `top_k` and the budget `max_trials` B as `SearchConfig` has them) against an exhaustive grid of at least 4B
 trials, on digits validation accuracy, over a space whose good region is narrow (SGD's learning rate and the
-L2 penalty, each over six decades: too small learns nothing in a few epochs, too large diverges). The same on a
+L2 penalty, each over six decades: too small learns nothing in a few epochs, too large diverges), with the plain
+CNN the bench began with (no batch normalization, no augmentation, whatever the preset trains with). The same on a
 table (`table_*`: configs/breast_cancer.yaml's MLP, 20 epochs per trial, ranked by validation accuracy).
 Random-then-grid runs with each phase-1 sampler (`random`, `qmc`) over five seeds:
 `random_then_grid_mean_best_<sampler>`, its spread (`_std_best_`) and each seed's best (`_bests_`);
