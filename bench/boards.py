@@ -16,6 +16,7 @@ too.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from pipelines.core import config as config_module
@@ -46,8 +47,13 @@ def run() -> dict:
 
 def board_search(config_file: str, space: dict) -> dict:
     """One preset's search under the Cortex-M4's limits at a 5 ms deadline, from a fresh store."""
-    root = WORK / Path(config_file).stem
-    shutil.rmtree(root, ignore_errors=True)
+    stem = Path(config_file).stem
+    for earlier in WORK.glob(f"{stem}-*"):
+        shutil.rmtree(earlier, ignore_errors=True)
+    # a new folder each call: MLflow keeps its store per tracking URI for the whole process, so a store deleted
+    # and made again at the same path (boards, then search's own boards run, in one `make bench`) is read-only
+    WORK.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=WORK))
     tree = config_module.to_dict(config_module.load(config_file, [f"runtime.root={root}"]))
     tree["runtime"]["verbose"] = 0
     tree["search"].update({"space": space, "n_trials": 8, "grid_points": 3, "top_k": 2, "max_trials": 0, "epochs": 30,
