@@ -76,9 +76,15 @@ def sigkill_after_first_checkpoint(command: list[str], backup_root: Path, timeou
     Raises:
         AssertionError: no checkpoint was written within `timeout` seconds.
     """
+    def written() -> bool:
+        try:
+            return bool(list(backup_root.rglob("checkpoint")))
+        except FileNotFoundError:  # the child renamed a temporary checkpoint folder while the scan walked it
+            return False
+
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not list(backup_root.rglob("checkpoint")):
+    while time.monotonic() < deadline and not written():
         time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
